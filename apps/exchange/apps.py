@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ExchangeConfig(AppConfig):
+    """The built-in Kalshi exchange simulator; it has no models, only the runexchange command."""
+
+    name = "apps.exchange"
+    label = "exchange"
+    verbose_name = "Exchange simulator"

@@ -1,0 +1,239 @@
+"""One simulated Kalshi market: its book, how it moves, and a bounded record of its past states.
+
+Plain Python (no Django, no asyncio). Prices are 1/10,000 dollar and sizes 1/100 contract, as in
+``apps.kalshi.fixedpoint``. The book holds YES bids and NO bids; a NO bid at q is a YES ask at 1 - q.
+Every change keeps the book uncrossed (best YES bid + best NO bid < 1.00) and no size ever goes negative.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import uuid
+from collections import deque
+from dataclasses import dataclass
+
+from apps.kalshi.fixedpoint import CONTRACT, DOLLAR, format_price
+from apps.kalshi.messages import Side
+
+LINEAR_CENT = "linear_cent"
+DECI_CENT = "deci_cent"
+TAPERED_DECI_CENT = "tapered_deci_cent"
+PRICE_LEVEL_STRUCTURES = (LINEAR_CENT, DECI_CENT, TAPERED_DECI_CENT)
+
+CENT = DOLLAR // 100
+DECI = DOLLAR // 1000
+
+# (start, end, step) per structure, as Kalshi's price_ranges list them.
+_RANGES: dict[str, tuple[tuple[int, int, int], ...]] = {
+    LINEAR_CENT: ((0, DOLLAR, CENT),),
+    DECI_CENT: ((0, DOLLAR, DECI),),
+    TAPERED_DECI_CENT: ((0, 10 * CENT, DECI), (10 * CENT, 90 * CENT, CENT), (90 * CENT, DOLLAR, DECI)),
+}
+
+# Market ids are stable per ticker so recordings and tests can refer to them.
+_MARKET_ID_NAMESPACE = uuid.UUID("6f1d3c52-1b7e-4a7e-9d53-0c6a0b3f2a11")
+
+MAX_LEVELS = 24
+"""Above this many levels on a side, changes there are cancels, so books stay a plausible size."""
+
+
+def valid_prices(structure: str) -> list[int]:
+    """Every price strictly between 0 and 1 dollar that the structure allows, ascending."""
+    prices: set[int] = set()
+    for start, end, step in _RANGES[structure]:
+        prices.update(range(start, end + 1, step))
+    return sorted(p for p in prices if 0 < p < DOLLAR)
+
+
+def price_ranges(structure: str) -> list[dict[str, str]]:
+    """The REST ``price_ranges`` field: [{"start": "0.0000", "end": "1.0000", "step": "0.0100"}, ...]."""
+    return [
+        {"start": format_price(start), "end": format_price(end), "step": format_price(step)}
+        for start, end, step in _RANGES[structure]
+    ]
+
+
+def market_id_for(ticker: str) -> str:
+    return str(uuid.uuid5(_MARKET_ID_NAMESPACE, ticker))
+
+
+def event_ticker_for(ticker: str) -> str:
+    """KXFED-26DEC-T4.25 -> KXFED-26DEC; a ticker with a single dash is its own event."""
+    return ticker.rsplit("-", 1)[0] if ticker.count("-") >= 2 else ticker
+
+
+def series_ticker_for(ticker: str) -> str:
+    return ticker.split("-", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One book change, as an orderbook_delta carries it."""
+
+    side: Side
+    price: int
+    delta: int
+    trade: bool = False
+    """True when the change is liquidity taken at the best level (it counts as volume)."""
+
+
+class SimMarket:
+    """The exchange's state for one market."""
+
+    def __init__(
+        self,
+        ticker: str,
+        *,
+        structure: str = LINEAR_CENT,
+        rng: random.Random,
+        close_time: str,
+        history_size: int,
+    ) -> None:
+        if structure not in _RANGES:
+            raise ValueError(f"unknown price level structure {structure!r}")
+        self.ticker = ticker
+        self.market_id = market_id_for(ticker)
+        self.event_ticker = event_ticker_for(ticker)
+        self.series_ticker = series_ticker_for(ticker)
+        self.structure = structure
+        self.close_time = close_time
+        self.status = "active"
+        self.rng = rng
+        self.prices = valid_prices(structure)
+        self.yes: dict[int, int] = {}
+        self.no: dict[int, int] = {}
+        self.volume = 0
+        self.open_interest = rng.randint(500, 50_000) * CONTRACT
+        self.last_price: int | None = None
+        n = len(self.prices)
+        # The fair YES price walks as an index into the price grid, kept away from the extremes.
+        self._low = max(1, n * 4 // 100)
+        self._high = n - 1 - self._low
+        self.fair = rng.randint(n * 15 // 100, n * 85 // 100)
+        self._seed_book()
+        self._history_size = max(1, history_size)
+        self._base_yes = dict(self.yes)
+        self._base_no = dict(self.no)
+        self._base_event = 0
+        self._changes: deque[tuple[int, Change]] = deque()
+
+    # ------------------------------------------------------------------------------------------ book
+
+    def _mirror(self, index: int) -> int:
+        """The NO price of the YES price at ``index``: 1 - p, which is on the same (symmetric) grid."""
+        return DOLLAR - self.prices[index]
+
+    def _random_size(self) -> int:
+        # Mostly whole contracts, sometimes fractional ones like 12.50 or 3.25.
+        whole = self.rng.choice((1, 2, 5, 10, 10, 25, 50, 100, 150, 300, 500))
+        extra = self.rng.choice((0, 0, 0, 0, 0, 25, 50, 75))
+        return whole * CONTRACT + extra * CONTRACT // 100
+
+    def _seed_book(self) -> None:
+        spacing = 1 if self.structure == LINEAR_CENT else 3
+        for side in ("yes", "no"):
+            levels = self.yes if side == "yes" else self.no
+            offset = 0
+            for _ in range(self.rng.randint(6, 14)):
+                offset += self.rng.randint(1, spacing + 1)
+                index = self.fair - offset if side == "yes" else self.fair + offset
+                if not 0 <= index < len(self.prices):
+                    break
+                price = self.prices[index] if side == "yes" else self._mirror(index)
+                levels[price] = levels.get(price, 0) + self._random_size()
+
+    def best(self, side: Side) -> int | None:
+        levels = self.yes if side == "yes" else self.no
+        return max(levels) if levels else None
+
+    def next_change(self) -> Change:
+        """Draw the next random change. It is not applied: call ``apply`` with it."""
+        for _ in range(20):
+            change = self._draw()
+            if change is not None:
+                return change
+        # Always possible: cancel whatever rests somewhere, or add a deep bid that cannot cross.
+        for side in ("yes", "no"):
+            levels = self.yes if side == "yes" else self.no
+            if levels:
+                price = min(levels)
+                return Change(side, price, -levels[price])
+        return Change("yes", self.prices[0], self._random_size())
+
+    def _draw(self) -> Change | None:
+        rng = self.rng
+        if rng.random() < 0.1:
+            self.fair = min(self._high, max(self._low, self.fair + rng.choice((-1, 1))))
+        side: Side = "yes" if rng.random() < 0.5 else "no"
+        levels = self.yes if side == "yes" else self.no
+        roll = rng.random()
+        if levels and roll < 0.12:
+            price = max(levels)
+            take = min(levels[price], rng.randint(1, 40) * CONTRACT)
+            return Change(side, price, -take, trade=True)
+        if levels and (roll < 0.45 or len(levels) > MAX_LEVELS):
+            ordered = sorted(levels)
+            price = ordered[0] if len(levels) > MAX_LEVELS else rng.choice(ordered)
+            size = levels[price]
+            if rng.random() < 0.5 or size <= CONTRACT:
+                return Change(side, price, -size)
+            return Change(side, price, -rng.randint(1, size // CONTRACT) * CONTRACT)
+        offset = 1 + min(int(rng.expovariate(0.35)), 25)
+        if self.structure != LINEAR_CENT:
+            offset *= rng.randint(1, 3)
+        index = self.fair - offset if side == "yes" else self.fair + offset
+        index = min(len(self.prices) - 1, max(0, index))
+        price = self.prices[index] if side == "yes" else self._mirror(index)
+        other = self.best("no" if side == "yes" else "yes")
+        if other is not None and price + other >= DOLLAR:
+            # Stay below the other side's best: the highest grid price with price + other < 1.00.
+            below = bisect.bisect_left(self.prices, DOLLAR - other) - 1
+            if below < 0:
+                return None
+            price = self.prices[below]
+        return Change(side, price, self._random_size())
+
+    def apply(self, change: Change, event: int) -> None:
+        """Apply a change and record it under the exchange-wide event number ``event``."""
+        levels = self.yes if change.side == "yes" else self.no
+        size = levels.get(change.price, 0) + change.delta
+        if size < 0:
+            raise ValueError(f"{self.ticker}: change {change} would make a negative size")
+        if size:
+            levels[change.price] = size
+        else:
+            del levels[change.price]
+        if change.trade:
+            self.volume += -change.delta
+            self.last_price = change.price if change.side == "yes" else DOLLAR - change.price
+        self._changes.append((event, change))
+        while len(self._changes) > self._history_size:
+            old_event, old = self._changes.popleft()
+            base = self._base_yes if old.side == "yes" else self._base_no
+            new_size = base.get(old.price, 0) + old.delta
+            if new_size:
+                base[old.price] = new_size
+            else:
+                base.pop(old.price, None)
+            self._base_event = old_event
+
+    def book_at_event(self, event: int) -> tuple[dict[int, int], dict[int, int]] | None:
+        """(yes, no) as they were once every change numbered <= ``event`` had been applied.
+
+        None when that moment is older than the retained history.
+        """
+        if event < self._base_event:
+            return None
+        yes = dict(self._base_yes)
+        no = dict(self._base_no)
+        for change_event, change in self._changes:
+            if change_event > event:
+                break
+            levels = yes if change.side == "yes" else no
+            size = levels.get(change.price, 0) + change.delta
+            if size:
+                levels[change.price] = size
+            else:
+                levels.pop(change.price, None)
+        return yes, no
