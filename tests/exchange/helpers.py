@@ -1,0 +1,167 @@
+"""Client-side helpers for talking to the simulator over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
+
+from apps.exchange.simulator import ExchangeSimulator
+from apps.kalshi.signing import WS_PATH, Credentials
+
+Frame_ = dict[str, Any]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class PingRecordingConnection(ClientConnection):
+    """A client connection that remembers the body of every Ping it receives."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pings: list[bytes] = []
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode is Opcode.PING:
+            self.pings.append(bytes(event.data))
+        super().process_event(event)
+
+
+async def open_ws(
+    sim: ExchangeSimulator,
+    credentials: Credentials,
+    *,
+    headers: dict[str, str] | None = None,
+    url: str | None = None,
+    **kwargs: Any,
+) -> PingRecordingConnection:
+    """Open a signed WebSocket to the simulator (headers signed over GET /trade-api/ws/v2)."""
+    if headers is None:
+        headers = credentials.headers("GET", WS_PATH, now_ms())
+    # An unbounded receive queue keeps the client reading, so closing a busy connection is quick.
+    kwargs.setdefault("max_queue", None)
+    ws = await connect(
+        url or sim.ws_url,
+        additional_headers=headers,
+        create_connection=PingRecordingConnection,
+        open_timeout=5,
+        close_timeout=1,
+        **kwargs,
+    )
+    assert isinstance(ws, PingRecordingConnection)
+    return ws
+
+
+async def send(ws: ClientConnection, command: dict[str, Any] | str) -> None:
+    await ws.send(command if isinstance(command, str) else json.dumps(command))
+
+
+async def recv(ws: ClientConnection, within: float = 5.0) -> Frame_:
+    frame = json.loads(await asyncio.wait_for(ws.recv(), within))
+    assert isinstance(frame, dict)
+    return frame
+
+
+async def recv_until(
+    ws: ClientConnection, predicate: Callable[[Frame_], bool], within: float = 5.0
+) -> list[Frame_]:
+    """Every frame up to and including the first one matching ``predicate``."""
+    frames: list[Frame_] = []
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise TimeoutError(f"no matching frame among {len(frames)} received")
+        frame = await recv(ws, remaining)
+        frames.append(frame)
+        if predicate(frame):
+            return frames
+
+
+async def recv_n(ws: ClientConnection, count: int, within: float = 5.0) -> list[Frame_]:
+    return [await recv(ws, within) for _ in range(count)]
+
+
+async def drain(ws: ClientConnection, quiet: float = 0.2) -> list[Frame_]:
+    """Read until nothing arrives for ``quiet`` seconds."""
+    frames: list[Frame_] = []
+    while True:
+        try:
+            frames.append(await recv(ws, quiet))
+        except TimeoutError:
+            return frames
+
+
+async def wait_for(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.01)
+
+
+async def subscribe(
+    ws: ClientConnection,
+    tickers: list[str],
+    command_id: int = 1,
+    channels: tuple[str, ...] = ("orderbook_delta",),
+) -> tuple[list[int], list[Frame_]]:
+    """Subscribe and read the replies and snapshots; returns (sids, frames read)."""
+    await send(
+        ws,
+        {
+            "id": command_id,
+            "cmd": "subscribe",
+            "params": {"channels": list(channels), "market_tickers": tickers},
+        },
+    )
+    snapshots = len(tickers) if "orderbook_delta" in channels else 0
+    frames: list[Frame_] = []
+    sids: list[int] = []
+    while len(sids) < len(channels) or sum(f["type"] == "orderbook_snapshot" for f in frames) < snapshots:
+        frame = await recv(ws)
+        frames.append(frame)
+        if frame["type"] == "subscribed":
+            sids.append(frame["msg"]["sid"])
+    return sids, frames
+
+
+async def http_get(
+    sim: ExchangeSimulator,
+    path_and_query: str,
+    credentials: Credentials | None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """A minimal HTTP/1.1 GET over a raw socket: (status, lower-cased headers, body)."""
+    if headers is None:
+        headers = credentials.headers("GET", urlsplit(path_and_query).path, now_ms()) if credentials else {}
+    reader, writer = await asyncio.open_connection(sim.config.host, sim.port, family=socket.AF_INET)
+    lines = [f"GET {path_and_query} HTTP/1.1", f"Host: {sim.config.host}:{sim.port}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    response_headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        response_headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), response_headers, body
+
+
+async def http_json(sim: ExchangeSimulator, path_and_query: str, credentials: Credentials) -> tuple[int, Any]:
+    status, _, body = await http_get(sim, path_and_query, credentials)
+    return status, json.loads(body)
