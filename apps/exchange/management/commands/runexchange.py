@@ -1,0 +1,186 @@
+"""``python manage.py runexchange``: run the built-in Kalshi exchange simulator until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.exchange.faults import Faults
+from apps.exchange.keys import ensure_key_pair
+from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator, SimulatorConfig
+from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW, ERROR_CHANNEL
+from apps.kalshi.signing import KeyLoadError
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+class Command(BaseCommand):
+    help = "Run the built-in Kalshi exchange simulator (WebSocket API v2 and REST on one port)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+        parser.add_argument(
+            "--port", type=int, default=8007, help="port to bind, 0 = any free (default 8007)"
+        )
+        parser.add_argument(
+            "--markets",
+            default="",
+            help=f"comma-separated tickers (default {','.join(DEFAULT_MARKETS)})",
+        )
+        parser.add_argument(
+            "--rate", type=float, default=50.0, help="orderbook deltas per second (default 50)"
+        )
+        parser.add_argument("--seed", type=int, default=None, help="make books and deltas repeatable")
+        parser.add_argument(
+            "--public-key",
+            type=Path,
+            default=None,
+            help="PEM public key that signatures are checked against (default: DATA_DIR/sim_public_key.pem, "
+            "generated with its private key when missing)",
+        )
+        parser.add_argument("--key-id", default=None, help="require this KALSHI-ACCESS-KEY")
+        parser.add_argument(
+            "--ping-interval", type=_positive_float, default=10.0, help="seconds (default 10)"
+        )
+        parser.add_argument(
+            "--outbound-limit",
+            type=_positive_int,
+            default=10_000,
+            help="frames queued for a slow client before error 25 (default 10000)",
+        )
+        parser.add_argument("--exchange-closed", action="store_true", help="start with the exchange closed")
+        faults = parser.add_argument_group("faults (all off by default)")
+        faults.add_argument(
+            "--drop-every", type=_positive_float, metavar="SECONDS", help="abort every connection this often"
+        )
+        faults.add_argument(
+            "--skip-seq-every",
+            type=_positive_int,
+            metavar="N",
+            help="skip every Nth delta of a subscription (its seq is consumed)",
+        )
+        faults.add_argument(
+            "--stall-every",
+            type=_positive_float,
+            metavar="SECONDS",
+            help="stall data (pings continue) this often",
+        )
+        faults.add_argument(
+            "--stall-for",
+            type=_positive_float,
+            default=5.0,
+            metavar="SECONDS",
+            help="length of each stall (default 5)",
+        )
+        faults.add_argument("--stall", action="store_true", help="stall data for the whole run")
+        faults.add_argument("--no-ping", action="store_true", help="send no heartbeat pings")
+        faults.add_argument(
+            "--error-every",
+            type=_positive_int,
+            metavar="N",
+            help="end a subscription with --error-code after every N deltas",
+        )
+        faults.add_argument(
+            "--error-code",
+            type=int,
+            choices=(ERROR_CHANNEL, ERROR_BUFFER_OVERFLOW),
+            default=ERROR_CHANNEL,
+            help="terminal error for --error-every (default 10)",
+        )
+        faults.add_argument("--reject-handshake", action="store_true", help="answer every handshake with 401")
+        faults.add_argument(
+            "--malformed-every",
+            type=_positive_int,
+            metavar="N",
+            help="add a malformed frame after every N frames",
+        )
+        faults.add_argument(
+            "--oversized-every",
+            type=_positive_int,
+            metavar="N",
+            help="add an oversized (> 1 MiB) frame after every N frames",
+        )
+        faults.add_argument(
+            "--rest-429", type=int, default=0, metavar="K", help="answer the first K REST requests with 429"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        public_key_path: Path | None = options["public_key"]
+        if public_key_path is None:
+            pair = ensure_key_pair(Path(settings.DATA_DIR))
+            public_key_path = pair.public_key
+            self.stdout.write(f"Using the simulator key pair in {pair.public_key.parent}")
+        try:
+            public_key_pem = public_key_path.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"cannot read the public key {public_key_path}: {exc.strerror}") from None
+        markets = [t.strip() for t in options["markets"].split(",") if t.strip()] or None
+        config = SimulatorConfig(
+            host=options["host"],
+            port=options["port"],
+            public_key_pem=public_key_pem,
+            key_id=options["key_id"],
+            markets=markets,
+            message_rate=options["rate"],
+            ping_interval=options["ping_interval"],
+            seed=options["seed"],
+            outbound_limit=options["outbound_limit"],
+            faults=Faults(
+                drop_every=options["drop_every"],
+                skip_seq_every=options["skip_seq_every"],
+                stall=options["stall"],
+                stall_every=options["stall_every"],
+                stall_for=options["stall_for"],
+                no_ping=options["no_ping"],
+                error_every=options["error_every"],
+                error_code=options["error_code"],
+                reject_handshake=options["reject_handshake"],
+                malformed_every=options["malformed_every"],
+                oversized_every=options["oversized_every"],
+                rest_429=options["rest_429"],
+            ),
+        )
+        try:
+            simulator = ExchangeSimulator(config)
+        except (KeyLoadError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        if options["exchange_closed"]:
+            simulator.set_exchange_status(False)
+        try:
+            asyncio.run(self._run(simulator))
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+
+    async def _run(self, simulator: ExchangeSimulator) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await simulator.start()
+        self.stdout.write(
+            f"Exchange simulator listening: WebSocket {simulator.ws_url}  REST {simulator.api_url}"
+        )
+        self.stdout.write(f"Markets: {', '.join(simulator.markets)}")
+        self.stdout.flush()
+        try:
+            await stop.wait()
+        finally:
+            self.stdout.write("Stopping the exchange simulator")
+            await simulator.stop()
