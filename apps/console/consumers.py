@@ -1,0 +1,71 @@
+"""The console's WebSocket: history first, then the trader's live events."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from apps.trader.selectors import console_history
+
+logger = logging.getLogger(__name__)
+
+MAX_CLIENT_MESSAGE = 4096
+
+
+class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    group = settings.CONSOLE_GROUP
+
+    async def connect(self) -> None:
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        # The newcomer alone gets the story so far, read from the rows the trader wrote.
+        await self.send_json({"type": "history_replay", "data": await database_sync_to_async(console_history)()})
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Bad input from a browser gets an error reply; it never kills the consumer.
+        if text_data is None or len(text_data) > MAX_CLIENT_MESSAGE:
+            await self._reply_error("send JSON text messages of at most 4096 characters")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self._reply_error("message is not valid JSON")
+            return
+        if not isinstance(content, dict):
+            await self._reply_error("message must be a JSON object with a 'type'")
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        kind = content.get("type")
+        if kind == "ping":
+            await self.send_json({"type": "pong", "data": {}})
+        elif kind == "request_history":
+            await self.send_json({"type": "history_replay", "data": await database_sync_to_async(console_history)()})
+        else:
+            await self._reply_error(f"unknown message type {kind!r}; expected 'ping' or 'request_history'")
+
+    async def _reply_error(self, message: str) -> None:
+        await self.send_json({"type": "error", "data": {"message": message}})
+
+    # Handlers for channel-layer events ``trader.<kind>``; each forwards ``{"type": kind, "data": ...}``.
+
+    async def trader_state_transition(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "state_transition", "data": event["data"]})
+
+    async def trader_trader_status(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "trader_status", "data": event["data"]})
+
+    async def trader_orderbook(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "orderbook", "data": event["data"]})
+
+    async def trader_console(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "console", "data": event["data"]})

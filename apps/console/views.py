@@ -1,0 +1,41 @@
+"""The console page and the probes. All of them read rows, never the trader's memory."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from apps.trader.selectors import session_current, session_health, status_current
+
+
+@require_GET
+def console_page(request: HttpRequest) -> HttpResponse:
+    session = session_current()
+    return render(
+        request,
+        "console/console.html",
+        {
+            "environment": str(settings.ENVIRONMENT),
+            "ws_path": "/v3/ws",
+            "state": session.current_state if session else "",
+            "session_id": session.pk if session else None,
+            "markets": session.markets if session else [],
+        },
+    )
+
+
+@require_GET
+@never_cache
+def health(request: HttpRequest) -> JsonResponse:
+    """200 while the trader is up (healthy, or degraded and healing); 503 with the reason otherwise."""
+    result = session_health(session=session_current())
+    return JsonResponse(result.as_dict(), status=200 if result.ok else 503)
+
+
+@require_GET
+@never_cache
+def status(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(status_current(), json_dumps_params={"indent": 2})

@@ -1,0 +1,444 @@
+"""The async Kalshi WebSocket v2 orderbook client.
+
+It signs the handshake, subscribes to ``orderbook_delta`` for its markets, keeps one exact OrderBook per
+market, checks ``seq`` per subscription and heals gaps with fresh snapshots, and reconnects forever with
+back-off. It reports to a listener: feed events (connection status, sync, faults) and every applied
+market message (the recording path awaits it, which gives the exchange back-pressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from apps.kalshi.backoff import Backoff
+from apps.kalshi.messages import (
+    CHANNEL_ORDERBOOK,
+    ERROR_AUTH_REQUIRED,
+    ErrorReply,
+    MalformedMessage,
+    Ok,
+    OrderbookDelta,
+    OrderbookSnapshot,
+    OtherMessage,
+    Subscribed,
+    Unsubscribed,
+    parse_message,
+    subscribe_command,
+    unsubscribe_command,
+    update_subscription_command,
+)
+from apps.kalshi.orderbook import BookInconsistent, OrderBook
+from apps.kalshi.signing import WS_PATH, Credentials
+
+logger = logging.getLogger(__name__)
+
+MarketMessage = OrderbookSnapshot | OrderbookDelta
+
+
+class ConnectionStatus(StrEnum):
+    CONNECTED = "connected"
+    CONNECTING = "connecting"
+    DISCONNECTED = "disconnected"
+
+
+class FeedEventKind(StrEnum):
+    CONNECTED = "connected"
+    SYNCED = "synced"
+    """Every market has a current snapshot."""
+    DISCONNECTED = "disconnected"
+    """The connection ended or could not be made; ``attempt`` and ``delay`` say when the next try is."""
+    FATAL = "fatal"
+    """Retrying cannot help (the handshake was refused); the client stops."""
+    GAP = "gap"
+    NOTICE = "notice"
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    kind: FeedEventKind
+    reason: str = ""
+    attempt: int = 0
+    delay: float = 0.0
+    level: str = "info"
+
+
+class FeedListener(Protocol):
+    async def on_feed_event(self, event: FeedEvent) -> None: ...
+
+    async def on_market_message(self, message: MarketMessage, book: OrderBook) -> None: ...
+
+
+class _WatchedConnection(ClientConnection):
+    """A client connection that notes when any bytes last arrived, pings included.
+
+    Kalshi pings every 10 s even when a market is quiet, so "no bytes at all for a while" is the signal
+    of a dead socket, while "no data messages" is only a quiet market.
+    """
+
+    last_received: float = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
+        super().data_received(data)
+
+
+class HandshakeRejected(Exception):
+    """The exchange refused the signed handshake (HTTP 401/403)."""
+
+
+@dataclass
+class ClientMetrics:
+    messages_received: int = 0
+    bytes_received: int = 0
+    snapshots_received: int = 0
+    deltas_received: int = 0
+    malformed_frames: int = 0
+    gaps_detected: int = 0
+    resyncs: int = 0
+    duplicates_ignored: int = 0
+    stale_deltas_dropped: int = 0
+    inconsistent_books: int = 0
+    reconnects: int = 0
+    connect_attempts: int = 0
+    unknown_types: Counter[str] = field(default_factory=Counter)
+    errors_by_code: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass
+class _Command:
+    name: str
+    payload: dict[str, Any]
+
+
+class KalshiWebSocketClient:
+    """One authenticated connection carrying one ``orderbook_delta`` subscription for ``markets``."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        credentials: Credentials,
+        markets: list[str],
+        listener: FeedListener,
+        backoff: Backoff | None = None,
+        idle_timeout: float = 30.0,
+        open_timeout: float = 10.0,
+        stable_after: float = 30.0,
+        wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.url = url
+        self.markets: list[str] = list(dict.fromkeys(markets))
+        self.books: dict[str, OrderBook] = {ticker: OrderBook(ticker) for ticker in self.markets}
+        self.stale: set[str] = set(self.markets)
+        self.metrics = ClientMetrics()
+        self.status = ConnectionStatus.DISCONNECTED
+        self.connected_since: float | None = None
+        """Monotonic time the current connection opened."""
+        self.last_message_at: float | None = None
+        """Wall-clock time (seconds) of the last frame received."""
+        self._credentials = credentials
+        self._listener = listener
+        self._backoff = backoff or Backoff()
+        self._idle_timeout = idle_timeout
+        self._open_timeout = open_timeout
+        self._stable_after = stable_after
+        self._wall_clock_ms = wall_clock_ms
+        self._ws: _WatchedConnection | None = None
+        self._closing = asyncio.Event()
+        self._next_id = 0
+        self._commands: dict[int, _Command] = {}
+        self._sid: int | None = None
+        self._last_seq: dict[int, int] = {}
+        self._synced = False
+        self._warned_types: set[str] = set()
+
+    # ----------------------------------------------------------------------------------------- running
+
+    async def run(self) -> None:
+        """Connect and read until ``close()``; reconnect with back-off after every failure.
+
+        Raises HandshakeRejected when the exchange refuses the credentials, since retrying cannot help.
+        """
+        while not self._closing.is_set():
+            self.status = ConnectionStatus.CONNECTING
+            self.metrics.connect_attempts += 1
+            reason = await self._connect_and_read()
+            self._on_connection_lost()
+            if self._closing.is_set():
+                break
+            delay = self._backoff.next_delay()
+            self.metrics.reconnects += 1
+            await self._listener.on_feed_event(
+                FeedEvent(FeedEventKind.DISCONNECTED, reason=reason, attempt=self._backoff.attempt, delay=delay,
+                          level="warning")
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=delay)
+        self.status = ConnectionStatus.DISCONNECTED
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def _connect_and_read(self) -> str:
+        """One connection's life. Returns why it ended."""
+        headers = self._credentials.headers("GET", WS_PATH, self._wall_clock_ms())
+        try:
+            async with connect(
+                self.url,
+                additional_headers=headers,
+                create_connection=_WatchedConnection,
+                open_timeout=self._open_timeout,
+                # Kalshi pings every 10 s and websockets answers with pongs; silence is detected in _read.
+                ping_interval=None,
+                max_size=2**24,
+                max_queue=1024,
+                close_timeout=2.0,
+            ) as ws:
+                assert isinstance(ws, _WatchedConnection)
+                ws.last_received = time.monotonic()
+                self._ws = ws
+                await self._on_connected(ws)
+                return await self._read(ws)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                reason = f"the exchange refused the handshake with HTTP {status}: check the API key id and private key"
+                await self._listener.on_feed_event(FeedEvent(FeedEventKind.FATAL, reason=reason, level="error"))
+                self._closing.set()
+                raise HandshakeRejected(reason) from None
+            return f"handshake failed with HTTP {status}"
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            return f"cannot connect: {type(exc).__name__}: {exc}"
+        except ConnectionClosed as exc:
+            return _close_reason(exc)
+        finally:
+            self._ws = None
+
+    async def _on_connected(self, ws: ClientConnection) -> None:
+        self.status = ConnectionStatus.CONNECTED
+        self.connected_since = time.monotonic()
+        self._sid = None
+        self._last_seq.clear()
+        self._commands.clear()
+        self._synced = False
+        self.stale = set(self.markets)
+        await self._listener.on_feed_event(FeedEvent(FeedEventKind.CONNECTED, reason=f"connected to {self.url}"))
+        if self.markets:
+            await self._send(ws, "subscribe", subscribe_command(self._command_id(), self.markets))
+
+    def _on_connection_lost(self) -> None:
+        if self.connected_since is not None and time.monotonic() - self.connected_since >= self._stable_after:
+            self._backoff.reset()  # a connection that held is not part of a failure streak
+        self.connected_since = None
+        self.status = ConnectionStatus.CONNECTING if not self._closing.is_set() else ConnectionStatus.DISCONNECTED
+        self.stale = set(self.markets)
+        self._synced = False
+
+    async def _read(self, ws: _WatchedConnection) -> str:
+        while True:
+            remaining = self._idle_timeout - (time.monotonic() - ws.last_received)
+            if remaining <= 0:
+                return f"socket silent for {self._idle_timeout:.0f} s (no data and no pings)"
+            try:
+                frame = await asyncio.wait_for(ws.recv(), timeout=remaining)
+            except TimeoutError:
+                continue
+            self.last_message_at = time.time()
+            self.metrics.messages_received += 1
+            self.metrics.bytes_received += len(frame)
+            try:
+                message = parse_message(frame)
+            except MalformedMessage as exc:
+                self.metrics.malformed_frames += 1
+                logger.warning("malformed frame ignored: %s", exc)
+                continue
+            await self._dispatch(ws, message)
+
+    # ----------------------------------------------------------------------------------------- messages
+
+    async def _dispatch(self, ws: ClientConnection, message: Any) -> None:
+        if isinstance(message, OrderbookDelta):
+            await self._on_delta(ws, message)
+        elif isinstance(message, OrderbookSnapshot):
+            await self._on_snapshot(message)
+        elif isinstance(message, Subscribed):
+            self._commands.pop(message.id or -1, None)
+            if message.channel == CHANNEL_ORDERBOOK:
+                self._sid = message.sid
+                self._last_seq.pop(message.sid, None)
+        elif isinstance(message, Ok):
+            self._on_ok(message)
+        elif isinstance(message, Unsubscribed):
+            self._commands.pop(message.id or -1, None)
+        elif isinstance(message, ErrorReply):
+            await self._on_error(ws, message)
+        elif isinstance(message, OtherMessage) and message.type not in self._warned_types:
+            self._warned_types.add(message.type)
+            self.metrics.unknown_types[message.type] += 1
+            logger.info("ignoring messages of type %r", message.type)
+        elif isinstance(message, OtherMessage):
+            self.metrics.unknown_types[message.type] += 1
+
+    def _check_seq(self, sid: int, seq: int) -> str:
+        """'ok' for the next seq, 'old' for a duplicate or older seq, 'gap' when some were skipped."""
+        last = self._last_seq.get(sid)
+        if last is not None and seq <= last:
+            return "old"
+        self._last_seq[sid] = seq
+        if last is not None and seq != last + 1:
+            return "gap"
+        return "ok"
+
+    async def _on_snapshot(self, snapshot: OrderbookSnapshot) -> None:
+        verdict = self._check_seq(snapshot.sid, snapshot.seq)
+        if verdict == "old":
+            self.metrics.duplicates_ignored += 1
+            return
+        book = self.books.get(snapshot.market_ticker)
+        if book is None:
+            return  # a market removed while its snapshot was in flight
+        if verdict == "gap":
+            await self._on_gap(snapshot.sid, snapshot.seq, keep=snapshot.market_ticker)
+        book.apply_snapshot(snapshot)
+        self.metrics.snapshots_received += 1
+        if snapshot.market_ticker in self.stale and snapshot.id is not None:
+            self.metrics.resyncs += 1
+        self.stale.discard(snapshot.market_ticker)
+        await self._listener.on_market_message(snapshot, book)
+        if not self.stale and not self._synced:
+            self._synced = True
+            await self._listener.on_feed_event(
+                FeedEvent(FeedEventKind.SYNCED, reason=f"orderbooks live for {len(self.markets)} markets")
+            )
+
+    async def _on_delta(self, ws: ClientConnection, delta: OrderbookDelta) -> None:
+        verdict = self._check_seq(delta.sid, delta.seq)
+        if verdict == "old":
+            self.metrics.duplicates_ignored += 1
+            return
+        if verdict == "gap":
+            await self._on_gap(delta.sid, delta.seq)
+        book = self.books.get(delta.market_ticker)
+        if book is None:
+            return
+        if delta.market_ticker in self.stale:
+            self.metrics.stale_deltas_dropped += 1
+            return
+        try:
+            book.apply_delta(delta)
+        except BookInconsistent as exc:
+            self.metrics.inconsistent_books += 1
+            logger.warning("resyncing: %s", exc)
+            await self._resync(ws, [delta.market_ticker], reason=str(exc))
+            return
+        self.metrics.deltas_received += 1
+        await self._listener.on_market_message(delta, book)
+
+    async def _on_gap(self, sid: int, seq: int, keep: str | None = None) -> None:
+        """A seq gap cannot be pinned to one market, so every market of the sid is resynced."""
+        self.metrics.gaps_detected += 1
+        markets = [t for t in self.markets if t != keep]
+        await self._listener.on_feed_event(
+            FeedEvent(FeedEventKind.GAP, reason=f"seq gap on sid {sid} at seq {seq}; resyncing {len(self.markets)} markets",
+                      level="warning")
+        )
+        if self._ws is not None and markets:
+            await self._resync(self._ws, markets, reason=f"seq gap on sid {sid}")
+
+    async def _resync(self, ws: ClientConnection, tickers: list[str], *, reason: str) -> None:
+        self.stale.update(tickers)
+        self._synced = False
+        if self._sid is None:
+            return
+        await self._send(ws, "get_snapshot",
+                         update_subscription_command(self._command_id(), self._sid, "get_snapshot", tickers))
+
+    def _on_ok(self, message: Ok) -> None:
+        self._commands.pop(message.id or -1, None)
+        if message.sid is not None and message.seq is not None:
+            self._last_seq[message.sid] = max(message.seq, self._last_seq.get(message.sid, 0))
+
+    async def _on_error(self, ws: ClientConnection, error: ErrorReply) -> None:
+        self.metrics.errors_by_code[error.code] += 1
+        command = self._commands.pop(error.id or -1, None)
+        cause = f" (after {command.name} {json.dumps(command.payload.get('params', {}))})" if command else ""
+        if error.code == ERROR_AUTH_REQUIRED:
+            reason = f"the exchange says: {error.msg} (code 9)"
+            await self._listener.on_feed_event(FeedEvent(FeedEventKind.FATAL, reason=reason, level="error"))
+            self._closing.set()
+            await ws.close()
+            raise HandshakeRejected(reason)
+        if error.terminal:
+            # Codes 10 and 25 end the subscription on the exchange's side: subscribe again from scratch.
+            await self._listener.on_feed_event(
+                FeedEvent(FeedEventKind.NOTICE, reason=f"subscription ended by error {error.code} ({error.msg}); resubscribing",
+                          level="warning")
+            )
+            if error.sid is not None:
+                self._last_seq.pop(error.sid, None)
+            self.stale = set(self.markets)
+            self._synced = False
+            self._sid = None
+            await self._send(ws, "subscribe", subscribe_command(self._command_id(), self.markets))
+            return
+        if command is not None and command.name == "get_snapshot":
+            # get_snapshot refused: fall back to a fresh subscription.
+            sids = [self._sid] if self._sid is not None else []
+            if sids:
+                await self._send(ws, "unsubscribe", unsubscribe_command(self._command_id(), sids))
+            self._sid = None
+            await self._send(ws, "subscribe", subscribe_command(self._command_id(), self.markets))
+        logger.warning("exchange error %s: %s%s", error.code, error.msg, cause)
+
+    # ----------------------------------------------------------------------------------------- commands
+
+    def _command_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    async def _send(self, ws: ClientConnection, name: str, payload: dict[str, Any]) -> None:
+        self._commands[payload["id"]] = _Command(name=name, payload=payload)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps(payload))
+
+    # ----------------------------------------------------------------------------------------- status
+
+    def silent_for(self) -> float | None:
+        """Seconds since any bytes (data or pings) arrived on the current connection."""
+        return None if self._ws is None else time.monotonic() - self._ws.last_received
+
+    def uptime(self) -> float | None:
+        """Seconds the current connection has been open, or None when not connected."""
+        return None if self.connected_since is None else time.monotonic() - self.connected_since
+
+
+def _close_reason(exc: ConnectionClosed) -> str:
+    if exc.rcvd is not None:
+        return f"closed by the exchange (code {exc.rcvd.code}{': ' + exc.rcvd.reason if exc.rcvd.reason else ''})"
+    return "connection lost"
+
+
+__all__ = [
+    "ClientMetrics",
+    "ConnectionStatus",
+    "FeedEvent",
+    "FeedEventKind",
+    "FeedListener",
+    "HandshakeRejected",
+    "KalshiWebSocketClient",
+    "MarketMessage",
+]

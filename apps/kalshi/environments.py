@@ -1,0 +1,75 @@
+"""Which Kalshi hosts each trader environment may talk to.
+
+``sim`` talks only to loopback (the built-in exchange), ``paper`` only to Kalshi's demo hosts, ``local``
+and ``production`` only to production hosts. These rules are checked before any connection is opened.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+
+class Environment(StrEnum):
+    SIM = "sim"
+    PAPER = "paper"
+    LOCAL = "local"
+    PRODUCTION = "production"
+
+
+PRODUCTION_WS_URL = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
+PRODUCTION_API_URL = "https://external-api.kalshi.com/trade-api/v2"
+DEMO_WS_URL = "wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2"
+DEMO_API_URL = "https://external-api.demo.kalshi.co/trade-api/v2"
+
+PRODUCTION_HOSTS = frozenset({"external-api.kalshi.com", "external-api-ws.kalshi.com", "api.elections.kalshi.com"})
+DEMO_HOSTS = frozenset({"external-api.demo.kalshi.co", "external-api-ws.demo.kalshi.co", "demo-api.kalshi.co"})
+
+DEFAULT_URLS: dict[Environment, tuple[str, str]] = {
+    Environment.PAPER: (DEMO_WS_URL, DEMO_API_URL),
+    Environment.LOCAL: (PRODUCTION_WS_URL, PRODUCTION_API_URL),
+    Environment.PRODUCTION: (PRODUCTION_WS_URL, PRODUCTION_API_URL),
+}
+
+
+class ConfigurationError(ValueError):
+    """A broken configuration rule. The message is one line and names the variable."""
+
+
+def parse_environment(value: str) -> Environment:
+    try:
+        return Environment(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(e.value for e in Environment)
+        raise ConfigurationError(f"ENVIRONMENT must be one of {choices}; got {value!r}") from None
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(environment: Environment, variable: str, url: str, *, websocket: bool) -> None:
+    """Raise ConfigurationError when ``url`` is not allowed in ``environment``."""
+    parts = urlsplit(url)
+    schemes = ("ws", "wss") if websocket else ("http", "https")
+    host = parts.hostname or ""
+    if parts.scheme not in schemes or not host:
+        raise ConfigurationError(f"{variable} must be a {' or '.join(s + '://' for s in schemes)} URL; got {url!r}")
+    if environment is Environment.SIM:
+        if not is_loopback_host(host):
+            raise ConfigurationError(f"{variable} must point at a loopback address in sim; got host {host!r}")
+        return
+    if parts.scheme not in ("wss", "https"):
+        raise ConfigurationError(f"{variable} must use TLS (wss:// or https://) in {environment}; got {url!r}")
+    allowed = DEMO_HOSTS if environment is Environment.PAPER else PRODUCTION_HOSTS
+    if host not in allowed:
+        kind = "a Kalshi demo host" if environment is Environment.PAPER else "a Kalshi production host"
+        raise ConfigurationError(
+            f"{variable} must be {kind} in {environment} ({', '.join(sorted(allowed))}); got host {host!r}"
+        )

@@ -1,0 +1,101 @@
+"""One market's live orderbook, kept exactly from snapshots and deltas.
+
+Kalshi's book holds YES bids and NO bids only. A NO bid at price p is a YES ask at 1 - p, so the best YES
+ask is 1 - best NO bid (with ``use_yes_price`` false, the protocol's default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
+from apps.kalshi.messages import Level, OrderbookDelta, OrderbookSnapshot, Side
+
+
+class BookInconsistent(ValueError):
+    """A delta that would leave a negative size: the book no longer matches the exchange's."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopOfBook:
+    yes_bid: Level | None
+    yes_ask: Level | None
+
+    @property
+    def spread(self) -> int | None:
+        if self.yes_bid is None or self.yes_ask is None:
+            return None
+        return self.yes_ask[0] - self.yes_bid[0]
+
+
+class OrderBook:
+    """Resting YES and NO bids of one market, as {price: size} in fixed-point units."""
+
+    __slots__ = ("market_id", "market_ticker", "no", "seq", "sid", "yes")
+
+    def __init__(self, market_ticker: str) -> None:
+        self.market_ticker = market_ticker
+        self.market_id = ""
+        self.sid: int | None = None
+        self.seq: int | None = None
+        self.yes: dict[int, int] = {}
+        self.no: dict[int, int] = {}
+
+    def apply_snapshot(self, snapshot: OrderbookSnapshot) -> None:
+        self.market_id = snapshot.market_id
+        self.sid = snapshot.sid
+        self.seq = snapshot.seq
+        self.yes = {price: size for price, size in snapshot.yes if size > 0}
+        self.no = {price: size for price, size in snapshot.no if size > 0}
+
+    def apply_delta(self, delta: OrderbookDelta) -> None:
+        levels = self.yes if delta.side == "yes" else self.no
+        size = levels.get(delta.price, 0) + delta.delta
+        if size < 0:
+            raise BookInconsistent(
+                f"{self.market_ticker}: {delta.side} {format_price(delta.price)} would go to {format_size(size)}"
+            )
+        if size:
+            levels[delta.price] = size
+        else:
+            levels.pop(delta.price, None)
+        self.seq = delta.seq
+
+    def levels(self, side: Side, depth: int | None = None) -> list[Level]:
+        """Bids of one side, best (highest) first."""
+        book = self.yes if side == "yes" else self.no
+        ordered = sorted(book.items(), reverse=True)
+        return ordered if depth is None else ordered[:depth]
+
+    def top(self) -> TopOfBook:
+        yes_bid = max(self.yes.items()) if self.yes else None
+        no_bid = max(self.no.items()) if self.no else None
+        yes_ask = (DOLLAR - no_bid[0], no_bid[1]) if no_bid else None
+        return TopOfBook(yes_bid=yes_bid, yes_ask=yes_ask)
+
+    def as_wire(self) -> dict[str, list[list[str]]]:
+        """Both sides best first, as Kalshi's strings: {"yes": [["0.4200", "12.50"], ...], "no": [...]}."""
+        return {
+            side: [[format_price(p), format_size(s)] for p, s in self.levels(side)] for side in ("yes", "no")
+        }
+
+    def summary(self, depth: int = 5) -> dict[str, Any]:
+        """Top of book and the first levels, in Kalshi's string formats, for status and the console."""
+        top = self.top()
+        return {
+            "market_ticker": self.market_ticker,
+            "sid": self.sid,
+            "seq": self.seq,
+            "yes_bid": _level(top.yes_bid),
+            "yes_ask": _level(top.yes_ask),
+            "spread": format_price(top.spread) if top.spread is not None else None,
+            "yes_levels": [_level(level) for level in self.levels("yes", depth)],
+            "no_levels": [_level(level) for level in self.levels("no", depth)],
+        }
+
+
+def _level(level: Level | None) -> dict[str, str] | None:
+    if level is None:
+        return None
+    return {"price": format_price(level[0]), "size": format_size(level[1])}

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class MarketDataConfig(AppConfig):
+    name = "apps.marketdata"
+    label = "marketdata"
+    verbose_name = "Market data"
+    default_auto_field = "django.db.models.BigAutoField"

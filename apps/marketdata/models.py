@@ -1,0 +1,3 @@
+"""Recorded market data (snapshots, deltas, gaps)."""
+
+from __future__ import annotations

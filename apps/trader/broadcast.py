@@ -1,0 +1,27 @@
+"""The bridge from the event bus to the channel layer, awaited on the trader's own loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apps.trader.core.eventbus import Event
+
+EVENT_PREFIX = "trader."
+"""Channel-layer event types are ``trader.<kind>``, so they never clash with ``websocket.*``."""
+
+
+def layer_message(event: Event) -> dict[str, Any]:
+    return {"type": f"{EVENT_PREFIX}{event.kind}", "data": event.data}
+
+
+class ChannelLayerBroadcaster:
+    """An event bus subscriber that sends every event to one channel-layer group."""
+
+    def __init__(self, channel_layer: Any, group: str) -> None:
+        self._layer = channel_layer
+        self._group = group
+        self.sent = 0
+
+    async def __call__(self, event: Event) -> None:
+        await self._layer.group_send(self._group, layer_message(event))
+        self.sent += 1

@@ -1,0 +1,124 @@
+"""The trader's run configuration, built from settings and ``runtrader`` options and checked up front.
+
+Every rule is checked here, before any connection is opened; a broken one raises ConfigurationError
+with one line naming the variable. Key material is loaded here and never printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apps.kalshi.environments import ConfigurationError, Environment, check_url
+from apps.kalshi.signing import Credentials, KeyLoadError, load_private_key
+
+SIM_KEY_ID = "sim-local-key"
+SIM_DEFAULT_MARKET_COUNT = 3
+
+
+@dataclass(frozen=True)
+class TraderConfig:
+    environment: Environment
+    markets: list[str]
+    ws_url: str
+    """Empty in sim when the built-in exchange is started: its URL is known once it listens."""
+    api_url: str
+    credentials: Credentials = field(repr=False)
+    start_exchange: bool
+    web: bool
+    web_host: str
+    web_port: int
+    exchange_public_key_pem: bytes = field(default=b"", repr=False)
+
+
+def _markets(raw: str | None, default: list[str]) -> list[str]:
+    if raw is None:
+        return default
+    markets = [m.strip() for m in raw.split(",") if m.strip()]
+    if not markets:
+        raise ConfigurationError("--markets must list at least one ticker, e.g. --markets KXFED-26DEC-T4.25")
+    return list(dict.fromkeys(markets))
+
+
+def _credentials(settings: Any) -> Credentials:
+    key_id = settings.KALSHI_API_KEY_ID
+    if not key_id:
+        raise ConfigurationError(f"KALSHI_API_KEY_ID is required when ENVIRONMENT={settings.ENVIRONMENT}")
+    path, content = settings.KALSHI_PRIVATE_KEY_PATH, settings.KALSHI_PRIVATE_KEY_CONTENT
+    if path and content:
+        raise ConfigurationError("set KALSHI_PRIVATE_KEY_PATH or KALSHI_PRIVATE_KEY_CONTENT, not both")
+    if path:
+        variable = "KALSHI_PRIVATE_KEY_PATH"
+        try:
+            pem = Path(path).expanduser().read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"KALSHI_PRIVATE_KEY_PATH cannot be read: {exc.strerror}") from None
+    elif content:
+        variable = "KALSHI_PRIVATE_KEY_CONTENT"
+        pem = content.replace("\\n", "\n").encode()
+    else:
+        raise ConfigurationError(
+            f"KALSHI_PRIVATE_KEY_PATH or KALSHI_PRIVATE_KEY_CONTENT is required when ENVIRONMENT={settings.ENVIRONMENT}"
+        )
+    try:
+        return Credentials(key_id=key_id, private_key=load_private_key(pem))
+    except KeyLoadError as exc:
+        raise ConfigurationError(f"{variable}: {exc}") from None
+
+
+def build_trader_config(
+    settings: Any,
+    *,
+    markets: str | None = None,
+    web: bool = True,
+    host: str | None = None,
+    port: int | None = None,
+    confirm_production: bool = False,
+    sim_markets: list[str] | None = None,
+    sim_keys: tuple[Path, Path] | None = None,
+) -> TraderConfig:
+    """Check every rule and load the key. ``sim_keys`` is the (private, public) pair for the simulator."""
+    environment: Environment = settings.ENVIRONMENT
+    if environment is Environment.PRODUCTION and not (confirm_production or settings.TRADER_CONFIRM_PRODUCTION):
+        raise ConfigurationError(
+            "production trades real money: pass --confirm-production or set TRADER_CONFIRM_PRODUCTION=yes"
+        )
+    web_port = settings.TRADER_WEB_PORT if port is None else port
+    if not 0 <= web_port <= 65535:
+        raise ConfigurationError(f"--port / TRADER_WEB_PORT must be 0..65535; got {web_port}")
+    ws_url, api_url = settings.KALSHI_WS_URL, settings.KALSHI_API_URL
+    chosen = _markets(markets, settings.TRADER_MARKETS)
+    if environment is Environment.SIM:
+        start_exchange = not ws_url
+        if not start_exchange:
+            check_url(environment, "KALSHI_WS_URL", ws_url, websocket=True)
+        if sim_keys is None:
+            raise ConfigurationError("the simulator key pair is missing")
+        private_path, public_path = sim_keys
+        if settings.KALSHI_PRIVATE_KEY_PATH or settings.KALSHI_PRIVATE_KEY_CONTENT:
+            credentials = _credentials(settings)
+        else:
+            key_id = settings.KALSHI_API_KEY_ID or SIM_KEY_ID
+            credentials = Credentials(key_id=key_id, private_key=load_private_key(private_path.read_bytes()))
+        public_pem = public_path.read_bytes()
+        if not chosen:
+            chosen = (sim_markets or [])[:SIM_DEFAULT_MARKET_COUNT]
+    else:
+        start_exchange = False
+        public_pem = b""
+        credentials = _credentials(settings)
+        if not chosen:
+            raise ConfigurationError(f"TRADER_MARKETS (or --markets) is required when ENVIRONMENT={environment}")
+    return TraderConfig(
+        environment=environment,
+        markets=chosen,
+        ws_url=ws_url,
+        api_url=api_url,
+        credentials=credentials,
+        start_exchange=start_exchange,
+        web=web,
+        web_host=host or settings.TRADER_WEB_HOST,
+        web_port=web_port,
+        exchange_public_key_pem=public_pem,
+    )

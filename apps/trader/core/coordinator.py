@@ -1,0 +1,413 @@
+"""The trader loop: drives the state machine, runs the feed client, and publishes what it sees.
+
+Each state has a handler that returns the next state and a human-readable context; the loop enforces the
+state's timeout, turns any failure into ``error``, and lets a shutdown request win over everything.
+The coordinator is plain asyncio: it is handed its ports (feed client factory, session store, event bus),
+so tests run it against the simulator or stand-ins without Django or a network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from apps.kalshi.backoff import Backoff
+from apps.kalshi.client import FeedEvent, FeedEventKind, HandshakeRejected, MarketMessage
+from apps.kalshi.orderbook import OrderBook
+from apps.trader.core.eventbus import Event, EventBus
+from apps.trader.core.health import evaluate_health
+from apps.trader.core.ports import FeedClient, FeedClientFactory, SessionStore, counter_dict
+from apps.trader.core.statemachine import StateMachine, Transition
+from apps.trader.core.states import STATE_TIMEOUTS, State
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CoordinatorOptions:
+    environment: str
+    markets: list[str]
+    exchange_url: str
+    status_interval: float = 1.0
+    orderbook_interval: float = 0.25
+    """Book updates are coalesced per market and published at most this often."""
+    summary_interval: float = 5.0
+    """How often an ORDERBOOK STATUS line goes to the console while ready."""
+    timeouts: dict[State, float | None] = field(default_factory=lambda: dict(STATE_TIMEOUTS))
+    error_backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, cap=60.0))
+    heartbeat_stale_after: float = 10.0
+    feed_idle_timeout: float = 30.0
+    console_history: int = 200
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        options: CoordinatorOptions,
+        client_factory: FeedClientFactory,
+        store: SessionStore,
+        bus: EventBus,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.options = options
+        self._client_factory = client_factory
+        self._store = store
+        self._bus = bus
+        self._wall_clock = wall_clock
+        self.machine = StateMachine(on_transition=self._on_transition, metrics=self._transition_metrics,
+                                    wall_clock=wall_clock)
+        self.session_id: int | None = None
+        self.client: FeedClient | None = None
+        self._client_task: asyncio.Task[None] | None = None
+        self._feed_events: asyncio.Queue[FeedEvent] = asyncio.Queue()
+        self._shutdown = asyncio.Event()
+        self._shutdown_reason = ""
+        self._dirty_books: set[str] = set()
+        self._console: deque[dict[str, Any]] = deque(maxlen=options.console_history)
+        self._last_error = ""
+        self._failed = False
+        self._rate_base: tuple[float, int, int] = (time.monotonic(), 0, 0)
+        self._rates = {"messages_per_second": 0.0, "deltas_per_second": 0.0}
+        self._handlers: dict[State, Callable[[], Awaitable[tuple[State, str]]]] = {
+            State.STARTUP: self._startup,
+            State.INITIALIZING: self._initializing,
+            State.CONNECTING: self._connecting,
+            State.READY: self._ready,
+            State.ERROR: self._error,
+        }
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    async def run(self) -> int:
+        """Run until shutdown; returns the process exit code (0 for a requested shutdown)."""
+        self.session_id = await self._store.session_start(
+            environment=self.options.environment, markets=self.options.markets, exchange_url=self.options.exchange_url
+        )
+        self.console("info", f"Session {self.session_id} started in {self.options.environment}",
+                     f"markets: {', '.join(self.options.markets) or 'none'}")
+        background = [
+            asyncio.create_task(self._status_loop(), name="trader:status"),
+            asyncio.create_task(self._orderbook_loop(), name="trader:orderbooks"),
+        ]
+        try:
+            while self.machine.state is not State.SHUTDOWN:
+                next_state, context = await self._step()
+                if self._shutdown.is_set():
+                    next_state, context = State.SHUTDOWN, self._shutdown_reason
+                await self.machine.transition(next_state, context)
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            limit = self.options.timeouts.get(State.SHUTDOWN)
+            try:
+                await asyncio.wait_for(self._close(), timeout=limit)
+            except TimeoutError:
+                logger.error("shutdown took longer than %s s; session %s may not be closed", limit, self.session_id)
+        return 0
+
+    async def _close(self) -> None:
+        """Stop the feed, publish the final status and close the session row."""
+        assert self.session_id is not None
+        await self._stop_client()
+        await self._publish_status()
+        await self._bus.drain()
+        await self._store.session_end(session_id=self.session_id, failed=self._failed, error=self._last_error)
+
+    async def _step(self) -> tuple[State, str]:
+        """Run the current state's handler under its timeout, racing a shutdown request."""
+        state = self.machine.state
+        timeout = self.options.timeouts.get(state)
+        remaining = None if timeout is None else max(0.0, timeout - self.machine.time_in_state())
+        handler = asyncio.ensure_future(self._handlers[state]())
+        stop = asyncio.ensure_future(self._shutdown.wait())
+        try:
+            done, _ = await asyncio.wait({handler, stop}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if handler not in done:
+            handler.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await handler
+            if self._shutdown.is_set():
+                return State.SHUTDOWN, self._shutdown_reason
+            return self._fail(f"{state.value} timed out after {timeout:.0f} s")
+        try:
+            return handler.result()
+        except HandshakeRejected as exc:
+            return self._fail(str(exc))
+        except Exception as exc:
+            logger.exception("trader failed in %s", state.value)
+            return self._fail(f"{type(exc).__name__} in {state.value}: {exc}")
+
+    def _fail(self, reason: str) -> tuple[State, str]:
+        self._last_error = reason
+        self.console("error", f"ERROR: {reason}")
+        return State.ERROR, reason
+
+    def request_shutdown(self, reason: str) -> None:
+        """Ask the loop to go to ``shutdown``; safe to call from a signal handler, more than once."""
+        if not self._shutdown.is_set():
+            self._shutdown_reason = reason
+            self._shutdown.set()
+
+    # ------------------------------------------------------------------------------------------ states
+
+    async def _startup(self) -> tuple[State, str]:
+        await self._stop_client()
+        markets = self.options.markets
+        return State.INITIALIZING, f"Initializing {len(markets)} market(s): {', '.join(markets) or 'none'}"
+
+    async def _initializing(self) -> tuple[State, str]:
+        if not self.options.markets:
+            raise ValueError("no markets to subscribe to; pass --markets or set TRADER_MARKETS")
+        self._drain_feed_events()
+        self.client = self._client_factory(self)
+        self._client_task = asyncio.create_task(self._run_client(self.client), name="trader:feed")
+        return State.CONNECTING, f"Starting orderbook client for {len(self.options.markets)} markets"
+
+    async def _connecting(self) -> tuple[State, str]:
+        while True:
+            event = await self._feed_events.get()
+            if event.kind is FeedEventKind.SYNCED:
+                self.options.error_backoff.reset()
+                return State.READY, f"Orderbooks live for {len(self.options.markets)} markets"
+            if event.kind is FeedEventKind.DISCONNECTED:
+                return State.CONNECTING, _reconnect_context(event)
+            if event.kind is FeedEventKind.FATAL:
+                raise HandshakeRejected(event.reason)
+
+    async def _ready(self) -> tuple[State, str]:
+        while True:
+            event = await self._feed_events.get()
+            if event.kind is FeedEventKind.DISCONNECTED:
+                return State.CONNECTING, f"Connection lost ({event.reason}); {_reconnect_context(event)}"
+            if event.kind is FeedEventKind.FATAL:
+                raise HandshakeRejected(event.reason)
+
+    async def _error(self) -> tuple[State, str]:
+        await self._stop_client()
+        delay = self.options.error_backoff.next_delay()
+        attempt = self.options.error_backoff.attempt
+        self.console("warning", f"Recovering in {delay:.1f} s (attempt {attempt})")
+        await asyncio.sleep(delay)
+        return State.STARTUP, f"Recovering after error (attempt {attempt}, waited {delay:.1f} s)"
+
+    # ------------------------------------------------------------------------------------------ the feed
+
+    async def _run_client(self, client: FeedClient) -> None:
+        try:
+            await client.run()
+        except HandshakeRejected:
+            pass  # already reported as a FATAL feed event
+        except Exception as exc:
+            logger.exception("feed client crashed")
+            self._feed_events.put_nowait(FeedEvent(FeedEventKind.FATAL, reason=f"feed client crashed: {exc}"))
+
+    async def _stop_client(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        if self._client_task is not None:
+            try:
+                await asyncio.wait_for(self._client_task, timeout=5.0)
+            except TimeoutError:
+                self._client_task.cancel()
+            self._client_task = None
+
+    def _drain_feed_events(self) -> None:
+        while not self._feed_events.empty():
+            self._feed_events.get_nowait()
+
+    async def on_feed_event(self, event: FeedEvent) -> None:
+        """FeedListener: connection status and faults from the client."""
+        if event.kind in (FeedEventKind.SYNCED, FeedEventKind.DISCONNECTED, FeedEventKind.FATAL):
+            self._feed_events.put_nowait(event)
+        if event.kind is FeedEventKind.DISCONNECTED:
+            self.console(event.level, f"CONNECTION: {event.reason}",
+                         f"reconnecting, attempt {event.attempt} in {event.delay:.1f} s")
+        elif event.kind is not FeedEventKind.SYNCED:
+            self.console(event.level, f"{event.kind.value.upper()}: {event.reason}")
+
+    async def on_market_message(self, message: MarketMessage, book: OrderBook) -> None:
+        """FeedListener: every applied snapshot and delta. Kept cheap: it is on the hot path."""
+        self._dirty_books.add(message.market_ticker)
+
+    # ------------------------------------------------------------------------------------------ publishing
+
+    async def _on_transition(self, transition: Transition) -> None:
+        if self.session_id is not None:
+            await self._store.transition_record(session_id=self.session_id, transition=transition)
+        self._bus.emit(Event("state_transition", transition.as_event()))
+        logger.info("STATE TRANSITION: %s → %s | %s", transition.from_state.value, transition.to_state.value,
+                    transition.context)
+        if transition.to_state is State.ERROR:
+            self._failed = True
+        elif transition.to_state is State.READY:
+            self._failed = False
+
+    def console(self, level: str, message: str, context: str = "") -> None:
+        line = {"level": level, "message": message, "context": context, "timestamp": self._now_iso()}
+        self._console.append(line)
+        self._bus.emit(Event("console", line))
+        log_level = {"warning": logging.WARNING, "error": logging.ERROR}.get(level, logging.INFO)
+        logger.log(log_level, "%s%s", message, f" | {context}" if context else "")
+
+    async def _status_loop(self) -> None:
+        last_summary = time.monotonic()
+        while True:
+            await asyncio.sleep(self.options.status_interval)
+            try:
+                await self._publish_status()
+            except Exception:
+                logger.exception("status update failed")
+            if (self.machine.state is State.READY
+                    and time.monotonic() - last_summary >= self.options.summary_interval):
+                last_summary = time.monotonic()
+                self.console("info", self.orderbook_summary_line())
+
+    async def _publish_status(self) -> None:
+        self._update_rates()
+        status = self.status()
+        self._bus.emit(Event("trader_status", status))
+        if self.session_id is not None:
+            metrics = self.client.metrics if self.client else None
+            await self._store.session_heartbeat(
+                session_id=self.session_id,
+                state=self.machine.state.value,
+                state_entered_at=self.machine.entered_at_wall,
+                status=status,
+                counters={
+                    "messages_received": metrics.messages_received if metrics else 0,
+                    "snapshots_received": metrics.snapshots_received if metrics else 0,
+                    "deltas_received": metrics.deltas_received if metrics else 0,
+                    "reconnects": metrics.reconnects if metrics else 0,
+                },
+                console=list(self._console),
+            )
+
+    async def _orderbook_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.orderbook_interval)
+            self.publish_dirty_books()
+
+    def publish_dirty_books(self) -> None:
+        """Publish one ``orderbook`` event per market that changed since the last call."""
+        if self.client is None or not self._dirty_books:
+            return
+        dirty, self._dirty_books = self._dirty_books, set()
+        for ticker in sorted(dirty):
+            book = self.client.books.get(ticker)
+            if book is not None:
+                self._bus.emit(Event("orderbook", self._book_event(book)))
+
+    def _book_event(self, book: OrderBook, depth: int = 5) -> dict[str, Any]:
+        data = book.summary(depth)
+        data["stale"] = self.client is not None and book.market_ticker in self.client.stale
+        data["updated_at"] = self._now_iso()
+        return data
+
+    # ------------------------------------------------------------------------------------------ status
+
+    def _update_rates(self) -> None:
+        metrics = self.client.metrics if self.client else None
+        now = time.monotonic()
+        messages = metrics.messages_received if metrics else 0
+        deltas = metrics.deltas_received if metrics else 0
+        since, base_messages, base_deltas = self._rate_base
+        elapsed = now - since
+        if elapsed > 0 and messages >= base_messages and deltas >= base_deltas:
+            self._rates = {
+                "messages_per_second": round((messages - base_messages) / elapsed, 1),
+                "deltas_per_second": round((deltas - base_deltas) / elapsed, 1),
+            }
+        self._rate_base = (now, messages, deltas)
+
+    def metrics(self) -> dict[str, Any]:
+        """The metrics of the moment: feed counters, connection, books and the event bus."""
+        client = self.client
+        m = client.metrics if client else None
+        last = client.last_message_at if client else None
+        uptime = client.uptime() if client else None
+        silent = client.silent_for() if client else None
+        stale = len(client.stale) if client else len(self.options.markets)
+        bus = self._bus.metrics()
+        return {
+            "markets_connected": len(self.options.markets) - stale if client and uptime is not None else 0,
+            "markets_total": len(self.options.markets),
+            "stale_markets": stale if client and uptime is not None else 0,
+            "snapshots_received": m.snapshots_received if m else 0,
+            "deltas_received": m.deltas_received if m else 0,
+            "messages_received": m.messages_received if m else 0,
+            "bytes_received": m.bytes_received if m else 0,
+            "connection_uptime": round(uptime, 1) if uptime is not None else None,
+            "ws_connection_status": client.status.value if client else "disconnected",
+            "last_message_time": datetime.fromtimestamp(last, UTC).isoformat() if last else None,
+            "socket_silent_seconds": round(silent, 1) if silent is not None else None,
+            **self._rates,
+            "gaps_detected": m.gaps_detected if m else 0,
+            "resyncs": m.resyncs if m else 0,
+            "reconnects": m.reconnects if m else 0,
+            "duplicates_ignored": m.duplicates_ignored if m else 0,
+            "malformed_frames": m.malformed_frames if m else 0,
+            "stale_deltas_dropped": m.stale_deltas_dropped if m else 0,
+            "errors_by_code": counter_dict(m.errors_by_code) if m else {},
+            "dropped_events": bus["dropped"],
+            "event_bus": bus,
+        }
+
+    def _transition_metrics(self) -> dict[str, Any]:
+        metrics = self.metrics()
+        metrics.pop("event_bus", None)
+        return metrics
+
+    def status(self) -> dict[str, Any]:
+        """The ``trader_status`` payload: state, health, metrics and every market's top of book."""
+        metrics = self.metrics()
+        health = evaluate_health(
+            state=self.machine.state.value,
+            heartbeat_age=0.0,
+            metrics=metrics,
+            heartbeat_stale_after=self.options.heartbeat_stale_after,
+            feed_idle_timeout=self.options.feed_idle_timeout,
+        )
+        markets = []
+        if self.client is not None:
+            for ticker in self.options.markets:
+                book = self.client.books.get(ticker)
+                if book is not None:
+                    event = self._book_event(book, depth=0)
+                    event.pop("yes_levels")
+                    event.pop("no_levels")
+                    markets.append(event)
+        return {
+            "state": self.machine.state.value,
+            "health": health.as_dict(),
+            "timestamp": self._now_iso(),
+            "environment": self.options.environment,
+            "session_id": self.session_id,
+            "state_entered_at": self.machine.entered_at_wall.isoformat(),
+            "time_in_state": round(self.machine.time_in_state(), 1),
+            "markets": markets,
+            "metrics": metrics,
+        }
+
+    def orderbook_summary_line(self) -> str:
+        m = self.metrics()
+        uptime = m["connection_uptime"] or 0.0
+        return (f"ORDERBOOK STATUS: Markets: {m['markets_connected']} | Snapshots: {m['snapshots_received']} | "
+                f"Deltas: {m['deltas_received']} | Uptime: {uptime:.1f}s")
+
+    def _now_iso(self) -> str:
+        return self._wall_clock().isoformat()
+
+
+def _reconnect_context(event: FeedEvent) -> str:
+    return f"reconnecting, attempt {event.attempt} in {event.delay:.1f} s"

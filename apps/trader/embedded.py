@@ -1,0 +1,69 @@
+"""Serving the web app with Daphne on the same event loop as the trader (the embedded mode).
+
+Daphne runs a Twisted reactor on its own asyncio loop, so ``asyncio.run()`` around it cannot work; the
+trader's coroutine is scheduled on the loop Daphne runs, and stops the reactor when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+logger = logging.getLogger(__name__)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def serve_with_daphne(
+    main: Callable[[], Awaitable[int]],
+    *,
+    host: str,
+    port: int,
+    on_listening: Callable[[str, int], None],
+) -> int:
+    """Serve ``trader_v3.asgi`` on host:port while ``main()`` runs; return main's exit code."""
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server  # installs Twisted's asyncio reactor: import before the reactor
+    from twisted.internet import reactor
+
+    from trader_v3.asgi import application
+
+    server = Server(
+        application=application,
+        endpoints=build_endpoint_description_strings(host=host, port=port),
+        signal_handlers=False,  # the trader turns SIGINT/SIGTERM into its shutdown state
+        websocket_timeout=24 * 3600,
+    )
+    outcome: dict[str, int] = {}
+
+    async def run_then_stop() -> None:
+        try:
+            for _ in range(200):  # the listening port is known a moment after the reactor starts
+                if server.listening_addresses:
+                    bound_host, bound_port = server.listening_addresses[0]
+                    on_listening(bound_host, bound_port)
+                    break
+                await asyncio.sleep(0.01)
+            outcome["code"] = await main()
+        except Exception:
+            logger.exception("the trader stopped on an unexpected error")
+            outcome["code"] = 1
+        finally:
+            reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]
+
+    def schedule() -> None:
+        asyncio.get_event_loop().create_task(run_then_stop())
+
+    reactor.callWhenRunning(schedule)  # type: ignore[attr-defined]
+    server.run()
+    return outcome.get("code", 1)

@@ -1,0 +1,116 @@
+"""``python manage.py runtrader``: the trader loop, plus (by default) the web app and, in sim, the exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from apps.exchange.keys import ensure_key_pair
+from apps.exchange.simulator import DEFAULT_MARKETS
+from apps.kalshi.environments import ConfigurationError, Environment
+from apps.trader.config import TraderConfig, build_trader_config
+from apps.trader.embedded import port_is_free, serve_with_daphne
+from apps.trader.runtime import run_trader
+from apps.trader.services import sessions_close_abandoned
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the Trader V3 loop: state machine, Kalshi orderbook client, recording and broadcasting. "
+        "By default it also serves the console on 127.0.0.1:8006, and in the sim environment it starts the "
+        "built-in exchange. SIGINT/SIGTERM shut it down cleanly."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--env",
+            choices=[e.value for e in Environment],
+            help="Environment: sim (default, built-in exchange), paper (Kalshi demo), local (production "
+            "market data, no trading), production (needs --confirm-production). Same as ENVIRONMENT; "
+            ".env.<env> is read before .env.",
+        )
+        parser.add_argument(
+            "--markets",
+            metavar="T1,T2",
+            help="Comma-separated market tickers to subscribe to (default: TRADER_MARKETS; in sim the first "
+            "three simulator markets).",
+        )
+        parser.add_argument("--host", help="Interface for the web app (default TRADER_WEB_HOST, 127.0.0.1).")
+        parser.add_argument("--port", type=int, help="Port for the web app (default TRADER_WEB_PORT, 8006).")
+        parser.add_argument(
+            "--no-web",
+            action="store_true",
+            help="Run only the trader; serve the console from separate `daphne trader_v3.asgi:application` "
+            "workers joined by REDIS_URL.",
+        )
+        parser.add_argument(
+            "--confirm-production",
+            action="store_true",
+            help="Required to start in production (or TRADER_CONFIRM_PRODUCTION=yes).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            config = self.load_config(options)
+        except ConfigurationError as exc:
+            self.stderr.write(f"configuration error: {exc}")
+            sys.exit(2)
+        closed = sessions_close_abandoned(environment=config.environment.value)
+        if closed:
+            logger.warning("marked %d session(s) left running by an earlier process as failed", closed)
+        self.stdout.write(self.describe(config))
+        sys.exit(self.run(config))
+
+    def load_config(self, options: dict[str, Any]) -> TraderConfig:
+        """Check every rule before anything connects; raises ConfigurationError naming the variable."""
+        requested = options.get("env")
+        if requested and requested != settings.ENVIRONMENT:
+            raise ConfigurationError(
+                f"--env {requested} must be given on the manage.py command line (settings loaded {settings.ENVIRONMENT})"
+            )
+        data_dir = Path(settings.DATA_DIR)
+        sim_keys = ensure_key_pair(data_dir) if settings.ENVIRONMENT is Environment.SIM else None
+        config = build_trader_config(
+            settings,
+            markets=options.get("markets"),
+            web=not options.get("no_web"),
+            host=options.get("host"),
+            port=options.get("port"),
+            confirm_production=bool(options.get("confirm_production")),
+            sim_markets=list(DEFAULT_MARKETS),
+            sim_keys=sim_keys,
+        )
+        if config.web and config.web_port and not port_is_free(config.web_host, config.web_port):
+            raise ConfigurationError(
+                f"TRADER_WEB_PORT: {config.web_host}:{config.web_port} is already in use (pass --port or stop the other process)"
+            )
+        return config
+
+    def describe(self, config: TraderConfig) -> str:
+        exchange = "built-in simulator on loopback" if config.start_exchange else config.ws_url
+        return (
+            f"Trader V3 | environment {config.environment.value} | markets {', '.join(config.markets)}\n"
+            f"Exchange: {exchange}"
+        )
+
+    def run(self, config: TraderConfig) -> int:
+        """Run until shutdown; returns the exit code."""
+        if not config.web:
+            return asyncio.run(run_trader(config))
+
+        def announce(host: str, port: int) -> None:
+            shown = f"[{host}]" if ":" in host else host
+            self.stdout.write(f"Console: http://{shown}:{port}/v3-trader  (status /v3/status, health /v3/health)")
+            self.stdout.flush()
+
+        return serve_with_daphne(lambda: run_trader(config), host=config.web_host, port=config.web_port,
+                                 on_listening=announce)

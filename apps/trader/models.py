@@ -1,0 +1,78 @@
+"""What the trader writes: one TradingSession per run of ``runtrader`` and its StateTransition rows.
+
+A web worker in another process answers /v3/status, /v3/health and the console's history from these
+rows alone, so the trader keeps its session's heartbeat, state and metrics up to date here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+
+def _empty_dict() -> dict[str, Any]:
+    return {}
+
+
+def _empty_list() -> list[str]:
+    return []
+
+
+class TradingSession(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+
+    environment = models.CharField(max_length=16, db_index=True)
+    markets = models.JSONField(default=_empty_list, help_text="Subscribed market tickers.")
+    exchange_url = models.CharField(max_length=300, help_text="The WebSocket URL the trader connected to.")
+    started_at = models.DateTimeField(db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    current_state = models.CharField(max_length=64, blank=True)
+    state_entered_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    latest_metrics = models.JSONField(default=_empty_dict, blank=True)
+    latest_status = models.JSONField(
+        default=_empty_dict, blank=True, help_text="The last trader_status event, as sent to consoles."
+    )
+    messages_received = models.BigIntegerField(default=0)
+    snapshots_received = models.BigIntegerField(default=0)
+    deltas_received = models.BigIntegerField(default=0)
+    reconnects = models.IntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ("-started_at",)
+        indexes = (models.Index(fields=("status", "-heartbeat_at"), name="session_status_heartbeat"),)
+
+    def __str__(self) -> str:
+        return f"Session {self.pk} ({self.environment}, {self.status})"
+
+
+class StateTransition(models.Model):
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=64)
+    to_state = models.CharField(max_length=64)
+    context = models.TextField(blank=True)
+    metrics = models.JSONField(default=_empty_dict, blank=True)
+    timestamp = models.DateTimeField()
+
+    class Meta:
+        ordering = ("timestamp", "id")
+        indexes = (models.Index(fields=("session", "timestamp"), name="transition_session_time"),)
+
+    def __str__(self) -> str:
+        return f"{self.from_state} → {self.to_state}"
+
+    def as_event(self) -> dict[str, Any]:
+        """The ``state_transition`` payload the console receives."""
+        return {
+            "from_state": self.from_state,
+            "to_state": self.to_state,
+            "context": self.context,
+            "timestamp": self.timestamp.isoformat(),
+            "metrics": self.metrics,
+        }

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import asyncio
+
+from apps.trader.core.eventbus import Event, EventBus
+
+
+def event(n: int) -> Event:
+    return Event("console", {"n": n})
+
+
+async def test_a_slow_subscriber_delays_no_other_and_never_the_publisher() -> None:
+    bus = EventBus(callback_timeout=5.0)
+    fast: list[int] = []
+    release = asyncio.Event()
+
+    async def slow(e: Event) -> None:
+        await release.wait()
+
+    async def quick(e: Event) -> None:
+        fast.append(e.data["n"])
+
+    bus.subscribe("slow", slow, queue_size=10)
+    bus.subscribe("fast", quick, queue_size=1000)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for n in range(100):
+        bus.emit(event(n))  # never awaits: emit is synchronous and cannot block
+    assert loop.time() - started < 0.5
+    await asyncio.wait_for(_until(lambda: len(fast) == 100), 2.0)
+    assert fast == list(range(100))
+    metrics = bus.metrics()["subscribers"]
+    assert metrics["slow"]["dropped"] == 90  # its queue holds ten; the oldest of the rest made way
+    assert metrics["fast"]["dropped"] == 0
+    release.set()
+    await bus.close()
+
+
+async def test_errors_and_timeouts_are_counted_per_subscriber() -> None:
+    bus = EventBus(callback_timeout=0.05, failure_threshold=100)
+
+    async def broken(e: Event) -> None:
+        raise RuntimeError("boom")
+
+    async def stuck(e: Event) -> None:
+        await asyncio.sleep(10)
+
+    bus.subscribe("broken", broken)
+    bus.subscribe("stuck", stuck)
+    for n in range(3):
+        bus.emit(event(n))
+    await bus.drain(timeout=2.0)
+    subscribers = bus.metrics()["subscribers"]
+    assert subscribers["broken"]["errors"] == 3
+    assert subscribers["stuck"]["timeouts"] == 3
+    await bus.close()
+
+
+async def test_a_subscriber_that_keeps_failing_is_switched_off_then_retried() -> None:
+    now = [0.0]
+    bus = EventBus(failure_threshold=3, cooldown=30.0, clock=lambda: now[0])
+    calls: list[int] = []
+    healthy = False
+
+    async def flaky(e: Event) -> None:
+        calls.append(e.data["n"])
+        if not healthy:
+            raise RuntimeError("down")
+
+    bus.subscribe("flaky", flaky)
+    for n in range(3):
+        bus.emit(event(n))
+    await bus.drain()
+    assert bus.metrics()["subscribers"]["flaky"]["disabled"] is True
+    bus.emit(event(3))  # during the cool-down: dropped, not delivered
+    await bus.drain()
+    assert calls == [0, 1, 2]
+    healthy = True
+    now[0] = 31.0
+    bus.emit(event(4))
+    await bus.drain()
+    flaky_metrics = bus.metrics()["subscribers"]["flaky"]
+    assert calls == [0, 1, 2, 4]
+    assert flaky_metrics["disabled"] is False
+    assert flaky_metrics["disabled_count"] == 1
+    assert flaky_metrics["delivered"] == 1
+    await bus.close()
+
+
+async def test_subscribers_can_choose_event_kinds() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+
+    async def only_status(e: Event) -> None:
+        seen.append(e.kind)
+
+    bus.subscribe("status", only_status, kinds={"trader_status"})
+    bus.emit(Event("console", {}))
+    bus.emit(Event("trader_status", {}))
+    await bus.drain()
+    assert seen == ["trader_status"]
+    await bus.close()
+
+
+async def _until(condition: object) -> None:
+    while not condition():  # type: ignore[operator]
+        await asyncio.sleep(0.005)
