@@ -12,7 +12,13 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from apps.kalshi.environments import DEFAULT_URLS, ConfigurationError, Environment, check_url, parse_environment
+from apps.kalshi.environments import (
+    DEFAULT_URLS,
+    ConfigurationError,
+    Environment,
+    check_url,
+    parse_environment,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -28,7 +34,7 @@ for _env_file in (BASE_DIR / f".env.{ENVIRONMENT}", BASE_DIR / ".env"):
 
 
 def _require(name: str, message: str) -> str:
-    value = env.str(name, default="")
+    value = str(env.str(name, default=""))
     if not value:
         raise ImproperlyConfigured(f"{name} is required {message}")
     return value

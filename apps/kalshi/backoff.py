@@ -18,7 +18,7 @@ class Backoff:
     def next_delay(self) -> float:
         """Seconds to wait before the next attempt; each call counts one attempt."""
         self.attempt += 1
-        base = min(self.cap, self.initial * 2 ** (self.attempt - 1))
+        base: float = min(self.cap, self.initial * 2.0 ** (self.attempt - 1))
         spread = base * self.jitter
         return max(0.0, min(self.cap, base + self.rng.uniform(-spread, spread)))
 

@@ -72,6 +72,12 @@ class FeedEvent:
     attempt: int = 0
     delay: float = 0.0
     level: str = "info"
+    sid: int | None = None
+    """GAP: the subscription whose seq jumped."""
+    expected_seq: int | None = None
+    received_seq: int | None = None
+    markets: tuple[str, ...] = ()
+    """GAP: the markets marked stale; SYNCED: the markets now live."""
 
 
 class FeedListener(Protocol):
@@ -162,6 +168,7 @@ class KalshiWebSocketClient:
         self._sid: int | None = None
         self._last_seq: dict[int, int] = {}
         self._synced = False
+        self._last_seq_before_gap = 0
         self._warned_types: set[str] = set()
 
     # ----------------------------------------------------------------------------------------- running
@@ -181,8 +188,13 @@ class KalshiWebSocketClient:
             delay = self._backoff.next_delay()
             self.metrics.reconnects += 1
             await self._listener.on_feed_event(
-                FeedEvent(FeedEventKind.DISCONNECTED, reason=reason, attempt=self._backoff.attempt, delay=delay,
-                          level="warning")
+                FeedEvent(
+                    FeedEventKind.DISCONNECTED,
+                    reason=reason,
+                    attempt=self._backoff.attempt,
+                    delay=delay,
+                    level="warning",
+                )
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=delay)
@@ -299,6 +311,7 @@ class KalshiWebSocketClient:
         if last is not None and seq <= last:
             return "old"
         self._last_seq[sid] = seq
+        self._last_seq_before_gap = last or 0
         if last is not None and seq != last + 1:
             return "gap"
         return "ok"
@@ -322,7 +335,11 @@ class KalshiWebSocketClient:
         if not self.stale and not self._synced:
             self._synced = True
             await self._listener.on_feed_event(
-                FeedEvent(FeedEventKind.SYNCED, reason=f"orderbooks live for {len(self.markets)} markets")
+                FeedEvent(
+                    FeedEventKind.SYNCED,
+                    reason=f"orderbooks live for {len(self.markets)} markets",
+                    markets=tuple(self.markets),
+                )
             )
 
     async def _on_delta(self, ws: ClientConnection, delta: OrderbookDelta) -> None:
@@ -352,9 +369,17 @@ class KalshiWebSocketClient:
         """A seq gap cannot be pinned to one market, so every market of the sid is resynced."""
         self.metrics.gaps_detected += 1
         markets = [t for t in self.markets if t != keep]
+        expected = self._last_seq_before_gap + 1
         await self._listener.on_feed_event(
-            FeedEvent(FeedEventKind.GAP, reason=f"seq gap on sid {sid} at seq {seq}; resyncing {len(self.markets)} markets",
-                      level="warning")
+            FeedEvent(
+                FeedEventKind.GAP,
+                reason=f"seq gap on sid {sid}: expected {expected}, got {seq}; resyncing {len(self.markets)} markets",
+                level="warning",
+                sid=sid,
+                expected_seq=expected,
+                received_seq=seq,
+                markets=tuple(self.markets),
+            )
         )
         if self._ws is not None and markets:
             await self._resync(self._ws, markets, reason=f"seq gap on sid {sid}")
@@ -364,8 +389,11 @@ class KalshiWebSocketClient:
         self._synced = False
         if self._sid is None:
             return
-        await self._send(ws, "get_snapshot",
-                         update_subscription_command(self._command_id(), self._sid, "get_snapshot", tickers))
+        await self._send(
+            ws,
+            "get_snapshot",
+            update_subscription_command(self._command_id(), self._sid, "get_snapshot", tickers),
+        )
 
     def _on_ok(self, message: Ok) -> None:
         self._commands.pop(message.id or -1, None)
@@ -385,8 +413,11 @@ class KalshiWebSocketClient:
         if error.terminal:
             # Codes 10 and 25 end the subscription on the exchange's side: subscribe again from scratch.
             await self._listener.on_feed_event(
-                FeedEvent(FeedEventKind.NOTICE, reason=f"subscription ended by error {error.code} ({error.msg}); resubscribing",
-                          level="warning")
+                FeedEvent(
+                    FeedEventKind.NOTICE,
+                    reason=f"subscription ended by error {error.code} ({error.msg}); resubscribing",
+                    level="warning",
+                )
             )
             if error.sid is not None:
                 self._last_seq.pop(error.sid, None)

@@ -37,7 +37,7 @@ def _parse(text: object, decimals: int, what: str) -> int:
         if extra.strip("0"):
             raise FixedPointError(f"{what} {text!r} has more than {decimals} decimals")
         fraction = fraction[:decimals]
-    value = int(whole) * 10**decimals + int(fraction.ljust(decimals, "0") or "0")
+    value: int = int(whole) * 10**decimals + int(fraction.ljust(decimals, "0") or "0")
     return -value if sign else value
 
 

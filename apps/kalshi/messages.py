@@ -290,8 +290,11 @@ def _parse_delta(frame: dict[str, Any]) -> OrderbookDelta:
 
 def _parse_ok(frame: dict[str, Any]) -> Ok:
     msg = frame.get("msg")
-    reply = Ok(id=_int(frame, "id", required=False), sid=_int(frame, "sid", required=False),
-               seq=_int(frame, "seq", required=False))
+    reply = Ok(
+        id=_int(frame, "id", required=False),
+        sid=_int(frame, "sid", required=False),
+        seq=_int(frame, "seq", required=False),
+    )
     if isinstance(msg, list):
         subscriptions = []
         for item in msg:
@@ -335,19 +338,26 @@ def parse_frame(frame: dict[str, Any]) -> ServerMessage:
             return _parse_snapshot(frame)
         if kind == "subscribed":
             msg = _msg(frame)
-            return Subscribed(id=_int(frame, "id", required=False), channel=_str(msg, "channel"),
-                              sid=_int(msg, "sid", minimum=1))
+            return Subscribed(
+                id=_int(frame, "id", required=False),
+                channel=_str(msg, "channel"),
+                sid=_int(msg, "sid", minimum=1),
+            )
         if kind == "ok":
             return _parse_ok(frame)
         if kind == "unsubscribed":
-            return Unsubscribed(id=_int(frame, "id", required=False), sid=_int(frame, "sid", minimum=1),
-                                seq=_int(frame, "seq", minimum=1))
+            return Unsubscribed(
+                id=_int(frame, "id", required=False),
+                sid=_int(frame, "sid", minimum=1),
+                seq=_int(frame, "seq", minimum=1),
+            )
         if kind == "error":
             return _parse_error(frame)
     except MalformedMessage as exc:
         raise MalformedMessage(f"{kind}: {exc}") from None
-    return OtherMessage(type=kind, sid=_int(frame, "sid", required=False), seq=_int(frame, "seq", required=False),
-                        raw=frame)
+    return OtherMessage(
+        type=kind, sid=_int(frame, "sid", required=False), seq=_int(frame, "seq", required=False), raw=frame
+    )
 
 
 def parse_message(text: str | bytes) -> ServerMessage:
@@ -364,9 +374,14 @@ def parse_message(text: str | bytes) -> ServerMessage:
 # ---------------------------------------------------------------------------------------------- commands
 
 
-def subscribe_command(command_id: int, market_tickers: list[str], channels: tuple[str, ...] = (CHANNEL_ORDERBOOK,)) -> dict[str, Any]:
-    return {"id": command_id, "cmd": "subscribe",
-            "params": {"channels": list(channels), "market_tickers": list(market_tickers)}}
+def subscribe_command(
+    command_id: int, market_tickers: list[str], channels: tuple[str, ...] = (CHANNEL_ORDERBOOK,)
+) -> dict[str, Any]:
+    return {
+        "id": command_id,
+        "cmd": "subscribe",
+        "params": {"channels": list(channels), "market_tickers": list(market_tickers)},
+    }
 
 
 def unsubscribe_command(command_id: int, sids: list[int]) -> dict[str, Any]:
@@ -374,8 +389,11 @@ def unsubscribe_command(command_id: int, sids: list[int]) -> dict[str, Any]:
 
 
 def update_subscription_command(command_id: int, sid: int, action: str, market_tickers: list[str]) -> dict[str, Any]:
-    return {"id": command_id, "cmd": "update_subscription",
-            "params": {"sids": [sid], "market_tickers": list(market_tickers), "action": action}}
+    return {
+        "id": command_id,
+        "cmd": "update_subscription",
+        "params": {"sids": [sid], "market_tickers": list(market_tickers), "action": action},
+    }
 
 
 def list_subscriptions_command(command_id: int) -> dict[str, Any]:
@@ -395,7 +413,12 @@ def snapshot_frame(snapshot: OrderbookSnapshot) -> dict[str, Any]:
         msg["yes_dollars_fp"] = _wire_levels(snapshot.yes)
     if snapshot.no:
         msg["no_dollars_fp"] = _wire_levels(snapshot.no)
-    frame: dict[str, Any] = {"type": "orderbook_snapshot", "sid": snapshot.sid, "seq": snapshot.seq, "msg": msg}
+    frame: dict[str, Any] = {
+        "type": "orderbook_snapshot",
+        "sid": snapshot.sid,
+        "seq": snapshot.seq,
+        "msg": msg,
+    }
     if snapshot.id is not None:
         frame["id"] = snapshot.id
     return frame
@@ -421,8 +444,14 @@ def subscribed_frame(command_id: int | None, channel: str, sid: int) -> dict[str
     return frame
 
 
-def error_frame(command_id: int | None, code: int, *, sid: int | None = None, seq: int | None = None,
-                market_tickers: list[str] | None = None) -> dict[str, Any]:
+def error_frame(
+    command_id: int | None,
+    code: int,
+    *,
+    sid: int | None = None,
+    seq: int | None = None,
+    market_tickers: list[str] | None = None,
+) -> dict[str, Any]:
     msg: dict[str, Any] = {"code": code, "msg": ERROR_TEXT.get(code, "Error")}
     if market_tickers:
         msg["market_tickers"] = market_tickers

@@ -76,9 +76,7 @@ class OrderBook:
 
     def as_wire(self) -> dict[str, list[list[str]]]:
         """Both sides best first, as Kalshi's strings: {"yes": [["0.4200", "12.50"], ...], "no": [...]}."""
-        return {
-            side: [[format_price(p), format_size(s)] for p, s in self.levels(side)] for side in ("yes", "no")
-        }
+        return {side: [[format_price(p), format_size(s)] for p, s in self.levels(side)] for side in ("yes", "no")}
 
     def summary(self, depth: int = 5) -> dict[str, Any]:
         """Top of book and the first levels, in Kalshi's string formats, for status and the console."""

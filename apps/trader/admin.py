@@ -46,17 +46,38 @@ class MarketFilter(admin.SimpleListFilter):
 
 @admin.register(TradingSession)
 class TradingSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ("id", "environment", "status", "current_state", "market_list", "started_at", "ended_at",
-                    "deltas_received", "reconnects")
+    list_display = (
+        "id",
+        "environment",
+        "status",
+        "current_state",
+        "market_list",
+        "started_at",
+        "ended_at",
+        "deltas_received",
+        "reconnects",
+    )
     list_filter = ("environment", "status", ("started_at", admin.DateFieldListFilter), MarketFilter)
     search_fields = ("markets", "error", "exchange_url")
     date_hierarchy = "started_at"
     ordering = ("-started_at",)
     inlines = (StateTransitionInline,)
     readonly_fields = (
-        "environment", "markets", "exchange_url", "started_at", "ended_at", "status", "current_state",
-        "state_entered_at", "heartbeat_at", "messages_received", "snapshots_received", "deltas_received",
-        "reconnects", "error", "latest_metrics",
+        "environment",
+        "markets",
+        "exchange_url",
+        "started_at",
+        "ended_at",
+        "status",
+        "current_state",
+        "state_entered_at",
+        "heartbeat_at",
+        "messages_received",
+        "snapshots_received",
+        "deltas_received",
+        "reconnects",
+        "error",
+        "latest_metrics",
     )
     exclude = ("latest_status",)
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ def serve_with_daphne(
 
     from trader_v3.asgi import application
 
+    twisted: Any = reactor  # the module-level reactor is typed as a bare module attribute
+
     server = Server(
         application=application,
         endpoints=build_endpoint_description_strings(host=host, port=port),
@@ -59,11 +62,11 @@ def serve_with_daphne(
             logger.exception("the trader stopped on an unexpected error")
             outcome["code"] = 1
         finally:
-            reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]
+            twisted.callLater(0, twisted.stop)
 
     def schedule() -> None:
         asyncio.get_event_loop().create_task(run_then_stop())
 
-    reactor.callWhenRunning(schedule)  # type: ignore[attr-defined]
+    twisted.callWhenRunning(schedule)
     server.run()
     return outcome.get("code", 1)

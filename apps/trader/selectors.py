@@ -13,9 +13,7 @@ from apps.trader.models import StateTransition, TradingSession
 
 def session_current() -> TradingSession | None:
     """The running session with the freshest heartbeat, else the most recent session."""
-    running = (
-        TradingSession.objects.filter(status=TradingSession.Status.RUNNING).order_by("-heartbeat_at").first()
-    )
+    running = TradingSession.objects.filter(status=TradingSession.Status.RUNNING).order_by("-heartbeat_at").first()
     return running or TradingSession.objects.order_by("-started_at").first()
 
 

@@ -77,7 +77,9 @@ def session_end(*, session_id: int, failed: bool, error: str) -> None:
 def sessions_close_abandoned(*, environment: str) -> int:
     """Mark sessions left 'running' by a process that died without closing them. Returns how many."""
     return TradingSession.objects.filter(environment=environment, status=TradingSession.Status.RUNNING).update(
-        status=TradingSession.Status.FAILED, ended_at=timezone.now(), error="the trader process ended without closing the session"
+        status=TradingSession.Status.FAILED,
+        ended_at=timezone.now(),
+        error="the trader process ended without closing the session",
     )
 
 
@@ -85,7 +87,9 @@ class DjangoSessionStore:
     """SessionStore on the Django ORM; every call crosses to a worker thread once."""
 
     async def session_start(self, *, environment: str, markets: list[str], exchange_url: str) -> int:
-        session = await sync_to_async(session_start)(environment=environment, markets=markets, exchange_url=exchange_url)
+        session = await sync_to_async(session_start)(
+            environment=environment, markets=markets, exchange_url=exchange_url
+        )
         return session.pk
 
     async def transition_record(self, *, session_id: int, transition: Transition) -> None:
@@ -102,8 +106,12 @@ class DjangoSessionStore:
         console: list[dict[str, Any]],
     ) -> None:
         await sync_to_async(session_heartbeat)(
-            session_id=session_id, state=state, state_entered_at=state_entered_at, status=status,
-            counters=counters, console=console,
+            session_id=session_id,
+            state=state,
+            state_entered_at=state_entered_at,
+            status=status,
+            counters=counters,
+            console=console,
         )
 
     async def session_end(self, *, session_id: int, failed: bool, error: str) -> None:

@@ -72,9 +72,7 @@ async def recv(ws: ClientConnection, within: float = 5.0) -> Frame_:
     return frame
 
 
-async def recv_until(
-    ws: ClientConnection, predicate: Callable[[Frame_], bool], within: float = 5.0
-) -> list[Frame_]:
+async def recv_until(ws: ClientConnection, predicate: Callable[[Frame_], bool], within: float = 5.0) -> list[Frame_]:
     """Every frame up to and including the first one matching ``predicate``."""
     frames: list[Frame_] = []
     deadline = asyncio.get_running_loop().time() + within

@@ -28,9 +28,7 @@ class Client:
     def apply(self, text: str) -> OrderbookSnapshot | OrderbookDelta | None:
         message = parse_message(text)
         if isinstance(message, OrderbookSnapshot):
-            book = self.books.setdefault(
-                (message.sid, message.market_ticker), OrderBook(message.market_ticker)
-            )
+            book = self.books.setdefault((message.sid, message.market_ticker), OrderBook(message.market_ticker))
             book.apply_snapshot(message)
         elif isinstance(message, OrderbookDelta):
             self.books[(message.sid, message.market_ticker)].apply_delta(message)
@@ -47,9 +45,7 @@ def assert_same(client_book: OrderBook, exchange_book: OrderBook | None) -> None
     assert client_book.market_id == exchange_book.market_id
 
 
-async def test_client_book_equals_exchange_book_at_every_seq(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_client_book_equals_exchange_book_at_every_seq(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim(message_rate=5000.0)
     ws = await open_ws(sim, credentials)
     await send(
@@ -117,9 +113,7 @@ async def test_seq_is_per_sid_gapless_and_starts_at_1(start_sim: StartSim, crede
     await ws_two.close()
 
 
-async def test_prices_follow_each_markets_tick_structure(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_prices_follow_each_markets_tick_structure(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim(message_rate=6000.0)
     ws = await open_ws(sim, credentials)
     await subscribe(ws, [FED, BTC, ETH])
@@ -139,9 +133,7 @@ async def test_prices_follow_each_markets_tick_structure(
     await ws.close()
 
 
-async def test_use_yes_price_reports_no_levels_in_yes_terms(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_use_yes_price_reports_no_levels_in_yes_terms(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
     ws = await open_ws(sim, credentials)
     params = {"channels": ["orderbook_delta"], "market_ticker": FED, "use_yes_price": True}

@@ -35,9 +35,7 @@ def _check_levels(levels: list[list[str]]) -> None:
     assert [p for p, _ in levels] == sorted(p for p, _ in levels), "ascending, like the spec example"
 
 
-async def test_subscribe_replies_match_the_spec_examples(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_subscribe_replies_match_the_spec_examples(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim(message_rate=2000.0)
     ws = await open_ws(sim, credentials)
     await send(
@@ -81,9 +79,7 @@ async def test_subscribe_replies_match_the_spec_examples(
     await ws.close()
 
 
-async def test_subscribe_several_channels_gives_one_sid_each(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_subscribe_several_channels_gives_one_sid_each(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
     ws = await open_ws(sim, credentials)
     sids, frames = await subscribe(ws, [BTC], command_id=4, channels=("orderbook_delta", "ticker", "trade"))
@@ -114,9 +110,7 @@ async def test_single_market_ticker_and_ticker_channel_without_markets(
 ) -> None:
     sim = await start_sim()
     ws = await open_ws(sim, credentials)
-    await send(
-        ws, {"id": 1, "cmd": "subscribe", "params": {"channels": ["orderbook_delta"], "market_ticker": FED}}
-    )
+    await send(ws, {"id": 1, "cmd": "subscribe", "params": {"channels": ["orderbook_delta"], "market_ticker": FED}})
     _, snapshot = await recv_n(ws, 2)
     assert snapshot["type"] == "orderbook_snapshot"
     assert snapshot["msg"]["market_ticker"] == FED
@@ -126,9 +120,7 @@ async def test_single_market_ticker_and_ticker_channel_without_markets(
     await ws.close()
 
 
-async def test_unsubscribe_replies_once_per_sid_with_next_seq(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_unsubscribe_replies_once_per_sid_with_next_seq(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim(message_rate=3000.0)
     ws = await open_ws(sim, credentials)
     (sid_a,), _ = await subscribe(ws, [FED, CPI], command_id=1)
@@ -155,9 +147,7 @@ async def test_unsubscribe_replies_once_per_sid_with_next_seq(
     await ws.close()
 
 
-async def test_update_subscription_add_and_delete_markets(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_update_subscription_add_and_delete_markets(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
     ws = await open_ws(sim, credentials)
     (sid,), _ = await subscribe(ws, [FED])
@@ -257,16 +247,12 @@ SID = 1  # the sid of the subscription every error case starts from
         pytest.param({"id": 22, "cmd": "unsubscribe"}, 2, 22, id="2-no-params-unsubscribe"),
         pytest.param({"id": 23, "cmd": "update_subscription"}, 2, 23, id="2-no-params-update"),
         pytest.param({"id": 31, "cmd": "subscribe", "params": {}}, 3, 31, id="3-no-channels"),
-        pytest.param(
-            {"id": 32, "cmd": "subscribe", "params": {"channels": []}}, 3, 32, id="3-empty-channels"
-        ),
+        pytest.param({"id": 32, "cmd": "subscribe", "params": {"channels": []}}, 3, 32, id="3-empty-channels"),
         pytest.param({"id": 41, "cmd": "unsubscribe", "params": {}}, 4, 41, id="4-no-sids"),
         pytest.param({"id": 42, "cmd": "unsubscribe", "params": {"sids": []}}, 4, 42, id="4-empty-sids"),
         pytest.param({"id": 51, "cmd": "subscribe_all"}, 5, 51, id="5-unknown-command"),
         pytest.param({"id": 52}, 5, 52, id="5-no-cmd"),
-        pytest.param(
-            {"id": 71, "cmd": "unsubscribe", "params": {"sids": [SID, 999]}}, 7, 71, id="7-unsubscribe"
-        ),
+        pytest.param({"id": 71, "cmd": "unsubscribe", "params": {"sids": [SID, 999]}}, 7, 71, id="7-unsubscribe"),
         pytest.param(
             {
                 "id": 72,
@@ -405,9 +391,7 @@ async def test_error_codes(
     await ws.close()
 
 
-async def test_error_reply_shape_matches_the_spec_example(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_error_reply_shape_matches_the_spec_example(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
     ws = await open_ws(sim, credentials)
     await send(ws, {"id": 123, "cmd": "unsubscribe", "params": {"sids": [5]}})

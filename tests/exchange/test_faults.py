@@ -37,9 +37,7 @@ async def _read_until_closed(ws, within: float = 5.0) -> ConnectionClosed:
     raise AssertionError("unreachable")
 
 
-async def test_drop_every_aborts_connections_at_runtime(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_drop_every_aborts_connections_at_runtime(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim(message_rate=500.0)
     ws = await open_ws(sim, credentials)
     await subscribe(ws, [FED])
@@ -65,9 +63,7 @@ async def test_drop_connections_now(start_sim: StartSim, credentials: Credential
         assert isinstance(await _read_until_closed(ws), ConnectionClosedError)
 
 
-async def test_skip_seq_every_consumes_seqs_without_sending(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_skip_seq_every_consumes_seqs_without_sending(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim(message_rate=4000.0, faults=Faults(skip_seq_every=7))
     ws = await open_ws(sim, credentials)
     (sid,), frames = await subscribe(ws, [FED, CPI])
@@ -130,9 +126,7 @@ async def test_heartbeat_pings_and_no_ping(start_sim: StartSim, credentials: Cre
 
 
 @pytest.mark.parametrize("code", [10, 25])
-async def test_error_every_ends_the_subscription(
-    start_sim: StartSim, credentials: Credentials, code: int
-) -> None:
+async def test_error_every_ends_the_subscription(start_sim: StartSim, credentials: Credentials, code: int) -> None:
     sim = await start_sim(message_rate=2000.0, faults=Faults(error_every=5, error_code=code))
     ws = await open_ws(sim, credentials)
     (sid,), _ = await subscribe(ws, [FED])
@@ -179,9 +173,7 @@ async def test_reject_handshake_switch(start_sim: StartSim, credentials: Credent
 async def test_malformed_frames(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim(message_rate=3000.0, faults=Faults(malformed_every=4))
     ws = await open_ws(sim, credentials)
-    await send(
-        ws, {"id": 1, "cmd": "subscribe", "params": {"channels": ["orderbook_delta"], "market_ticker": FED}}
-    )
+    await send(ws, {"id": 1, "cmd": "subscribe", "params": {"channels": ["orderbook_delta"], "market_ticker": FED}})
     problems: list[str] = []
     seqs: list[int] = []
     for _ in range(100):
@@ -203,9 +195,7 @@ async def test_malformed_frames(start_sim: StartSim, credentials: Credentials) -
     await ws.close()
 
 
-async def test_oversized_frames_exceed_a_default_client_limit(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_oversized_frames_exceed_a_default_client_limit(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim(message_rate=1000.0, faults=Faults(oversized_every=3))
     ws = await open_ws(sim, credentials, max_size=2**20)
     await subscribe(ws, [FED])

@@ -32,9 +32,7 @@ async def test_good_signature_is_accepted(start_sim: StartSim, credentials: Cred
     await ws.close()
 
 
-async def test_query_string_is_not_part_of_the_signature(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_query_string_is_not_part_of_the_signature(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
     ws = await open_ws(sim, credentials, url=sim.ws_url + "?client=test")
     await send(ws, {"id": 2, "cmd": "list_subscriptions"})
@@ -67,9 +65,7 @@ async def test_signature_from_another_key_is_401(start_sim: StartSim, credential
 
 async def test_signature_over_another_path_is_401(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
-    status, _ = await _rejected(
-        sim, credentials, credentials.headers("GET", "/trade-api/v2/markets", now_ms())
-    )
+    status, _ = await _rejected(sim, credentials, credentials.headers("GET", "/trade-api/v2/markets", now_ms()))
     assert status == 401
 
 
@@ -82,9 +78,7 @@ async def test_garbage_signature_is_401(start_sim: StartSim, credentials: Creden
 
 
 @pytest.mark.parametrize("skew_ms", [-61_000, 61_000])
-async def test_timestamp_more_than_60s_off_is_401(
-    start_sim: StartSim, credentials: Credentials, skew_ms: int
-) -> None:
+async def test_timestamp_more_than_60s_off_is_401(start_sim: StartSim, credentials: Credentials, skew_ms: int) -> None:
     sim = await start_sim()
     status, body = await _rejected(sim, credentials, credentials.headers("GET", WS_PATH, now_ms() + skew_ms))
     assert status == 401

@@ -21,9 +21,7 @@ MARKET_FIELDS = {
 }  # fmt: skip
 
 
-async def test_markets_lists_every_market_with_kalshi_fields(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_markets_lists_every_market_with_kalshi_fields(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
     status, body = await http_json(sim, "/trade-api/v2/markets", credentials)
     assert status == 200
@@ -95,18 +93,14 @@ async def test_markets_cursor_paging(start_sim: StartSim, credentials: Credentia
         ("limit=2&series_ticker=KXFED", [FED]),
     ],
 )
-async def test_markets_filters(
-    start_sim: StartSim, credentials: Credentials, query: str, expected: list[str]
-) -> None:
+async def test_markets_filters(start_sim: StartSim, credentials: Credentials, query: str, expected: list[str]) -> None:
     sim = await start_sim()
     status, body = await http_json(sim, f"/trade-api/v2/markets?{query.replace(' ', '%20')}", credentials)
     assert status == 200
     assert [m["ticker"] for m in body["markets"]] == expected
 
 
-async def test_market_status_filter_follows_status_changes(
-    start_sim: StartSim, credentials: Credentials
-) -> None:
+async def test_market_status_filter_follows_status_changes(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
     sim.set_market_status(NY, "closed")
     sim.set_market_status(NBA, "finalized")
@@ -121,9 +115,7 @@ async def test_market_status_filter_follows_status_changes(
 @pytest.mark.parametrize(
     "query", ["limit=1001", "limit=-1", "limit=ten", "cursor=!!!", "status=sleeping", "mve_filter=x"]
 )
-async def test_markets_bad_parameters_are_400(
-    start_sim: StartSim, credentials: Credentials, query: str
-) -> None:
+async def test_markets_bad_parameters_are_400(start_sim: StartSim, credentials: Credentials, query: str) -> None:
     sim = await start_sim()
     status, body = await http_json(sim, f"/trade-api/v2/markets?{query}", credentials)
     assert status == 400
@@ -138,17 +130,11 @@ async def test_orderbook_depth_and_contents(start_sim: StartSim, credentials: Cr
     assert body.keys() == {"orderbook_fp"}
     assert body["orderbook_fp"].keys() == {"yes_dollars", "no_dollars"}
     full = body["orderbook_fp"]
-    assert {p: s for p, s in full["yes_dollars"]} == {
-        format_price(p): format_size(s) for p, s in book.yes.items()
-    }
-    assert {p: s for p, s in full["no_dollars"]} == {
-        format_price(p): format_size(s) for p, s in book.no.items()
-    }
+    assert {p: s for p, s in full["yes_dollars"]} == {format_price(p): format_size(s) for p, s in book.yes.items()}
+    assert {p: s for p, s in full["no_dollars"]} == {format_price(p): format_size(s) for p, s in book.no.items()}
     _, body = await http_json(sim, f"/trade-api/v2/markets/{FED}/orderbook?depth=3", credentials)
     top = body["orderbook_fp"]
-    assert top["yes_dollars"] == [
-        [format_price(p), format_size(s)] for p, s in reversed(book.levels("yes", 3))
-    ]
+    assert top["yes_dollars"] == [[format_price(p), format_size(s)] for p, s in reversed(book.levels("yes", 3))]
     assert top["no_dollars"] == [[format_price(p), format_size(s)] for p, s in reversed(book.levels("no", 3))]
     status, _ = await http_json(sim, f"/trade-api/v2/markets/{FED}/orderbook?depth=101", credentials)
     assert status == 400
@@ -189,14 +175,10 @@ async def test_rest_signature_checks(start_sim: StartSim, credentials: Credentia
     stranger = Credentials("test-key", load_private_key(generate_key_pair()[0]))
     status, _, _ = await http_get(sim, path, stranger)
     assert status == 401
-    status, _, _ = await http_get(
-        sim, path, None, headers=credentials.headers("GET", path, now_ms() - 120_000)
-    )
+    status, _, _ = await http_get(sim, path, None, headers=credentials.headers("GET", path, now_ms() - 120_000))
     assert status == 401
     # The signed path is the path without its query string.
-    status, _, _ = await http_get(
-        sim, path + "?limit=1", None, headers=credentials.headers("GET", path, now_ms())
-    )
+    status, _, _ = await http_get(sim, path + "?limit=1", None, headers=credentials.headers("GET", path, now_ms()))
     assert status == 200
     status, headers, _ = await http_get(sim, "/trade-api/v2/nothing-here", credentials)
     assert status == 404

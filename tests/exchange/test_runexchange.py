@@ -49,9 +49,7 @@ async def test_runexchange_serves_with_the_data_folder_key_and_stops_on_sigterm(
         private_key = (tmp_path / "sim_private_key.pem").read_bytes()
         assert (tmp_path / "sim_public_key.pem").exists()
         credentials = Credentials("any", load_private_key(private_key))
-        async with connect(
-            match.group(1), additional_headers=credentials.headers("GET", WS_PATH, now_ms())
-        ) as ws:
+        async with connect(match.group(1), additional_headers=credentials.headers("GET", WS_PATH, now_ms())) as ws:
             await ws.send(
                 json.dumps(
                     {

@@ -60,7 +60,10 @@ def test_ok_comes_as_an_update_reply_or_a_subscription_list() -> None:
     listing = parse_frame(BY_NAME["listSubscriptionsResponse.listSubscriptionsResponse"])
     assert isinstance(update, Ok) and update.market_tickers == ["MARKET-1", "MARKET-2", "MARKET-3"]
     assert isinstance(listing, Ok) and [(s.channel, s.sid) for s in listing.subscriptions or []] == [
-        ("orderbook_delta", 1), ("ticker", 2), ("fill", 3)]
+        ("orderbook_delta", 1),
+        ("ticker", 2),
+        ("fill", 3),
+    ]
 
 
 def test_errors_carry_code_and_text() -> None:
@@ -72,19 +75,44 @@ def test_errors_carry_code_and_text() -> None:
 
 
 def test_a_side_with_no_offers_is_absent_and_reads_as_empty() -> None:
-    snapshot = parse_frame({"type": "orderbook_snapshot", "sid": 1, "seq": 1,
-                            "msg": {"market_ticker": "X", "market_id": "id", "no_dollars_fp": [["0.3000", "1.50"]]}})
+    snapshot = parse_frame(
+        {
+            "type": "orderbook_snapshot",
+            "sid": 1,
+            "seq": 1,
+            "msg": {"market_ticker": "X", "market_id": "id", "no_dollars_fp": [["0.3000", "1.50"]]},
+        }
+    )
     assert isinstance(snapshot, OrderbookSnapshot)
     assert snapshot.yes == [] and snapshot.no == [(3000, 150)]
 
 
 def test_old_integer_cent_fields_are_a_fallback_only() -> None:
-    old = parse_frame({"type": "orderbook_snapshot", "sid": 1, "seq": 1,
-                       "msg": {"market_ticker": "X", "market_id": "id", "yes": [[42, 10]]}})
+    old = parse_frame(
+        {
+            "type": "orderbook_snapshot",
+            "sid": 1,
+            "seq": 1,
+            "msg": {"market_ticker": "X", "market_id": "id", "yes": [[42, 10]]},
+        }
+    )
     assert isinstance(old, OrderbookSnapshot) and old.yes == [(4200, 1000)]
-    both = parse_frame({"type": "orderbook_delta", "sid": 1, "seq": 2,
-                        "msg": {"market_ticker": "X", "market_id": "id", "price": 1, "delta": 1,
-                                "price_dollars": "0.4250", "delta_fp": "2.50", "side": "no"}})
+    both = parse_frame(
+        {
+            "type": "orderbook_delta",
+            "sid": 1,
+            "seq": 2,
+            "msg": {
+                "market_ticker": "X",
+                "market_id": "id",
+                "price": 1,
+                "delta": 1,
+                "price_dollars": "0.4250",
+                "delta_fp": "2.50",
+                "side": "no",
+            },
+        }
+    )
     assert isinstance(both, OrderbookDelta) and (both.price, both.delta) == (4250, 250)
 
 
@@ -94,13 +122,22 @@ def test_old_integer_cent_fields_are_a_fallback_only() -> None:
         ("{not json", "not JSON"),
         ("[1, 2]", "JSON object"),
         ('{"sid": 1}', "missing 'type'"),
-        ('{"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": {"market_ticker": "X", "side": "up",'
-         ' "price_dollars": "0.5", "delta_fp": "1.00"}}', "'side'"),
-        ('{"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": {"market_ticker": "X", "side": "yes",'
-         ' "price_dollars": 0.5, "delta_fp": "1.00"}}', "must be a string"),
+        (
+            '{"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": {"market_ticker": "X", "side": "up",'
+            ' "price_dollars": "0.5", "delta_fp": "1.00"}}',
+            "'side'",
+        ),
+        (
+            '{"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": {"market_ticker": "X", "side": "yes",'
+            ' "price_dollars": 0.5, "delta_fp": "1.00"}}',
+            "must be a string",
+        ),
         ('{"type": "orderbook_snapshot", "sid": 1, "msg": {"market_ticker": "X"}}', "missing 'seq'"),
-        ('{"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": {"market_ticker": "X",'
-         ' "yes_dollars_fp": [["0.1"]]}}', "pairs"),
+        (
+            '{"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": {"market_ticker": "X",'
+            ' "yes_dollars_fp": [["0.1"]]}}',
+            "pairs",
+        ),
         ('{"type": "subscribed", "msg": {"channel": "orderbook_delta", "sid": 0}}', "'sid'"),
         ('{"type": "error", "msg": {"msg": "x"}}', "missing 'code'"),
     ],

@@ -11,8 +11,7 @@ def snapshot(yes: list[tuple[int, int]], no: list[tuple[int, int]], seq: int = 1
 
 
 def delta(price: int, size: int, side: str, seq: int) -> OrderbookDelta:
-    return OrderbookDelta(sid=1, seq=seq, market_ticker="M", market_id="id", price=price, delta=size,
-                          side=side)  # type: ignore[arg-type]
+    return OrderbookDelta(sid=1, seq=seq, market_ticker="M", market_id="id", price=price, delta=size, side=side)  # type: ignore[arg-type]
 
 
 def test_best_yes_ask_is_one_minus_the_best_no_bid() -> None:

@@ -65,8 +65,7 @@ def test_ed25519_keys_sign_the_same_text() -> None:
     from cryptography.hazmat.primitives import serialization
 
     key = ed25519.Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     signature = sign(load_private_key(pem), 7, "GET", WS_PATH)
     assert verify(key.public_key(), signature, 7, "GET", WS_PATH)
 

@@ -20,14 +20,23 @@ class Recorder:
 
 
 def machine_in(state: State, recorder: Recorder) -> StateMachine:
-    return StateMachine(on_transition=recorder, metrics=lambda: {"deltas_received": 7}, initial=state,
-                        wall_clock=lambda: datetime(2026, 11, 24, 10, 30, 1, tzinfo=UTC))
+    return StateMachine(
+        on_transition=recorder,
+        metrics=lambda: {"deltas_received": 7},
+        initial=state,
+        wall_clock=lambda: datetime(2026, 11, 24, 10, 30, 1, tzinfo=UTC),
+    )
 
 
 def test_the_table_is_the_one_the_product_describes() -> None:
     assert ALLOWED_TRANSITIONS[State.STARTUP] == {State.INITIALIZING, State.ERROR, State.SHUTDOWN}
     assert ALLOWED_TRANSITIONS[State.INITIALIZING] == {State.CONNECTING, State.ERROR, State.SHUTDOWN}
-    assert ALLOWED_TRANSITIONS[State.CONNECTING] == {State.CONNECTING, State.READY, State.ERROR, State.SHUTDOWN}
+    assert ALLOWED_TRANSITIONS[State.CONNECTING] == {
+        State.CONNECTING,
+        State.READY,
+        State.ERROR,
+        State.SHUTDOWN,
+    }
     assert ALLOWED_TRANSITIONS[State.READY] == {State.CONNECTING, State.ERROR, State.SHUTDOWN}
     assert ALLOWED_TRANSITIONS[State.ERROR] == {State.STARTUP, State.SHUTDOWN}
     assert ALLOWED_TRANSITIONS[State.SHUTDOWN] == set()

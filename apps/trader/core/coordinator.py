@@ -62,8 +62,9 @@ class Coordinator:
         self._store = store
         self._bus = bus
         self._wall_clock = wall_clock
-        self.machine = StateMachine(on_transition=self._on_transition, metrics=self._transition_metrics,
-                                    wall_clock=wall_clock)
+        self.machine = StateMachine(
+            on_transition=self._on_transition, metrics=self._transition_metrics, wall_clock=wall_clock
+        )
         self.session_id: int | None = None
         self.client: FeedClient | None = None
         self._client_task: asyncio.Task[None] | None = None
@@ -89,10 +90,15 @@ class Coordinator:
     async def run(self) -> int:
         """Run until shutdown; returns the process exit code (0 for a requested shutdown)."""
         self.session_id = await self._store.session_start(
-            environment=self.options.environment, markets=self.options.markets, exchange_url=self.options.exchange_url
+            environment=self.options.environment,
+            markets=self.options.markets,
+            exchange_url=self.options.exchange_url,
         )
-        self.console("info", f"Session {self.session_id} started in {self.options.environment}",
-                     f"markets: {', '.join(self.options.markets) or 'none'}")
+        self.console(
+            "info",
+            f"Session {self.session_id} started in {self.options.environment}",
+            f"markets: {', '.join(self.options.markets) or 'none'}",
+        )
         background = [
             asyncio.create_task(self._status_loop(), name="trader:status"),
             asyncio.create_task(self._orderbook_loop(), name="trader:orderbooks"),
@@ -231,8 +237,11 @@ class Coordinator:
         if event.kind in (FeedEventKind.SYNCED, FeedEventKind.DISCONNECTED, FeedEventKind.FATAL):
             self._feed_events.put_nowait(event)
         if event.kind is FeedEventKind.DISCONNECTED:
-            self.console(event.level, f"CONNECTION: {event.reason}",
-                         f"reconnecting, attempt {event.attempt} in {event.delay:.1f} s")
+            self.console(
+                event.level,
+                f"CONNECTION: {event.reason}",
+                f"reconnecting, attempt {event.attempt} in {event.delay:.1f} s",
+            )
         elif event.kind is not FeedEventKind.SYNCED:
             self.console(event.level, f"{event.kind.value.upper()}: {event.reason}")
 
@@ -246,8 +255,12 @@ class Coordinator:
         if self.session_id is not None:
             await self._store.transition_record(session_id=self.session_id, transition=transition)
         self._bus.emit(Event("state_transition", transition.as_event()))
-        logger.info("STATE TRANSITION: %s → %s | %s", transition.from_state.value, transition.to_state.value,
-                    transition.context)
+        logger.info(
+            "STATE TRANSITION: %s → %s | %s",
+            transition.from_state.value,
+            transition.to_state.value,
+            transition.context,
+        )
         if transition.to_state is State.ERROR:
             self._failed = True
         elif transition.to_state is State.READY:
@@ -268,8 +281,7 @@ class Coordinator:
                 await self._publish_status()
             except Exception:
                 logger.exception("status update failed")
-            if (self.machine.state is State.READY
-                    and time.monotonic() - last_summary >= self.options.summary_interval):
+            if self.machine.state is State.READY and time.monotonic() - last_summary >= self.options.summary_interval:
                 last_summary = time.monotonic()
                 self.console("info", self.orderbook_summary_line())
 
@@ -402,8 +414,10 @@ class Coordinator:
     def orderbook_summary_line(self) -> str:
         m = self.metrics()
         uptime = m["connection_uptime"] or 0.0
-        return (f"ORDERBOOK STATUS: Markets: {m['markets_connected']} | Snapshots: {m['snapshots_received']} | "
-                f"Deltas: {m['deltas_received']} | Uptime: {uptime:.1f}s")
+        return (
+            f"ORDERBOOK STATUS: Markets: {m['markets_connected']} | Snapshots: {m['snapshots_received']} | "
+            f"Deltas: {m['deltas_received']} | Uptime: {uptime:.1f}s"
+        )
 
     def _now_iso(self) -> str:
         return self._wall_clock().isoformat()

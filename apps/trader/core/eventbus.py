@@ -83,8 +83,7 @@ class EventBus:
         """Register ``callback`` under a unique ``name``; ``kinds`` limits which events it receives."""
         if name in self._subscribers:
             raise ValueError(f"a subscriber named {name!r} already exists")
-        subscriber = _Subscriber(name, callback, asyncio.Queue(maxsize=queue_size),
-                                 frozenset(kinds) if kinds else None)
+        subscriber = _Subscriber(name, callback, asyncio.Queue(maxsize=queue_size), frozenset(kinds) if kinds else None)
         subscriber.task = asyncio.get_running_loop().create_task(self._deliver(subscriber), name=f"bus:{name}")
         self._subscribers[name] = subscriber
 
@@ -149,8 +148,12 @@ class EventBus:
                 subscriber.queue.get_nowait()
                 subscriber.queue.task_done()
             metrics.dropped += dropped
-            logger.warning("subscriber %s switched off for %.0f s after repeated failures (%s)",
-                           subscriber.name, self._cooldown, reason)
+            logger.warning(
+                "subscriber %s switched off for %.0f s after repeated failures (%s)",
+                subscriber.name,
+                self._cooldown,
+                reason,
+            )
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -161,7 +164,7 @@ class EventBus:
             },
         }
 
-    async def drain(self, timeout: float = 2.0) -> None:
+    async def drain(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109
         """Wait until every subscriber has handled what it was given, or ``timeout`` passes."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(s.queue.join() for s in self._subscribers.values())), timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -52,8 +53,8 @@ class FeedClient(Protocol):
     def silent_for(self) -> float | None: ...
 
 
-class FeedClientFactory(Protocol):
-    def __call__(self, listener: FeedListener) -> FeedClient: ...
+FeedClientFactory = Callable[[FeedListener], FeedClient]
+"""Builds a fresh feed client for each (re)start; the coordinator passes itself as the listener."""
 
 
 def counter_dict(counter: Counter[Any]) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""``python manage.py runtrader``: the trader loop, plus (by default) the web app and, in sim, the exchange."""
+"""``manage.py runtrader``: the trader loop, plus (by default) the web app and, in sim, the exchange."""
 
 from __future__ import annotations
 
@@ -75,7 +75,8 @@ class Command(BaseCommand):
         requested = options.get("env")
         if requested and requested != settings.ENVIRONMENT:
             raise ConfigurationError(
-                f"--env {requested} must be given on the manage.py command line (settings loaded {settings.ENVIRONMENT})"
+                f"--env {requested} must be given on the manage.py command line "
+                f"(settings loaded {settings.ENVIRONMENT})"
             )
         data_dir = Path(settings.DATA_DIR)
         sim_keys = ensure_key_pair(data_dir) if settings.ENVIRONMENT is Environment.SIM else None
@@ -91,7 +92,8 @@ class Command(BaseCommand):
         )
         if config.web and config.web_port and not port_is_free(config.web_host, config.web_port):
             raise ConfigurationError(
-                f"TRADER_WEB_PORT: {config.web_host}:{config.web_port} is already in use (pass --port or stop the other process)"
+                f"TRADER_WEB_PORT: {config.web_host}:{config.web_port} is already in use "
+                "(pass --port or stop the other process)"
             )
         return config
 
@@ -112,5 +114,6 @@ class Command(BaseCommand):
             self.stdout.write(f"Console: http://{shown}:{port}/v3-trader  (status /v3/status, health /v3/health)")
             self.stdout.flush()
 
-        return serve_with_daphne(lambda: run_trader(config), host=config.web_host, port=config.web_port,
-                                 on_listening=announce)
+        return serve_with_daphne(
+            lambda: run_trader(config), host=config.web_host, port=config.web_port, on_listening=announce
+        )
