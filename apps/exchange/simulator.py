@@ -293,9 +293,7 @@ class ExchangeSimulator:
 
     def _rng(self, name: str) -> random.Random:
         # String seeds hash deterministically (unlike hash()), so each stream is repeatable per seed.
-        return (
-            random.Random(f"{self.config.seed}:{name}") if self.config.seed is not None else random.Random()
-        )
+        return random.Random(f"{self.config.seed}:{name}") if self.config.seed is not None else random.Random()
 
     # ------------------------------------------------------------------------------------------ lifecycle
 

@@ -36,17 +36,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-        parser.add_argument(
-            "--port", type=int, default=8007, help="port to bind, 0 = any free (default 8007)"
-        )
+        parser.add_argument("--port", type=int, default=8007, help="port to bind, 0 = any free (default 8007)")
         parser.add_argument(
             "--markets",
             default="",
             help=f"comma-separated tickers (default {','.join(DEFAULT_MARKETS)})",
         )
-        parser.add_argument(
-            "--rate", type=float, default=50.0, help="orderbook deltas per second (default 50)"
-        )
+        parser.add_argument("--rate", type=float, default=50.0, help="orderbook deltas per second (default 50)")
         parser.add_argument("--seed", type=int, default=None, help="make books and deltas repeatable")
         parser.add_argument(
             "--public-key",
@@ -56,9 +52,7 @@ class Command(BaseCommand):
             "generated with its private key when missing)",
         )
         parser.add_argument("--key-id", default=None, help="require this KALSHI-ACCESS-KEY")
-        parser.add_argument(
-            "--ping-interval", type=_positive_float, default=10.0, help="seconds (default 10)"
-        )
+        parser.add_argument("--ping-interval", type=_positive_float, default=10.0, help="seconds (default 10)")
         parser.add_argument(
             "--outbound-limit",
             type=_positive_int,
@@ -174,9 +168,7 @@ class Command(BaseCommand):
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await simulator.start()
-        self.stdout.write(
-            f"Exchange simulator listening: WebSocket {simulator.ws_url}  REST {simulator.api_url}"
-        )
+        self.stdout.write(f"Exchange simulator listening: WebSocket {simulator.ws_url}  REST {simulator.api_url}")
         self.stdout.write(f"Markets: {', '.join(simulator.markets)}")
         self.stdout.flush()
         try:
