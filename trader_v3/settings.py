@@ -28,7 +28,8 @@ try:
 except ConfigurationError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
-for _env_file in (BASE_DIR / f".env.{ENVIRONMENT}", BASE_DIR / ".env"):
+ENV_FILE_DIR = Path(env.str("TRADER_ENV_DIR", default=str(BASE_DIR)))
+for _env_file in (ENV_FILE_DIR / f".env.{ENVIRONMENT}", ENV_FILE_DIR / ".env"):
     if _env_file.is_file():
         env.read_env(_env_file, overwrite=False)
 

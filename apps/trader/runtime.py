@@ -48,40 +48,54 @@ async def start_exchange(config: TraderConfig) -> ExchangeSimulator:
     return exchange
 
 
-def install_signal_handlers(coordinator: Coordinator) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, coordinator.request_shutdown, f"received {sig.name}")
+class TraderRuntime:
+    """One run of the trader: the event bus and its broadcaster, the built-in exchange in sim, the coordinator."""
 
+    def __init__(self, config: TraderConfig) -> None:
+        self.config = config
+        self.coordinator: Coordinator | None = None
+        self.exchange: ExchangeSimulator | None = None
+        self.bus = EventBus()
+        self._pending_shutdown = ""
 
-async def run_trader(config: TraderConfig, *, handle_signals: bool = True) -> int:
-    """Run the trader (and, in sim, the built-in exchange) until shutdown. Returns the exit code."""
-    bus = EventBus()
-    broadcaster = ChannelLayerBroadcaster(get_channel_layer(), settings.CONSOLE_GROUP)
-    bus.subscribe("channel_layer", broadcaster, queue_size=5000)
-    exchange: ExchangeSimulator | None = None
-    ws_url = config.ws_url
-    try:
-        if config.start_exchange:
-            exchange = await start_exchange(config)
-            ws_url = exchange.ws_url
-            logger.info("built-in exchange listening on %s", ws_url)
-        coordinator = Coordinator(
-            options=CoordinatorOptions(
-                environment=config.environment.value,
-                markets=config.markets,
-                exchange_url=ws_url,
-                heartbeat_stale_after=settings.TRADER_HEARTBEAT_STALE_SECONDS,
-                feed_idle_timeout=settings.TRADER_FEED_IDLE_TIMEOUT,
-            ),
-            client_factory=client_factory(config, ws_url),
-            store=DjangoSessionStore(),
-            bus=bus,
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Run until shutdown; returns the exit code."""
+        config = self.config
+        self.bus.subscribe(
+            "channel_layer", ChannelLayerBroadcaster(get_channel_layer(), settings.CONSOLE_GROUP), queue_size=5000
         )
-        if handle_signals:
-            install_signal_handlers(coordinator)
-        return await coordinator.run()
-    finally:
-        await bus.close()
-        if exchange is not None:
-            await exchange.stop()
+        ws_url = config.ws_url
+        try:
+            if config.start_exchange:
+                self.exchange = await start_exchange(config)
+                ws_url = self.exchange.ws_url
+                logger.info("built-in exchange listening on %s", ws_url)
+            self.coordinator = Coordinator(
+                options=CoordinatorOptions(
+                    environment=config.environment.value,
+                    markets=config.markets,
+                    exchange_url=ws_url,
+                    heartbeat_stale_after=settings.TRADER_HEARTBEAT_STALE_SECONDS,
+                    feed_idle_timeout=settings.TRADER_FEED_IDLE_TIMEOUT,
+                ),
+                client_factory=client_factory(config, ws_url),
+                store=DjangoSessionStore(),
+                bus=self.bus,
+            )
+            if self._pending_shutdown:
+                self.coordinator.request_shutdown(self._pending_shutdown)
+            if handle_signals:
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.request_shutdown, f"received {sig.name}")
+            return await self.coordinator.run()
+        finally:
+            await self.bus.close()
+            if self.exchange is not None:
+                await self.exchange.stop()
+
+    def request_shutdown(self, reason: str) -> None:
+        if self.coordinator is None:
+            self._pending_shutdown = reason
+        else:
+            self.coordinator.request_shutdown(reason)

@@ -145,7 +145,7 @@ class Coordinator:
                 await handler
             if self._shutdown.is_set():
                 return State.SHUTDOWN, self._shutdown_reason
-            return self._fail(f"{state.value} timed out after {timeout:.0f} s")
+            return self._fail(f"{state.value} timed out after {timeout:g} s")
         try:
             return handler.result()
         except HandshakeRejected as exc:

@@ -17,7 +17,7 @@ from apps.exchange.simulator import DEFAULT_MARKETS
 from apps.kalshi.environments import ConfigurationError, Environment
 from apps.trader.config import TraderConfig, build_trader_config
 from apps.trader.embedded import port_is_free, serve_with_daphne
-from apps.trader.runtime import run_trader
+from apps.trader.runtime import TraderRuntime
 from apps.trader.services import sessions_close_abandoned
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class Command(BaseCommand):
     def run(self, config: TraderConfig) -> int:
         """Run until shutdown; returns the exit code."""
         if not config.web:
-            return asyncio.run(run_trader(config))
+            return asyncio.run(TraderRuntime(config).run())
 
         def announce(host: str, port: int) -> None:
             shown = f"[{host}]" if ":" in host else host
@@ -115,5 +115,5 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         return serve_with_daphne(
-            lambda: run_trader(config), host=config.web_host, port=config.web_port, on_listening=announce
+            TraderRuntime(config).run, host=config.web_host, port=config.web_port, on_listening=announce
         )

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from apps.trader.models import TradingSession
+from apps.trader.services import session_end, session_heartbeat, session_start
+
+pytestmark = pytest.mark.django_db
+
+LIVE_METRICS = {
+    "ws_connection_status": "connected",
+    "markets_connected": 2,
+    "stale_markets": 0,
+    "socket_silent_seconds": 0.4,
+}
+
+
+def a_trader(state: str = "ready", metrics: dict | None = None, heartbeat_age: float = 0.0) -> TradingSession:
+    session = session_start(environment="sim", markets=["A", "B"], exchange_url="ws://127.0.0.1:9/x")
+    status = {
+        "state": state,
+        "metrics": metrics if metrics is not None else LIVE_METRICS,
+        "markets": [{"market_ticker": "A", "yes_bid": {"price": "0.4200", "size": "12.50"}}],
+    }
+    session_heartbeat(
+        session_id=session.pk,
+        state=state,
+        state_entered_at=timezone.now(),
+        status=status,
+        counters={"deltas_received": 5},
+        console=[],
+    )
+    if heartbeat_age:
+        TradingSession.objects.filter(pk=session.pk).update(
+            heartbeat_at=timezone.now() - timedelta(seconds=heartbeat_age)
+        )
+    return session
+
+
+def test_health_is_200_when_ready_with_a_fresh_heartbeat_and_a_live_socket(client: Client) -> None:
+    a_trader()
+    response = client.get("/v3/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy", "reason": "ready; 2 markets live"}
+
+
+@pytest.mark.parametrize(
+    ("trader", "reason"),
+    [
+        ({"state": "kalshi_connectivity_orderbook_client"}, "trader state is kalshi_connectivity_orderbook_client"),
+        ({"heartbeat_age": 30.0}, "trader heartbeat is 30."),
+        ({"metrics": {**LIVE_METRICS, "ws_connection_status": "connecting"}}, "exchange socket is connecting"),
+        ({"metrics": {**LIVE_METRICS, "socket_silent_seconds": 45.0}}, "exchange socket silent for 45.0 s"),
+    ],
+)
+def test_health_is_503_with_the_reason_otherwise(client: Client, trader: dict, reason: str) -> None:
+    a_trader(**trader)
+    response = client.get("/v3/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unhealthy"
+    assert response.json()["reason"].startswith(reason)
+
+
+def test_stale_books_are_degraded_but_up(client: Client) -> None:
+    a_trader(metrics={**LIVE_METRICS, "stale_markets": 1})
+    response = client.get("/v3/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+
+
+def test_health_without_any_session_or_after_shutdown(client: Client) -> None:
+    assert client.get("/v3/health").status_code == 503
+    session = a_trader()
+    session_end(session_id=session.pk, failed=False, error="")
+    response = client.get("/v3/health")
+    assert response.status_code == 503
+    assert response.json()["reason"] == "the latest session is stopped"
+
+
+def test_status_describes_the_trader_from_its_rows(client: Client) -> None:
+    session = a_trader()
+    document = client.get("/v3/status").json()
+    assert document["environment"] == "sim"
+    assert document["state"] == "ready"
+    assert document["time_in_state"] >= 0
+    assert document["session"]["id"] == session.pk
+    assert document["session"]["markets"] == ["A", "B"]
+    assert document["markets"][0]["yes_bid"] == {"price": "0.4200", "size": "12.50"}
+    assert document["metrics"]["ws_connection_status"] == "connected"
+
+
+def test_status_never_shows_secrets(client: Client, settings: object) -> None:
+    from django.conf import settings as django_settings
+
+    a_trader()
+    body = client.get("/v3/status").content.decode()
+    assert django_settings.SECRET_KEY not in body
+    page = client.get("/v3-trader").content.decode()
+    assert django_settings.SECRET_KEY not in page
+
+
+def test_the_console_page_renders_state_and_environment(client: Client) -> None:
+    a_trader()
+    response = client.get("/v3-trader")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-ws-path="/v3/ws"' in html
+    assert 'id="state-badge"' in html
+    assert "ready" in html
+    assert "console/console.js" in html
+
+
+def test_the_admin_lists_sessions_newest_first_with_transitions_inline(admin_client: Client) -> None:
+    older = a_trader()
+    newer = a_trader()
+    listing = admin_client.get("/admin/trader/tradingsession/")
+    assert listing.status_code == 200
+    html = listing.content.decode()
+    assert html.index(f"/admin/trader/tradingsession/{newer.pk}/change/") < html.index(
+        f"/admin/trader/tradingsession/{older.pk}/change/"
+    )
+    assert (
+        admin_client.get("/admin/trader/tradingsession/?environment__exact=sim&status__exact=running").status_code
+        == 200
+    )
+    assert admin_client.get("/admin/trader/tradingsession/?q=A").status_code == 200
+    detail = admin_client.get(f"/admin/trader/tradingsession/{newer.pk}/change/")
+    assert detail.status_code == 200

@@ -1,0 +1,81 @@
+"""Scaled mode on the real services: a trader process and a web side in another, joined by Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+
+from trader_v3.asgi import application
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKETS = "KXFED-26DEC-T4.25,KXCPI-26DEC-T0.3"
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+
+def test_the_services_are_the_real_ones() -> None:
+    assert connection.vendor == "postgresql"
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    with connection.cursor() as cursor:
+        cursor.execute("select 1")
+        assert cursor.fetchone() == (1,)
+
+
+async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: Path) -> None:
+    db = connection.settings_dict
+    database_url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "TRADER_", "ENVIRONMENT"))}
+    env.update(
+        DATA_DIR=str(tmp_path),
+        DATABASE_URL=database_url,
+        CHANNEL_LAYER_PREFIX=settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+    )
+    trader = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not wait on it
+        [sys.executable, "-u", "manage.py", "runtrader", "--no-web", "--markets", MARKETS],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
+    try:
+        connected, _ = await communicator.connect()
+        assert connected
+        assert (await communicator.receive_json_from())["type"] == "history_replay"
+        # Live events cross from the trader process through Redis to this consumer.
+        kinds: set[str] = set()
+        statuses: list[dict[str, object]] = []
+        async with asyncio.timeout(20):
+            while not ({"trader_status", "orderbook"} <= kinds and statuses and statuses[-1]["state"] == "ready"):
+                message = await communicator.receive_json_from(timeout=20)
+                kinds.add(message["type"])
+                if message["type"] == "trader_status":
+                    statuses.append(message["data"])
+        # A web worker answers from the rows the trader wrote in PostgreSQL, not from its memory.
+        client = Client()
+        status = await sync_to_async(client.get)("/v3/status")
+        assert status.json()["state"] == "ready"
+        assert status.json()["session"]["markets"] == ["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3"]
+        health = await sync_to_async(client.get)("/v3/health")
+        assert health.status_code == 200
+        await communicator.send_json_to({"type": "request_history"})
+        while (message := await communicator.receive_json_from(timeout=5))["type"] != "history_replay":
+            pass
+        assert message["data"]["transitions"][-1]["to_state"] == "ready"
+    finally:
+        await communicator.disconnect()
+        trader.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(trader.wait, 20)
+    assert code == 0, trader.stderr.read() if trader.stderr else ""

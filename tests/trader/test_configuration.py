@@ -1,0 +1,119 @@
+"""Bad configuration stops runtrader before any connection, with one line naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "s3cr3t-value-that-must-never-be-printed"
+
+
+def runtrader(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "TRADER_", "ENVIRONMENT"))}
+    clean.update(DATA_DIR=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", **env)
+    clean.pop("REDIS_URL", None)
+    return subprocess.run(
+        [sys.executable, "manage.py", "runtrader", "--no-web", *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def a_key(tmp_path: Path) -> Path:
+    from apps.kalshi.signing import generate_key_pair
+
+    path = tmp_path / "key.pem"
+    path.write_bytes(generate_key_pair()[0])
+    return path
+
+
+PAPER = {"ENVIRONMENT": "paper", "SECRET_KEY": SECRET, "KALSHI_API_KEY_ID": SECRET}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        ((), {"ENVIRONMENT": "staging"}, "ENVIRONMENT must be one of sim, paper, local, production; got 'staging'"),
+        ((), {"ENVIRONMENT": "paper"}, "SECRET_KEY is required when ENVIRONMENT=paper"),
+        (
+            (),
+            {**PAPER, "KALSHI_WS_URL": "wss://external-api-ws.kalshi.com/trade-api/ws/v2"},
+            "KALSHI_WS_URL must be a Kalshi demo host in paper",
+        ),
+        (
+            (),
+            {"ENVIRONMENT": "local", "SECRET_KEY": SECRET, "KALSHI_API_URL": "https://demo-api.kalshi.co/trade-api/v2"},
+            "KALSHI_API_URL must be a Kalshi production host in local",
+        ),
+        (
+            (),
+            {"KALSHI_WS_URL": "ws://10.1.2.3:8007/trade-api/ws/v2"},
+            "KALSHI_WS_URL must point at a loopback address in sim",
+        ),
+        (
+            (),
+            {"ENVIRONMENT": "production", "SECRET_KEY": SECRET},
+            "production trades real money: pass --confirm-production or set TRADER_CONFIRM_PRODUCTION=yes",
+        ),
+        (
+            ("--markets", "X"),
+            {"ENVIRONMENT": "paper", "SECRET_KEY": SECRET},
+            "KALSHI_API_KEY_ID is required when ENVIRONMENT=paper",
+        ),
+        (
+            ("--markets", "X"),
+            {**PAPER, "KALSHI_PRIVATE_KEY_PATH": "/nonexistent/key.pem"},
+            "KALSHI_PRIVATE_KEY_PATH cannot be read: No such file or directory",
+        ),
+        (
+            ("--markets", "X"),
+            {**PAPER, "KALSHI_PRIVATE_KEY_CONTENT": f"-----BEGIN PRIVATE KEY-----\\n{SECRET}"},
+            "KALSHI_PRIVATE_KEY_CONTENT: the private key is not a readable unencrypted PEM key",
+        ),
+        (("--markets", " , "), {}, "--markets must list at least one ticker"),
+        (("--env", "paper"), {"SECRET_KEY": SECRET}, "KALSHI_API_KEY_ID is required when ENVIRONMENT=paper"),
+    ],
+)
+def test_a_broken_rule_is_one_clear_line_and_exit_2(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], line: str
+) -> None:
+    result = runtrader(tmp_path, *args, **env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert line in lines[0]
+    assert "Traceback" not in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_paper_needs_markets_once_the_key_is_good(tmp_path: Path) -> None:
+    result = runtrader(tmp_path, **PAPER, KALSHI_PRIVATE_KEY_PATH=str(a_key(tmp_path)))
+    assert result.returncode == 2
+    assert "TRADER_MARKETS (or --markets) is required when ENVIRONMENT=paper" in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_env_files_are_read_most_specific_first_and_real_variables_win(tmp_path: Path) -> None:
+    (tmp_path / ".env.paper").write_text("TRADER_WEB_PORT=1111\nSIM_MESSAGE_RATE=11\n")
+    (tmp_path / ".env").write_text("TRADER_WEB_PORT=2222\nSIM_MESSAGE_RATE=22\nTRADER_WEB_HOST=::1\nSECRET_KEY=x\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADER_", "SIM_", "ENVIRONMENT"))}
+    env.update(TRADER_ENV_DIR=str(tmp_path), ENVIRONMENT="paper", SIM_MESSAGE_RATE="33", DATA_DIR=str(tmp_path))
+    code = "from django.conf import settings as s; print(s.TRADER_WEB_PORT, s.SIM_MESSAGE_RATE, s.TRADER_WEB_HOST)"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].split() == ["1111", "33.0", "::1"]

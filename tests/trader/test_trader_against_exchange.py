@@ -1,0 +1,192 @@
+"""The whole trader (coordinator, client, store, bus, broadcaster) against the built-in exchange."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apps.exchange.simulator import ExchangeSimulator
+from apps.kalshi.client import KalshiWebSocketClient
+from apps.kalshi.environments import Environment
+from apps.kalshi.signing import Credentials
+from apps.trader.config import TraderConfig
+from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
+from apps.trader.core.eventbus import EventBus
+from apps.trader.core.states import State
+from apps.trader.models import StateTransition, TradingSession
+from apps.trader.runtime import TraderRuntime
+from apps.trader.services import DjangoSessionStore
+from tests.trader.conftest import EventLog, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MARKETS = ["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3", "KXBTCD-26DEC31-T100000"]
+
+
+def coordinator_for(url: str, credentials: Credentials, bus: EventBus, **options: Any) -> Coordinator:
+    def factory(listener: object) -> KalshiWebSocketClient:
+        return KalshiWebSocketClient(url=url, credentials=credentials, markets=MARKETS, listener=listener)  # type: ignore[arg-type]
+
+    return Coordinator(
+        options=CoordinatorOptions(
+            environment="sim",
+            markets=MARKETS,
+            exchange_url=url,
+            status_interval=0.1,
+            orderbook_interval=0.05,
+            **options,
+        ),  # type: ignore[arg-type]
+        client_factory=factory,
+        store=DjangoSessionStore(),
+        bus=bus,
+    )
+
+
+async def test_it_reaches_ready_writes_rows_broadcasts_and_shuts_down_cleanly(
+    exchange: ExchangeSimulator, credentials: Credentials, bus: EventBus
+) -> None:
+    log = EventLog()
+    bus.subscribe("log", log)
+    coordinator = coordinator_for(exchange.ws_url, credentials, bus)
+    run = asyncio.create_task(coordinator.run())
+
+    await wait_for(lambda: coordinator.machine.state is State.READY)
+    await wait_for(lambda: any(o["market_ticker"] == MARKETS[0] for o in log.of("orderbook")))
+    await wait_for(lambda: coordinator.client is not None and coordinator.client.metrics.deltas_received > 20)
+    await wait_for(lambda: bool(log.of("trader_status")) and log.of("trader_status")[-1]["state"] == "ready")
+    coordinator.request_shutdown("test is over")
+    assert await run == 0
+
+    session = await TradingSession.objects.aget(pk=coordinator.session_id)
+    assert session.status == TradingSession.Status.STOPPED
+    assert session.ended_at is not None
+    assert session.current_state == "shutdown"
+    assert session.deltas_received > 20
+    rows = [(t.from_state, t.to_state, t.context) async for t in StateTransition.objects.filter(session=session)]
+    assert rows == [
+        ("startup", "initializing", f"Initializing 3 market(s): {', '.join(MARKETS)}"),
+        ("initializing", "kalshi_connectivity_orderbook_client", "Starting orderbook client for 3 markets"),
+        ("kalshi_connectivity_orderbook_client", "ready", "Orderbooks live for 3 markets"),
+        ("ready", "shutdown", "test is over"),
+    ]
+    broadcast = [(t["from_state"], t["to_state"]) for t in log.of("state_transition")]
+    assert broadcast == [(r[0], r[1]) for r in rows]
+
+    status = log.of("trader_status")[-1]
+    assert status["metrics"]["snapshots_received"] == 3
+    assert {m["market_ticker"] for m in status["markets"]} == set(MARKETS)
+    # Every book the trader shows equals the exchange's at the same seq.
+    for ticker, book in coordinator.client.books.items():  # type: ignore[union-attr]
+        truth = exchange.book_at(ticker, book.sid, book.seq)  # type: ignore[arg-type]
+        assert truth is not None
+        assert book.as_wire() == truth.as_wire()
+
+
+async def test_a_dropped_connection_goes_back_to_connecting_and_recovers(
+    exchange: ExchangeSimulator, credentials: Credentials, bus: EventBus
+) -> None:
+    log = EventLog()
+    bus.subscribe("log", log)
+    coordinator = coordinator_for(exchange.ws_url, credentials, bus)
+    run = asyncio.create_task(coordinator.run())
+    await wait_for(lambda: coordinator.machine.state is State.READY)
+
+    exchange.drop_connections()
+    await wait_for(
+        lambda: any(
+            t["to_state"] == "kalshi_connectivity_orderbook_client" and t["from_state"] == "ready"
+            for t in log.of("state_transition")
+        )
+    )
+    await wait_for(lambda: [t["to_state"] for t in log.of("state_transition")].count("ready") == 2)
+    coordinator.request_shutdown("done")
+    assert await run == 0
+
+    lost = next(t for t in log.of("state_transition") if t["from_state"] == "ready")
+    assert "reconnecting, attempt 1 in" in lost["context"]
+    assert coordinator.client is not None and coordinator.client.metrics.reconnects == 1
+    assert any("CONNECTION" in line["message"] for line in log.of("console"))
+
+
+async def test_a_refused_handshake_goes_to_error_and_recovers_by_itself(
+    exchange: ExchangeSimulator, credentials: Credentials, bus: EventBus
+) -> None:
+    from apps.kalshi.backoff import Backoff
+
+    log = EventLog()
+    bus.subscribe("log", log)
+    exchange.faults.reject_handshake = True
+    coordinator = coordinator_for(exchange.ws_url, credentials, bus, error_backoff=Backoff(initial=0.05, cap=0.1))
+    run = asyncio.create_task(coordinator.run())
+
+    await wait_for(lambda: coordinator.machine.state is State.ERROR)
+    error = next(t for t in log.of("state_transition") if t["to_state"] == "error")
+    assert "HTTP 401" in error["context"]
+    exchange.faults.reject_handshake = False  # the key is fixed: the error state recovers through startup
+    await wait_for(lambda: coordinator.machine.state is State.READY)
+    coordinator.request_shutdown("done")
+    await run
+
+    path = [t["to_state"] for t in log.of("state_transition")]
+    assert path[path.index("error") + 1] == "startup"
+    session = await TradingSession.objects.aget(pk=coordinator.session_id)
+    assert session.status == TradingSession.Status.STOPPED  # it recovered, so the run did not fail
+
+
+async def test_a_state_that_outlives_its_timeout_goes_to_error(credentials: Credentials, bus: EventBus) -> None:
+    from apps.kalshi.backoff import Backoff
+    from apps.trader.core.states import STATE_TIMEOUTS
+
+    log = EventLog()
+    bus.subscribe("log", log)
+    timeouts = {**STATE_TIMEOUTS, State.CONNECTING: 0.3}
+    # Point the client at a port nobody listens on: it keeps retrying, so connecting never finishes.
+    coordinator = coordinator_for(
+        "ws://127.0.0.1:9/trade-api/ws/v2",
+        credentials,
+        bus,
+        timeouts=timeouts,
+        error_backoff=Backoff(initial=5.0, cap=5.0),
+    )
+    run = asyncio.create_task(coordinator.run())
+    await wait_for(lambda: coordinator.machine.state is State.ERROR)
+    coordinator.request_shutdown("done")
+    await run
+    error = next(t for t in log.of("state_transition") if t["to_state"] == "error")
+    assert error["from_state"] == "kalshi_connectivity_orderbook_client"
+    assert error["context"].startswith("kalshi_connectivity_orderbook_client timed out after")
+    assert log.of("state_transition")[-1]["to_state"] == "shutdown"
+
+
+async def test_the_runtime_starts_the_built_in_exchange_and_broadcasts_to_the_channel_layer(
+    sim_keys: tuple[Path, Path], credentials: Credentials, layer_inbox: object
+) -> None:
+    config = TraderConfig(
+        environment=Environment.SIM,
+        markets=MARKETS[:2],
+        ws_url="",
+        api_url="",
+        credentials=credentials,
+        start_exchange=True,
+        web=False,
+        web_host="127.0.0.1",
+        web_port=0,
+        exchange_public_key_pem=sim_keys[1].read_bytes(),
+    )
+    runtime = TraderRuntime(config)
+    run = asyncio.create_task(runtime.run(handle_signals=False))
+    seen: set[str] = set()
+    receive = layer_inbox  # type: ignore[assignment]
+    async with asyncio.timeout(10):
+        while not {"trader.state_transition", "trader.trader_status", "trader.orderbook", "trader.console"} <= seen:
+            message = await receive()  # type: ignore[operator]
+            seen.add(message["type"])
+    runtime.request_shutdown("done")
+    assert await run == 0
+    assert runtime.exchange is not None
+    session = await TradingSession.objects.aget(pk=runtime.coordinator.session_id)  # type: ignore[union-attr]
+    assert session.exchange_url == runtime.exchange.ws_url
+    assert session.exchange_url.startswith("ws://127.0.0.1:")
