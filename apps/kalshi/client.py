@@ -118,6 +118,8 @@ class ClientMetrics:
     inconsistent_books: int = 0
     reconnects: int = 0
     connect_attempts: int = 0
+    other_sid_ignored: int = 0
+    resubscribes: int = 0
     unknown_types: Counter[str] = field(default_factory=Counter)
     errors_by_code: Counter[int] = field(default_factory=Counter)
 
@@ -142,6 +144,7 @@ class KalshiWebSocketClient:
         idle_timeout: float = 30.0,
         open_timeout: float = 10.0,
         stable_after: float = 30.0,
+        resync_timeout: float = 5.0,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.url = url
@@ -160,6 +163,8 @@ class KalshiWebSocketClient:
         self._idle_timeout = idle_timeout
         self._open_timeout = open_timeout
         self._stable_after = stable_after
+        self._resync_timeout = resync_timeout
+        self._resync_started: float | None = None
         self._wall_clock_ms = wall_clock_ms
         self._ws: _WatchedConnection | None = None
         self._closing = asyncio.Event()
@@ -247,6 +252,7 @@ class KalshiWebSocketClient:
         self._last_seq.clear()
         self._commands.clear()
         self._synced = False
+        self._resync_started = None
         self.stale = set(self.markets)
         await self._listener.on_feed_event(FeedEvent(FeedEventKind.CONNECTED, reason=f"connected to {self.url}"))
         if self.markets:
@@ -265,8 +271,9 @@ class KalshiWebSocketClient:
             remaining = self._idle_timeout - (time.monotonic() - ws.last_received)
             if remaining <= 0:
                 return f"socket silent for {self._idle_timeout:.0f} s (no data and no pings)"
+            await self._check_resync_deadline(ws)
             try:
-                frame = await asyncio.wait_for(ws.recv(), timeout=remaining)
+                frame = await asyncio.wait_for(ws.recv(), timeout=min(remaining, 1.0))
             except TimeoutError:
                 continue
             self.last_message_at = time.time()
@@ -283,27 +290,48 @@ class KalshiWebSocketClient:
     # ----------------------------------------------------------------------------------------- messages
 
     async def _dispatch(self, ws: ClientConnection, message: Any) -> None:
-        if isinstance(message, OrderbookDelta):
-            await self._on_delta(ws, message)
-        elif isinstance(message, OrderbookSnapshot):
-            await self._on_snapshot(message)
+        if isinstance(message, OrderbookDelta | OrderbookSnapshot):
+            if message.sid != self._sid:
+                # A subscription we replaced or lost: its messages must not touch the books.
+                self.metrics.other_sid_ignored += 1
+                return
+            verdict = self._check_seq(message.sid, message.seq)
+            if verdict == "old":
+                self.metrics.duplicates_ignored += 1
+                return
+            if isinstance(message, OrderbookSnapshot):
+                if verdict == "gap":
+                    await self._on_gap(ws, message.sid, message.seq, keep=message.market_ticker)
+                await self._on_snapshot(message)
+            else:
+                if verdict == "gap":
+                    await self._on_gap(ws, message.sid, message.seq)
+                await self._on_delta(ws, message)
         elif isinstance(message, Subscribed):
             self._commands.pop(message.id or -1, None)
             if message.channel == CHANNEL_ORDERBOOK:
                 self._sid = message.sid
                 self._last_seq.pop(message.sid, None)
         elif isinstance(message, Ok):
-            self._on_ok(message)
+            self._commands.pop(message.id or -1, None)
+            await self._sequenced_reply(ws, message.sid, message.seq)
         elif isinstance(message, Unsubscribed):
             self._commands.pop(message.id or -1, None)
         elif isinstance(message, ErrorReply):
+            await self._sequenced_reply(ws, message.sid, message.seq)
             await self._on_error(ws, message)
-        elif isinstance(message, OtherMessage) and message.type not in self._warned_types:
-            self._warned_types.add(message.type)
-            self.metrics.unknown_types[message.type] += 1
-            logger.info("ignoring messages of type %r", message.type)
         elif isinstance(message, OtherMessage):
             self.metrics.unknown_types[message.type] += 1
+            if message.type not in self._warned_types:
+                self._warned_types.add(message.type)
+                logger.info("ignoring messages of type %r", message.type)
+
+    async def _sequenced_reply(self, ws: ClientConnection, sid: int | None, seq: int | None) -> None:
+        """Replies may carry the subscription's seq too; they count in its sequence like any message."""
+        if sid is None or seq is None or sid != self._sid:
+            return
+        if self._check_seq(sid, seq) == "gap":
+            await self._on_gap(ws, sid, seq)
 
     def _check_seq(self, sid: int, seq: int) -> str:
         """'ok' for the next seq, 'old' for a duplicate or older seq, 'gap' when some were skipped."""
@@ -317,38 +345,28 @@ class KalshiWebSocketClient:
         return "ok"
 
     async def _on_snapshot(self, snapshot: OrderbookSnapshot) -> None:
-        verdict = self._check_seq(snapshot.sid, snapshot.seq)
-        if verdict == "old":
-            self.metrics.duplicates_ignored += 1
-            return
         book = self.books.get(snapshot.market_ticker)
         if book is None:
             return  # a market removed while its snapshot was in flight
-        if verdict == "gap":
-            await self._on_gap(snapshot.sid, snapshot.seq, keep=snapshot.market_ticker)
         book.apply_snapshot(snapshot)
         self.metrics.snapshots_received += 1
         if snapshot.market_ticker in self.stale and snapshot.id is not None:
             self.metrics.resyncs += 1
         self.stale.discard(snapshot.market_ticker)
         await self._listener.on_market_message(snapshot, book)
-        if not self.stale and not self._synced:
-            self._synced = True
-            await self._listener.on_feed_event(
-                FeedEvent(
-                    FeedEventKind.SYNCED,
-                    reason=f"orderbooks live for {len(self.markets)} markets",
-                    markets=tuple(self.markets),
+        if not self.stale:
+            self._resync_started = None
+            if not self._synced:
+                self._synced = True
+                await self._listener.on_feed_event(
+                    FeedEvent(
+                        FeedEventKind.SYNCED,
+                        reason=f"orderbooks live for {len(self.markets)} markets",
+                        markets=tuple(self.markets),
+                    )
                 )
-            )
 
     async def _on_delta(self, ws: ClientConnection, delta: OrderbookDelta) -> None:
-        verdict = self._check_seq(delta.sid, delta.seq)
-        if verdict == "old":
-            self.metrics.duplicates_ignored += 1
-            return
-        if verdict == "gap":
-            await self._on_gap(delta.sid, delta.seq)
         book = self.books.get(delta.market_ticker)
         if book is None:
             return
@@ -360,15 +378,14 @@ class KalshiWebSocketClient:
         except BookInconsistent as exc:
             self.metrics.inconsistent_books += 1
             logger.warning("resyncing: %s", exc)
-            await self._resync(ws, [delta.market_ticker], reason=str(exc))
+            await self._resync(ws, [delta.market_ticker])
             return
         self.metrics.deltas_received += 1
         await self._listener.on_market_message(delta, book)
 
-    async def _on_gap(self, sid: int, seq: int, keep: str | None = None) -> None:
+    async def _on_gap(self, ws: ClientConnection, sid: int, seq: int, keep: str | None = None) -> None:
         """A seq gap cannot be pinned to one market, so every market of the sid is resynced."""
         self.metrics.gaps_detected += 1
-        markets = [t for t in self.markets if t != keep]
         expected = self._last_seq_before_gap + 1
         await self._listener.on_feed_event(
             FeedEvent(
@@ -381,59 +398,99 @@ class KalshiWebSocketClient:
                 markets=tuple(self.markets),
             )
         )
-        if self._ws is not None and markets:
-            await self._resync(self._ws, markets, reason=f"seq gap on sid {sid}")
+        await self._resync(ws, [t for t in self.markets if t != keep])
 
-    async def _resync(self, ws: ClientConnection, tickers: list[str], *, reason: str) -> None:
+    async def _resync(self, ws: ClientConnection, tickers: list[str]) -> None:
+        """Mark ``tickers`` stale and ask for fresh snapshots of those not already on their way."""
+        wanted = [t for t in tickers if t not in self.stale]
         self.stale.update(tickers)
-        self._synced = False
-        if self._sid is None:
+        if not wanted or self._sid is None:
             return
+        self._synced = False
+        self._resync_started = self._resync_started or time.monotonic()
         await self._send(
-            ws,
-            "get_snapshot",
-            update_subscription_command(self._command_id(), self._sid, "get_snapshot", tickers),
+            ws, "get_snapshot", update_subscription_command(self._command_id(), self._sid, "get_snapshot", wanted)
         )
 
-    def _on_ok(self, message: Ok) -> None:
-        self._commands.pop(message.id or -1, None)
-        if message.sid is not None and message.seq is not None:
-            self._last_seq[message.sid] = max(message.seq, self._last_seq.get(message.sid, 0))
+    async def _resubscribe(self, ws: ClientConnection, reason: str) -> None:
+        """Start the subscription again from scratch; every book is stale until its new snapshot."""
+        self.metrics.resubscribes += 1
+        await self._listener.on_feed_event(FeedEvent(FeedEventKind.NOTICE, reason=reason, level="warning"))
+        if self._sid is not None:
+            await self._send(ws, "unsubscribe", unsubscribe_command(self._command_id(), [self._sid]))
+            self._last_seq.pop(self._sid, None)
+        self._sid = None
+        self.stale = set(self.markets)
+        self._synced = False
+        self._resync_started = time.monotonic()
+        await self._send(ws, "subscribe", subscribe_command(self._command_id(), self.markets))
+
+    async def _check_resync_deadline(self, ws: ClientConnection) -> None:
+        started = self._resync_started
+        if started is not None and self.stale and time.monotonic() - started > self._resync_timeout:
+            await self._resubscribe(
+                ws, f"snapshots for {len(self.stale)} stale market(s) did not arrive in {self._resync_timeout:g} s"
+            )
 
     async def _on_error(self, ws: ClientConnection, error: ErrorReply) -> None:
         self.metrics.errors_by_code[error.code] += 1
         command = self._commands.pop(error.id or -1, None)
-        cause = f" (after {command.name} {json.dumps(command.payload.get('params', {}))})" if command else ""
+        cause = f" after {command.name} {json.dumps(command.payload.get('params', {}))}" if command else ""
         if error.code == ERROR_AUTH_REQUIRED:
             reason = f"the exchange says: {error.msg} (code 9)"
             await self._listener.on_feed_event(FeedEvent(FeedEventKind.FATAL, reason=reason, level="error"))
             self._closing.set()
             await ws.close()
             raise HandshakeRejected(reason)
-        if error.terminal:
+        logger.warning("exchange error %s: %s%s", error.code, error.msg, cause)
+        if error.terminal and error.sid in (None, self._sid):
             # Codes 10 and 25 end the subscription on the exchange's side: subscribe again from scratch.
+            self._sid = None
+            await self._resubscribe(ws, f"subscription ended by error {error.code} ({error.msg}); resubscribing")
+        elif command is not None and command.name == "get_snapshot":
+            await self._resubscribe(ws, f"get_snapshot refused with error {error.code}; resubscribing")
+        else:
             await self._listener.on_feed_event(
                 FeedEvent(
-                    FeedEventKind.NOTICE,
-                    reason=f"subscription ended by error {error.code} ({error.msg}); resubscribing",
-                    level="warning",
+                    FeedEventKind.NOTICE, reason=f"exchange error {error.code}: {error.msg}{cause}", level="warning"
                 )
             )
-            if error.sid is not None:
-                self._last_seq.pop(error.sid, None)
-            self.stale = set(self.markets)
+
+    # ----------------------------------------------------------------------------------------- markets
+
+    async def add_markets(self, tickers: list[str]) -> list[str]:
+        """Add markets to the live subscription (``update_subscription`` add_markets). Returns those added."""
+        added = [t for t in dict.fromkeys(tickers) if t not in self.books]
+        for ticker in added:
+            self.markets.append(ticker)
+            self.books[ticker] = OrderBook(ticker)
+            self.stale.add(ticker)
+        if added and self._ws is not None:
             self._synced = False
-            self._sid = None
-            await self._send(ws, "subscribe", subscribe_command(self._command_id(), self.markets))
-            return
-        if command is not None and command.name == "get_snapshot":
-            # get_snapshot refused: fall back to a fresh subscription.
-            sids = [self._sid] if self._sid is not None else []
-            if sids:
-                await self._send(ws, "unsubscribe", unsubscribe_command(self._command_id(), sids))
-            self._sid = None
-            await self._send(ws, "subscribe", subscribe_command(self._command_id(), self.markets))
-        logger.warning("exchange error %s: %s%s", error.code, error.msg, cause)
+            if self._sid is None:
+                await self._send(self._ws, "subscribe", subscribe_command(self._command_id(), self.markets))
+            else:
+                await self._send(
+                    self._ws,
+                    "add_markets",
+                    update_subscription_command(self._command_id(), self._sid, "add_markets", added),
+                )
+        return added
+
+    async def remove_markets(self, tickers: list[str]) -> list[str]:
+        """Remove markets from the live subscription (``update_subscription`` delete_markets)."""
+        removed = [t for t in dict.fromkeys(tickers) if t in self.books]
+        for ticker in removed:
+            self.markets.remove(ticker)
+            del self.books[ticker]
+            self.stale.discard(ticker)
+        if removed and self._ws is not None and self._sid is not None:
+            await self._send(
+                self._ws,
+                "delete_markets",
+                update_subscription_command(self._command_id(), self._sid, "delete_markets", removed),
+            )
+        return removed
 
     # ----------------------------------------------------------------------------------------- commands
 
