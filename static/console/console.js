@@ -324,8 +324,12 @@
     const tr = el('tr', 'market-row');
     tr.dataset.ticker = ticker;
     tr.dataset.stale = '';
-    const names = ['ticker', 'bid', 'ask', 'spread', 'seq', 'stale', 'age'];
+    const names = ['ticker', 'bid', 'ask', 'spread', 'seq', 'stale', 'age', 'remove'];
     for (const name of names) tr.appendChild(el('td', `col-${name}`, name === 'ticker' ? ticker : DASH));
+    const remove = el('button', 'remove-market', '×');
+    remove.type = 'button';
+    remove.title = `Stop watching ${ticker}`;
+    tr.querySelector('.col-remove').replaceChildren(remove);
     return tr;
   }
 
@@ -633,8 +637,56 @@
     setEnvironment(d.environment);
     setHealth(d.health);
     applyMetrics(d.metrics);
+    if (Array.isArray(d.markets)) pruneMarkets(d.markets);
     for (const book of arr(d.markets)) applyBook(book, { initial: replay });
     tick();
+  }
+
+  // Rows of markets the trader no longer watches (removed at runtime) leave the table.
+  function pruneMarkets(books) {
+    const live = new Set(books.map((b) => obj(b).market_ticker));
+    for (const [ticker, rec] of S.markets) {
+      if (!live.has(ticker)) {
+        rec.tr.remove();
+        S.markets.delete(ticker);
+      }
+    }
+    updateMarketsMeta();
+  }
+
+  // ---------------------------------------------------------------- market control
+
+  function sendControl(type, markets) {
+    const ws = S.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || !markets.length) return;
+    ws.send(JSON.stringify({ type, markets }));
+  }
+
+  function onControlSent(data) {
+    const d = obj(data);
+    const verb = d.action === 'remove_markets' ? 'remove' : 'add';
+    const markets = arr(d.markets).map(freeText).join(', ');
+    pushEntries([systemEntry('info', `MARKETS: asked the trader to ${verb} ${markets}`)]);
+  }
+
+  function bindMarketControls() {
+    const form = $('market-form');
+    const input = $('market-input');
+    if (form && input) {
+      form.addEventListener('submit', (ev) => {
+        ev.preventDefault();
+        const markets = input.value.split(/[\s,]+/).map((t) => t.trim()).filter(Boolean);
+        sendControl('add_markets', markets);
+        input.value = '';
+      });
+    }
+    if (dom.marketsBody) {
+      dom.marketsBody.addEventListener('click', (ev) => {
+        const button = ev.target instanceof Element ? ev.target.closest('button.remove-market') : null;
+        const row = button ? button.closest('tr.market-row') : null;
+        if (row && row.dataset.ticker) sendControl('remove_markets', [row.dataset.ticker]);
+      });
+    }
   }
 
   function onBook(data) {
@@ -717,6 +769,7 @@
     ['console', onConsole],
     ['error', onServerError],
     ['pong', onPong],
+    ['control_sent', onControlSent],
   ]);
 
   function handleMessage(msg) {
@@ -927,6 +980,7 @@
     if (dom.pause) dom.pause.addEventListener('click', () => setPaused(!S.paused));
     if (dom.clear) dom.clear.addEventListener('click', clearConsole);
     if (dom.newLines) dom.newLines.addEventListener('click', scrollToBottom);
+    bindMarketControls();
     if (dom.console) {
       dom.console.addEventListener(
         'scroll',
