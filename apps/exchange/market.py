@@ -103,7 +103,9 @@ class SimMarket:
         self.prices = valid_prices(structure)
         self.yes: dict[int, int] = {}
         self.no: dict[int, int] = {}
-        self.volume = 0
+        # A plausible traded volume to start from, fixed per ticker (its own stream leaves the seeded book
+        # and deltas unchanged), so discovery by 24 h volume has something to rank.
+        self.volume = random.Random(f"volume:{ticker}").randint(1_000, 900_000) * CONTRACT
         self.open_interest = rng.randint(500, 50_000) * CONTRACT
         self.last_price: int | None = None
         n = len(self.prices)
