@@ -1,3 +1,124 @@
-"""Recorded market data (snapshots, deltas, gaps)."""
+"""Recorded market data: every applied snapshot and delta of a session, and the gaps in between.
+
+Every row carries ``position``, its place in the session's receive order. Snapshots, deltas and gaps
+share one numbering, so merging the three tables by position gives the feed exactly as the trader saw it,
+and replaying one market's snapshots and deltas in position order rebuilds its book.
+
+Prices are integers in 1/10,000 dollar and sizes in 1/100 contract (``apps.kalshi.fixedpoint``), never
+floats. Snapshot levels are stored as received: ``[[price, size], ...]`` integer pairs.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from apps.trader.models import TradingSession
+
+
+def _empty_list() -> list[Any]:
+    return []
+
+
+class RecordedSnapshot(models.Model):
+    """One applied ``orderbook_snapshot``: the market's whole book as of (sid, seq)."""
+
+    pk = models.CompositePrimaryKey("session", "position")
+    # The composite key starts with session_id, so it already indexes "one session in receive order".
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="+", db_index=False)
+    position = models.BigIntegerField(help_text="Place in the session's receive order (shared with deltas, gaps).")
+    market_ticker = models.CharField(max_length=100)
+    sid = models.IntegerField()
+    seq = models.BigIntegerField()
+    command_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The get_snapshot command this answered (a resync), else empty."
+    )
+    yes = models.JSONField(default=_empty_list, help_text="YES bids as received: [[price, size], ...].")
+    no = models.JSONField(default=_empty_list, help_text="NO bids as received: [[price, size], ...].")
+    received_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("session", "position")
+        indexes = (models.Index(fields=("session", "market_ticker", "position"), name="snapshot_market_position"),)
+
+    def __str__(self) -> str:
+        return f"snapshot {self.market_ticker} sid {self.sid} seq {self.seq}"
+
+
+class RecordedDelta(models.Model):
+    """One applied ``orderbook_delta``: ``delta`` contracts added at ``price`` on ``side``."""
+
+    class Side(models.TextChoices):
+        YES = "yes", "YES"
+        NO = "no", "NO"
+
+    pk = models.CompositePrimaryKey("session", "position")
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="+", db_index=False)
+    position = models.BigIntegerField(help_text="Place in the session's receive order (shared with snapshots, gaps).")
+    market_ticker = models.CharField(max_length=100)
+    sid = models.IntegerField()
+    seq = models.BigIntegerField()
+    side = models.CharField(max_length=3, choices=Side.choices)
+    price = models.IntegerField(help_text="1/10,000 dollar.")
+    delta = models.BigIntegerField(help_text="Signed, 1/100 contract.")
+    ts_ms = models.BigIntegerField(null=True, blank=True, help_text="The exchange's timestamp (Unix ms).")
+    received_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("session", "position")
+        indexes = (models.Index(fields=("session", "market_ticker", "position"), name="delta_market_position"),)
+
+    def __str__(self) -> str:
+        return f"delta {self.market_ticker} sid {self.sid} seq {self.seq}"
+
+
+class RecordedGap(models.Model):
+    """A stretch of the feed the trader did not receive, and when fresh snapshots healed it."""
+
+    class Kind(models.TextChoices):
+        SEQ = "seq", "Seq gap"
+        DISCONNECT = "disconnect", "Connection lost"
+
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="recorded_gaps")
+    position = models.BigIntegerField(help_text="Place in the session's receive order.")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SEQ)
+    sid = models.IntegerField(null=True, blank=True)
+    expected_seq = models.BigIntegerField(null=True, blank=True, help_text="The first seq that never arrived.")
+    received_seq = models.BigIntegerField(
+        null=True, blank=True, help_text="The seq that revealed the gap (empty for a lost connection)."
+    )
+    markets = models.JSONField(default=_empty_list, help_text="Markets whose books went stale.")
+    detected_at = models.DateTimeField()
+    healed_at = models.DateTimeField(null=True, blank=True, help_text="When every market had a fresh snapshot.")
+
+    class Meta:
+        ordering = ("session", "position")
+        constraints = (models.UniqueConstraint(fields=("session", "position"), name="gap_session_position"),)
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.DISCONNECT:
+            return f"connection lost after sid {self.sid} seq {(self.expected_seq or 1) - 1}"
+        return f"sid {self.sid}: expected seq {self.expected_seq}, got {self.received_seq}"
+
+
+class RecordedMarket(models.Model):
+    """Per-market totals of a session's recording, kept up to date by the writer with every batch."""
+
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="recorded_markets")
+    market_ticker = models.CharField(max_length=100)
+    snapshots = models.BigIntegerField(default=0)
+    deltas = models.BigIntegerField(default=0)
+    first_position = models.BigIntegerField(null=True, blank=True)
+    last_position = models.BigIntegerField(null=True, blank=True)
+    last_sid = models.IntegerField(null=True, blank=True)
+    last_seq = models.BigIntegerField(null=True, blank=True)
+    first_received_at = models.DateTimeField(null=True, blank=True)
+    last_received_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("session", "market_ticker")
+        constraints = (models.UniqueConstraint(fields=("session", "market_ticker"), name="recorded_market_unique"),)
+
+    def __str__(self) -> str:
+        return self.market_ticker

@@ -42,6 +42,9 @@ class TradingSession(models.Model):
     snapshots_received = models.BigIntegerField(default=0)
     deltas_received = models.BigIntegerField(default=0)
     reconnects = models.IntegerField(default=0)
+    gaps = models.IntegerField(default=0, help_text="Seq gaps the feed client detected.")
+    resyncs = models.IntegerField(default=0, help_text="Markets healed with a fresh snapshot after a gap.")
+    bytes_received = models.BigIntegerField(default=0)
     error = models.TextField(blank=True)
 
     class Meta:

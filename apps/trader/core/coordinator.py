@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apps.kalshi.backoff import Backoff
-from apps.kalshi.client import FeedEvent, FeedEventKind, HandshakeRejected, MarketMessage
+from apps.kalshi.client import ClientMetrics, FeedEvent, FeedEventKind, HandshakeRejected, MarketMessage
 from apps.kalshi.orderbook import OrderBook
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.health import evaluate_health
-from apps.trader.core.ports import FeedClient, FeedClientFactory, SessionStore, counter_dict
+from apps.trader.core.ports import FeedClient, FeedClientFactory, Recorder, SessionStore, counter_dict
 from apps.trader.core.statemachine import StateMachine, Transition
 from apps.trader.core.states import STATE_TIMEOUTS, State
 
@@ -55,12 +55,17 @@ class Coordinator:
         client_factory: FeedClientFactory,
         store: SessionStore,
         bus: EventBus,
+        recorder: Recorder | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.options = options
         self._client_factory = client_factory
         self._store = store
         self._bus = bus
+        self._recorder = recorder
+        self._last_recorded: tuple[int, int] | None = None
+        """(sid, seq) of the last recorded message since the feed was last lost, for a disconnect gap."""
+        self._finished_clients: dict[str, int] = {}
         self._wall_clock = wall_clock
         self.machine = StateMachine(
             on_transition=self._on_transition, metrics=self._transition_metrics, wall_clock=wall_clock
@@ -124,6 +129,8 @@ class Coordinator:
         """Stop the feed, publish the final status and close the session row."""
         assert self.session_id is not None
         await self._stop_client()
+        if self._recorder is not None:
+            await self._recorder.flush()
         await self._publish_status()
         await self._bus.drain()
         await self._store.session_end(session_id=self.session_id, failed=self._failed, error=self._last_error)
@@ -176,6 +183,10 @@ class Coordinator:
         if not self.options.markets:
             raise ValueError("no markets to subscribe to; pass --markets or set TRADER_MARKETS")
         self._drain_feed_events()
+        await self._record_feed_lost()
+        if self.client is not None:
+            for name, value in _client_counters(self.client.metrics).items():
+                self._finished_clients[name] = self._finished_clients.get(name, 0) + value
         self.client = self._client_factory(self)
         self._client_task = asyncio.create_task(self._run_client(self.client), name="trader:feed")
         return State.CONNECTING, f"Starting orderbook client for {len(self.options.markets)} markets"
@@ -236,6 +247,8 @@ class Coordinator:
         """FeedListener: connection status and faults from the client."""
         if event.kind in (FeedEventKind.SYNCED, FeedEventKind.DISCONNECTED, FeedEventKind.FATAL):
             self._feed_events.put_nowait(event)
+        if self._recorder is not None and self.session_id is not None:
+            await self._record_feed_event(self._recorder, self.session_id, event)
         if event.kind is FeedEventKind.DISCONNECTED:
             self.console(
                 event.level,
@@ -246,8 +259,50 @@ class Coordinator:
             self.console(event.level, f"{event.kind.value.upper()}: {event.reason}")
 
     async def on_market_message(self, message: MarketMessage, book: OrderBook) -> None:
-        """FeedListener: every applied snapshot and delta. Kept cheap: it is on the hot path."""
+        """FeedListener: every applied snapshot and delta. Kept cheap: it is on the hot path.
+
+        Awaiting the recorder is the back-pressure path: it returns at once unless the recorder is full.
+        """
         self._dirty_books.add(message.market_ticker)
+        if self._recorder is not None and self.session_id is not None:
+            self._last_recorded = (message.sid, message.seq)
+            await self._recorder.record(self.session_id, message, self._wall_clock())
+
+    async def _record_feed_event(self, recorder: Recorder, session_id: int, event: FeedEvent) -> None:
+        """Gaps, lost connections and heals go into the recording, in order with the messages."""
+        if event.kind is FeedEventKind.GAP:
+            await recorder.record_gap(
+                session_id,
+                kind="seq",
+                sid=event.sid,
+                expected_seq=event.expected_seq,
+                received_seq=event.received_seq,
+                markets=event.markets,
+                detected_at=self._wall_clock(),
+            )
+        elif event.kind in (FeedEventKind.DISCONNECTED, FeedEventKind.FATAL):
+            await self._record_feed_lost()
+        elif event.kind is FeedEventKind.SYNCED:
+            await recorder.mark_healed(session_id, healed_at=self._wall_clock())
+
+    async def _record_feed_lost(self) -> None:
+        """The feed stopped after live data (a lost connection, or a client replaced after an error).
+
+        Only the first loss after live data is recorded: attempts that never got data lost nothing new.
+        """
+        if self._recorder is None or self.session_id is None or self._last_recorded is None:
+            return
+        sid, seq = self._last_recorded
+        self._last_recorded = None
+        await self._recorder.record_gap(
+            self.session_id,
+            kind="disconnect",
+            sid=sid,
+            expected_seq=seq + 1,
+            received_seq=None,
+            markets=self.options.markets,
+            detected_at=self._wall_clock(),
+        )
 
     # ------------------------------------------------------------------------------------------ publishing
 
@@ -290,20 +345,23 @@ class Coordinator:
         status = self.status()
         self._bus.emit(Event("trader_status", status))
         if self.session_id is not None:
-            metrics = self.client.metrics if self.client else None
             await self._store.session_heartbeat(
                 session_id=self.session_id,
                 state=self.machine.state.value,
                 state_entered_at=self.machine.entered_at_wall,
                 status=status,
-                counters={
-                    "messages_received": metrics.messages_received if metrics else 0,
-                    "snapshots_received": metrics.snapshots_received if metrics else 0,
-                    "deltas_received": metrics.deltas_received if metrics else 0,
-                    "reconnects": metrics.reconnects if metrics else 0,
-                },
+                counters=self.session_counters(),
                 console=list(self._console),
             )
+
+    def session_counters(self) -> dict[str, int]:
+        """The session's feed totals, summed over every client it has run (one per start after an error)."""
+        totals = dict(self._finished_clients)
+        metrics = self.client.metrics if self.client else None
+        if metrics is not None:
+            for name, value in _client_counters(metrics).items():
+                totals[name] = totals.get(name, 0) + value
+        return totals
 
     async def _orderbook_loop(self) -> None:
         while True:
@@ -373,11 +431,26 @@ class Coordinator:
             "errors_by_code": counter_dict(m.errors_by_code) if m else {},
             "dropped_events": bus["dropped"],
             "event_bus": bus,
+            **self._recorder_metrics(),
+        }
+
+    def _recorder_metrics(self) -> dict[str, Any]:
+        if self._recorder is None:
+            return {}
+        recorder = self._recorder.metrics()
+        return {
+            "recorder": recorder,
+            "recorder_queued": recorder.get("queued", 0),
+            "recorder_written": recorder.get("written", 0),
+            "recorder_write_latency_ms": recorder.get("write_latency_ms", 0.0),
+            "recorder_retries": recorder.get("retries", 0),
+            "recorder_oldest_unwritten_age": recorder.get("oldest_unwritten_age"),
         }
 
     def _transition_metrics(self) -> dict[str, Any]:
         metrics = self.metrics()
         metrics.pop("event_bus", None)
+        metrics.pop("recorder", None)
         return metrics
 
     def status(self) -> dict[str, Any]:
@@ -421,6 +494,19 @@ class Coordinator:
 
     def _now_iso(self) -> str:
         return self._wall_clock().isoformat()
+
+
+def _client_counters(metrics: ClientMetrics) -> dict[str, int]:
+    """The session counters (TradingSession fields) one feed client contributes."""
+    return {
+        "messages_received": metrics.messages_received,
+        "snapshots_received": metrics.snapshots_received,
+        "deltas_received": metrics.deltas_received,
+        "reconnects": metrics.reconnects,
+        "gaps": metrics.gaps_detected,
+        "resyncs": metrics.resyncs,
+        "bytes_received": metrics.bytes_received,
+    }
 
 
 def _reconnect_context(event: FeedEvent) -> str:

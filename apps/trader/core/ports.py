@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from apps.kalshi.client import ClientMetrics, ConnectionStatus, FeedListener
+from apps.kalshi.client import ClientMetrics, ConnectionStatus, FeedListener, MarketMessage
 from apps.kalshi.orderbook import OrderBook
 from apps.trader.core.statemachine import Transition
 
@@ -51,6 +51,39 @@ class FeedClient(Protocol):
     def uptime(self) -> float | None: ...
 
     def silent_for(self) -> float | None: ...
+
+
+class Recorder(Protocol):
+    """The lossless recording path: every applied snapshot and delta, and the gaps between them, in order.
+
+    ``record`` returns at once while the recorder's buffer has room; when it is full it waits until rows
+    are written. That wait is the back-pressure: the feed reader stops reading and the exchange sees it.
+    """
+
+    async def record(self, session_id: int, message: MarketMessage, received_at: datetime) -> None: ...
+
+    async def record_gap(
+        self,
+        session_id: int,
+        *,
+        kind: str,
+        sid: int | None,
+        expected_seq: int | None,
+        received_seq: int | None,
+        markets: Sequence[str],
+        detected_at: datetime,
+    ) -> None:
+        """Note a stretch of the feed that never arrived: ``kind`` is "seq" (a seq gap) or "disconnect"."""
+
+    async def mark_healed(self, session_id: int, *, healed_at: datetime) -> None:
+        """Every market has a fresh snapshot again: the gaps recorded so far are healed."""
+
+    async def flush(self) -> None:
+        """Return once everything recorded so far is written."""
+
+    def metrics(self) -> dict[str, Any]:
+        """queued, written, write_latency_ms, retries, oldest_unwritten_age and more, for status."""
+        ...
 
 
 FeedClientFactory = Callable[[FeedListener], FeedClient]

@@ -1,0 +1,510 @@
+"""The recording path: a bounded, batched, lossless writer of snapshots, deltas and gaps.
+
+``DatabaseRecorder`` implements the trader core's ``Recorder`` port. ``record`` turns a message into a
+plain row tuple and appends it to a buffer; a writer task takes batches off the buffer and writes each in
+one transaction on a dedicated thread (one Django connection, one crossing of the async boundary per
+batch). Nothing is ever dropped:
+
+- the buffer holds at most ``capacity`` rows (plus the one a caller is handing over): when it is full,
+  ``record`` waits until a batch is written, so the feed reader stops reading (back-pressure);
+- a failed batch (a database outage) stays in memory and is retried with back-off until it is written;
+- ``flush`` returns only when every row recorded so far is in the database.
+
+PostgreSQL gets the rows through psycopg 3's binary ``COPY`` on Django's connection; other databases
+(SQLite) through ``bulk_create`` inside ``transaction.atomic``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from django.db import connections, transaction
+
+from apps.kalshi.backoff import Backoff
+from apps.kalshi.client import MarketMessage
+from apps.kalshi.messages import OrderbookDelta
+from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket, RecordedSnapshot
+
+logger = logging.getLogger(__name__)
+
+# Row kinds: the first element of every buffered tuple.
+SNAPSHOT = 0
+DELTA = 1
+GAP = 2
+HEAL = 3
+
+# (DELTA, session_id, position, ticker, sid, seq, side, price, delta, ts_ms, received_at)
+# (SNAPSHOT, session_id, position, ticker, sid, seq, command_id, yes, no, received_at)
+# (GAP, session_id, position, kind, sid, expected_seq, received_seq, markets, detected_at)
+# (HEAL, session_id, position, healed_at): gaps of the session before ``position`` are healed.
+Row = tuple[Any, ...]
+
+
+class BatchWriter(Protocol):
+    """Writes one batch of rows, in order, in one transaction; raises when it could not. Runs on a thread."""
+
+    def __call__(self, rows: Sequence[Row]) -> None: ...
+
+    def close(self) -> None:
+        """Release the thread's database connection."""
+
+
+# ---------------------------------------------------------------------------------------------- writers
+
+
+# Column order matches the buffered rows (after the kind); binary COPY needs each column's exact type.
+_DELTA_COLUMNS = "session_id, position, market_ticker, sid, seq, side, price, delta, ts_ms, received_at"
+_DELTA_TYPES = ("int8", "int8", "text", "int4", "int8", "text", "int4", "int8", "int8", "timestamptz")
+_SNAPSHOT_COLUMNS = "session_id, position, market_ticker, sid, seq, command_id, yes, no, received_at"
+_SNAPSHOT_TYPES = ("int8", "int8", "text", "int4", "int8", "int8", "jsonb", "jsonb", "timestamptz")
+
+
+@dataclass
+class _MarketTotals:
+    snapshots: int = 0
+    deltas: int = 0
+    first_position: int = 0
+    last_position: int = 0
+    last_sid: int = 0
+    last_seq: int = 0
+    first_received_at: datetime | None = None
+    last_received_at: datetime | None = None
+
+
+class DjangoBatchWriter:
+    """The default BatchWriter: the Django database ``using``, through COPY on PostgreSQL."""
+
+    def __init__(self, using: str = "default") -> None:
+        self.using = using
+
+    def __call__(self, rows: Sequence[Row]) -> None:
+        snapshots = [row for row in rows if row[0] == SNAPSHOT]
+        deltas = [row for row in rows if row[0] == DELTA] if len(snapshots) < len(rows) else []
+        others = [row for row in rows if row[0] >= GAP] if len(snapshots) + len(deltas) < len(rows) else []
+        connection = connections[self.using]
+        try:
+            with transaction.atomic(using=self.using):
+                if connection.vendor == "postgresql":
+                    self._copy(RecordedDelta._meta.db_table, _DELTA_COLUMNS, _DELTA_TYPES, deltas, jsonb=False)
+                    self._copy(
+                        RecordedSnapshot._meta.db_table, _SNAPSHOT_COLUMNS, _SNAPSHOT_TYPES, snapshots, jsonb=True
+                    )
+                else:
+                    self._bulk_create(snapshots, deltas)
+                self._gaps_and_heals(others)
+                self._market_totals(rows)
+        except BaseException:
+            # A broken connection must not be reused by the retry: the next attempt opens a fresh one.
+            with contextlib.suppress(Exception):
+                connection.close()
+            raise
+
+    def _copy(self, table: str, columns: str, types: tuple[str, ...], rows: list[Row], *, jsonb: bool) -> None:
+        if not rows:
+            return
+        from psycopg.types.json import Jsonb
+
+        sql = f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+        with connections[self.using].cursor() as cursor, cursor.cursor.copy(sql) as copy:
+            copy.set_types(list(types))
+            write = copy.write_row
+            if jsonb:
+                for row in rows:
+                    write((*row[1:7], Jsonb(row[7]), Jsonb(row[8]), row[9]))
+            else:
+                for row in rows:
+                    write(row[1:])
+
+    def _bulk_create(self, snapshots: list[Row], deltas: list[Row]) -> None:
+        if snapshots:
+            RecordedSnapshot.objects.using(self.using).bulk_create(
+                [
+                    RecordedSnapshot(
+                        session_id=r[1],
+                        position=r[2],
+                        market_ticker=r[3],
+                        sid=r[4],
+                        seq=r[5],
+                        command_id=r[6],
+                        yes=r[7],
+                        no=r[8],
+                        received_at=r[9],
+                    )
+                    for r in snapshots
+                ]
+            )
+        if deltas:
+            RecordedDelta.objects.using(self.using).bulk_create(
+                [
+                    RecordedDelta(
+                        session_id=r[1],
+                        position=r[2],
+                        market_ticker=r[3],
+                        sid=r[4],
+                        seq=r[5],
+                        side=r[6],
+                        price=r[7],
+                        delta=r[8],
+                        ts_ms=r[9],
+                        received_at=r[10],
+                    )
+                    for r in deltas
+                ]
+            )
+
+    def _gaps_and_heals(self, rows: list[Row]) -> None:
+        gaps = [
+            RecordedGap(
+                session_id=r[1],
+                position=r[2],
+                kind=r[3],
+                sid=r[4],
+                expected_seq=r[5],
+                received_seq=r[6],
+                markets=list(r[7]),
+                detected_at=r[8],
+            )
+            for r in rows
+            if r[0] == GAP
+        ]
+        if gaps:
+            RecordedGap.objects.using(self.using).bulk_create(gaps)
+        for r in rows:
+            if r[0] == HEAL:
+                RecordedGap.objects.using(self.using).filter(
+                    session_id=r[1], position__lt=r[2], healed_at__isnull=True
+                ).update(healed_at=r[3])
+
+    def _market_totals(self, rows: Iterable[Row]) -> None:
+        totals: dict[tuple[int, str], _MarketTotals] = {}
+        for row in rows:
+            kind = row[0]
+            if kind > DELTA:
+                continue
+            key = (row[1], row[3])
+            t = totals.get(key)
+            if t is None:
+                t = totals[key] = _MarketTotals(first_position=row[2], first_received_at=row[-1])
+            if kind == DELTA:
+                t.deltas += 1
+            else:
+                t.snapshots += 1
+            t.last_position, t.last_sid, t.last_seq, t.last_received_at = row[2], row[4], row[5], row[-1]
+        if not totals:
+            return
+        table = RecordedMarket._meta.db_table
+        # One statement for both backends: PostgreSQL and SQLite (>= 3.24) share ON CONFLICT ... DO UPDATE.
+        sql = (
+            f"INSERT INTO {table} (session_id, market_ticker, snapshots, deltas, first_position, last_position, "
+            "last_sid, last_seq, first_received_at, last_received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (session_id, market_ticker) DO UPDATE SET "
+            f"snapshots = {table}.snapshots + excluded.snapshots, deltas = {table}.deltas + excluded.deltas, "
+            "last_position = excluded.last_position, last_sid = excluded.last_sid, last_seq = excluded.last_seq, "
+            "last_received_at = excluded.last_received_at"
+        )
+        params = [
+            (
+                session_id,
+                ticker,
+                t.snapshots,
+                t.deltas,
+                t.first_position,
+                t.last_position,
+                t.last_sid,
+                t.last_seq,
+                t.first_received_at,
+                t.last_received_at,
+            )
+            for (session_id, ticker), t in totals.items()
+        ]
+        adapt = connections[self.using].ops.adapt_datetimefield_value
+        with connections[self.using].cursor() as cursor:
+            cursor.executemany(sql, [(*p[:8], adapt(p[8]), adapt(p[9])) for p in params])
+
+    def close(self) -> None:
+        connections[self.using].close()
+
+
+# ---------------------------------------------------------------------------------------------- recorder
+
+
+@dataclass
+class RecorderMetrics:
+    written: int = 0
+    """Rows (snapshots, deltas, gaps) committed."""
+    batches: int = 0
+    retries: int = 0
+    """Failed batch writes that were retried."""
+    write_latency_ms: float = 0.0
+    """The last successful batch write."""
+    max_write_latency_ms: float = 0.0
+    backpressure_waits: int = 0
+    """How often ``record`` had to wait for room."""
+    backpressure_seconds: float = 0.0
+    peak_queued: int = 0
+    last_error: str = ""
+    written_by_kind: dict[str, int] = field(default_factory=lambda: {"snapshots": 0, "deltas": 0, "gaps": 0})
+
+
+class DatabaseRecorder:
+    """The Recorder port on the database. Use from one event loop; ``close()`` it when done."""
+
+    def __init__(
+        self,
+        *,
+        capacity: int = 100_000,
+        batch_size: int = 10_000,
+        flush_interval: float = 0.25,
+        writer: BatchWriter | None = None,
+        using: str = "default",
+        backoff: Backoff | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if capacity < 1 or batch_size < 1:
+            raise ValueError("capacity and batch_size must be at least 1")
+        self.capacity = capacity
+        self.batch_size = min(batch_size, capacity)
+        self.flush_interval = flush_interval
+        self._writer: BatchWriter = writer if writer is not None else DjangoBatchWriter(using)
+        self._backoff = backoff or Backoff(initial=0.2, cap=10.0)
+        self._wall_clock = wall_clock
+        self._buffer: deque[Row] = deque()
+        self._inflight: list[Row] = []
+        self._positions: dict[int, int] = {}
+        self._rows_waiting = asyncio.Event()
+        """Set when the writer should look at the buffer (rows arrived, or a flush is asked for)."""
+        self._room = asyncio.Event()
+        self._room.set()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._flushing = 0
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+        self.stats = RecorderMetrics()
+
+    # ------------------------------------------------------------------------------------------ the port
+
+    async def record(self, session_id: int, message: MarketMessage, received_at: datetime) -> None:
+        """Append one applied message; waits only while the buffer is full (back-pressure)."""
+        position = self._next_position(session_id)
+        if isinstance(message, OrderbookDelta):
+            row: Row = (
+                DELTA,
+                session_id,
+                position,
+                message.market_ticker,
+                message.sid,
+                message.seq,
+                message.side,
+                message.price,
+                message.delta,
+                message.ts_ms,
+                received_at,
+            )
+        else:
+            row = (
+                SNAPSHOT,
+                session_id,
+                position,
+                message.market_ticker,
+                message.sid,
+                message.seq,
+                message.id,
+                [list(level) for level in message.yes],
+                [list(level) for level in message.no],
+                received_at,
+            )
+        await self._append(row)
+
+    async def record_gap(
+        self,
+        session_id: int,
+        *,
+        kind: str,
+        sid: int | None,
+        expected_seq: int | None,
+        received_seq: int | None,
+        markets: Sequence[str],
+        detected_at: datetime,
+    ) -> None:
+        position = self._next_position(session_id)
+        row = (GAP, session_id, position, kind, sid, expected_seq, received_seq, tuple(markets), detected_at)
+        await self._append(row)
+
+    async def mark_healed(self, session_id: int, *, healed_at: datetime) -> None:
+        # A heal takes no position of its own: it applies to the gaps recorded before the next row.
+        position = self._positions.get(session_id, 0) + 1
+        await self._append((HEAL, session_id, position, healed_at))
+
+    async def flush(self) -> None:
+        """Return once every row recorded so far is committed (retrying through outages until then)."""
+        if not self.queued:
+            return
+        self._ensure_started()
+        self._flushing += 1
+        try:
+            self._rows_waiting.set()
+            while self.queued:
+                await self._drained.wait()
+        finally:
+            self._flushing -= 1
+
+    def metrics(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "queued": self.queued,
+            "capacity": self.capacity,
+            "written": s.written,
+            "written_snapshots": s.written_by_kind["snapshots"],
+            "written_deltas": s.written_by_kind["deltas"],
+            "written_gaps": s.written_by_kind["gaps"],
+            "batches": s.batches,
+            "write_latency_ms": round(s.write_latency_ms, 1),
+            "max_write_latency_ms": round(s.max_write_latency_ms, 1),
+            "retries": s.retries,
+            "oldest_unwritten_age": self.oldest_unwritten_age(),
+            "backpressure_waits": s.backpressure_waits,
+            "backpressure_seconds": round(s.backpressure_seconds, 3),
+            "peak_queued": s.peak_queued,
+            "last_error": s.last_error,
+        }
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        """Flush, stop the writer task and release the writer thread and its database connection."""
+        if self._closed:
+            return
+        try:
+            await self.flush()
+        finally:
+            self._closed = True
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+                self._task = None
+            if self._executor is not None:
+                loop = asyncio.get_running_loop()
+                with contextlib.suppress(Exception):
+                    await loop.run_in_executor(self._executor, self._writer.close)
+                self._executor.shutdown(wait=False)
+                self._executor = None
+
+    @property
+    def queued(self) -> int:
+        """Rows recorded but not yet committed: buffered plus the batch being written."""
+        return len(self._buffer) + len(self._inflight)
+
+    def oldest_unwritten_age(self) -> float | None:
+        """Seconds since the oldest row not yet committed was received (None when all are written)."""
+        oldest = self._inflight[0] if self._inflight else (self._buffer[0] if self._buffer else None)
+        if oldest is None:
+            return None
+        received_at: datetime = oldest[-1]
+        return round(max(0.0, (self._wall_clock() - received_at).total_seconds()), 3)
+
+    # ------------------------------------------------------------------------------------------ internals
+
+    def _next_position(self, session_id: int) -> int:
+        position = self._positions.get(session_id, 0) + 1
+        self._positions[session_id] = position
+        return position
+
+    async def _append(self, row: Row) -> None:
+        if self._closed:
+            raise RuntimeError("the recorder is closed")
+        # The row is taken before any waiting, so a caller cancelled while it waits loses nothing.
+        self._buffer.append(row)
+        self._drained.clear()
+        if self._task is None:
+            self._ensure_started()
+        queued = len(self._buffer) + len(self._inflight)
+        if queued > self.stats.peak_queued:
+            self.stats.peak_queued = queued
+        if len(self._buffer) >= self.batch_size or len(self._buffer) == 1:
+            self._rows_waiting.set()
+        if queued >= self.capacity:
+            self._room.clear()
+            self.stats.backpressure_waits += 1
+            started = time.monotonic()
+            try:
+                while self.queued >= self.capacity:
+                    await self._room.wait()
+            finally:
+                self.stats.backpressure_seconds += time.monotonic() - started
+
+    def _ensure_started(self) -> None:
+        if self._task is None or self._task.done():
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+            self._task = asyncio.get_running_loop().create_task(self._write_loop(), name="recorder:writer")
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._buffer:
+                self._rows_waiting.clear()
+                await self._rows_waiting.wait()
+                continue
+            if len(self._buffer) < self.batch_size and not self._flushing:
+                # Let a batch fill up a little: one transaction per many rows, not per row.
+                self._rows_waiting.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._rows_waiting.wait(), timeout=self.flush_interval)
+            take = min(self.batch_size, len(self._buffer))
+            popleft = self._buffer.popleft
+            self._inflight = [popleft() for _ in range(take)]
+            await self._write_inflight(loop)
+            self._inflight = []
+            if self.queued < self.capacity:
+                self._room.set()
+            if not self.queued:
+                self._drained.set()
+
+    async def _write_inflight(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write the in-flight batch, retrying with back-off until it is committed."""
+        assert self._executor is not None
+        batch = self._inflight
+        while True:
+            started = time.monotonic()
+            try:
+                await loop.run_in_executor(self._executor, self._writer, batch)
+            except Exception as exc:
+                self.stats.retries += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}".strip()[:500]
+                delay = self._backoff.next_delay()
+                logger.warning(
+                    "recording: writing %d rows failed (%s); retrying in %.1f s",
+                    len(batch),
+                    self.stats.last_error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._backoff.reset()
+            elapsed_ms = (time.monotonic() - started) * 1000
+            s = self.stats
+            s.write_latency_ms = elapsed_ms
+            s.max_write_latency_ms = max(s.max_write_latency_ms, elapsed_ms)
+            s.batches += 1
+            for row in batch:
+                kind = row[0]
+                if kind == DELTA:
+                    s.written_by_kind["deltas"] += 1
+                elif kind == SNAPSHOT:
+                    s.written_by_kind["snapshots"] += 1
+                elif kind == GAP:
+                    s.written_by_kind["gaps"] += 1
+            s.written = sum(s.written_by_kind.values())
+            return

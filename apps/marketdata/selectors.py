@@ -1,0 +1,294 @@
+"""Reads of recorded market data: sessions by reference, the feed in receive order, books rebuilt at a seq.
+
+A market's book is rebuilt exactly as the trader held it: its latest snapshot, then its deltas in receive
+order. ``seq`` counts per subscription (``sid``) and every market on a sid shares it, so "the book of T at
+seq N" is T's book once every message of that sid up to N was applied; T's own last message at or before
+N decides it. A gap (or a lost connection) makes the affected books unknown until their next snapshot.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Max, Sum
+
+from apps.kalshi.messages import Level, OrderbookDelta, OrderbookSnapshot
+from apps.kalshi.orderbook import OrderBook
+from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket, RecordedSnapshot
+from apps.trader.models import TradingSession
+
+
+class RecordingError(ValueError):
+    """A request the recording cannot answer; the text says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    kind: str
+    """"seq" or "disconnect"."""
+    sid: int | None
+    expected_seq: int | None
+    received_seq: int | None
+    markets: tuple[str, ...]
+    detected_at: datetime
+    healed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One recorded item in the session's receive order."""
+
+    position: int
+    received_at: datetime
+    """When the trader received it (for a gap: when it was detected)."""
+    message: OrderbookSnapshot | OrderbookDelta | Gap
+
+
+def session_resolve(reference: str) -> TradingSession:
+    """A session by id, or the most recently started one for "latest"."""
+    if reference == "latest":
+        session = TradingSession.objects.order_by("-started_at", "-id").first()
+        if session is None:
+            raise RecordingError("there are no sessions yet")
+        return session
+    try:
+        pk = int(reference)
+    except ValueError:
+        raise RecordingError(f"a session is an id or 'latest', not {reference!r}") from None
+    try:
+        return TradingSession.objects.get(pk=pk)
+    except TradingSession.DoesNotExist:
+        raise RecordingError(f"there is no session {pk}") from None
+
+
+def recording_totals(*, session_id: int, market_ticker: str | None = None) -> dict[str, int]:
+    """snapshots, deltas and gaps recorded (from the per-market totals, so it is cheap on long sessions)."""
+    markets = RecordedMarket.objects.filter(session_id=session_id)
+    if market_ticker is not None:
+        markets = markets.filter(market_ticker=market_ticker)
+    sums = markets.aggregate(snapshots=Sum("snapshots"), deltas=Sum("deltas"))
+    gaps = [g for g in RecordedGap.objects.filter(session_id=session_id).values_list("markets", flat=True)]
+    if market_ticker is not None:
+        gaps = [m for m in gaps if market_ticker in m]
+    return {"snapshots": sums["snapshots"] or 0, "deltas": sums["deltas"] or 0, "gaps": len(gaps)}
+
+
+def recorded_markets(*, session_id: int) -> list[str]:
+    return list(
+        RecordedMarket.objects.filter(session_id=session_id)
+        .order_by("market_ticker")
+        .values_list("market_ticker", flat=True)
+    )
+
+
+def _levels(raw: list[list[int]]) -> list[Level]:
+    return [(price, size) for price, size in raw]
+
+
+def _snapshots(session_id: int, market_ticker: str | None, chunk_size: int) -> Iterator[Recorded]:
+    rows = RecordedSnapshot.objects.filter(session_id=session_id)
+    if market_ticker is not None:
+        rows = rows.filter(market_ticker=market_ticker)
+    fields = ("position", "received_at", "market_ticker", "sid", "seq", "command_id", "yes", "no")
+    for position, received_at, ticker, sid, seq, command_id, yes, no in (
+        rows.order_by("position").values_list(*fields).iterator(chunk_size=chunk_size)
+    ):
+        snapshot = OrderbookSnapshot(
+            sid=sid, seq=seq, market_ticker=ticker, market_id="", yes=_levels(yes), no=_levels(no), id=command_id
+        )
+        yield Recorded(position, received_at, snapshot)
+
+
+def _deltas(session_id: int, market_ticker: str | None, chunk_size: int) -> Iterator[Recorded]:
+    rows = RecordedDelta.objects.filter(session_id=session_id)
+    if market_ticker is not None:
+        rows = rows.filter(market_ticker=market_ticker)
+    fields = ("position", "received_at", "market_ticker", "sid", "seq", "side", "price", "delta", "ts_ms")
+    for position, received_at, ticker, sid, seq, side, price, delta, ts_ms in (
+        rows.order_by("position").values_list(*fields).iterator(chunk_size=chunk_size)
+    ):
+        message = OrderbookDelta(
+            sid=sid, seq=seq, market_ticker=ticker, market_id="", price=price, delta=delta, side=side, ts_ms=ts_ms
+        )
+        yield Recorded(position, received_at, message)
+
+
+def _gaps(session_id: int, market_ticker: str | None) -> list[Recorded]:
+    found = []
+    for gap in RecordedGap.objects.filter(session_id=session_id).order_by("position"):
+        markets = tuple(gap.markets)
+        if market_ticker is not None and market_ticker not in markets:
+            continue
+        item = Gap(
+            kind=gap.kind,
+            sid=gap.sid,
+            expected_seq=gap.expected_seq,
+            received_seq=gap.received_seq,
+            markets=markets,
+            detected_at=gap.detected_at,
+            healed_at=gap.healed_at,
+        )
+        found.append(Recorded(gap.position, gap.detected_at, item))
+    return found
+
+
+def recording_messages(
+    *, session_id: int, market_ticker: str | None = None, chunk_size: int = 2000
+) -> Iterator[Recorded]:
+    """Every recorded snapshot, delta and gap of a session (or of one market), in receive order.
+
+    Streams: each table is read in chunks through its own cursor and the three are merged by position.
+    On PostgreSQL call it inside ``transaction.atomic()`` so the cursors stream instead of materializing.
+    """
+    yield from heapq.merge(
+        _gaps(session_id, market_ticker),
+        _snapshots(session_id, market_ticker, chunk_size),
+        _deltas(session_id, market_ticker, chunk_size),
+        key=lambda item: item.position,
+    )
+
+
+class BookReplayer:
+    """Applies recorded items in receive order and keeps every market's book, as the trader's client did."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, OrderBook] = {}
+        self.stale: set[str] = set()
+        """Markets whose book is unknown: a gap touched them and no snapshot has come since."""
+
+    def apply(self, item: Recorded) -> None:
+        message = item.message
+        if isinstance(message, Gap):
+            self.stale.update(message.markets)
+            return
+        book = self.books.get(message.market_ticker)
+        if book is None:
+            book = self.books[message.market_ticker] = OrderBook(message.market_ticker)
+        if isinstance(message, OrderbookSnapshot):
+            book.apply_snapshot(message)
+            self.stale.discard(message.market_ticker)
+        else:
+            book.apply_delta(message)
+
+    def is_current(self, market_ticker: str, sid: int) -> bool:
+        """Whether the market's book is the exchange's book as of the latest message of ``sid``.
+
+        It is when the market's snapshot came on that same subscription and no gap has touched it since.
+        """
+        book = self.books.get(market_ticker)
+        return book is not None and book.sid == sid and market_ticker not in self.stale
+
+
+@dataclass
+class BookAt:
+    book: OrderBook
+    sid: int | None
+    seq: int | None
+    """The seq asked for (None: the end of the recording)."""
+    position: int
+    """The market's last recorded message at or before that seq."""
+    current: bool
+    """False when a gap made the market's book unknown there (the book shown is the last one known)."""
+    reason: str = ""
+
+
+def market_sids(*, session_id: int, market_ticker: str) -> list[int]:
+    """The subscriptions a market was recorded on, in the order they began (each begins with a snapshot)."""
+    rows = (
+        RecordedSnapshot.objects.filter(session_id=session_id, market_ticker=market_ticker)
+        .order_by("position")
+        .values_list("sid", flat=True)
+    )
+    return list(dict.fromkeys(rows))
+
+
+def book_at(*, session_id: int, market_ticker: str, seq: int | None = None, sid: int | None = None) -> BookAt:
+    """The market's book rebuilt from the recording: at ``seq`` of subscription ``sid``, or at the end.
+
+    ``sid`` may be left out when the market was recorded on one subscription only. Raises RecordingError
+    when the recording has nothing to rebuild from.
+    """
+    snapshots = RecordedSnapshot.objects.filter(session_id=session_id, market_ticker=market_ticker)
+    deltas = RecordedDelta.objects.filter(session_id=session_id, market_ticker=market_ticker)
+    if seq is None:
+        last = max(
+            snapshots.aggregate(p=Max("position"))["p"] or 0,
+            deltas.aggregate(p=Max("position"))["p"] or 0,
+        )
+        if not last:
+            raise RecordingError(f"nothing was recorded for {market_ticker} in session {session_id}")
+        target = last
+    else:
+        if sid is None:
+            sids = market_sids(session_id=session_id, market_ticker=market_ticker)
+            if not sids:
+                raise RecordingError(f"nothing was recorded for {market_ticker} in session {session_id}")
+            if len(sids) > 1:
+                listed = ", ".join(str(s) for s in sids)
+                raise RecordingError(
+                    f"{market_ticker} was recorded on subscriptions {listed}; say which with --sid (seq counts per sid)"
+                )
+            sid = sids[0]
+        last_snapshot = (
+            snapshots.filter(sid=sid, seq__lte=seq).order_by("-position").values_list("position", flat=True).first()
+        )
+        last_delta = (
+            deltas.filter(sid=sid, seq__lte=seq).order_by("-position").values_list("position", flat=True).first()
+        )
+        target = max(last_snapshot or 0, last_delta or 0)
+        if not target:
+            raise RecordingError(f"{market_ticker} has no recorded message on sid {sid} at or before seq {seq}")
+    base = snapshots.filter(position__lte=target).order_by("-position").first()
+    if base is None:
+        raise RecordingError(f"{market_ticker} has no snapshot before position {target}")
+    book = OrderBook(market_ticker)
+    book.apply_snapshot(
+        OrderbookSnapshot(
+            sid=base.sid,
+            seq=base.seq,
+            market_ticker=market_ticker,
+            market_id="",
+            yes=_levels(base.yes),
+            no=_levels(base.no),
+            id=base.command_id,
+        )
+    )
+    fields = ("sid", "seq", "side", "price", "delta", "ts_ms")
+    for d_sid, d_seq, side, price, delta, ts_ms in (
+        deltas.filter(position__gt=base.position, position__lte=target)
+        .order_by("position")
+        .values_list(*fields)
+        .iterator(chunk_size=5000)
+    ):
+        book.apply_delta(
+            OrderbookDelta(
+                sid=d_sid,
+                seq=d_seq,
+                market_ticker=market_ticker,
+                market_id="",
+                price=price,
+                delta=delta,
+                side=side,
+                ts_ms=ts_ms,
+            )
+        )
+    result = BookAt(book=book, sid=sid if seq is not None else base.sid, seq=seq, position=target, current=True)
+    # Gaps after the book's snapshot that touched this market and lie at or before the seq asked for.
+    for gap in RecordedGap.objects.filter(session_id=session_id, position__gt=base.position).order_by("position"):
+        if market_ticker not in gap.markets:
+            continue
+        # A gap after the market's last message still counts when it lies on the same subscription at or
+        # before the seq asked for.
+        later = seq is not None and gap.position > target
+        if later and (gap.sid != sid or gap.expected_seq is None or gap.expected_seq > (seq or 0)):
+            continue
+        result.current = False
+        if gap.kind == RecordedGap.Kind.DISCONNECT:
+            result.reason = f"the connection was lost after sid {gap.sid} seq {(gap.expected_seq or 1) - 1}"
+        else:
+            result.reason = f"seq gap on sid {gap.sid}: expected {gap.expected_seq}, received {gap.received_seq}"
+        break
+    return result

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import OperationalError
+
+from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
+from apps.marketdata.recorder import DjangoBatchWriter, Row
+from apps.marketdata.selectors import Recorded, recording_messages
+from apps.trader.models import TradingSession
+from apps.trader.services import session_start
+
+T0 = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+
+
+def at(ms: int) -> datetime:
+    return T0 + timedelta(milliseconds=ms)
+
+
+def snapshot(ticker: str, sid: int, seq: int, yes: Any = (), no: Any = (), command_id: int | None = None):
+    return OrderbookSnapshot(
+        sid=sid, seq=seq, market_ticker=ticker, market_id="", yes=list(yes), no=list(no), id=command_id
+    )
+
+
+def delta(ticker: str, sid: int, seq: int, side: Side, price: int, size: int, ts_ms: int | None = None):
+    return OrderbookDelta(
+        sid=sid, seq=seq, market_ticker=ticker, market_id="", price=price, delta=size, side=side, ts_ms=ts_ms
+    )
+
+
+def new_session(markets: Sequence[str] = ("KXA", "KXB")) -> TradingSession:
+    return session_start(environment="sim", markets=list(markets), exchange_url="ws://127.0.0.1:1/trade-api/ws/v2")
+
+
+async def a_new_session(markets: Sequence[str] = ("KXA", "KXB")) -> TradingSession:
+    return await sync_to_async(new_session)(markets)
+
+
+async def recorded(session_id: int, market: str | None = None) -> list[Recorded]:
+    return await sync_to_async(lambda: list(recording_messages(session_id=session_id, market_ticker=market)))()
+
+
+class GatedWriter:
+    """The real writer behind a gate the test opens: a database that stops answering for a while."""
+
+    def __init__(self) -> None:
+        self.inner = DjangoBatchWriter()
+        self.gate = threading.Event()
+        self.batches: list[int] = []
+
+    def __call__(self, rows: Sequence[Row]) -> None:
+        self.gate.wait(timeout=30)
+        self.inner(rows)
+        self.batches.append(len(rows))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class FlakyWriter:
+    """The real writer, failing its first ``failures`` calls the way a database outage does."""
+
+    def __init__(self, failures: int) -> None:
+        self.inner = DjangoBatchWriter()
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self, rows: Sequence[Row]) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise OperationalError("could not connect to server: Connection refused")
+        self.inner(rows)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Any]:
+    import asyncio
+
+    async def wait(condition: Callable[[], bool], within: float = 10.0) -> None:
+        async with asyncio.timeout(within):
+            while not condition():
+                await asyncio.sleep(0.005)
+
+    return wait
+
+
+@pytest.fixture(autouse=True)
+async def _release_thread_connections():
+    """Give back the connection sync_to_async's thread opened, so PostgreSQL can drop the test database."""
+    yield
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture(scope="session")
+def sim_key_pair() -> tuple[bytes, bytes]:
+    from apps.kalshi.signing import generate_key_pair
+
+    return generate_key_pair()
+
+
+@pytest.fixture(scope="session")
+def sim_credentials(sim_key_pair: tuple[bytes, bytes]):
+    from apps.kalshi.signing import Credentials, load_private_key
+
+    return Credentials(key_id="recording-test", private_key=load_private_key(sim_key_pair[0]))

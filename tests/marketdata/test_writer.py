@@ -1,0 +1,180 @@
+"""The writer: ordered, batched, bounded, and never loses a row (back-pressure, outages, shutdown)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from apps.kalshi.backoff import Backoff
+from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
+from apps.marketdata.models import RecordedGap, RecordedMarket
+from apps.marketdata.recorder import DatabaseRecorder
+from apps.marketdata.selectors import Gap
+from tests.marketdata.conftest import FlakyWriter, GatedWriter, a_new_session, at, delta, recorded, snapshot
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FAST_RETRY = Backoff(initial=0.01, cap=0.02)
+
+
+def deltas(count: int, ticker: str = "KXA", sid: int = 1, first_seq: int = 2) -> list[OrderbookDelta]:
+    sides: tuple[Side, Side] = ("no", "yes")
+    return [delta(ticker, sid, first_seq + i, sides[i % 2], 100 * (i % 90 + 1), 100 + i) for i in range(count)]
+
+
+async def test_it_writes_snapshots_deltas_and_gaps_in_receive_order() -> None:
+    session = await a_new_session()
+    recorder = DatabaseRecorder(flush_interval=0.01)
+    await recorder.record(session.pk, snapshot("KXA", 1, 1, yes=[(4200, 1250)], no=[(5500, 300)]), at(0))
+    await recorder.record(session.pk, snapshot("KXB", 1, 2, no=[(100, 7)]), at(1))
+    await recorder.record(session.pk, delta("KXA", 1, 3, "yes", 4300, -54_00, ts_ms=1_700_000_000_123), at(2))
+    await recorder.record_gap(
+        session.pk, kind="seq", sid=1, expected_seq=4, received_seq=6, markets=["KXA", "KXB"], detected_at=at(3)
+    )
+    await recorder.record(session.pk, snapshot("KXA", 1, 7, yes=[(4300, 100)], command_id=9), at(4))
+    await recorder.record(session.pk, snapshot("KXB", 1, 8, command_id=9), at(5))
+    await recorder.mark_healed(session.pk, healed_at=at(6))
+    await recorder.close()
+
+    items = await recorded(session.pk)
+    assert [item.position for item in items] == [1, 2, 3, 4, 5, 6]
+    assert [type(item.message).__name__ for item in items] == [
+        "OrderbookSnapshot",
+        "OrderbookSnapshot",
+        "OrderbookDelta",
+        "Gap",
+        "OrderbookSnapshot",
+        "OrderbookSnapshot",
+    ]
+    first = items[0].message
+    assert isinstance(first, OrderbookSnapshot)
+    assert (first.sid, first.seq, first.yes, first.no, first.id) == (1, 1, [(4200, 1250)], [(5500, 300)], None)
+    change = items[2].message
+    assert isinstance(change, OrderbookDelta)
+    assert (change.side, change.price, change.delta, change.ts_ms) == ("yes", 4300, -5400, 1_700_000_000_123)
+    assert items[2].received_at == at(2)
+    gap = items[3].message
+    assert isinstance(gap, Gap)
+    assert (gap.kind, gap.sid, gap.expected_seq, gap.received_seq, gap.markets) == ("seq", 1, 4, 6, ("KXA", "KXB"))
+    assert gap.healed_at == at(6)
+    resync = items[4].message
+    assert isinstance(resync, OrderbookSnapshot) and resync.id == 9
+
+    totals = await sync_to_async(lambda: {m.market_ticker: m for m in RecordedMarket.objects.all()})()
+    assert (totals["KXA"].snapshots, totals["KXA"].deltas, totals["KXA"].last_seq) == (2, 1, 7)
+    assert (totals["KXB"].snapshots, totals["KXB"].deltas, totals["KXB"].first_position) == (2, 0, 2)
+    assert recorder.metrics()["written"] == 6
+
+
+async def test_it_heals_only_the_gaps_recorded_before_the_heal() -> None:
+    session = await a_new_session()
+    recorder = DatabaseRecorder(flush_interval=0.01)
+    gap = {"kind": "seq", "sid": 1, "received_seq": 9, "markets": ["KXA"]}
+    await recorder.record_gap(session.pk, expected_seq=5, detected_at=at(0), **gap)  # type: ignore[arg-type]
+    await recorder.mark_healed(session.pk, healed_at=at(1))
+    await recorder.record_gap(session.pk, expected_seq=12, detected_at=at(2), **gap)  # type: ignore[arg-type]
+    await recorder.close()
+
+    healed = await sync_to_async(lambda: list(RecordedGap.objects.order_by("position").values_list("healed_at")))()
+    assert healed == [(at(1),), (None,)]
+
+
+async def test_it_makes_the_feed_wait_when_the_buffer_is_full(wait_until) -> None:
+    session = await a_new_session()
+    writer = GatedWriter()
+    recorder = DatabaseRecorder(capacity=10, batch_size=5, flush_interval=0.01, writer=writer)
+    messages = deltas(40)
+
+    async def feed() -> None:
+        for message in messages:
+            await recorder.record(session.pk, message, at(message.seq))
+
+    reader = asyncio.create_task(feed())
+    await wait_until(lambda: recorder.metrics()["backpressure_waits"] > 0)
+    await asyncio.sleep(0.05)
+    assert not reader.done(), "the feed reader must wait while the database does not keep up"
+    assert recorder.queued <= recorder.capacity
+    assert recorder.metrics()["oldest_unwritten_age"] is not None
+
+    writer.gate.set()
+    await asyncio.wait_for(reader, timeout=10)
+    await recorder.close()
+
+    items = await recorded(session.pk)
+    assert [(item.message.sid, item.message.seq) for item in items] == [(1, m.seq) for m in messages]  # type: ignore[union-attr]
+    assert max(writer.batches) <= 5
+    assert recorder.metrics()["peak_queued"] <= recorder.capacity
+    assert recorder.metrics()["written"] == 40
+    assert recorder.metrics()["queued"] == 0
+
+
+async def test_a_reader_cancelled_while_it_waits_loses_nothing(wait_until) -> None:
+    session = await a_new_session()
+    writer = GatedWriter()
+    recorder = DatabaseRecorder(capacity=4, batch_size=2, flush_interval=0.01, writer=writer)
+    messages = deltas(6)
+
+    async def feed() -> None:
+        for message in messages:
+            await recorder.record(session.pk, message, at(message.seq))
+
+    reader = asyncio.create_task(feed())
+    await wait_until(lambda: recorder.metrics()["backpressure_waits"] > 0)
+    reader.cancel()
+    handed_over = recorder.queued
+    writer.gate.set()
+    await recorder.close()
+
+    items = await recorded(session.pk)
+    assert len(items) == handed_over
+    assert [item.position for item in items] == list(range(1, handed_over + 1))
+
+
+async def test_it_retries_an_outage_with_back_off_and_loses_no_rows() -> None:
+    session = await a_new_session()
+    writer = FlakyWriter(failures=3)
+    recorder = DatabaseRecorder(capacity=50, batch_size=10, flush_interval=0.01, writer=writer, backoff=FAST_RETRY)
+    messages = deltas(25)
+    for message in messages:
+        await recorder.record(session.pk, message, at(message.seq))
+    await recorder.flush()
+
+    metrics = recorder.metrics()
+    assert metrics["retries"] == 3
+    assert "Connection refused" in metrics["last_error"]
+    assert metrics["written"] == 25
+    await recorder.close()
+    items = await recorded(session.pk)
+    assert [item.message.seq for item in items] == [m.seq for m in messages]  # type: ignore[union-attr]
+
+
+async def test_flush_writes_everything_without_waiting_for_a_full_batch() -> None:
+    session = await a_new_session()
+    recorder = DatabaseRecorder(batch_size=1000, flush_interval=60.0)
+    for message in deltas(7):
+        await recorder.record(session.pk, message, at(0))
+    await asyncio.wait_for(recorder.flush(), timeout=5)
+    assert len(await recorded(session.pk)) == 7
+    await recorder.close()
+
+
+async def test_status_shows_the_age_of_the_oldest_unwritten_row(wait_until) -> None:
+    session = await a_new_session()
+    now = [at(0)]
+    writer = GatedWriter()
+    recorder = DatabaseRecorder(flush_interval=0.01, writer=writer, wall_clock=lambda: now[0])
+    assert recorder.metrics()["oldest_unwritten_age"] is None
+    await recorder.record(session.pk, deltas(1)[0], at(0))
+    await recorder.record(session.pk, deltas(1)[0], at(500))
+    now[0] = at(0) + timedelta(seconds=2.5)
+    metrics = recorder.metrics()
+    assert metrics["queued"] == 2
+    assert metrics["oldest_unwritten_age"] == 2.5
+    writer.gate.set()
+    await recorder.close()
+    metrics = recorder.metrics()
+    assert (metrics["queued"], metrics["written"], metrics["oldest_unwritten_age"]) == (0, 2, None)
+    assert metrics["write_latency_ms"] > 0
