@@ -52,6 +52,14 @@ def _float(name: str, default: float, minimum: float = 0.0) -> float:
     return value
 
 
+def _int(name: str, default: int) -> int:
+    raw = env.str(name, default=str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number; got {raw!r}") from None
+
+
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
 # Git-ignored home of the SQLite database and the simulator's key pair; a fresh clone has none yet.
 DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -182,13 +190,16 @@ KALSHI_PRIVATE_KEY_PATH: str = env.str("KALSHI_PRIVATE_KEY_PATH", default="")
 KALSHI_PRIVATE_KEY_CONTENT: str = env.str("KALSHI_PRIVATE_KEY_CONTENT", default="")
 
 TRADER_MARKETS: list[str] = env.list("TRADER_MARKETS", default=[])
+TRADER_DISCOVER: int = _int("TRADER_DISCOVER", 0)
+TRADER_CROSSCHECK_INTERVAL: float | None = _float("TRADER_CROSSCHECK_INTERVAL", 0.0) or None  # 0: off
 TRADER_CONFIRM_PRODUCTION: bool = env.str("TRADER_CONFIRM_PRODUCTION", default="").lower() == "yes"
 TRADER_WEB_HOST: str = env.str("TRADER_WEB_HOST", default="127.0.0.1")
-TRADER_WEB_PORT: int = env.int("TRADER_WEB_PORT", default=8006)
+TRADER_WEB_PORT: int = _int("TRADER_WEB_PORT", 8006)
 TRADER_HEARTBEAT_STALE_SECONDS: float = _float("TRADER_HEARTBEAT_STALE_SECONDS", 10.0, minimum=1.0)
 TRADER_FEED_IDLE_TIMEOUT: float = _float("TRADER_FEED_IDLE_TIMEOUT", 30.0, minimum=1.0)
 SIM_MESSAGE_RATE: float = _float("SIM_MESSAGE_RATE", 50.0)
 CONSOLE_GROUP = "trader_v3.console"
+CONTROL_GROUP = "trader_v3.control"
 
 LOGGING = {
     "version": 1,

@@ -10,6 +10,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from apps.kalshi.environments import Environment
+from apps.trader.control import CONTROL_ACTIONS, ControlError, control_message
 from apps.trader.selectors import console_history
 
 logger = logging.getLogger(__name__)
@@ -50,8 +52,26 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.send_json({"type": "pong", "data": {}})
         elif kind == "request_history":
             await self.send_json({"type": "history_replay", "data": await database_sync_to_async(console_history)()})
+        elif kind in CONTROL_ACTIONS:
+            await self._control(kind, content.get("markets"))
         else:
-            await self._reply_error(f"unknown message type {kind!r}; expected 'ping' or 'request_history'")
+            await self._reply_error(
+                f"unknown message type {kind!r}; expected ping, request_history, add_markets or remove_markets"
+            )
+
+    async def _control(self, action: str, markets: Any) -> None:
+        # Changing what a real-money trader watches needs a staff login; the loopback simulator does not.
+        user = self.scope.get("user")
+        if settings.ENVIRONMENT != Environment.SIM and not (user is not None and user.is_staff):
+            await self._reply_error(f"{action} needs a staff login outside sim")
+            return
+        try:
+            message = control_message(action, markets)
+        except ControlError as exc:
+            await self._reply_error(str(exc))
+            return
+        await self.channel_layer.group_send(settings.CONTROL_GROUP, message)
+        await self.send_json({"type": "control_sent", "data": {"action": action, "markets": markets}})
 
     async def _reply_error(self, message: str) -> None:
         await self.send_json({"type": "error", "data": {"message": message}})

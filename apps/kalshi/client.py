@@ -458,6 +458,11 @@ class KalshiWebSocketClient:
 
     # ----------------------------------------------------------------------------------------- markets
 
+    async def resync(self, tickers: list[str]) -> None:
+        """Ask for fresh snapshots of ``tickers`` (e.g. after a cross-check found a book wrong)."""
+        if self._ws is not None:
+            await self._resync(self._ws, [t for t in tickers if t in self.books])
+
     async def add_markets(self, tickers: list[str]) -> list[str]:
         """Add markets to the live subscription (``update_subscription`` add_markets). Returns those added."""
         added = [t for t in dict.fromkeys(tickers) if t not in self.books]

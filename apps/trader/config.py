@@ -30,6 +30,9 @@ class TraderConfig:
     web_host: str
     web_port: int
     exchange_public_key_pem: bytes = field(default=b"", repr=False)
+    discover: int = 0
+    """Pick this many markets by 24 h volume from REST instead of a fixed list."""
+    crosscheck_interval: float | None = None
 
 
 def _markets(raw: str | None, default: list[str]) -> list[str]:
@@ -77,6 +80,8 @@ def build_trader_config(
     confirm_production: bool = False,
     sim_markets: list[str] | None = None,
     sim_keys: tuple[Path, Path] | None = None,
+    discover: int | None = None,
+    crosscheck: float | None = None,
 ) -> TraderConfig:
     """Check every rule and load the key. ``sim_keys`` is the (private, public) pair for the simulator."""
     environment: Environment = settings.ENVIRONMENT
@@ -88,11 +93,23 @@ def build_trader_config(
     if not 0 <= web_port <= 65535:
         raise ConfigurationError(f"--port / TRADER_WEB_PORT must be 0..65535; got {web_port}")
     ws_url, api_url = settings.KALSHI_WS_URL, settings.KALSHI_API_URL
-    chosen = _markets(markets, settings.TRADER_MARKETS)
+    discover = settings.TRADER_DISCOVER if discover is None else discover
+    if discover < 0 or discover > 1000:
+        raise ConfigurationError(f"--discover / TRADER_DISCOVER must be 1..1000 markets (0 for off); got {discover}")
+    if discover and markets:
+        raise ConfigurationError("--discover picks the markets itself: leave out --markets")
+    crosscheck = settings.TRADER_CROSSCHECK_INTERVAL if crosscheck is None else crosscheck
+    if crosscheck is not None and crosscheck < 1:
+        raise ConfigurationError(
+            f"--crosscheck / TRADER_CROSSCHECK_INTERVAL must be at least 1 second; got {crosscheck}"
+        )
+    chosen = [] if discover else _markets(markets, settings.TRADER_MARKETS)
     if environment is Environment.SIM:
         start_exchange = not ws_url
         if not start_exchange:
             check_url(environment, "KALSHI_WS_URL", ws_url, websocket=True)
+            if (discover or crosscheck) and not api_url:
+                raise ConfigurationError("KALSHI_API_URL is required for --discover or --crosscheck with KALSHI_WS_URL")
         if sim_keys is None:
             raise ConfigurationError("the simulator key pair is missing")
         private_path, public_path = sim_keys
@@ -102,14 +119,16 @@ def build_trader_config(
             key_id = settings.KALSHI_API_KEY_ID or SIM_KEY_ID
             credentials = Credentials(key_id=key_id, private_key=load_private_key(private_path.read_bytes()))
         public_pem = public_path.read_bytes()
-        if not chosen:
+        if not chosen and not discover:
             chosen = (sim_markets or [])[:SIM_DEFAULT_MARKET_COUNT]
     else:
         start_exchange = False
         public_pem = b""
         credentials = _credentials(settings)
-        if not chosen:
-            raise ConfigurationError(f"TRADER_MARKETS (or --markets) is required when ENVIRONMENT={environment}")
+        if not chosen and not discover:
+            raise ConfigurationError(
+                f"TRADER_MARKETS (or --markets, or --discover N) is required when ENVIRONMENT={environment}"
+            )
     return TraderConfig(
         environment=environment,
         markets=chosen,
@@ -121,4 +140,6 @@ def build_trader_config(
         web_host=host or settings.TRADER_WEB_HOST,
         web_port=web_port,
         exchange_public_key_pem=public_pem,
+        discover=discover,
+        crosscheck_interval=crosscheck,
     )

@@ -12,8 +12,12 @@ from django.conf import settings
 
 from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
 from apps.kalshi.client import FeedListener, KalshiWebSocketClient
+from apps.kalshi.discovery import discover_markets
+from apps.kalshi.orderbook import OrderBook
+from apps.kalshi.rest import KalshiRestClient
 from apps.trader.broadcast import ChannelLayerBroadcaster
 from apps.trader.config import TraderConfig
+from apps.trader.control import listen_for_control
 from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
 from apps.trader.services import DjangoSessionStore
@@ -48,6 +52,22 @@ async def start_exchange(config: TraderConfig) -> ExchangeSimulator:
     return exchange
 
 
+class KalshiExchangeRest:
+    """The coordinator's ExchangeRest port on Kalshi's REST API (or the simulator's)."""
+
+    def __init__(self, client: KalshiRestClient) -> None:
+        self._client = client
+
+    async def discover(self, count: int) -> list[str]:
+        return await discover_markets(self._client, count)
+
+    async def orderbook(self, ticker: str) -> OrderBook:
+        return await self._client.orderbook(ticker)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 class TraderRuntime:
     """One run of the trader: the event bus and its broadcaster, the built-in exchange in sim, the coordinator."""
 
@@ -64,12 +84,15 @@ class TraderRuntime:
         self.bus.subscribe(
             "channel_layer", ChannelLayerBroadcaster(get_channel_layer(), settings.CONSOLE_GROUP), queue_size=5000
         )
-        ws_url = config.ws_url
+        ws_url, api_url = config.ws_url, config.api_url
+        rest: KalshiExchangeRest | None = None
         try:
             if config.start_exchange:
                 self.exchange = await start_exchange(config)
-                ws_url = self.exchange.ws_url
+                ws_url, api_url = self.exchange.ws_url, self.exchange.api_url
                 logger.info("built-in exchange listening on %s", ws_url)
+            if api_url and (config.discover or config.crosscheck_interval):
+                rest = KalshiExchangeRest(KalshiRestClient(api_url, config.credentials))
             self.coordinator = Coordinator(
                 options=CoordinatorOptions(
                     environment=config.environment.value,
@@ -77,10 +100,13 @@ class TraderRuntime:
                     exchange_url=ws_url,
                     heartbeat_stale_after=settings.TRADER_HEARTBEAT_STALE_SECONDS,
                     feed_idle_timeout=settings.TRADER_FEED_IDLE_TIMEOUT,
+                    discover=config.discover,
+                    crosscheck_interval=config.crosscheck_interval,
                 ),
                 client_factory=client_factory(config, ws_url),
                 store=DjangoSessionStore(),
                 bus=self.bus,
+                rest=rest,
             )
             if self._pending_shutdown:
                 self.coordinator.request_shutdown(self._pending_shutdown)
@@ -88,9 +114,18 @@ class TraderRuntime:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, self.request_shutdown, f"received {sig.name}")
-            return await self.coordinator.run()
+            control = asyncio.create_task(
+                listen_for_control(self.coordinator, get_channel_layer(), settings.CONTROL_GROUP), name="trader:control"
+            )
+            try:
+                return await self.coordinator.run()
+            finally:
+                control.cancel()
+                await asyncio.gather(control, return_exceptions=True)
         finally:
             await self.bus.close()
+            if rest is not None:
+                await rest.aclose()
             if self.exchange is not None:
                 await self.exchange.stop()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
@@ -55,7 +55,10 @@ def session_heartbeat(
 ) -> None:
     metrics = dict(status.get("metrics", {}))
     metrics.pop("event_bus", None)
+    # Markets change at runtime (discovery, add/remove from the console); the row follows.
+    fields: dict[str, Any] = {"markets": status["market_tickers"]} if "market_tickers" in status else {}
     TradingSession.objects.filter(pk=session_id).update(
+        **fields,
         current_state=state,
         state_entered_at=state_entered_at,
         heartbeat_at=timezone.now(),
@@ -84,16 +87,20 @@ def sessions_close_abandoned(*, environment: str) -> int:
 
 
 class DjangoSessionStore:
-    """SessionStore on the Django ORM; every call crosses to a worker thread once."""
+    """SessionStore on the Django ORM; every call crosses to a worker thread once.
+
+    database_sync_to_async closes stale connections around each call, so a long-running trader recovers
+    from a database restart and hands pooled connections back.
+    """
 
     async def session_start(self, *, environment: str, markets: list[str], exchange_url: str) -> int:
-        session = await sync_to_async(session_start)(
+        session = await database_sync_to_async(session_start)(
             environment=environment, markets=markets, exchange_url=exchange_url
         )
-        return session.pk
+        return int(session.pk)
 
     async def transition_record(self, *, session_id: int, transition: Transition) -> None:
-        await sync_to_async(transition_record)(session_id=session_id, transition=transition)
+        await database_sync_to_async(transition_record)(session_id=session_id, transition=transition)
 
     async def session_heartbeat(
         self,
@@ -105,7 +112,7 @@ class DjangoSessionStore:
         counters: dict[str, int],
         console: list[dict[str, Any]],
     ) -> None:
-        await sync_to_async(session_heartbeat)(
+        await database_sync_to_async(session_heartbeat)(
             session_id=session_id,
             state=state,
             state_entered_at=state_entered_at,
@@ -115,4 +122,4 @@ class DjangoSessionStore:
         )
 
     async def session_end(self, *, session_id: int, failed: bool, error: str) -> None:
-        await sync_to_async(session_end)(session_id=session_id, failed=failed, error=error)
+        await database_sync_to_async(session_end)(session_id=session_id, failed=failed, error=error)

@@ -97,7 +97,7 @@ def test_a_broken_rule_is_one_clear_line_and_exit_2(
 def test_paper_needs_markets_once_the_key_is_good(tmp_path: Path) -> None:
     result = runtrader(tmp_path, **PAPER, KALSHI_PRIVATE_KEY_PATH=str(a_key(tmp_path)))
     assert result.returncode == 2
-    assert "TRADER_MARKETS (or --markets) is required when ENVIRONMENT=paper" in result.stderr
+    assert "TRADER_MARKETS (or --markets, or --discover N) is required when ENVIRONMENT=paper" in result.stderr
     assert SECRET not in result.stderr + result.stdout
 
 

@@ -43,21 +43,36 @@ async def test_every_fault_mixed_then_healed_leaves_exact_books(
     sim_keys: tuple[Path, Path], credentials: Credentials, bus: EventBus
 ) -> None:
     sim = ExchangeSimulator(
-        SimulatorConfig(public_key_pem=sim_keys[1].read_bytes(), markets=None, message_rate=600.0, seed=2026,
-                        ping_interval=0.2)
+        SimulatorConfig(
+            public_key_pem=sim_keys[1].read_bytes(), markets=None, message_rate=600.0, seed=2026, ping_interval=0.2
+        )
     )
     await sim.start()
     log = EventLog()
     bus.subscribe("log", log)
 
     def factory(listener: FeedListener) -> KalshiWebSocketClient:
-        return KalshiWebSocketClient(url=sim.ws_url, credentials=credentials, markets=list(MARKETS), listener=listener,
-                                     idle_timeout=0.6, backoff=Backoff(initial=0.05, cap=0.3), resync_timeout=1.0)
+        return KalshiWebSocketClient(
+            url=sim.ws_url,
+            credentials=credentials,
+            markets=list(MARKETS),
+            listener=listener,
+            idle_timeout=0.6,
+            backoff=Backoff(initial=0.05, cap=0.3),
+            resync_timeout=1.0,
+        )
 
     coordinator = Coordinator(
-        options=CoordinatorOptions(environment="sim", markets=list(MARKETS), exchange_url=sim.ws_url,
-                                   status_interval=0.1, error_backoff=Backoff(initial=0.05, cap=0.2)),
-        client_factory=factory, store=DjangoSessionStore(), bus=bus,
+        options=CoordinatorOptions(
+            environment="sim",
+            markets=list(MARKETS),
+            exchange_url=sim.ws_url,
+            status_interval=0.1,
+            error_backoff=Backoff(initial=0.05, cap=0.2),
+        ),
+        client_factory=factory,
+        store=DjangoSessionStore(),
+        bus=bus,
     )
     run = asyncio.create_task(coordinator.run())
     rng = random.Random(2026)
@@ -72,6 +87,7 @@ async def test_every_fault_mixed_then_healed_leaves_exact_books(
         client = coordinator.client
         for ticker in MARKETS:
             book = client.books[ticker]
+            assert book.sid is not None and book.seq is not None
             truth = sim.book_at(ticker, book.sid, book.seq)
             assert truth is not None
             assert book.as_wire() == truth.as_wire(), ticker

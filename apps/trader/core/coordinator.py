@@ -20,10 +20,11 @@ from typing import Any
 
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.client import ClientMetrics, FeedEvent, FeedEventKind, HandshakeRejected, MarketMessage
+from apps.kalshi.crosscheck import BookCrossChecker
 from apps.kalshi.orderbook import OrderBook
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.health import evaluate_health
-from apps.trader.core.ports import FeedClient, FeedClientFactory, Recorder, SessionStore, counter_dict
+from apps.trader.core.ports import ExchangeRest, FeedClient, FeedClientFactory, Recorder, SessionStore, counter_dict
 from apps.trader.core.statemachine import StateMachine, Transition
 from apps.trader.core.states import STATE_TIMEOUTS, State
 
@@ -45,6 +46,10 @@ class CoordinatorOptions:
     heartbeat_stale_after: float = 10.0
     feed_idle_timeout: float = 30.0
     console_history: int = 200
+    discover: int = 0
+    """Pick this many markets by 24 h volume through REST in ``initializing`` (0: use ``markets``)."""
+    crosscheck_interval: float | None = None
+    """Seconds between comparisons of every live book with the exchange's REST book; None: off."""
 
 
 class Coordinator:
@@ -56,6 +61,7 @@ class Coordinator:
         store: SessionStore,
         bus: EventBus,
         recorder: Recorder | None = None,
+        rest: ExchangeRest | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.options = options
@@ -63,6 +69,9 @@ class Coordinator:
         self._store = store
         self._bus = bus
         self._recorder = recorder
+        self._rest = rest
+        self._crosscheck: BookCrossChecker | None = None
+        self._crosscheck_resyncs = 0
         self._last_recorded: tuple[int, int] | None = None
         """(sid, seq) of the last recorded message since the feed was last lost, for a disconnect gap."""
         self._finished_clients: dict[str, int] = {}
@@ -77,6 +86,7 @@ class Coordinator:
         self._shutdown = asyncio.Event()
         self._shutdown_reason = ""
         self._dirty_books: set[str] = set()
+        self._book_updated: dict[str, float] = {}
         self._console: deque[dict[str, Any]] = deque(maxlen=options.console_history)
         self._last_error = ""
         self._failed = False
@@ -108,6 +118,10 @@ class Coordinator:
             asyncio.create_task(self._status_loop(), name="trader:status"),
             asyncio.create_task(self._orderbook_loop(), name="trader:orderbooks"),
         ]
+        if self.options.crosscheck_interval and self._rest is not None:
+            background.append(
+                asyncio.create_task(self._crosscheck_loop(self.options.crosscheck_interval), name="trader:crosscheck")
+            )
         try:
             while self.machine.state is not State.SHUTDOWN:
                 next_state, context = await self._step()
@@ -180,6 +194,8 @@ class Coordinator:
         return State.INITIALIZING, f"Initializing {len(markets)} market(s): {', '.join(markets) or 'none'}"
 
     async def _initializing(self) -> tuple[State, str]:
+        if self.options.discover:
+            await self._discover()
         if not self.options.markets:
             raise ValueError("no markets to subscribe to; pass --markets or set TRADER_MARKETS")
         self._drain_feed_events()
@@ -209,6 +225,45 @@ class Coordinator:
                 return State.CONNECTING, f"Connection lost ({event.reason}); {_reconnect_context(event)}"
             if event.kind is FeedEventKind.FATAL:
                 raise HandshakeRejected(event.reason)
+
+    async def _discover(self) -> None:
+        if self._rest is None:
+            raise ValueError("market discovery needs the exchange's REST API (KALSHI_API_URL)")
+        count = self.options.discover
+        self.console("info", f"DISCOVERY: asking the exchange for the {count} open markets with the most 24 h volume")
+        markets = await self._rest.discover(count)
+        self.options.markets[:] = markets
+        self.console("info", f"DISCOVERY: picked {len(markets)} markets", ", ".join(markets))
+
+    async def _crosscheck_loop(self, interval: float) -> None:
+        """Compare live books with the exchange's REST books; a mismatch that persists is resynced."""
+        assert self._rest is not None
+        checked_client: FeedClient | None = None
+        while True:
+            await asyncio.sleep(interval)
+            client = self.client
+            if client is None or self.machine.state is not State.READY:
+                continue
+            if client is not checked_client or self._crosscheck is None:
+                checked_client = client
+
+                def is_stale(ticker: str, watched: FeedClient = client) -> bool:
+                    return ticker in watched.stale  # read each time: the client replaces its stale set
+
+                self._crosscheck = BookCrossChecker(self._rest.orderbook, client.books, skip=is_stale)
+            try:
+                results = await self._crosscheck.check_all(list(client.markets))
+            except Exception:
+                logger.exception("book cross-check failed")
+                continue
+            wrong = [r for r in results if r.persistent]
+            if wrong:
+                self._crosscheck_resyncs += len(wrong)
+                details = "; ".join(f"{r.ticker}: {', '.join(r.differences[:3])}" for r in wrong)
+                self.console(
+                    "warning", f"CROSS-CHECK: {len(wrong)} book(s) differ from the exchange; resyncing", details
+                )
+                await client.resync([r.ticker for r in wrong])
 
     async def _error(self) -> tuple[State, str]:
         await self._stop_client()
@@ -264,6 +319,7 @@ class Coordinator:
         Awaiting the recorder is the back-pressure path: it returns at once unless the recorder is full.
         """
         self._dirty_books.add(message.market_ticker)
+        self._book_updated[message.market_ticker] = time.time()
         if self._recorder is not None and self.session_id is not None:
             self._last_recorded = (message.sid, message.seq)
             await self._recorder.record(self.session_id, message, self._wall_clock())
@@ -381,7 +437,8 @@ class Coordinator:
     def _book_event(self, book: OrderBook, depth: int = 5) -> dict[str, Any]:
         data = book.summary(depth)
         data["stale"] = self.client is not None and book.market_ticker in self.client.stale
-        data["updated_at"] = self._now_iso()
+        updated = self._book_updated.get(book.market_ticker)
+        data["updated_at"] = datetime.fromtimestamp(updated, UTC).isoformat() if updated else None
         return data
 
     # ------------------------------------------------------------------------------------------ status
@@ -430,6 +487,7 @@ class Coordinator:
             "stale_deltas_dropped": m.stale_deltas_dropped if m else 0,
             "errors_by_code": counter_dict(m.errors_by_code) if m else {},
             "dropped_events": bus["dropped"],
+            **self._crosscheck_metrics(),
             "event_bus": bus,
             **self._recorder_metrics(),
         }
@@ -445,6 +503,13 @@ class Coordinator:
             "recorder_write_latency_ms": recorder.get("write_latency_ms", 0.0),
             "recorder_retries": recorder.get("retries", 0),
             "recorder_oldest_unwritten_age": recorder.get("oldest_unwritten_age"),
+        }
+
+    def _crosscheck_metrics(self) -> dict[str, Any]:
+        if self._crosscheck is None:
+            return {}
+        return {f"crosscheck_{name}": value for name, value in self._crosscheck.counters().items()} | {
+            "crosscheck_resyncs": self._crosscheck_resyncs
         }
 
     def _transition_metrics(self) -> dict[str, Any]:
@@ -465,7 +530,7 @@ class Coordinator:
         )
         markets = []
         if self.client is not None:
-            for ticker in self.options.markets:
+            for ticker in self.client.markets:
                 book = self.client.books.get(ticker)
                 if book is not None:
                     event = self._book_event(book, depth=0)
@@ -478,11 +543,35 @@ class Coordinator:
             "timestamp": self._now_iso(),
             "environment": self.options.environment,
             "session_id": self.session_id,
+            "market_tickers": list(self.options.markets),
             "state_entered_at": self.machine.entered_at_wall.isoformat(),
             "time_in_state": round(self.machine.time_in_state(), 1),
             "markets": markets,
             "metrics": metrics,
         }
+
+    async def add_markets(self, tickers: list[str]) -> list[str]:
+        """Subscribe to more markets on the live connection; they are stale until their snapshot."""
+        added = [t for t in dict.fromkeys(tickers) if t not in self.options.markets]
+        self.options.markets.extend(added)
+        if self.client is not None:
+            await self.client.add_markets(added)
+        if added:
+            self.console("info", f"MARKETS: added {', '.join(added)}", f"now {len(self.options.markets)} markets")
+        return added
+
+    async def remove_markets(self, tickers: list[str]) -> list[str]:
+        """Drop markets from the live subscription and from status."""
+        removed = [t for t in dict.fromkeys(tickers) if t in self.options.markets]
+        for ticker in removed:
+            self.options.markets.remove(ticker)
+            self._book_updated.pop(ticker, None)
+            self._dirty_books.discard(ticker)
+        if self.client is not None:
+            await self.client.remove_markets(removed)
+        if removed:
+            self.console("info", f"MARKETS: removed {', '.join(removed)}", f"now {len(self.options.markets)} markets")
+        return removed
 
     def orderbook_summary_line(self) -> str:
         m = self.metrics()

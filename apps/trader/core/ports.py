@@ -52,6 +52,22 @@ class FeedClient(Protocol):
 
     def silent_for(self) -> float | None: ...
 
+    async def add_markets(self, tickers: list[str]) -> list[str]: ...
+
+    async def remove_markets(self, tickers: list[str]) -> list[str]: ...
+
+    async def resync(self, tickers: list[str]) -> None: ...
+
+
+class ExchangeRest(Protocol):
+    """The exchange's REST side, for market discovery and the optional book cross-check."""
+
+    async def discover(self, count: int) -> list[str]:
+        """The ``count`` open markets with the highest 24 h volume; raises ExchangeClosed when closed."""
+        ...
+
+    async def orderbook(self, ticker: str) -> OrderBook: ...
+
 
 class Recorder(Protocol):
     """The lossless recording path: every applied snapshot and delta, and the gaps between them, in order.

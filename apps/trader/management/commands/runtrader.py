@@ -11,6 +11,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
 
 from apps.exchange.keys import ensure_key_pair
 from apps.exchange.simulator import DEFAULT_MARKETS
@@ -21,6 +23,13 @@ from apps.trader.runtime import TraderRuntime
 from apps.trader.services import sessions_close_abandoned
 
 logger = logging.getLogger(__name__)
+
+
+def unapplied_migrations() -> list[str]:
+    """Names of migrations the database still lacks; the trader cannot record into an old schema."""
+    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return [f"{migration.app_label}.{migration.name}" for migration, _backwards in plan]
 
 
 class Command(BaseCommand):
@@ -44,6 +53,20 @@ class Command(BaseCommand):
             help="Comma-separated market tickers to subscribe to (default: TRADER_MARKETS; in sim the first "
             "three simulator markets).",
         )
+        parser.add_argument(
+            "--discover",
+            type=int,
+            metavar="N",
+            help="Instead of --markets, subscribe to the N open markets with the highest 24 h volume, found "
+            "through REST GET /markets (default TRADER_DISCOVER). A closed exchange is waited for.",
+        )
+        parser.add_argument(
+            "--crosscheck",
+            type=float,
+            metavar="SECONDS",
+            help="Every SECONDS, compare each live book with REST GET /markets/{ticker}/orderbook; a mismatch "
+            "seen twice in a row triggers a resync (default TRADER_CROSSCHECK_INTERVAL; off).",
+        )
         parser.add_argument("--host", help="Interface for the web app (default TRADER_WEB_HOST, 127.0.0.1).")
         parser.add_argument("--port", type=int, help="Port for the web app (default TRADER_WEB_PORT, 8006).")
         parser.add_argument(
@@ -63,6 +86,13 @@ class Command(BaseCommand):
             config = self.load_config(options)
         except ConfigurationError as exc:
             self.stderr.write(f"configuration error: {exc}")
+            sys.exit(2)
+        pending = unapplied_migrations()
+        if pending:
+            self.stderr.write(
+                f"configuration error: DATABASE_URL: the database lacks {len(pending)} migration(s) "
+                f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
+            )
             sys.exit(2)
         closed = sessions_close_abandoned(environment=config.environment.value)
         if closed:
@@ -89,6 +119,8 @@ class Command(BaseCommand):
             confirm_production=bool(options.get("confirm_production")),
             sim_markets=list(DEFAULT_MARKETS),
             sim_keys=sim_keys,
+            discover=options.get("discover"),
+            crosscheck=options.get("crosscheck"),
         )
         if config.web and config.web_port and not port_is_free(config.web_host, config.web_port):
             raise ConfigurationError(
@@ -99,10 +131,8 @@ class Command(BaseCommand):
 
     def describe(self, config: TraderConfig) -> str:
         exchange = "built-in simulator on loopback" if config.start_exchange else config.ws_url
-        return (
-            f"Trader V3 | environment {config.environment.value} | markets {', '.join(config.markets)}\n"
-            f"Exchange: {exchange}"
-        )
+        markets = ", ".join(config.markets) or f"the top {config.discover} by 24 h volume"
+        return f"Trader V3 | environment {config.environment.value} | markets {markets}\nExchange: {exchange}"
 
     def run(self, config: TraderConfig) -> int:
         """Run until shutdown; returns the exit code."""

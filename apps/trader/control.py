@@ -1,0 +1,56 @@
+"""Runtime control of a running trader over the channel layer: add and remove markets.
+
+The console (or any process on the same channel layer) sends ``trader.control`` messages to one group;
+the trader listens on its own loop and applies them to the live subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from apps.trader.core.coordinator import Coordinator
+
+logger = logging.getLogger(__name__)
+
+CONTROL_ACTIONS = ("add_markets", "remove_markets")
+MAX_MARKETS_PER_COMMAND = 100
+_TICKER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class ControlError(ValueError):
+    """A control request that cannot be applied; the text says why."""
+
+
+def control_message(action: str, markets: Any) -> dict[str, Any]:
+    """Validate a request and build the channel-layer message for it."""
+    if action not in CONTROL_ACTIONS:
+        raise ControlError(f"unknown action {action!r}; expected one of {', '.join(CONTROL_ACTIONS)}")
+    if not isinstance(markets, list) or not markets or len(markets) > MAX_MARKETS_PER_COMMAND:
+        raise ControlError(f"'markets' must be a list of 1 to {MAX_MARKETS_PER_COMMAND} tickers")
+    for ticker in markets:
+        if not isinstance(ticker, str) or not _TICKER.match(ticker):
+            raise ControlError(f"{str(ticker)[:40]!r} is not a market ticker")
+    return {"type": "trader.control", "action": action, "markets": markets}
+
+
+async def listen_for_control(coordinator: Coordinator, channel_layer: Any, group: str) -> None:
+    """Apply control messages sent to ``group`` until cancelled. Bad messages are logged, never fatal."""
+    channel = await channel_layer.new_channel()
+    await channel_layer.group_add(group, channel)
+    try:
+        while True:
+            message = await channel_layer.receive(channel)
+            try:
+                request = control_message(message.get("action", ""), message.get("markets"))
+                if request["action"] == "add_markets":
+                    await coordinator.add_markets(request["markets"])
+                else:
+                    await coordinator.remove_markets(request["markets"])
+            except ControlError as exc:
+                coordinator.console("warning", f"CONTROL: request refused: {exc}")
+            except Exception:
+                logger.exception("control request failed")
+    finally:
+        await channel_layer.group_discard(group, channel)

@@ -1,0 +1,114 @@
+"""Discovery and the book cross-check, through the trader, against the built-in exchange's REST API."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from apps.exchange.simulator import ExchangeSimulator
+from apps.kalshi.environments import Environment
+from apps.kalshi.rest import KalshiRestClient
+from apps.kalshi.signing import Credentials
+from apps.trader.config import TraderConfig
+from apps.trader.core.states import State
+from apps.trader.models import StateTransition, TradingSession
+from apps.trader.runtime import TraderRuntime
+from tests.trader.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def sim_config(credentials: Credentials, keys: tuple[Path, Path], **overrides: object) -> TraderConfig:
+    fields: dict[str, object] = dict(
+        environment=Environment.SIM,
+        markets=[],
+        ws_url="",
+        api_url="",
+        credentials=credentials,
+        start_exchange=True,
+        web=False,
+        web_host="127.0.0.1",
+        web_port=0,
+        exchange_public_key_pem=keys[1].read_bytes(),
+    )
+    fields.update(overrides)
+    return TraderConfig(**fields)  # type: ignore[arg-type]
+
+
+async def top_by_volume(sim: ExchangeSimulator, credentials: Credentials, count: int) -> list[str]:
+    async with KalshiRestClient(sim.api_url, credentials) as rest:
+        markets = [m async for m in rest.markets()]
+    markets.sort(key=lambda m: (-m.volume_24h, m.ticker))
+    return [m.ticker for m in markets[:count]]
+
+
+async def test_discovery_subscribes_to_the_busiest_open_markets(
+    sim_keys: tuple[Path, Path], credentials: Credentials
+) -> None:
+    runtime = TraderRuntime(sim_config(credentials, sim_keys, discover=2))
+    run = asyncio.create_task(runtime.run(handle_signals=False))
+    try:
+        await wait_for(lambda: runtime.coordinator is not None and runtime.coordinator.machine.state is State.READY)
+        expected = await top_by_volume(runtime.exchange, credentials, 2)  # type: ignore[arg-type]
+        assert runtime.coordinator.options.markets == expected
+        assert sorted(runtime.coordinator.client.books) == sorted(expected)
+        await asyncio.sleep(1.2)  # one heartbeat
+    finally:
+        runtime.request_shutdown("done")
+        await run
+    session = await TradingSession.objects.aget(pk=runtime.coordinator.session_id)
+    assert session.markets == expected
+
+
+async def test_a_closed_exchange_is_waited_for_not_a_crash(
+    sim_keys: tuple[Path, Path], credentials: Credentials, exchange: ExchangeSimulator
+) -> None:
+    exchange.set_exchange_status(False)
+    runtime = TraderRuntime(
+        sim_config(
+            credentials, sim_keys, discover=1, start_exchange=False, ws_url=exchange.ws_url, api_url=exchange.api_url
+        )
+    )
+    run = asyncio.create_task(runtime.run(handle_signals=False))
+    try:
+        await wait_for(lambda: runtime.coordinator is not None and runtime.coordinator.machine.state is State.ERROR)
+        exchange.set_exchange_status(True)
+        await wait_for(lambda: runtime.coordinator.machine.state is State.READY, 15)
+    finally:
+        runtime.request_shutdown("done")
+        await run
+    rows = [r async for r in StateTransition.objects.filter(session_id=runtime.coordinator.session_id)]
+    closed = next(r for r in rows if r.to_state == "error")
+    assert closed.from_state == "initializing"
+    assert "the exchange is closed" in closed.context
+    assert [r.to_state for r in rows][-2:] == ["ready", "shutdown"]
+
+
+async def test_a_book_that_drifts_from_the_exchange_is_found_and_resynced(
+    sim_keys: tuple[Path, Path], credentials: Credentials
+) -> None:
+    runtime = TraderRuntime(
+        sim_config(credentials, sim_keys, markets=["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3"], crosscheck_interval=0.2)
+    )
+    run = asyncio.create_task(runtime.run(handle_signals=False))
+    try:
+        await wait_for(lambda: runtime.coordinator is not None and runtime.coordinator.machine.state is State.READY)
+        sim = runtime.exchange
+        sim.faults.stall = True  # a still book: REST and the live feed agree exactly
+        coordinator = runtime.coordinator
+        await wait_for(lambda: coordinator.metrics().get("crosscheck_checks", 0) >= 4)
+        assert coordinator.metrics()["crosscheck_persistent_mismatches"] == 0
+
+        book = coordinator.client.books["KXFED-26DEC-T4.25"]
+        best = max(book.yes)
+        book.yes[best] += 100  # the live book is now wrong by one contract at the best bid
+        await wait_for(lambda: coordinator.metrics().get("crosscheck_resyncs", 0) >= 1)
+        await wait_for(lambda: not coordinator.client.stale)
+        truth = sim.true_book("KXFED-26DEC-T4.25")
+        assert coordinator.client.books["KXFED-26DEC-T4.25"].as_wire() == truth.as_wire()
+        assert coordinator.client.metrics.resyncs >= 1
+    finally:
+        runtime.request_shutdown("done")
+        await run
