@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 
 def services_configured() -> bool:
@@ -21,3 +26,14 @@ def _real_services(request: pytest.FixtureRequest) -> None:
     if os.environ.get("REQUIRE_SERVICES") == "1":
         pytest.fail("REQUIRE_SERVICES=1 but DATABASE_URL (PostgreSQL) and REDIS_URL are not both set")
     pytest.skip("needs DATABASE_URL (PostgreSQL) and REDIS_URL; .ci/run provides them")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_worker_thread_connections(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """The async ORM opens connections on asgiref's worker thread; close them before the test database goes.
+
+    Otherwise PostgreSQL refuses to drop the test database while that thread still holds a session.
+    """
+    yield
+    with django_db_blocker.unblock():
+        asyncio.run(sync_to_async(connections.close_all)())
