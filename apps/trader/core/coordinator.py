@@ -21,7 +21,9 @@ from typing import Any
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.client import ClientMetrics, FeedEvent, FeedEventKind, HandshakeRejected, MarketMessage
 from apps.kalshi.crosscheck import BookCrossChecker
+from apps.kalshi.discovery import DiscoveryError
 from apps.kalshi.orderbook import OrderBook
+from apps.kalshi.rest import KalshiRestError
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.health import evaluate_health
 from apps.trader.core.ports import ExchangeRest, FeedClient, FeedClientFactory, Recorder, SessionStore, counter_dict
@@ -29,6 +31,9 @@ from apps.trader.core.statemachine import StateMachine, Transition
 from apps.trader.core.states import STATE_TIMEOUTS, State
 
 logger = logging.getLogger(__name__)
+
+# Failures that come from the exchange's side (refused key, closed exchange, REST errors) rather than a bug.
+EXPECTED_FAILURES = (HandshakeRejected, DiscoveryError, KalshiRestError)
 
 
 @dataclass
@@ -169,8 +174,8 @@ class Coordinator:
             return self._fail(f"{state.value} timed out after {timeout:g} s")
         try:
             return handler.result()
-        except HandshakeRejected as exc:
-            return self._fail(str(exc))
+        except EXPECTED_FAILURES as exc:
+            return self._fail(str(exc))  # the exchange's answer says it all: no traceback
         except Exception as exc:
             logger.exception("trader failed in %s", state.value)
             return self._fail(f"{type(exc).__name__} in {state.value}: {exc}")
