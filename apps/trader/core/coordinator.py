@@ -91,7 +91,7 @@ class Coordinator:
         self._shutdown = asyncio.Event()
         self._shutdown_reason = ""
         self._dirty_books: set[str] = set()
-        self._book_updated: dict[str, float] = {}
+        self._book_updated: dict[str, datetime] = {}
         self._console: deque[dict[str, Any]] = deque(maxlen=options.console_history)
         self._last_error = ""
         self._failed = False
@@ -323,11 +323,12 @@ class Coordinator:
 
         Awaiting the recorder is the back-pressure path: it returns at once unless the recorder is full.
         """
+        received_at = self._wall_clock()
         self._dirty_books.add(message.market_ticker)
-        self._book_updated[message.market_ticker] = time.time()
+        self._book_updated[message.market_ticker] = received_at
         if self._recorder is not None and self.session_id is not None:
             self._last_recorded = (message.sid, message.seq)
-            await self._recorder.record(self.session_id, message, self._wall_clock())
+            await self._recorder.record(self.session_id, message, received_at)
 
     async def _record_feed_event(self, recorder: Recorder, session_id: int, event: FeedEvent) -> None:
         """Gaps, lost connections and heals go into the recording, in order with the messages."""
@@ -443,7 +444,7 @@ class Coordinator:
         data = book.summary(depth)
         data["stale"] = self.client is not None and book.market_ticker in self.client.stale
         updated = self._book_updated.get(book.market_ticker)
-        data["updated_at"] = datetime.fromtimestamp(updated, UTC).isoformat() if updated else None
+        data["updated_at"] = updated.isoformat() if updated else None
         return data
 
     # ------------------------------------------------------------------------------------------ status
