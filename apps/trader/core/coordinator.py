@@ -196,6 +196,8 @@ class Coordinator:
     async def _startup(self) -> tuple[State, str]:
         await self._stop_client()
         markets = self.options.markets
+        if self.options.discover:
+            return State.INITIALIZING, f"Initializing: discovering the top {self.options.discover} markets by 24 h volume"
         return State.INITIALIZING, f"Initializing {len(markets)} market(s): {', '.join(markets) or 'none'}"
 
     async def _initializing(self) -> tuple[State, str]:
