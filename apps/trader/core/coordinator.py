@@ -197,7 +197,7 @@ class Coordinator:
         await self._stop_client()
         markets = self.options.markets
         if self.options.discover:
-            return State.INITIALIZING, f"Initializing: discovering the top {self.options.discover} markets by 24 h volume"
+            return State.INITIALIZING, f"Initializing: finding the top {self.options.discover} markets by 24 h volume"
         return State.INITIALIZING, f"Initializing {len(markets)} market(s): {', '.join(markets) or 'none'}"
 
     async def _initializing(self) -> tuple[State, str]:
