@@ -1,0 +1,111 @@
+"""The console page in a real headless Chromium, against runtrader started as a user starts it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_runtrader_process import ROOT, django_env, get
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def chromium() -> str:
+    if CHROMIUM is None:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail("REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install chromium)")
+        pytest.skip("needs chromium (apt-get install chromium); .ci/run installs it")
+    return CHROMIUM
+
+
+def rendered_dom(chromium: str, url: str) -> str:
+    """The page's DOM after its scripts ran for a few seconds of (virtual) time."""
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=4000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def wait_until_healthy(base: str) -> None:
+    deadline = time.monotonic() + 15
+    while get(f"{base}/v3/health")[0] != 200:
+        assert time.monotonic() < deadline, "the trader did not become healthy"
+        time.sleep(0.1)
+
+
+def test_the_console_shows_the_trader_live(tmp_path: Path, chromium: str) -> None:
+    env = django_env(tmp_path)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    trader = subprocess.Popen(
+        [sys.executable, "-u", "manage.py", "runtrader", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert trader.stdout is not None
+        url = ""
+        while not url:
+            line = trader.stdout.readline()
+            assert line, "runtrader ended early"
+            match = re.search(r"Console: (http://\S+/v3-trader)", line)
+            url = match.group(1) if match else ""
+        wait_until_healthy(url.removesuffix("/v3-trader"))
+        dom = rendered_dom(chromium, url)
+    finally:
+        trader.send_signal(signal.SIGTERM)
+        trader.wait(timeout=20)
+
+    assert re.search(r'id="state-badge"[^>]*data-state="ready"', dom)
+    assert re.search(r'id="socket-indicator"[^>]*data-socket="connected"', dom)
+    assert re.search(r'id="health-badge"[^>]*data-health="healthy"', dom)
+    rows = re.findall(r'<tr class="market-row[^"]*" data-ticker="([^"]+)" data-stale="false"', dom)
+    assert len(rows) == 3
+    # Best bids and asks as Kalshi writes them: a 4-decimal price times a 2-decimal size.
+    assert len(re.findall(r'<span class="px">\d\.\d{4}</span>', dom)) >= 6
+    assert len(re.findall(r'<span class="sz">\d+\.\d{2}</span>', dom)) >= 6
+    # The session's history was replayed into the console, in the product's line format.
+    assert re.search(
+        r'STATE TRANSITION: <span class="st" data-state="kalshi_connectivity_orderbook_client">'
+        r'kalshi_connectivity_orderbook_client</span> → <span class="st" data-state="ready">ready</span>',
+        dom,
+    )
+    assert "Context: Orderbooks live for 3 markets" in dom
