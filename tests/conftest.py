@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
+
+from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
+from apps.kalshi.signing import Credentials, generate_key_pair, load_private_key
+from tests.support import TEST_KEY_ID, StartSim
 
 
 def services_configured() -> bool:
@@ -37,3 +41,32 @@ def _close_worker_thread_connections(django_db_setup: None, django_db_blocker: A
     yield
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all)())
+
+
+@pytest.fixture(scope="session")
+def key_pair() -> tuple[bytes, bytes]:
+    """An RSA key pair (private PEM, public PEM) for signing requests to test simulators."""
+    return generate_key_pair()
+
+
+@pytest.fixture(scope="session")
+def credentials(key_pair: tuple[bytes, bytes]) -> Credentials:
+    return Credentials(key_id=TEST_KEY_ID, private_key=load_private_key(key_pair[0]))
+
+
+@pytest.fixture
+async def start_sim(key_pair: tuple[bytes, bytes]) -> AsyncIterator[StartSim]:
+    """Start simulators that trust ``key_pair``; still books unless a message_rate is given."""
+    started: list[ExchangeSimulator] = []
+
+    async def start(**overrides: Any) -> ExchangeSimulator:
+        options: dict[str, Any] = {"public_key_pem": key_pair[1], "seed": 7, "message_rate": 0.0}
+        options.update(overrides)
+        sim = ExchangeSimulator(SimulatorConfig(**options))
+        await sim.start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        await sim.stop()

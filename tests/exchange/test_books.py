@@ -12,8 +12,8 @@ from apps.kalshi.fixedpoint import CONTRACT, DOLLAR
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, parse_message
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.signing import Credentials
-from tests.exchange.conftest import StartSim
 from tests.exchange.helpers import drain, open_ws, recv_n, send, subscribe
+from tests.support import StartSim
 
 FED, CPI, BTC, NBA, ETH = DEFAULT_MARKETS[:5]
 

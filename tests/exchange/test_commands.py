@@ -10,8 +10,8 @@ import pytest
 from apps.exchange.simulator import DEFAULT_MARKETS
 from apps.kalshi.messages import ERROR_TEXT
 from apps.kalshi.signing import Credentials
-from tests.exchange.conftest import StartSim
 from tests.exchange.helpers import drain, open_ws, recv, recv_n, recv_until, send, subscribe
+from tests.support import StartSim
 
 EXAMPLES = {
     e["name"]: e["payload"]

@@ -11,7 +11,6 @@ from apps.exchange.faults import Faults
 from apps.exchange.simulator import DEFAULT_MARKETS
 from apps.kalshi.messages import MalformedMessage, parse_message
 from apps.kalshi.signing import Credentials
-from tests.exchange.conftest import StartSim
 from tests.exchange.helpers import (
     drain,
     http_get,
@@ -23,6 +22,7 @@ from tests.exchange.helpers import (
     subscribe,
     wait_for,
 )
+from tests.support import StartSim
 
 FED, CPI = DEFAULT_MARKETS[:2]
 

@@ -12,8 +12,8 @@ from apps.kalshi.signing import (
     generate_key_pair,
     load_private_key,
 )
-from tests.exchange.conftest import StartSim
 from tests.exchange.helpers import now_ms, open_ws, recv, send
+from tests.support import TEST_KEY_ID, StartSim
 
 
 async def _rejected(sim, credentials, headers) -> tuple[int, str]:
@@ -58,7 +58,7 @@ async def test_no_headers_at_all_is_401(start_sim: StartSim, credentials: Creden
 
 async def test_signature_from_another_key_is_401(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
-    other = Credentials("test-key", load_private_key(generate_key_pair()[0]))
+    other = Credentials(TEST_KEY_ID, load_private_key(generate_key_pair()[0]))
     status, body = await _rejected(sim, credentials, other.headers("GET", WS_PATH, now_ms()))
     assert (status, body.strip()) == (401, "invalid signature")
 
@@ -94,7 +94,7 @@ async def test_non_numeric_timestamp_is_401(start_sim: StartSim, credentials: Cr
 
 
 async def test_key_id_must_match_when_configured(start_sim: StartSim, credentials: Credentials) -> None:
-    sim = await start_sim(key_id="test-key")
+    sim = await start_sim(key_id=TEST_KEY_ID)
     ws = await open_ws(sim, credentials)
     await ws.close()
     wrong = Credentials("someone-else", credentials.private_key)

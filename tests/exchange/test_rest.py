@@ -8,8 +8,8 @@ import pytest
 from apps.exchange.simulator import DEFAULT_MARKETS
 from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
 from apps.kalshi.signing import WS_PATH, Credentials, generate_key_pair, load_private_key
-from tests.exchange.conftest import StartSim
 from tests.exchange.helpers import http_get, http_json, now_ms, open_ws, recv_n, subscribe
+from tests.support import StartSim
 
 FED, CPI, BTC, NBA, ETH, NY = DEFAULT_MARKETS
 PRICE = re.compile(r"^\d\.\d{4}$")

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from apps.exchange.keys import ensure_key_pair
-from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
+from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.client import ConnectionStatus, FeedEvent, FeedEventKind, KalshiWebSocketClient, MarketMessage
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW, ERROR_CHANNEL
 from apps.kalshi.orderbook import OrderBook
-from apps.kalshi.signing import Credentials, load_private_key
+from apps.kalshi.signing import Credentials
+from tests.support import StartSim, eventually
 
 MARKETS = ["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3", "KXBTCD-26DEC31-T100000"]
 
@@ -37,24 +36,13 @@ class Listener:
         return [e.kind for e in self.events]
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return ensure_key_pair(tmp_path_factory.mktemp("keys"))
+@pytest.fixture
+async def exchange(start_sim: StartSim) -> ExchangeSimulator:
+    return await start_sim(message_rate=400.0, seed=11, ping_interval=0.2)
 
 
 @pytest.fixture
-async def exchange(keys: tuple[Path, Path]) -> AsyncIterator[ExchangeSimulator]:
-    sim = ExchangeSimulator(
-        SimulatorConfig(public_key_pem=keys[1].read_bytes(), message_rate=400.0, seed=11, ping_interval=0.2)
-    )
-    await sim.start()
-    yield sim
-    await sim.stop()
-
-
-@pytest.fixture
-def make_client(keys: tuple[Path, Path], exchange: ExchangeSimulator) -> Callable[..., KalshiWebSocketClient]:
-    credentials = Credentials(key_id="k", private_key=load_private_key(keys[0].read_bytes()))
+def make_client(credentials: Credentials, exchange: ExchangeSimulator) -> Callable[..., KalshiWebSocketClient]:
 
     def make(listener: Listener, **options: Any) -> KalshiWebSocketClient:
         from apps.kalshi.backoff import Backoff
@@ -69,12 +57,6 @@ def make_client(keys: tuple[Path, Path], exchange: ExchangeSimulator) -> Callabl
         )
 
     return make
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def assert_books_equal_the_exchange(client: KalshiWebSocketClient, exchange: ExchangeSimulator) -> None:
@@ -93,10 +75,10 @@ async def run_healed(
     """Run the client through a fault, switch the fault off, and check every book once healed."""
     task = asyncio.create_task(client.run())
     try:
-        await until(healed, 15)
+        await eventually(healed, 15)
         heal()
-        await until(lambda: client.status is ConnectionStatus.CONNECTED and not client.stale, 15)
-        await until(lambda: client.metrics.deltas_received > 0)
+        await eventually(lambda: client.status is ConnectionStatus.CONNECTED and not client.stale, 15)
+        await eventually(lambda: client.metrics.deltas_received > 0)
         assert_books_equal_the_exchange(client, exchange)
     finally:
         await client.close()
@@ -175,13 +157,13 @@ async def test_a_data_stall_with_pings_is_quiet_not_dead(make_client, exchange) 
     client = make_client(listener, idle_timeout=0.8)
     task = asyncio.create_task(client.run())
     try:
-        await until(lambda: not client.stale and client.status is ConnectionStatus.CONNECTED)
+        await eventually(lambda: not client.stale and client.status is ConnectionStatus.CONNECTED)
         exchange.faults.stall = True
         await asyncio.sleep(1.5)  # longer than the idle timeout, but pings keep arriving
         assert client.metrics.reconnects == 0
         assert (client.silent_for() or 0) < 0.8
         exchange.faults.stall = False
-        await until(lambda: client.metrics.deltas_received > 10)
+        await eventually(lambda: client.metrics.deltas_received > 10)
         assert_books_equal_the_exchange(client, exchange)
     finally:
         await client.close()
@@ -203,29 +185,18 @@ async def test_a_silent_socket_is_dead_and_reconnected(make_client, exchange) ->
     assert "socket silent" in lost.reason
 
 
-async def test_a_reader_too_slow_for_the_exchange_is_cut_off_with_error_25_and_recovers(keys) -> None:
-    sim = ExchangeSimulator(
-        SimulatorConfig(
-            public_key_pem=keys[1].read_bytes(),
-            message_rate=3000.0,
-            seed=5,
-            outbound_limit=100,
-            socket_send_buffer=4096,
-        )
-    )
-    await sim.start()
+async def test_a_reader_too_slow_for_the_exchange_is_cut_off_with_error_25_and_recovers(
+    start_sim: StartSim, credentials: Credentials
+) -> None:
+    sim = await start_sim(message_rate=3000.0, seed=5, outbound_limit=100, socket_send_buffer=4096)
     listener = Listener(delay=0.004)
-    credentials = Credentials(key_id="k", private_key=load_private_key(keys[0].read_bytes()))
     client = KalshiWebSocketClient(url=sim.ws_url, credentials=credentials, markets=list(MARKETS), listener=listener)
-    try:
 
-        def heal() -> None:
-            listener.delay = 0.0
-            sim.config.message_rate = 100.0
+    def heal() -> None:
+        listener.delay = 0.0
+        sim.config.message_rate = 100.0
 
-        await run_healed(client, sim, heal, lambda: client.metrics.errors_by_code[ERROR_BUFFER_OVERFLOW] >= 1)
-    finally:
-        await sim.stop()
+    await run_healed(client, sim, heal, lambda: client.metrics.errors_by_code[ERROR_BUFFER_OVERFLOW] >= 1)
 
 
 async def test_markets_are_added_and_removed_on_the_live_subscription(make_client, exchange) -> None:
@@ -233,13 +204,13 @@ async def test_markets_are_added_and_removed_on_the_live_subscription(make_clien
     client = make_client(listener)
     task = asyncio.create_task(client.run())
     try:
-        await until(lambda: not client.stale and client.status is ConnectionStatus.CONNECTED)
+        await eventually(lambda: not client.stale and client.status is ConnectionStatus.CONNECTED)
         extra = [m for m in exchange.markets if m not in MARKETS][:2]
         assert await client.add_markets(extra) == extra
-        await until(lambda: not client.stale and all(client.books[t].seq for t in extra))
+        await eventually(lambda: not client.stale and all(client.books[t].seq for t in extra))
         await client.remove_markets([MARKETS[0]])
         assert MARKETS[0] not in client.books
-        await until(lambda: client.metrics.deltas_received > 50)
+        await eventually(lambda: client.metrics.deltas_received > 50)
         assert sorted(client.markets) == sorted([*MARKETS[1:], *extra])
         assert_books_equal_the_exchange(client, exchange)
         assert client.metrics.reconnects == 0

@@ -1,58 +1,28 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator, SimulatorConfig
+from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.crosscheck import BookCrossChecker, compare_with_rest, diff_books
 from apps.kalshi.discovery import ExchangeClosed, NoOpenMarkets, discover_markets
 from apps.kalshi.fixedpoint import CONTRACT, format_price, format_size, parse_size
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.rest import KalshiRestClient, KalshiRestError
-from apps.kalshi.signing import Credentials, generate_key_pair, load_private_key
+from apps.kalshi.signing import Credentials
 from tests.exchange.helpers import http_json
+from tests.support import StartSim
 
 FED, CPI, BTC, NBA, ETH, NY = DEFAULT_MARKETS
 MARKETS = [f"KXDISC-26-M{i:02d}" for i in range(14)]
 
-StartSim = Callable[..., Awaitable[ExchangeSimulator]]
-
-
-@pytest.fixture(scope="module")
-def key_pair() -> tuple[bytes, bytes]:
-    return generate_key_pair()
-
-
-@pytest.fixture(scope="module")
-def credentials(key_pair: tuple[bytes, bytes]) -> Credentials:
-    return Credentials(key_id="discovery-test-key", private_key=load_private_key(key_pair[0]))
-
-
-@pytest.fixture
-async def start_sim(key_pair: tuple[bytes, bytes]) -> AsyncIterator[StartSim]:
-    """Start simulators whose books stay still (no message rate); each is stopped after the test."""
-    started: list[ExchangeSimulator] = []
-
-    async def start(**overrides: Any) -> ExchangeSimulator:
-        options: dict[str, Any] = {"public_key_pem": key_pair[1], "seed": 23, "message_rate": 0.0}
-        options.update(overrides)
-        sim = ExchangeSimulator(SimulatorConfig(**options))
-        await sim.start()
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        await sim.stop()
-
 
 @pytest.fixture
 async def sim(start_sim: StartSim) -> ExchangeSimulator:
-    return await start_sim()
+    return await start_sim(seed=23)
 
 
 @pytest.fixture
@@ -86,7 +56,7 @@ async def expected_top(sim: ExchangeSimulator, credentials: Credentials, count: 
 async def test_discovery_picks_the_highest_24h_volume_across_pages(
     start_sim: StartSim, credentials: Credentials
 ) -> None:
-    sim = await start_sim(markets=MARKETS)
+    sim = await start_sim(markets=MARKETS, seed=23)
     # Distinct volumes, a tie (M03 and M09) and fractional contracts; listing order is not volume order.
     volumes = [500, 7_000, 120, 9_999, 0, 4_250, 50, 8_000, 3_333, 9_999, 10, 7_000, 25, 1]
     set_volumes(sim, {t: v * CONTRACT + (i % 3) * 25 for i, (t, v) in enumerate(zip(MARKETS, volumes, strict=True))})
@@ -109,7 +79,7 @@ async def test_discovery_picks_the_highest_24h_volume_across_pages(
 
 
 async def test_ties_are_broken_by_ticker(start_sim: StartSim, credentials: Credentials) -> None:
-    sim = await start_sim(markets=list(reversed(MARKETS[:6])))
+    sim = await start_sim(markets=list(reversed(MARKETS[:6])), seed=23)
     set_volumes(sim, dict.fromkeys(MARKETS[:6], 42 * CONTRACT))
     async with KalshiRestClient(sim.api_url, credentials) as rest:
         assert await discover_markets(rest, 3, page_size=2) == MARKETS[:3]

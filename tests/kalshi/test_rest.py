@@ -2,62 +2,33 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator, SimulatorConfig
+from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.fixedpoint import parse_price, parse_size
 from apps.kalshi.rest import ExchangeStatus, KalshiRestClient, KalshiRestError, MalformedResponse, MarketInfo
 from apps.kalshi.signing import HEADER_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP, Credentials, load_private_key, verify
 from apps.kalshi.signing import generate_key_pair as new_key_pair
 from tests.exchange.helpers import http_json
+from tests.support import TEST_KEY_ID, StartSim
 
 FED, CPI, BTC, NBA, ETH, NY = DEFAULT_MARKETS
-KEY_ID = "rest-test-key-7f3a"
+KEY_ID = TEST_KEY_ID
 MANY_MARKETS = [f"KXTEST-26-M{i:02d}" for i in range(11)]
-
-StartSim = Callable[..., Awaitable[ExchangeSimulator]]
 
 
 def fast_backoff() -> Backoff:
     return Backoff(initial=0.001, cap=0.005)
 
 
-@pytest.fixture(scope="module")
-def key_pair() -> tuple[bytes, bytes]:
-    return new_key_pair()
-
-
-@pytest.fixture(scope="module")
-def credentials(key_pair: tuple[bytes, bytes]) -> Credentials:
-    return Credentials(key_id=KEY_ID, private_key=load_private_key(key_pair[0]))
-
-
-@pytest.fixture
-async def start_sim(key_pair: tuple[bytes, bytes]) -> AsyncIterator[StartSim]:
-    """Start simulators whose books stay still (no message rate); each is stopped after the test."""
-    started: list[ExchangeSimulator] = []
-
-    async def start(**overrides: Any) -> ExchangeSimulator:
-        options: dict[str, Any] = {"public_key_pem": key_pair[1], "key_id": KEY_ID, "seed": 11, "message_rate": 0.0}
-        options.update(overrides)
-        sim = ExchangeSimulator(SimulatorConfig(**options))
-        await sim.start()
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        await sim.stop()
-
-
 @pytest.fixture
 async def sim(start_sim: StartSim) -> ExchangeSimulator:
-    return await start_sim()
+    return await start_sim(key_id=KEY_ID, seed=11)
 
 
 @pytest.fixture
@@ -194,7 +165,7 @@ async def test_429_gives_up_after_max_retries(sim: ExchangeSimulator, credential
 
 
 async def test_429_while_paging_resumes_the_same_page(start_sim: StartSim, credentials: Credentials) -> None:
-    sim = await start_sim(markets=MANY_MARKETS)
+    sim = await start_sim(markets=MANY_MARKETS, key_id=KEY_ID, seed=11)
     async with KalshiRestClient(sim.api_url, credentials, backoff=fast_backoff()) as client:
         first = client.markets(limit=4)
         tickers = [(await anext(first)).ticker for _ in range(4)]
@@ -235,7 +206,7 @@ async def test_malformed_exchange_status_names_the_field(credentials: Credential
 async def test_markets_page_through_every_page_and_match_one_big_page(
     start_sim: StartSim, credentials: Credentials
 ) -> None:
-    sim = await start_sim(markets=MANY_MARKETS)
+    sim = await start_sim(markets=MANY_MARKETS, key_id=KEY_ID, seed=11)
     async with KalshiRestClient(sim.api_url, credentials) as client:
         paged = [m async for m in client.markets(limit=3)]
         assert client.metrics.requests == 4  # 3 + 3 + 3 + 2

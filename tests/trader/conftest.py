@@ -2,36 +2,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
 
-from apps.exchange.keys import ensure_key_pair
-from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
-from apps.kalshi.signing import Credentials, load_private_key
+from apps.exchange.simulator import ExchangeSimulator
 from apps.trader.core.eventbus import Event, EventBus
-
-
-@pytest.fixture(scope="session")
-def sim_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return ensure_key_pair(tmp_path_factory.mktemp("keys"))
+from tests.support import StartSim
 
 
 @pytest.fixture
-def credentials(sim_keys: tuple[Path, Path]) -> Credentials:
-    return Credentials(key_id="sim-local-key", private_key=load_private_key(sim_keys[0].read_bytes()))
-
-
-@pytest.fixture
-async def exchange(sim_keys: tuple[Path, Path]) -> AsyncIterator[ExchangeSimulator]:
-    sim = ExchangeSimulator(
-        SimulatorConfig(public_key_pem=sim_keys[1].read_bytes(), key_id="sim-local-key", message_rate=200.0, seed=7)
-    )
-    await sim.start()
-    yield sim
-    await sim.stop()
+async def exchange(start_sim: StartSim) -> ExchangeSimulator:
+    """A built-in exchange with moving books."""
+    return await start_sim(message_rate=200.0, seed=7)
 
 
 class EventLog:
@@ -68,9 +52,3 @@ async def layer_inbox() -> AsyncIterator[Callable[[], Any]]:
 
     yield receive
     await layer.group_discard(settings.CONSOLE_GROUP, channel)
-
-
-async def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.01)

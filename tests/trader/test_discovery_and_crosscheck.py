@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -15,12 +14,12 @@ from apps.trader.config import TraderConfig
 from apps.trader.core.states import State
 from apps.trader.models import StateTransition, TradingSession
 from apps.trader.runtime import TraderRuntime
-from tests.trader.conftest import wait_for
+from tests.support import eventually as wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def sim_config(credentials: Credentials, keys: tuple[Path, Path], **overrides: object) -> TraderConfig:
+def sim_config(credentials: Credentials, keys: tuple[bytes, bytes], **overrides: object) -> TraderConfig:
     fields: dict[str, object] = dict(
         environment=Environment.SIM,
         markets=[],
@@ -31,7 +30,7 @@ def sim_config(credentials: Credentials, keys: tuple[Path, Path], **overrides: o
         web=False,
         web_host="127.0.0.1",
         web_port=0,
-        exchange_public_key_pem=keys[1].read_bytes(),
+        exchange_public_key_pem=keys[1],
     )
     fields.update(overrides)
     return TraderConfig(**fields)  # type: ignore[arg-type]
@@ -45,9 +44,9 @@ async def top_by_volume(sim: ExchangeSimulator, credentials: Credentials, count:
 
 
 async def test_discovery_subscribes_to_the_busiest_open_markets(
-    sim_keys: tuple[Path, Path], credentials: Credentials
+    key_pair: tuple[bytes, bytes], credentials: Credentials
 ) -> None:
-    runtime = TraderRuntime(sim_config(credentials, sim_keys, discover=2))
+    runtime = TraderRuntime(sim_config(credentials, key_pair, discover=2))
     run = asyncio.create_task(runtime.run(handle_signals=False))
     try:
         await wait_for(lambda: runtime.coordinator is not None and runtime.coordinator.machine.state is State.READY)
@@ -63,12 +62,12 @@ async def test_discovery_subscribes_to_the_busiest_open_markets(
 
 
 async def test_a_closed_exchange_is_waited_for_not_a_crash(
-    sim_keys: tuple[Path, Path], credentials: Credentials, exchange: ExchangeSimulator
+    key_pair: tuple[bytes, bytes], credentials: Credentials, exchange: ExchangeSimulator
 ) -> None:
     exchange.set_exchange_status(False)
     runtime = TraderRuntime(
         sim_config(
-            credentials, sim_keys, discover=1, start_exchange=False, ws_url=exchange.ws_url, api_url=exchange.api_url
+            credentials, key_pair, discover=1, start_exchange=False, ws_url=exchange.ws_url, api_url=exchange.api_url
         )
     )
     run = asyncio.create_task(runtime.run(handle_signals=False))
@@ -87,10 +86,10 @@ async def test_a_closed_exchange_is_waited_for_not_a_crash(
 
 
 async def test_a_book_that_drifts_from_the_exchange_is_found_and_resynced(
-    sim_keys: tuple[Path, Path], credentials: Credentials
+    key_pair: tuple[bytes, bytes], credentials: Credentials
 ) -> None:
     runtime = TraderRuntime(
-        sim_config(credentials, sim_keys, markets=["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3"], crosscheck_interval=0.2)
+        sim_config(credentials, key_pair, markets=["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3"], crosscheck_interval=0.2)
     )
     run = asyncio.create_task(runtime.run(handle_signals=False))
     try:

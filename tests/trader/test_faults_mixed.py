@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,8 @@ from apps.trader.core.eventbus import EventBus
 from apps.trader.core.states import State
 from apps.trader.models import StateTransition
 from apps.trader.services import DjangoSessionStore
-from tests.trader.conftest import EventLog, wait_for
+from tests.support import eventually as wait_for
+from tests.trader.conftest import EventLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,12 +40,10 @@ def random_faults(rng: random.Random) -> Faults:
 
 
 async def test_every_fault_mixed_then_healed_leaves_exact_books(
-    sim_keys: tuple[Path, Path], credentials: Credentials, bus: EventBus
+    key_pair: tuple[bytes, bytes], credentials: Credentials, bus: EventBus
 ) -> None:
     sim = ExchangeSimulator(
-        SimulatorConfig(
-            public_key_pem=sim_keys[1].read_bytes(), markets=None, message_rate=600.0, seed=2026, ping_interval=0.2
-        )
+        SimulatorConfig(public_key_pem=key_pair[1], markets=None, message_rate=600.0, seed=2026, ping_interval=0.2)
     )
     await sim.start()
     log = EventLog()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,8 @@ from apps.trader.core.states import State
 from apps.trader.models import StateTransition, TradingSession
 from apps.trader.runtime import TraderRuntime
 from apps.trader.services import DjangoSessionStore
-from tests.trader.conftest import EventLog, wait_for
+from tests.support import eventually as wait_for
+from tests.trader.conftest import EventLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -162,7 +162,7 @@ async def test_a_state_that_outlives_its_timeout_goes_to_error(credentials: Cred
 
 
 async def test_the_runtime_starts_the_built_in_exchange_and_broadcasts_to_the_channel_layer(
-    sim_keys: tuple[Path, Path], credentials: Credentials, layer_inbox: object
+    key_pair: tuple[bytes, bytes], credentials: Credentials, layer_inbox: object
 ) -> None:
     config = TraderConfig(
         environment=Environment.SIM,
@@ -174,7 +174,7 @@ async def test_the_runtime_starts_the_built_in_exchange_and_broadcasts_to_the_ch
         web=False,
         web_host="127.0.0.1",
         web_port=0,
-        exchange_public_key_pem=sim_keys[1].read_bytes(),
+        exchange_public_key_pem=key_pair[1],
     )
     runtime = TraderRuntime(config)
     run = asyncio.create_task(runtime.run(handle_signals=False))
