@@ -79,13 +79,19 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     # Handlers for channel-layer events ``trader.<kind>``; each forwards ``{"type": kind, "data": ...}``.
 
     async def trader_state_transition(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "state_transition", "data": event["data"]})
+        await self._forward("state_transition", event)
 
     async def trader_trader_status(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "trader_status", "data": event["data"]})
+        await self._forward("trader_status", event)
 
     async def trader_orderbook(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "orderbook", "data": event["data"]})
+        await self._forward("orderbook", event)
 
     async def trader_console(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "console", "data": event["data"]})
+        await self._forward("console", event)
+
+    async def _forward(self, kind: str, event: dict[str, Any]) -> None:
+        message: dict[str, Any] = {"type": kind, "data": event["data"]}
+        if "seq" in event:
+            message["seq"] = event["seq"]  # lets the browser count events the channel layer dropped
+        await self.send_json(message)

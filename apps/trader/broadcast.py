@@ -10,12 +10,19 @@ EVENT_PREFIX = "trader."
 """Channel-layer event types are ``trader.<kind>``, so they never clash with ``websocket.*``."""
 
 
-def layer_message(event: Event) -> dict[str, Any]:
-    return {"type": f"{EVENT_PREFIX}{event.kind}", "data": event.data}
+def layer_message(event: Event, seq: int | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"type": f"{EVENT_PREFIX}{event.kind}", "data": event.data}
+    if seq is not None:
+        message["seq"] = seq
+    return message
 
 
 class ChannelLayerBroadcaster:
-    """An event bus subscriber that sends every event to one channel-layer group."""
+    """An event bus subscriber that sends every event to one channel-layer group.
+
+    group_send never reports a message it dropped (a member over capacity, or expired), so every event
+    carries a running ``seq``: a console that sees it jump knows how many it missed and says so.
+    """
 
     def __init__(self, channel_layer: Any, group: str) -> None:
         self._layer = channel_layer
@@ -23,5 +30,5 @@ class ChannelLayerBroadcaster:
         self.sent = 0
 
     async def __call__(self, event: Event) -> None:
-        await self._layer.group_send(self._group, layer_message(event))
         self.sent += 1
+        await self._layer.group_send(self._group, layer_message(event, self.sent))

@@ -184,6 +184,8 @@
   // ---------------------------------------------------------------- state
 
   const S = {
+    lastSeq: null,
+    missed: 0,
     ws: null,
     socketState: 'connecting',
     attempt: 0,
@@ -727,6 +729,7 @@
   }
 
   function onReplay(data) {
+    S.lastSeq = null; // the replay covers whatever happened while this page was away
     const d = obj(data);
     clearConsole();
     clearMarkets();
@@ -772,8 +775,20 @@
     ['control_sent', onControlSent],
   ]);
 
+  // The trader numbers every live event; a jump means the channel layer dropped some on the way here.
+  function countMissed(seq) {
+    if (!isNum(seq)) return;
+    if (S.lastSeq !== null && seq > S.lastSeq + 1) {
+      const missed = seq - S.lastSeq - 1;
+      S.missed += missed;
+      pushEntries([systemEntry('warning', `MISSED ${missed} live event(s) (${S.missed} in all); rows catch up on the next update`)]);
+    }
+    S.lastSeq = seq; // a lower number means the trader restarted: start counting again
+  }
+
   function handleMessage(msg) {
     if (!isObj(msg) || typeof msg.type !== 'string') return;
+    countMissed(msg.seq);
     const handler = HANDLERS.get(msg.type);
     if (!handler) return;
     try {

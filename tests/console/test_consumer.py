@@ -133,3 +133,17 @@ async def test_a_foreign_origin_is_refused() -> None:
     communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://evil.example")])
     connected, _ = await communicator.connect()
     assert not connected
+
+
+async def test_live_events_carry_a_running_seq_so_a_console_can_count_what_it_missed() -> None:
+    from apps.trader.broadcast import ChannelLayerBroadcaster
+
+    communicator = await connect()
+    await communicator.receive_json_from()  # history
+    broadcaster = ChannelLayerBroadcaster(get_channel_layer(), settings.CONSOLE_GROUP)
+    for n in range(3):
+        await broadcaster(Event("console", {"n": n}))
+    received = [await communicator.receive_json_from() for _ in range(3)]
+    assert [m["seq"] for m in received] == [1, 2, 3]
+    assert [m["data"]["n"] for m in received] == [0, 1, 2]
+    await communicator.disconnect()
