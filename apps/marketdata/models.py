@@ -6,6 +6,10 @@ and replaying one market's snapshots and deltas in position order rebuilds its b
 
 Prices are integers in 1/10,000 dollar and sizes in 1/100 contract (``apps.kalshi.fixedpoint``), never
 floats. Snapshot levels are stored as received: ``[[price, size], ...]`` integer pairs.
+
+The session foreign keys have no database constraint on purpose: a batch insert then never reads the
+session table (no per-row check during COPY, and on SQLite no lock shared with the trader's own writes).
+Deleting a session still deletes its recording: Django cascades it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ class RecordedSnapshot(models.Model):
 
     pk = models.CompositePrimaryKey("session", "position")
     # The composite key starts with session_id, so it already indexes "one session in receive order".
-    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="+", db_index=False)
+    session = models.ForeignKey(
+        TradingSession, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     position = models.BigIntegerField(help_text="Place in the session's receive order (shared with deltas, gaps).")
     market_ticker = models.CharField(max_length=100)
     sid = models.IntegerField()
@@ -54,7 +60,9 @@ class RecordedDelta(models.Model):
         NO = "no", "NO"
 
     pk = models.CompositePrimaryKey("session", "position")
-    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="+", db_index=False)
+    session = models.ForeignKey(
+        TradingSession, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     position = models.BigIntegerField(help_text="Place in the session's receive order (shared with snapshots, gaps).")
     market_ticker = models.CharField(max_length=100)
     sid = models.IntegerField()
@@ -80,7 +88,9 @@ class RecordedGap(models.Model):
         SEQ = "seq", "Seq gap"
         DISCONNECT = "disconnect", "Connection lost"
 
-    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="recorded_gaps")
+    session = models.ForeignKey(
+        TradingSession, on_delete=models.CASCADE, related_name="recorded_gaps", db_constraint=False
+    )
     position = models.BigIntegerField(help_text="Place in the session's receive order.")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SEQ)
     sid = models.IntegerField(null=True, blank=True)
@@ -105,7 +115,9 @@ class RecordedGap(models.Model):
 class RecordedMarket(models.Model):
     """Per-market totals of a session's recording, kept up to date by the writer with every batch."""
 
-    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="recorded_markets")
+    session = models.ForeignKey(
+        TradingSession, on_delete=models.CASCADE, related_name="recorded_markets", db_constraint=False
+    )
     market_ticker = models.CharField(max_length=100)
     snapshots = models.BigIntegerField(default=0)
     deltas = models.BigIntegerField(default=0)

@@ -2,8 +2,9 @@
 
 ``DatabaseRecorder`` implements the trader core's ``Recorder`` port. ``record`` turns a message into a
 plain row tuple and appends it to a buffer; a writer task takes batches off the buffer and writes each in
-one transaction on a dedicated thread (one Django connection, one crossing of the async boundary per
-batch). Nothing is ever dropped:
+one transaction off the event loop (one crossing of the async boundary per batch): on PostgreSQL on a
+dedicated thread with its own connection, on SQLite on Django's shared sync thread. Nothing is ever
+dropped:
 
 - the buffer holds at most ``capacity`` rows (plus the one a caller is handing over): when it is full,
   ``record`` waits until a batch is written, so the feed reader stops reading (back-pressure);
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 
 from apps.kalshi.backoff import Backoff
@@ -266,9 +268,13 @@ class DatabaseRecorder:
         flush_interval: float = 0.25,
         writer: BatchWriter | None = None,
         using: str = "default",
+        own_thread: bool | None = None,
         backoff: Backoff | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """``own_thread``: write on a dedicated thread with its own connection (default on PostgreSQL), or on
+        Django's shared sync thread (default elsewhere: SQLite takes one writer at a time, so the batches
+        queue up with the trader's other writes instead of contending with them for the lock)."""
         if capacity < 1 or batch_size < 1:
             raise ValueError("capacity and batch_size must be at least 1")
         self.capacity = capacity
@@ -289,6 +295,7 @@ class DatabaseRecorder:
         self._flushing = 0
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._own_thread = connections[using].vendor == "postgresql" if own_thread is None else own_thread
         self._closed = False
         self.stats = RecorderMetrics()
 
@@ -446,7 +453,7 @@ class DatabaseRecorder:
 
     def _ensure_started(self) -> None:
         if self._task is None or self._task.done():
-            if self._executor is None:
+            if self._executor is None and self._own_thread:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
             self._task = asyncio.get_running_loop().create_task(self._write_loop(), name="recorder:writer")
 
@@ -474,12 +481,14 @@ class DatabaseRecorder:
 
     async def _write_inflight(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write the in-flight batch, retrying with back-off until it is committed."""
-        assert self._executor is not None
         batch = self._inflight
         while True:
             started = time.monotonic()
             try:
-                await loop.run_in_executor(self._executor, self._writer, batch)
+                if self._executor is not None:
+                    await loop.run_in_executor(self._executor, self._writer, batch)
+                else:
+                    await sync_to_async(self._writer, thread_sensitive=True)(batch)
             except Exception as exc:
                 self.stats.retries += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}".strip()[:500]

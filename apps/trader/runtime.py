@@ -15,6 +15,7 @@ from apps.kalshi.client import FeedListener, KalshiWebSocketClient
 from apps.kalshi.discovery import discover_markets
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.rest import KalshiRestClient
+from apps.marketdata.recorder import DatabaseRecorder
 from apps.trader.broadcast import ChannelLayerBroadcaster
 from apps.trader.config import TraderConfig
 from apps.trader.control import listen_for_control
@@ -76,6 +77,7 @@ class TraderRuntime:
         self.coordinator: Coordinator | None = None
         self.exchange: ExchangeSimulator | None = None
         self.bus = EventBus()
+        self.recorder = DatabaseRecorder()
         self._pending_shutdown = ""
 
     async def run(self, *, handle_signals: bool = True) -> int:
@@ -107,6 +109,7 @@ class TraderRuntime:
                 store=DjangoSessionStore(),
                 bus=self.bus,
                 rest=rest,
+                recorder=self.recorder,
             )
             if self._pending_shutdown:
                 self.coordinator.request_shutdown(self._pending_shutdown)
@@ -123,6 +126,7 @@ class TraderRuntime:
                 control.cancel()
                 await asyncio.gather(control, return_exceptions=True)
         finally:
+            await self.recorder.close()
             await self.bus.close()
             if rest is not None:
                 await rest.aclose()

@@ -110,6 +110,10 @@ async def inject_every_fault(sim: ExchangeSimulator, coordinator: Coordinator, w
         writer.running.set()
     await back_to_live("back-pressure")
 
+    # A quiet end, so the last gap is healed before the trader stops.
+    faults.skip_seq_every = None
+    await back_to_live("the end of the faults")
+
 
 def rows_of(session_id: int) -> list[Recorded]:
     return list(recording_messages(session_id=session_id))
