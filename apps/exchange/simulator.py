@@ -851,15 +851,23 @@ class ExchangeSimulator:
         if not active:
             return False
         market = self._markets[self._schedule_rng.choice(active)]
-        change = market.next_change()
+        self.publish_change(market.ticker, market.next_change())
+        return True
+
+    def publish_change(self, ticker: str, change: Change, ts_ms: int | None = None) -> None:
+        """Apply one book change and send it to every subscriber of the market, as a generated one is.
+
+        Public so a change decided elsewhere (a recorded session being replayed) moves the book too.
+        ValueError when it would leave a negative size.
+        """
+        market = self._markets[ticker]
         self._event += 1
         market.apply(change, self._event)
-        ts_ms = int(time.time() * 1000)
+        ts_ms = int(time.time() * 1000) if ts_ms is None else ts_ms
         for session in list(self._sessions.values()):
             for sub in list(session.subs.values()):
                 if sub.active and sub.channel == CHANNEL_ORDERBOOK and market.ticker in sub.tickers:
                     self._send_delta(sub, market, change, ts_ms)
-        return True
 
     def _stalled(self, now: float) -> bool:
         stalled = self.faults.stall or now < self._stall_until

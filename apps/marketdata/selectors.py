@@ -9,9 +9,11 @@ N decides it. A gap (or a lost connection) makes the affected books unknown unti
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db.models import Max, Sum
 
@@ -88,13 +90,22 @@ def _levels(raw: list[list[int]]) -> list[Level]:
     return [(price, size) for price, size in raw]
 
 
-def _snapshots(session_id: int, market_ticker: str | None, chunk_size: int) -> Iterator[Recorded]:
-    rows = RecordedSnapshot.objects.filter(session_id=session_id)
+def _after(rows: Any, market_ticker: str | None, after: int) -> Any:
     if market_ticker is not None:
         rows = rows.filter(market_ticker=market_ticker)
+    if after:
+        rows = rows.filter(position__gt=after)
+    return rows.order_by("position")
+
+
+def _snapshots(
+    session_id: int, market_ticker: str | None, chunk_size: int, after: int = 0, limit: int | None = None
+) -> Iterator[Recorded]:
+    rows = _after(RecordedSnapshot.objects.filter(session_id=session_id), market_ticker, after)
     fields = ("position", "received_at", "market_ticker", "sid", "seq", "command_id", "yes", "no")
+    rows = rows.values_list(*fields)
     for position, received_at, ticker, sid, seq, command_id, yes, no in (
-        rows.order_by("position").values_list(*fields).iterator(chunk_size=chunk_size)
+        rows[:limit] if limit is not None else rows.iterator(chunk_size=chunk_size)
     ):
         snapshot = OrderbookSnapshot(
             sid=sid, seq=seq, market_ticker=ticker, market_id="", yes=_levels(yes), no=_levels(no), id=command_id
@@ -102,13 +113,14 @@ def _snapshots(session_id: int, market_ticker: str | None, chunk_size: int) -> I
         yield Recorded(position, received_at, snapshot)
 
 
-def _deltas(session_id: int, market_ticker: str | None, chunk_size: int) -> Iterator[Recorded]:
-    rows = RecordedDelta.objects.filter(session_id=session_id)
-    if market_ticker is not None:
-        rows = rows.filter(market_ticker=market_ticker)
+def _deltas(
+    session_id: int, market_ticker: str | None, chunk_size: int, after: int = 0, limit: int | None = None
+) -> Iterator[Recorded]:
+    rows = _after(RecordedDelta.objects.filter(session_id=session_id), market_ticker, after)
     fields = ("position", "received_at", "market_ticker", "sid", "seq", "side", "price", "delta", "ts_ms")
+    rows = rows.values_list(*fields)
     for position, received_at, ticker, sid, seq, side, price, delta, ts_ms in (
-        rows.order_by("position").values_list(*fields).iterator(chunk_size=chunk_size)
+        rows[:limit] if limit is not None else rows.iterator(chunk_size=chunk_size)
     ):
         message = OrderbookDelta(
             sid=sid, seq=seq, market_ticker=ticker, market_id="", price=price, delta=delta, side=side, ts_ms=ts_ms
@@ -116,9 +128,9 @@ def _deltas(session_id: int, market_ticker: str | None, chunk_size: int) -> Iter
         yield Recorded(position, received_at, message)
 
 
-def _gaps(session_id: int, market_ticker: str | None) -> list[Recorded]:
+def _gaps(session_id: int, market_ticker: str | None, after: int = 0) -> list[Recorded]:
     found = []
-    for gap in RecordedGap.objects.filter(session_id=session_id).order_by("position"):
+    for gap in _after(RecordedGap.objects.filter(session_id=session_id), None, after):
         markets = tuple(gap.markets)
         if market_ticker is not None and market_ticker not in markets:
             continue
@@ -149,6 +161,27 @@ def recording_messages(
         _deltas(session_id, market_ticker, chunk_size),
         key=lambda item: item.position,
     )
+
+
+def recording_page(*, session_id: int, after: int, limit: int) -> list[Recorded]:
+    """The next ``limit`` recorded items after ``position`` ``after``, in receive order (for paging)."""
+    merged = heapq.merge(
+        _gaps(session_id, None, after),
+        _snapshots(session_id, None, limit, after, limit),
+        _deltas(session_id, None, limit, after, limit),
+        key=lambda item: item.position,
+    )
+    return list(itertools.islice(merged, limit))
+
+
+def first_snapshots(*, session_id: int) -> dict[str, OrderbookSnapshot]:
+    """Each recorded market's first snapshot: the books a replay starts from."""
+    found: dict[str, OrderbookSnapshot] = {}
+    for ticker in recorded_markets(session_id=session_id):
+        item = next(_snapshots(session_id, ticker, 1, 0, 1), None)
+        if item is not None and isinstance(item.message, OrderbookSnapshot):
+            found[ticker] = item.message
+    return found
 
 
 class BookReplayer:

@@ -114,3 +114,53 @@ def sim_credentials(sim_key_pair: tuple[bytes, bytes]):
     from apps.kalshi.signing import Credentials, load_private_key
 
     return Credentials(key_id="recording-test", private_key=load_private_key(sim_key_pair[0]))
+
+
+async def record_script(session_id: int, script: list[tuple[str, Any]]) -> None:
+    """Record ("message", msg) / ("gap", kwargs) / ("heal", None) steps, 10 ms apart, through the real writer."""
+    from apps.marketdata.recorder import DatabaseRecorder
+
+    recorder = DatabaseRecorder(flush_interval=0.01)
+    for step, (kind, value) in enumerate(script):
+        when = at(10 * (step + 1))
+        if kind == "message":
+            await recorder.record(session_id, value, when)
+        elif kind == "gap":
+            await recorder.record_gap(session_id, detected_at=when, **value)
+        else:
+            await recorder.mark_healed(session_id, healed_at=when)
+    await recorder.close()
+
+
+# Two markets on sid 1, a seq gap healed by resync snapshots, a lost connection, then sid 2.
+# KXB trades in deci-cents; sizes include fractional contracts.
+SCRIPT: list[tuple[str, Any]] = [
+    ("message", snapshot("KXA", 1, 1, yes=[(4100, 300), (4200, 1250)], no=[(5500, 2000)])),
+    ("message", snapshot("KXB", 1, 2, yes=[(155, 10000)])),
+    ("message", delta("KXA", 1, 3, "yes", 4300, 500, ts_ms=1_795_000_000_001)),
+    ("message", delta("KXB", 1, 4, "no", 9800, 250, ts_ms=1_795_000_000_002)),
+    ("message", delta("KXA", 1, 5, "yes", 4200, -1250, ts_ms=1_795_000_000_003)),
+    ("gap", {"kind": "seq", "sid": 1, "expected_seq": 6, "received_seq": 8, "markets": ["KXA", "KXB"]}),
+    ("message", snapshot("KXA", 1, 9, yes=[(4100, 300), (4300, 500)], no=[(5500, 2000)], command_id=3)),
+    ("message", snapshot("KXB", 1, 10, yes=[(155, 10000)], no=[(9700, 100), (9800, 250)], command_id=3)),
+    ("heal", None),
+    ("message", delta("KXA", 1, 11, "no", 5600, 125, ts_ms=1_795_000_000_011)),
+    ("gap", {"kind": "disconnect", "sid": 1, "expected_seq": 12, "received_seq": None, "markets": ["KXA", "KXB"]}),
+    ("message", snapshot("KXA", 2, 1, yes=[(4400, 100)])),
+    ("message", snapshot("KXB", 2, 2, yes=[(155, 10000)], no=[(9800, 250)])),
+    ("heal", None),
+    ("message", delta("KXA", 2, 3, "yes", 4400, -100, ts_ms=1_795_000_000_023)),
+]
+
+
+def recorded_session() -> TradingSession:
+    """A finished session holding SCRIPT (for sync tests that need committed rows)."""
+    import asyncio
+
+    from apps.trader.services import session_end
+
+    session = new_session()
+    asyncio.run(record_script(session.pk, SCRIPT))
+    session_end(session_id=session.pk, failed=False, error="")
+    session.refresh_from_db()
+    return session

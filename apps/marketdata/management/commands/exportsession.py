@@ -1,0 +1,72 @@
+"""``manage.py exportsession <id|latest> --format jsonl|csv``: a recording as training data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from apps.marketdata.export import FIELDS, FORMATS, Progress, TextSink, export_records, write_records
+from apps.marketdata.selectors import RecordingError, recording_messages, recording_totals, session_resolve
+
+
+class Command(BaseCommand):
+    help = (
+        "Export a recorded session: one record per recorded message (snapshot, delta or gap) in receive "
+        f"order, with the fields {', '.join(FIELDS)}. Prices and counts are exact strings in Kalshi's formats. "
+        "A gap is written once per market it made stale, its seq being the first seq that never arrived. "
+        "Streams: memory does not grow with the session."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("session", help="a session id, or 'latest'")
+        parser.add_argument("--format", choices=FORMATS, default="jsonl", help="jsonl (default) or csv")
+        parser.add_argument("--market", metavar="TICKER", help="only this market")
+        parser.add_argument("--output", metavar="FILE", type=Path, help="write here instead of standard output")
+        bar = parser.add_mutually_exclusive_group()
+        bar.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+        bar.add_argument(
+            "--no-progress", action="store_true", help="no progress bar (default: shown when stderr is a terminal)"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            session = session_resolve(options["session"])
+        except RecordingError as exc:
+            raise CommandError(str(exc)) from None
+        market: str | None = options["market"]
+        show = options["progress"] or (not options["no_progress"] and self.stderr.isatty())
+        progress = None
+        if show:
+            totals = recording_totals(session_id=session.pk, market_ticker=market)
+            gap_records = totals["gaps"] if market else self._gap_records(session.markets, totals["gaps"])
+            progress = Progress(self._progress_write, totals["snapshots"] + totals["deltas"] + gap_records)
+        output: Path | None = options["output"]
+        # One transaction: a consistent view, and on PostgreSQL cursors that stream instead of materializing.
+        with transaction.atomic():
+            items = recording_messages(session_id=session.pk, market_ticker=market)
+            records = export_records(items, market_ticker=market)
+            if output is None:
+                count = self._write(records, self.stdout, options["format"], progress)
+            else:
+                try:
+                    with output.open("w", encoding="utf-8", newline="") as out:
+                        count = self._write(records, out, options["format"], progress)
+                except OSError as exc:
+                    raise CommandError(f"cannot write {output}: {exc.strerror}") from None
+        if output is not None:
+            self.stderr.write(f"Wrote {count:,} records of session {session.pk} to {output}")
+
+    def _progress_write(self, text: str) -> None:
+        self.stderr.write(text, ending="")
+        self.stderr.flush()
+
+    @staticmethod
+    def _gap_records(markets: list[str], gaps: int) -> int:
+        return gaps * max(1, len(markets))
+
+    @staticmethod
+    def _write(records: Any, out: TextSink, fmt: str, progress: Progress | None) -> int:
+        return write_records(records, out, fmt=fmt, progress=progress)

@@ -1,0 +1,144 @@
+"""Replaying a recorded session through the built-in exchange, so the trader and console run on it.
+
+The exchange is the ordinary simulator with its own random walk switched off (``message_rate`` 0). Each
+market starts from its first recorded snapshot; recorded deltas become the exchange's changes, sent to
+subscribers in the same protocol; a later recorded snapshot (a resync, or a reconnect after lost data)
+moves the exchange's book to what it says through the level differences. Pacing follows the recorded
+receive times, divided by ``speed`` (0: as fast as possible).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+
+from apps.exchange.market import Change
+from apps.exchange.simulator import ExchangeSimulator
+from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
+from apps.marketdata.selectors import Recorded, first_snapshots, recording_page
+
+logger = logging.getLogger(__name__)
+
+Fetch = Callable[[int, int], Awaitable[list[Recorded]]]
+"""(after position, limit) -> the next recorded items."""
+
+
+@dataclass
+class ReplayStats:
+    items: int = 0
+    deltas: int = 0
+    snapshots: int = 0
+    changes: int = 0
+    """Changes the exchange sent: one per delta, plus the level differences a snapshot brought."""
+    rejected: int = 0
+    """Recorded deltas the exchange's book could not take (they would leave a negative size)."""
+
+
+def snapshot_changes(yes: dict[int, int], no: dict[int, int], snapshot: OrderbookSnapshot) -> list[Change]:
+    """The changes that take a book from (yes, no) to what ``snapshot`` shows."""
+    changes: list[Change] = []
+    sides: tuple[tuple[Side, dict[int, int], list[tuple[int, int]]], ...] = (
+        ("yes", yes, snapshot.yes),
+        ("no", no, snapshot.no),
+    )
+    for side, current, levels in sides:
+        target: dict[int, int] = {}
+        for price, size in levels:
+            if size > 0:
+                target[price] = size
+        for price in sorted(set(current) | set(target)):
+            difference = target.get(price, 0) - current.get(price, 0)
+            if difference:
+                changes.append(Change(side, price, difference))
+    return changes
+
+
+class SessionReplay:
+    """Feeds one recorded session into an ExchangeSimulator created with the session's markets."""
+
+    def __init__(
+        self,
+        exchange: ExchangeSimulator,
+        *,
+        session_id: int,
+        speed: float = 1.0,
+        max_pause: float | None = None,
+        page_size: int = 5000,
+        fetch: Fetch | None = None,
+    ) -> None:
+        if speed < 0:
+            raise ValueError("speed must be >= 0")
+        self.exchange = exchange
+        self.session_id = session_id
+        self.speed = speed
+        self.max_pause = max_pause
+        self.page_size = page_size
+        self._fetch = fetch or self._fetch_page
+        self.stats = ReplayStats()
+
+    async def _fetch_page(self, after: int, limit: int) -> list[Recorded]:
+        return await sync_to_async(recording_page)(session_id=self.session_id, after=after, limit=limit)
+
+    async def prepare(self) -> None:
+        """Give every market its first recorded book, before anyone subscribes."""
+        snapshots = await sync_to_async(first_snapshots)(session_id=self.session_id)
+        for ticker, snapshot in snapshots.items():
+            self._move_to(ticker, snapshot)
+
+    async def run(self) -> ReplayStats:
+        """Replay every recorded item once, paced; returns what was sent."""
+        loop = asyncio.get_running_loop()
+        after = 0
+        origin: tuple[datetime, float] | None = None
+        previous: datetime | None = None
+        while True:
+            page = await self._fetch(after, self.page_size)
+            if not page:
+                return self.stats
+            for item in page:
+                after = item.position
+                if self.speed > 0:
+                    if origin is None:
+                        origin = (item.received_at, loop.time())
+                    elif previous is not None and self.max_pause is not None:
+                        pause = (item.received_at - previous).total_seconds()
+                        if pause > self.max_pause:
+                            # Skip the rest of a long silence (an outage, a quiet night) by moving the origin.
+                            origin = (origin[0], origin[1] - (pause - self.max_pause) / self.speed)
+                    previous = item.received_at
+                    due = origin[1] + (item.received_at - origin[0]).total_seconds() / self.speed
+                    delay = due - loop.time()
+                    if delay > 0.001:
+                        await asyncio.sleep(delay)
+                self.apply(item)
+            if self.speed == 0:
+                await asyncio.sleep(0)  # let the exchange send between pages
+
+    def apply(self, item: Recorded) -> None:
+        """Make the exchange do what the recorded item says happened."""
+        self.stats.items += 1
+        message = item.message
+        if isinstance(message, OrderbookDelta):
+            self.stats.deltas += 1
+            try:
+                self.exchange.publish_change(message.market_ticker, Change(message.side, message.price, message.delta))
+            except ValueError as exc:
+                self.stats.rejected += 1
+                logger.warning("replay: delta at sid %s seq %s skipped: %s", message.sid, message.seq, exc)
+                return
+            self.stats.changes += 1
+        elif isinstance(message, OrderbookSnapshot):
+            self.stats.snapshots += 1
+            self.stats.changes += self._move_to(message.market_ticker, message)
+
+    def _move_to(self, ticker: str, snapshot: OrderbookSnapshot) -> int:
+        book = self.exchange.true_book(ticker)
+        changes = snapshot_changes(book.yes, book.no, snapshot)
+        for change in changes:
+            self.exchange.publish_change(ticker, change)
+        return len(changes)
