@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.marketdata.admin import RecordedGapInline, RecordedMarketInline
 from apps.trader.models import StateTransition, TradingSession
 
 
@@ -55,13 +56,14 @@ class TradingSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "started_at",
         "ended_at",
         "deltas_received",
+        "gaps",
         "reconnects",
     )
     list_filter = ("environment", "status", ("started_at", admin.DateFieldListFilter), MarketFilter)
     search_fields = ("markets", "error", "exchange_url")
     date_hierarchy = "started_at"
     ordering = ("-started_at",)
-    inlines = (StateTransitionInline,)
+    inlines = (RecordedMarketInline, RecordedGapInline, StateTransitionInline)
     readonly_fields = (
         "environment",
         "markets",
@@ -76,6 +78,9 @@ class TradingSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "snapshots_received",
         "deltas_received",
         "reconnects",
+        "gaps",
+        "resyncs",
+        "bytes_received",
         "error",
         "latest_metrics",
     )

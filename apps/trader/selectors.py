@@ -82,6 +82,9 @@ def session_summary(session: TradingSession) -> dict[str, Any]:
             "snapshots_received": session.snapshots_received,
             "deltas_received": session.deltas_received,
             "reconnects": session.reconnects,
+            "gaps": session.gaps,
+            "resyncs": session.resyncs,
+            "bytes_received": session.bytes_received,
         },
     }
 

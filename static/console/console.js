@@ -177,6 +177,11 @@
       dropped: $('metric-dropped'),
       duplicates: $('metric-duplicates'),
       malformed: $('metric-malformed'),
+      recQueued: $('metric-recorder-queued'),
+      recWritten: $('metric-recorder-written'),
+      recLatency: $('metric-recorder-latency'),
+      recRetries: $('metric-recorder-retries'),
+      recOldest: $('metric-recorder-oldest'),
       health: $('metric-health'),
     },
   };
@@ -316,6 +321,14 @@
     setText(dom.m.dropped, fmtInt(m.dropped_events));
     setText(dom.m.duplicates, fmtInt(m.duplicates_ignored));
     setText(dom.m.malformed, fmtInt(m.malformed_frames));
+    // The recording path: rows waiting, committed, the last batch's write time, retries, oldest waiting row.
+    const recording = m.recorder_queued !== undefined;
+    const latency = toNum(m.recorder_write_latency_ms);
+    setText(dom.m.recQueued, fmtInt(m.recorder_queued));
+    setText(dom.m.recWritten, fmtInt(m.recorder_written));
+    setText(dom.m.recLatency, latency === null ? DASH : `${latency.toFixed(1)} ms`);
+    setText(dom.m.recRetries, fmtInt(m.recorder_retries));
+    setText(dom.m.recOldest, recording ? fmtDuration(m.recorder_oldest_unwritten_age ?? 0) : DASH);
     setExchange(m.ws_connection_status);
     S.lastMessageTime = parseTime(m.last_message_time);
   }
