@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -149,7 +149,7 @@ def _gaps(session_id: int, market_ticker: str | None, after: int = 0) -> list[Re
 
 def recording_messages(
     *, session_id: int, market_ticker: str | None = None, chunk_size: int = 2000
-) -> Iterator[Recorded]:
+) -> Generator[Recorded, None, None]:
     """Every recorded snapshot, delta and gap of a session (or of one market), in receive order.
 
     Streams: each table is read in chunks through its own cursor and the three are merged by position.

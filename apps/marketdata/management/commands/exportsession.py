@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +48,25 @@ class Command(BaseCommand):
             progress = Progress(self._progress_write, totals["snapshots"] + totals["deltas"] + gap_records)
         output: Path | None = options["output"]
         # One transaction: a consistent view, and on PostgreSQL cursors that stream instead of materializing.
-        with transaction.atomic():
-            items = recording_messages(session_id=session.pk, market_ticker=market)
+        with (
+            transaction.atomic(),
+            contextlib.closing(recording_messages(session_id=session.pk, market_ticker=market)) as items,
+        ):
             records = export_records(items, market_ticker=market)
             if output is None:
-                count = self._write(records, self.stdout, options["format"], progress)
-            else:
                 try:
-                    with output.open("w", encoding="utf-8", newline="") as out:
-                        count = self._write(records, out, options["format"], progress)
-                except OSError as exc:
-                    raise CommandError(f"cannot write {output}: {exc.strerror}") from None
-        if output is not None:
-            self.stderr.write(f"Wrote {count:,} records of session {session.pk} to {output}")
+                    self._write(records, self.stdout, options["format"], progress)
+                except BrokenPipeError:
+                    # The reader stopped early (`| head`): stop quietly, and keep Python from
+                    # complaining when it flushes standard output on exit.
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return
+            try:
+                with output.open("w", encoding="utf-8", newline="") as out:
+                    count = self._write(records, out, options["format"], progress)
+            except OSError as exc:
+                raise CommandError(f"cannot write {output}: {exc.strerror}") from None
+        self.stderr.write(f"Wrote {count:,} records of session {session.pk} to {output}")
 
     def _progress_write(self, text: str) -> None:
         self.stderr.write(text, ending="")
