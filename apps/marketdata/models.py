@@ -87,6 +87,7 @@ class RecordedGap(models.Model):
     class Kind(models.TextChoices):
         SEQ = "seq", "Seq gap"
         DISCONNECT = "disconnect", "Connection lost"
+        RESUBSCRIBE = "resubscribe", "Subscription replaced"
 
     session = models.ForeignKey(
         TradingSession, on_delete=models.CASCADE, related_name="recorded_gaps", db_constraint=False
@@ -107,8 +108,8 @@ class RecordedGap(models.Model):
         constraints = (models.UniqueConstraint(fields=("session", "position"), name="gap_session_position"),)
 
     def __str__(self) -> str:
-        if self.kind == self.Kind.DISCONNECT:
-            return f"connection lost after sid {self.sid} seq {(self.expected_seq or 1) - 1}"
+        if self.kind != self.Kind.SEQ:
+            return f"{self.get_kind_display().lower()} after sid {self.sid} seq {(self.expected_seq or 1) - 1}"
         return f"sid {self.sid}: expected seq {self.expected_seq}, got {self.received_seq}"
 
 

@@ -30,7 +30,7 @@ class RecordingError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Gap:
     kind: str
-    """"seq" or "disconnect"."""
+    """"seq", "disconnect" or "resubscribe"."""
     sid: int | None
     expected_seq: int | None
     received_seq: int | None
@@ -321,6 +321,8 @@ def book_at(*, session_id: int, market_ticker: str, seq: int | None = None, sid:
         result.current = False
         if gap.kind == RecordedGap.Kind.DISCONNECT:
             result.reason = f"the connection was lost after sid {gap.sid} seq {(gap.expected_seq or 1) - 1}"
+        elif gap.kind == RecordedGap.Kind.RESUBSCRIBE:
+            result.reason = f"the subscription was replaced after sid {gap.sid} seq {(gap.expected_seq or 1) - 1}"
         else:
             result.reason = f"seq gap on sid {gap.sid}: expected {gap.expected_seq}, received {gap.received_seq}"
         break

@@ -22,6 +22,7 @@ from apps.kalshi.backoff import Backoff
 from apps.kalshi.client import ClientMetrics, FeedEvent, FeedEventKind, HandshakeRejected, MarketMessage
 from apps.kalshi.crosscheck import BookCrossChecker
 from apps.kalshi.discovery import DiscoveryError
+from apps.kalshi.messages import OrderbookSnapshot
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.rest import KalshiRestError
 from apps.trader.core.eventbus import Event, EventBus
@@ -79,6 +80,8 @@ class Coordinator:
         self._crosscheck_resyncs = 0
         self._last_recorded: tuple[int, int] | None = None
         """(sid, seq) of the last recorded message since the feed was last lost, for a disconnect gap."""
+        self._awaiting_snapshot: set[str] = set()
+        """Markets a recorded gap made stale that have had no snapshot since; the gap heals when it empties."""
         self._finished_clients: dict[str, int] = {}
         self._wall_clock = wall_clock
         self.machine = StateMachine(
@@ -329,12 +332,22 @@ class Coordinator:
         self._dirty_books.add(message.market_ticker)
         self._book_updated[message.market_ticker] = received_at
         if self._recorder is not None and self.session_id is not None:
+            last = self._last_recorded
+            if last is not None and last[0] != message.sid and not self._awaiting_snapshot:
+                # A new subscription (after error 10 or 25) with no gap recorded: whatever the old one
+                # did not deliver is lost, and the recording says so.
+                await self._record_feed_lost("resubscribe")
             self._last_recorded = (message.sid, message.seq)
             await self._recorder.record(self.session_id, message, received_at)
+            if self._awaiting_snapshot and isinstance(message, OrderbookSnapshot):
+                self._awaiting_snapshot.discard(message.market_ticker)
+                if not self._awaiting_snapshot:
+                    await self._recorder.mark_healed(self.session_id, healed_at=received_at)
 
     async def _record_feed_event(self, recorder: Recorder, session_id: int, event: FeedEvent) -> None:
         """Gaps, lost connections and heals go into the recording, in order with the messages."""
         if event.kind is FeedEventKind.GAP:
+            self._awaiting_snapshot.update(event.markets)
             await recorder.record_gap(
                 session_id,
                 kind="seq",
@@ -346,11 +359,14 @@ class Coordinator:
             )
         elif event.kind in (FeedEventKind.DISCONNECTED, FeedEventKind.FATAL):
             await self._record_feed_lost()
-        elif event.kind is FeedEventKind.SYNCED:
+        elif event.kind is FeedEventKind.SYNCED and self._awaiting_snapshot:
+            # Every market is live (a market removed meanwhile will send no snapshot): heal what is open.
+            self._awaiting_snapshot.clear()
             await recorder.mark_healed(session_id, healed_at=self._wall_clock())
 
-    async def _record_feed_lost(self) -> None:
-        """The feed stopped after live data (a lost connection, or a client replaced after an error).
+    async def _record_feed_lost(self, kind: str = "disconnect") -> None:
+        """The feed stopped after live data: a lost connection, a client replaced after an error, or
+        ("resubscribe") a subscription the exchange ended.
 
         Only the first loss after live data is recorded: attempts that never got data lost nothing new.
         """
@@ -358,9 +374,10 @@ class Coordinator:
             return
         sid, seq = self._last_recorded
         self._last_recorded = None
+        self._awaiting_snapshot.update(self.options.markets)
         await self._recorder.record_gap(
             self.session_id,
-            kind="disconnect",
+            kind=kind,
             sid=sid,
             expected_seq=seq + 1,
             received_seq=None,

@@ -89,7 +89,11 @@ class Recorder(Protocol):
         markets: Sequence[str],
         detected_at: datetime,
     ) -> None:
-        """Note a stretch of the feed that never arrived: ``kind`` is "seq" (a seq gap) or "disconnect"."""
+        """Note a stretch of the feed that never arrived.
+
+        ``kind`` is "seq" (a seq gap), "disconnect" (the feed was lost) or "resubscribe" (the exchange ended
+        the subscription and a new one began).
+        """
 
     async def mark_healed(self, session_id: int, *, healed_at: datetime) -> None:
         """Every market has a fresh snapshot again: the gaps recorded so far are healed."""
