@@ -109,6 +109,9 @@ class DjangoBatchWriter:
             with contextlib.suppress(Exception):
                 connection.close()
             raise
+        finally:
+            # With DEBUG on, Django keeps the last 9,000 statements; bulk inserts would pin ~100 MB there.
+            connection.queries_log.clear()
 
     def _copy(self, table: str, columns: str, types: tuple[str, ...], rows: list[Row], *, jsonb: bool) -> None:
         if not rows:
