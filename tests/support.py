@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from apps.exchange.simulator import ExchangeSimulator
+from apps.kalshi.environments import Environment
+from apps.kalshi.signing import Credentials
+from apps.trader.config import TraderConfig
 
 TEST_KEY_ID = "test-key-7f3a"
 
@@ -18,3 +22,21 @@ async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> No
     async with asyncio.timeout(seconds):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+def sim_trader_config(credentials: Credentials, public_key_pem: bytes, **overrides: Any) -> TraderConfig:
+    """A sim TraderConfig that starts the built-in exchange (trusting ``public_key_pem``), with no web app."""
+    fields: dict[str, Any] = {
+        "environment": Environment.SIM,
+        "markets": [],
+        "ws_url": "",
+        "api_url": "",
+        "credentials": credentials,
+        "start_exchange": True,
+        "web": False,
+        "web_host": "127.0.0.1",
+        "web_port": 0,
+        "exchange_public_key_pem": public_key_pem,
+    }
+    fields.update(overrides)
+    return TraderConfig(**fields)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +13,9 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 
+from tests.processes import project_env, start_runtrader
 from trader_v3.asgi import application
 
-ROOT = Path(__file__).resolve().parents[1]
 MARKETS = "KXFED-26DEC-T4.25,KXCPI-26DEC-T0.3"
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -35,20 +32,13 @@ def test_the_services_are_the_real_ones() -> None:
 async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: Path) -> None:
     db = connection.settings_dict
     database_url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "TRADER_", "ENVIRONMENT"))}
-    env.update(
-        DATA_DIR=str(tmp_path),
+    env = project_env(
+        tmp_path,
         DATABASE_URL=database_url,
+        REDIS_URL=os.environ["REDIS_URL"],
         CHANNEL_LAYER_PREFIX=settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
     )
-    trader = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not wait on it
-        [sys.executable, "-u", "manage.py", "runtrader", "--no-web", "--markets", MARKETS],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    trader = await asyncio.to_thread(start_runtrader, env, "--no-web", "--markets", MARKETS)
     communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
     try:
         connected, _ = await communicator.connect()
@@ -78,6 +68,5 @@ async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: P
         assert message["data"]["transitions"][-1]["to_state"] == "ready"
     finally:
         await communicator.disconnect()
-        trader.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(trader.wait, 20)
-    assert code == 0, trader.stderr.read() if trader.stderr else ""
+        code, stderr = await asyncio.to_thread(trader.stop)
+    assert code == 0, stderr

@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.test_runtrader_process import ROOT, django_env, get
+from tests.processes import http_get, project_env, start_runtrader
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LIVE_ROW = re.compile(r'<tr class="market-row[^"]*" data-ticker="([^"]+)" data-stale="false"')
@@ -58,46 +56,22 @@ def rendered_dom(chromium: str, url: str) -> str:
 
 def wait_until_healthy(base: str) -> None:
     deadline = time.monotonic() + 15
-    while get(f"{base}/v3/health")[0] != 200:
+    while http_get(f"{base}/v3/health")[0] != 200:
         assert time.monotonic() < deadline, "the trader did not become healthy"
         time.sleep(0.1)
 
 
 def test_the_console_shows_the_trader_live(tmp_path: Path, chromium: str) -> None:
-    env = django_env(tmp_path)
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    trader = subprocess.Popen(
-        [sys.executable, "-u", "manage.py", "runtrader", "--port", "0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    trader = start_runtrader(project_env(tmp_path), "--port", "0")
     try:
-        assert trader.stdout is not None
-        url = ""
-        while not url:
-            line = trader.stdout.readline()
-            assert line, "runtrader ended early"
-            match = re.search(r"Console: (http://\S+/v3-trader)", line)
-            url = match.group(1) if match else ""
-        wait_until_healthy(url.removesuffix("/v3-trader"))
+        wait_until_healthy(trader.base_url)
         # Virtual time runs ahead of the page's real socket on a loaded machine: look up to three times.
         for _ in range(3):
-            dom = rendered_dom(chromium, url)
+            dom = rendered_dom(chromium, trader.console_url)
             if LIVE_ROW.search(dom) and 'data-health="healthy"' in dom:
                 break
     finally:
-        trader.send_signal(signal.SIGTERM)
-        trader.wait(timeout=20)
+        trader.stop()
 
     assert re.search(r'id="state-badge"[^>]*data-state="ready"', dom)
     assert re.search(r'id="socket-indicator"[^>]*data-socket="connected"', dom)

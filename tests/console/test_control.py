@@ -12,9 +12,9 @@ from channels.testing import WebsocketCommunicator
 from apps.exchange.keys import ensure_key_pair
 from apps.kalshi.environments import Environment
 from apps.kalshi.signing import Credentials, load_private_key
-from apps.trader.config import TraderConfig
 from apps.trader.core.states import State
 from apps.trader.runtime import TraderRuntime
+from tests.support import sim_trader_config
 from trader_v3.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,17 +30,10 @@ async def status_until(communicator: WebsocketCommunicator, condition) -> Any:
 
 async def test_a_console_adds_and_removes_markets_on_the_live_subscription(tmp_path: Path) -> None:
     private, public = ensure_key_pair(tmp_path)
-    config = TraderConfig(
-        environment=Environment.SIM,
+    config = sim_trader_config(
+        Credentials(key_id="sim-local-key", private_key=load_private_key(private.read_bytes())),
+        public.read_bytes(),
         markets=["KXFED-26DEC-T4.25"],
-        ws_url="",
-        api_url="",
-        credentials=Credentials(key_id="sim-local-key", private_key=load_private_key(private.read_bytes())),
-        start_exchange=True,
-        web=False,
-        web_host="127.0.0.1",
-        web_port=0,
-        exchange_public_key_pem=public.read_bytes(),
     )
     runtime = TraderRuntime(config)
     run = asyncio.create_task(runtime.run(handle_signals=False))

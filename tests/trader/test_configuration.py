@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import manage, project_env, shell_line
+
 SECRET = "s3cr3t-value-that-must-never-be-printed"
 
 
 def runtrader(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "TRADER_", "ENVIRONMENT"))}
-    clean.update(DATA_DIR=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", **env)
-    clean.pop("REDIS_URL", None)
-    return subprocess.run(
-        [sys.executable, "manage.py", "runtrader", "--no-web", *args],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return manage(project_env(tmp_path, **env), "runtrader", "--no-web", *args, timeout=60)
 
 
 def a_key(tmp_path: Path) -> Path:
@@ -104,16 +93,6 @@ def test_paper_needs_markets_once_the_key_is_good(tmp_path: Path) -> None:
 def test_env_files_are_read_most_specific_first_and_real_variables_win(tmp_path: Path) -> None:
     (tmp_path / ".env.paper").write_text("TRADER_WEB_PORT=1111\nSIM_MESSAGE_RATE=11\n")
     (tmp_path / ".env").write_text("TRADER_WEB_PORT=2222\nSIM_MESSAGE_RATE=22\nTRADER_WEB_HOST=::1\nSECRET_KEY=x\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADER_", "SIM_", "ENVIRONMENT"))}
-    env.update(TRADER_ENV_DIR=str(tmp_path), ENVIRONMENT="paper", SIM_MESSAGE_RATE="33", DATA_DIR=str(tmp_path))
+    env = project_env(tmp_path, TRADER_ENV_DIR=str(tmp_path), ENVIRONMENT="paper", SIM_MESSAGE_RATE="33")
     code = "from django.conf import settings as s; print(s.TRADER_WEB_PORT, s.SIM_MESSAGE_RATE, s.TRADER_WEB_HOST)"
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1].split() == ["1111", "33.0", "::1"]
+    assert shell_line(env, code).split() == ["1111", "33.0", "::1"]

@@ -7,33 +7,15 @@ import asyncio
 import pytest
 
 from apps.exchange.simulator import ExchangeSimulator
-from apps.kalshi.environments import Environment
 from apps.kalshi.rest import KalshiRestClient
 from apps.kalshi.signing import Credentials
-from apps.trader.config import TraderConfig
 from apps.trader.core.states import State
 from apps.trader.models import StateTransition, TradingSession
 from apps.trader.runtime import TraderRuntime
 from tests.support import eventually as wait_for
+from tests.support import sim_trader_config
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def sim_config(credentials: Credentials, keys: tuple[bytes, bytes], **overrides: object) -> TraderConfig:
-    fields: dict[str, object] = dict(
-        environment=Environment.SIM,
-        markets=[],
-        ws_url="",
-        api_url="",
-        credentials=credentials,
-        start_exchange=True,
-        web=False,
-        web_host="127.0.0.1",
-        web_port=0,
-        exchange_public_key_pem=keys[1],
-    )
-    fields.update(overrides)
-    return TraderConfig(**fields)  # type: ignore[arg-type]
 
 
 async def top_by_volume(sim: ExchangeSimulator, credentials: Credentials, count: int) -> list[str]:
@@ -46,7 +28,7 @@ async def top_by_volume(sim: ExchangeSimulator, credentials: Credentials, count:
 async def test_discovery_subscribes_to_the_busiest_open_markets(
     key_pair: tuple[bytes, bytes], credentials: Credentials
 ) -> None:
-    runtime = TraderRuntime(sim_config(credentials, key_pair, discover=2))
+    runtime = TraderRuntime(sim_trader_config(credentials, key_pair[1], discover=2))
     run = asyncio.create_task(runtime.run(handle_signals=False))
     try:
         await wait_for(lambda: runtime.coordinator is not None and runtime.coordinator.machine.state is State.READY)
@@ -66,8 +48,8 @@ async def test_a_closed_exchange_is_waited_for_not_a_crash(
 ) -> None:
     exchange.set_exchange_status(False)
     runtime = TraderRuntime(
-        sim_config(
-            credentials, key_pair, discover=1, start_exchange=False, ws_url=exchange.ws_url, api_url=exchange.api_url
+        sim_trader_config(
+            credentials, key_pair[1], discover=1, start_exchange=False, ws_url=exchange.ws_url, api_url=exchange.api_url
         )
     )
     run = asyncio.create_task(runtime.run(handle_signals=False))
@@ -89,7 +71,9 @@ async def test_a_book_that_drifts_from_the_exchange_is_found_and_resynced(
     key_pair: tuple[bytes, bytes], credentials: Credentials
 ) -> None:
     runtime = TraderRuntime(
-        sim_config(credentials, key_pair, markets=["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3"], crosscheck_interval=0.2)
+        sim_trader_config(
+            credentials, key_pair[1], markets=["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3"], crosscheck_interval=0.2
+        )
     )
     run = asyncio.create_task(runtime.run(handle_signals=False))
     try:

@@ -9,9 +9,7 @@ import pytest
 
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.client import KalshiWebSocketClient
-from apps.kalshi.environments import Environment
 from apps.kalshi.signing import Credentials
-from apps.trader.config import TraderConfig
 from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.states import State
@@ -19,6 +17,7 @@ from apps.trader.models import StateTransition, TradingSession
 from apps.trader.runtime import TraderRuntime
 from apps.trader.services import DjangoSessionStore
 from tests.support import eventually as wait_for
+from tests.support import sim_trader_config
 from tests.trader.conftest import EventLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -164,18 +163,7 @@ async def test_a_state_that_outlives_its_timeout_goes_to_error(credentials: Cred
 async def test_the_runtime_starts_the_built_in_exchange_and_broadcasts_to_the_channel_layer(
     key_pair: tuple[bytes, bytes], credentials: Credentials, layer_inbox: object
 ) -> None:
-    config = TraderConfig(
-        environment=Environment.SIM,
-        markets=MARKETS[:2],
-        ws_url="",
-        api_url="",
-        credentials=credentials,
-        start_exchange=True,
-        web=False,
-        web_host="127.0.0.1",
-        web_port=0,
-        exchange_public_key_pem=key_pair[1],
-    )
+    config = sim_trader_config(credentials, key_pair[1], markets=MARKETS[:2])
     runtime = TraderRuntime(config)
     run = asyncio.create_task(runtime.run(handle_signals=False))
     seen: set[str] = set()

@@ -1,0 +1,91 @@
+"""Running the project's commands as separate processes, the way a user or an operator does."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_CONSOLE_LINE = re.compile(r"Console: (http://\S+/v3-trader)")
+
+
+def project_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without trader settings, with its own data folder and SQLite file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "TRADER_", "ENVIRONMENT", "REDIS"))}
+    env.update(DATA_DIR=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path / 'trader.sqlite3'}")
+    env.update(extra)
+    return env
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def shell_line(env: dict[str, str], code: str) -> str:
+    """The last line ``manage.py shell -c CODE`` prints (the shell may print a banner first)."""
+    result = manage(env, "shell", "-c", code, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@dataclass
+class RunningTrader:
+    process: subprocess.Popen[str]
+    started_at: float
+    """time.monotonic() when the process was started."""
+    console_url: str = ""
+    """Empty with --no-web."""
+
+    @property
+    def base_url(self) -> str:
+        return self.console_url.removesuffix("/v3-trader")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
+        """Send ``sig`` and wait; returns the exit code and everything it wrote to stderr."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=30)
+        return code, self.process.stderr.read() if self.process.stderr else ""
+
+
+def start_runtrader(env: dict[str, str], *args: str) -> RunningTrader:
+    """Migrate, start ``runtrader ARGS`` and, unless --no-web, wait for the console URL it prints."""
+    migrated = manage(env, "migrate", "--noinput")
+    assert migrated.returncode == 0, migrated.stderr
+    process = subprocess.Popen(
+        [sys.executable, "-u", "manage.py", "runtrader", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    trader = RunningTrader(process, started_at=time.monotonic())
+    if "--no-web" in args:
+        return trader
+    assert process.stdout is not None
+    while not trader.console_url:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"runtrader ended early: {trader.stop()[1][-3000:]}")
+        match = _CONSOLE_LINE.search(line)
+        trader.console_url = match.group(1) if match else ""
+    return trader
