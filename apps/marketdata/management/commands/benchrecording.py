@@ -127,6 +127,8 @@ class Command(BaseCommand):
                 config["NAME"] = str(Path(tempfile.mkdtemp(prefix="benchrecording-")) / "bench.sqlite3")
                 if options["keep"]:
                     self.stdout.write(f"SQLite scratch database: {config['NAME']}")
+            if config["ENGINE"] == "django.db.backends.postgresql":
+                self._ensure_database(config)
             self._register(alias, config)
             try:
                 call_command("migrate", database=alias, verbosity=0, interactive=False)
@@ -182,6 +184,23 @@ class Command(BaseCommand):
             else:
                 self.stdout.write("PostgreSQL: skipped (give --postgres URL or set DATABASE_URL to PostgreSQL)")
         return targets
+
+    def _ensure_database(self, config: dict[str, Any]) -> None:
+        """Create the PostgreSQL database to measure if it does not exist yet, or say clearly why not."""
+        import psycopg
+        from psycopg import sql
+
+        params: dict[str, Any] = {
+            key.lower(): config[key] for key in ("HOST", "PORT", "USER", "PASSWORD") if config.get(key)
+        }
+        try:
+            with psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=5, **params) as admin:
+                exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (config["NAME"],)).fetchone()
+                if not exists:
+                    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
+                    self.stdout.write(f"PostgreSQL: created database {config['NAME']}")
+        except psycopg.Error as exc:
+            raise CommandError(f"PostgreSQL: cannot reach or create database {config['NAME']!r}: {exc}") from None
 
     @staticmethod
     def _register(alias: str, config: dict[str, Any]) -> None:
