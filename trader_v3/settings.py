@@ -12,6 +12,7 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.exchange.faults import parse_faults
 from apps.kalshi.environments import (
     DEFAULT_URLS,
     ConfigurationError,
@@ -198,6 +199,12 @@ TRADER_WEB_PORT: int = _int("TRADER_WEB_PORT", 8006)
 TRADER_HEARTBEAT_STALE_SECONDS: float = _float("TRADER_HEARTBEAT_STALE_SECONDS", 10.0, minimum=1.0)
 TRADER_FEED_IDLE_TIMEOUT: float = _float("TRADER_FEED_IDLE_TIMEOUT", 30.0, minimum=1.0)
 SIM_MESSAGE_RATE: float = _float("SIM_MESSAGE_RATE", 50.0)
+# Faults for the built-in exchange, e.g. "drop_every=30,skip_seq_every=100,no_ping" (see apps/exchange/faults.py).
+SIM_FAULTS_SPEC: str = env.str("SIM_FAULTS", default="")
+try:
+    parse_faults(SIM_FAULTS_SPEC)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"SIM_FAULTS: {exc}") from None
 CONSOLE_GROUP = "trader_v3.console"
 CONTROL_GROUP = "trader_v3.control"
 

@@ -9,7 +9,7 @@ clock-based ones (drops, periodic stalls) are scheduled from when they are switc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from apps.kalshi.messages import ERROR_CHANNEL
 
@@ -58,3 +58,28 @@ class Faults:
 
     rest_429: int = 0
     """The next K REST requests are answered 429 (no Retry-After header, as Kalshi); counts down."""
+
+
+def parse_faults(spec: str) -> Faults:
+    """Faults from a comma-separated spec such as ``"drop_every=30,skip_seq_every=100,no_ping"``.
+
+    A bare name switches a flag on. Raises ValueError naming the bad part; used for the SIM_FAULTS setting.
+    """
+    known = {f.name: str(f.type) for f in fields(Faults)}
+    values: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, raw = part.partition("=")
+        name = name.strip()
+        if name not in known:
+            raise ValueError(f"unknown fault {name!r}; known: {', '.join(sorted(known))}")
+        kind = known[name]
+        try:
+            if kind == "bool":
+                values[name] = raw.strip().lower() in ("", "1", "true", "yes", "on")
+            elif kind.startswith("int"):
+                values[name] = int(raw)
+            else:
+                values[name] = float(raw)
+        except ValueError:
+            raise ValueError(f"{name} needs a number, e.g. {name}=30; got {raw!r}") from None
+    return Faults(**values)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from apps.exchange.faults import parse_faults
 from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
 from apps.kalshi.client import FeedListener, KalshiWebSocketClient
 from apps.kalshi.discovery import discover_markets
@@ -47,6 +48,7 @@ async def start_exchange(config: TraderConfig) -> ExchangeSimulator:
             public_key_pem=config.exchange_public_key_pem,
             key_id=config.credentials.key_id,
             message_rate=settings.SIM_MESSAGE_RATE,
+            faults=parse_faults(settings.SIM_FAULTS_SPEC),
         )
     )
     await exchange.start()

@@ -178,3 +178,19 @@ async def test_the_runtime_starts_the_built_in_exchange_and_broadcasts_to_the_ch
     session = await TradingSession.objects.aget(pk=runtime.coordinator.session_id)  # type: ignore[union-attr]
     assert session.exchange_url == runtime.exchange.ws_url
     assert session.exchange_url.startswith("ws://127.0.0.1:")
+
+
+async def test_sim_faults_from_settings_reach_the_built_in_exchange(
+    key_pair: tuple[bytes, bytes], credentials: Credentials, settings: Any
+) -> None:
+    settings.SIM_FAULTS_SPEC = "skip_seq_every=10"
+    settings.SIM_MESSAGE_RATE = 300.0
+    runtime = TraderRuntime(sim_trader_config(credentials, key_pair[1], markets=MARKETS[:2]))
+    run = asyncio.create_task(runtime.run(handle_signals=False))
+    try:
+        await wait_for(lambda: runtime.coordinator is not None and runtime.coordinator.client is not None)
+        await wait_for(lambda: runtime.coordinator.client.metrics.gaps_detected >= 2)
+        assert runtime.exchange.faults.skip_seq_every == 10
+    finally:
+        runtime.request_shutdown("done")
+        await run
