@@ -522,7 +522,7 @@ class KalshiWebSocketClient:
 def _close_reason(exc: ConnectionClosed) -> str:
     if exc.rcvd is not None:
         return f"closed by the exchange (code {exc.rcvd.code}{': ' + exc.rcvd.reason if exc.rcvd.reason else ''})"
-    return "connection lost"
+    return "dropped without a close frame"
 
 
 __all__ = [
