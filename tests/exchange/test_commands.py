@@ -123,11 +123,12 @@ async def test_single_market_ticker_and_ticker_channel_without_markets(
 async def test_unsubscribe_replies_once_per_sid_with_next_seq(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim(message_rate=3000.0)
     ws = await open_ws(sim, credentials)
-    (sid_a,), _ = await subscribe(ws, [FED, CPI], command_id=1)
-    (sid_b,), _ = await subscribe(ws, [CPI], command_id=2)
-    await recv_n(ws, 30)
+    (sid_a,), first = await subscribe(ws, [FED, CPI], command_id=1)
+    (sid_b,), second = await subscribe(ws, [CPI], command_id=2)
+    seen = [*first, *second, *await recv_n(ws, 30)]
     await send(ws, {"id": 3, "cmd": "unsubscribe", "params": {"sids": [sid_a, sid_b]}})
-    last_seq: dict[int, int] = {}
+    # Start from every seq already read: a sid may send nothing more before its unsubscribed reply.
+    last_seq: dict[int, int] = {f["sid"]: f["seq"] for f in seen if "seq" in f}
     replies = []
     after_reply: set[int] = set()
     for frame in await recv_until(ws, lambda f: f["type"] == "unsubscribed" and f["sid"] == sid_b):
