@@ -100,7 +100,7 @@ class TraderRuntime:
             self.coordinator = Coordinator(
                 options=CoordinatorOptions(
                     environment=config.environment.value,
-                    markets=config.markets,
+                    markets=list(config.markets),  # the coordinator adds and removes markets
                     exchange_url=ws_url,
                     heartbeat_stale_after=settings.TRADER_HEARTBEAT_STALE_SECONDS,
                     feed_idle_timeout=settings.TRADER_FEED_IDLE_TIMEOUT,
