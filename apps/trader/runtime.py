@@ -27,12 +27,12 @@ from apps.trader.services import DjangoSessionStore
 logger = logging.getLogger(__name__)
 
 
-def client_factory(config: TraderConfig, ws_url: str) -> Callable[[FeedListener], KalshiWebSocketClient]:
-    def build(listener: FeedListener) -> KalshiWebSocketClient:
+def client_factory(config: TraderConfig, ws_url: str) -> Callable[[FeedListener, list[str]], KalshiWebSocketClient]:
+    def build(listener: FeedListener, markets: list[str]) -> KalshiWebSocketClient:
         return KalshiWebSocketClient(
             url=ws_url,
             credentials=config.credentials,
-            markets=config.markets,
+            markets=markets,
             listener=listener,
             idle_timeout=settings.TRADER_FEED_IDLE_TIMEOUT,
         )

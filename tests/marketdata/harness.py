@@ -42,11 +42,11 @@ def recording_coordinator(
     store: SessionStore | None = None,
     idle_timeout: float = 30.0,
 ) -> Coordinator:
-    def factory(listener: FeedListener) -> KalshiWebSocketClient:
+    def factory(listener: FeedListener, subscribed: list[str]) -> KalshiWebSocketClient:
         return KalshiWebSocketClient(
             url=sim.ws_url,
             credentials=credentials,
-            markets=markets,
+            markets=subscribed,
             listener=listener,
             backoff=Backoff(initial=0.02, cap=0.1),
             idle_timeout=idle_timeout,

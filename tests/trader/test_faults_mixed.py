@@ -49,11 +49,11 @@ async def test_every_fault_mixed_then_healed_leaves_exact_books(
     log = EventLog()
     bus.subscribe("log", log)
 
-    def factory(listener: FeedListener) -> KalshiWebSocketClient:
+    def factory(listener: FeedListener, markets: list[str]) -> KalshiWebSocketClient:
         return KalshiWebSocketClient(
             url=sim.ws_url,
             credentials=credentials,
-            markets=list(MARKETS),
+            markets=markets,
             listener=listener,
             idle_timeout=0.6,
             backoff=Backoff(initial=0.05, cap=0.3),

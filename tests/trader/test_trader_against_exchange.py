@@ -26,8 +26,8 @@ MARKETS = ["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3", "KXBTCD-26DEC31-T100000"]
 
 
 def coordinator_for(url: str, credentials: Credentials, bus: EventBus, **options: Any) -> Coordinator:
-    def factory(listener: object) -> KalshiWebSocketClient:
-        return KalshiWebSocketClient(url=url, credentials=credentials, markets=MARKETS, listener=listener)  # type: ignore[arg-type]
+    def factory(listener: object, markets: list[str]) -> KalshiWebSocketClient:
+        return KalshiWebSocketClient(url=url, credentials=credentials, markets=markets, listener=listener)  # type: ignore[arg-type]
 
     return Coordinator(
         options=CoordinatorOptions(
@@ -193,4 +193,27 @@ async def test_sim_faults_from_settings_reach_the_built_in_exchange(
         assert runtime.exchange.faults.skip_seq_every == 10
     finally:
         runtime.request_shutdown("done")
+        await run
+
+
+async def test_markets_added_at_runtime_survive_a_recovery_from_error(
+    exchange: ExchangeSimulator, credentials: Credentials, bus: EventBus
+) -> None:
+    from apps.kalshi.backoff import Backoff
+
+    coordinator = coordinator_for(exchange.ws_url, credentials, bus, error_backoff=Backoff(initial=0.05, cap=0.1))
+    run = asyncio.create_task(coordinator.run())
+    try:
+        await wait_for(lambda: coordinator.machine.state is State.READY)
+        await coordinator.add_markets(["KXNBA-26-LAL"])
+        first_client = coordinator.client
+        exchange.faults.reject_handshake = True  # the next handshake fails: error, then a fresh client
+        exchange.drop_connections()
+        await wait_for(lambda: coordinator.machine.state is State.ERROR)
+        exchange.faults.reject_handshake = False
+        await wait_for(lambda: coordinator.machine.state is State.READY and coordinator.client is not first_client)
+        assert "KXNBA-26-LAL" in coordinator.client.books
+        assert coordinator.client.books["KXNBA-26-LAL"].seq is not None
+    finally:
+        coordinator.request_shutdown("done")
         await run

@@ -213,7 +213,7 @@ class Coordinator:
         if self.client is not None:
             for name, value in _client_counters(self.client.metrics).items():
                 self._finished_clients[name] = self._finished_clients.get(name, 0) + value
-        self.client = self._client_factory(self)
+        self.client = self._client_factory(self, list(self.options.markets))
         self._client_task = asyncio.create_task(self._run_client(self.client), name="trader:feed")
         return State.CONNECTING, f"Starting orderbook client for {len(self.options.markets)} markets"
 

@@ -106,8 +106,9 @@ class Recorder(Protocol):
         ...
 
 
-FeedClientFactory = Callable[[FeedListener], FeedClient]
-"""Builds a fresh feed client for each (re)start; the coordinator passes itself as the listener."""
+FeedClientFactory = Callable[[FeedListener, list[str]], FeedClient]
+"""Builds a fresh feed client for each (re)start, for the markets of that moment (they change at runtime);
+the coordinator passes itself as the listener."""
 
 
 def counter_dict(counter: Counter[Any]) -> dict[str, int]:
