@@ -173,7 +173,6 @@ class KalshiWebSocketClient:
         self._sid: int | None = None
         self._last_seq: dict[int, int] = {}
         self._synced = False
-        self._last_seq_before_gap = 0
         self._warned_types: set[str] = set()
 
     # ----------------------------------------------------------------------------------------- running
@@ -295,17 +294,17 @@ class KalshiWebSocketClient:
                 # A subscription we replaced or lost: its messages must not touch the books.
                 self.metrics.other_sid_ignored += 1
                 return
-            verdict = self._check_seq(message.sid, message.seq)
+            verdict, expected = self._check_seq(message.sid, message.seq)
             if verdict == "old":
                 self.metrics.duplicates_ignored += 1
                 return
             if isinstance(message, OrderbookSnapshot):
                 if verdict == "gap":
-                    await self._on_gap(ws, message.sid, message.seq, keep=message.market_ticker)
+                    await self._on_gap(ws, message.sid, expected, message.seq, keep=message.market_ticker)
                 await self._on_snapshot(message)
             else:
                 if verdict == "gap":
-                    await self._on_gap(ws, message.sid, message.seq)
+                    await self._on_gap(ws, message.sid, expected, message.seq)
                 await self._on_delta(ws, message)
         elif isinstance(message, Subscribed):
             self._commands.pop(message.id or -1, None)
@@ -330,19 +329,21 @@ class KalshiWebSocketClient:
         """Replies may carry the subscription's seq too; they count in its sequence like any message."""
         if sid is None or seq is None or sid != self._sid:
             return
-        if self._check_seq(sid, seq) == "gap":
-            await self._on_gap(ws, sid, seq)
+        verdict, expected = self._check_seq(sid, seq)
+        if verdict == "gap":
+            await self._on_gap(ws, sid, expected, seq)
 
-    def _check_seq(self, sid: int, seq: int) -> str:
-        """'ok' for the next seq, 'old' for a duplicate or older seq, 'gap' when some were skipped."""
+    def _check_seq(self, sid: int, seq: int) -> tuple[str, int]:
+        """(verdict, expected seq): 'ok' for the next seq, 'old' for a duplicate or older one, 'gap' when
+        some were skipped."""
         last = self._last_seq.get(sid)
-        if last is not None and seq <= last:
-            return "old"
+        if last is None:
+            self._last_seq[sid] = seq
+            return "ok", seq
+        if seq <= last:
+            return "old", last + 1
         self._last_seq[sid] = seq
-        self._last_seq_before_gap = last or 0
-        if last is not None and seq != last + 1:
-            return "gap"
-        return "ok"
+        return ("ok" if seq == last + 1 else "gap"), last + 1
 
     async def _on_snapshot(self, snapshot: OrderbookSnapshot) -> None:
         book = self.books.get(snapshot.market_ticker)
@@ -383,10 +384,9 @@ class KalshiWebSocketClient:
         self.metrics.deltas_received += 1
         await self._listener.on_market_message(delta, book)
 
-    async def _on_gap(self, ws: ClientConnection, sid: int, seq: int, keep: str | None = None) -> None:
+    async def _on_gap(self, ws: ClientConnection, sid: int, expected: int, seq: int, keep: str | None = None) -> None:
         """A seq gap cannot be pinned to one market, so every market of the sid is resynced."""
         self.metrics.gaps_detected += 1
-        expected = self._last_seq_before_gap + 1
         await self._listener.on_feed_event(
             FeedEvent(
                 FeedEventKind.GAP,

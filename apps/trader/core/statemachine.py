@@ -55,7 +55,6 @@ class StateMachine:
         self._monotonic = monotonic
         self.entered_at = monotonic()
         self.entered_at_wall = wall_clock()
-        self.history: list[Transition] = []
 
     def can_transition(self, to_state: State) -> bool:
         return to_state in ALLOWED_TRANSITIONS[self.state]
@@ -75,7 +74,6 @@ class StateMachine:
             self.entered_at = self._monotonic()
             self.entered_at_wall = transition.timestamp
         self.state = to_state
-        self.history.append(transition)
         await self._on_transition(transition)
         return transition
 
