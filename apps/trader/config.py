@@ -12,6 +12,7 @@ from typing import Any
 
 from apps.kalshi.environments import ConfigurationError, Environment, check_url
 from apps.kalshi.signing import Credentials, KeyLoadError, load_private_key
+from apps.kalshi.tickers import InvalidTicker, parse_ticker_list
 
 SIM_KEY_ID = "sim-local-key"
 SIM_DEFAULT_MARKET_COUNT = 3
@@ -36,12 +37,15 @@ class TraderConfig:
 
 
 def _markets(raw: str | None, default: list[str]) -> list[str]:
-    if raw is None:
-        return default
-    markets = [m.strip() for m in raw.split(",") if m.strip()]
-    if not markets:
+    """The tickers of --markets, else of TRADER_MARKETS, checked and normalised."""
+    variable = "--markets" if raw is not None else "TRADER_MARKETS"
+    try:
+        markets = parse_ticker_list(raw if raw is not None else ",".join(default))
+    except InvalidTicker as exc:
+        raise ConfigurationError(f"{variable}: {exc}") from None
+    if raw is not None and not markets:
         raise ConfigurationError("--markets must list at least one ticker, e.g. --markets KXFED-26DEC-T4.25")
-    return list(dict.fromkeys(markets))
+    return markets
 
 
 def _credentials(settings: Any) -> Credentials:

@@ -7,16 +7,15 @@ the trader listens on its own loop and applies them to the live subscription.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
+from apps.kalshi.tickers import InvalidTicker, normalize_ticker
 from apps.trader.core.coordinator import Coordinator
 
 logger = logging.getLogger(__name__)
 
 CONTROL_ACTIONS = ("add_markets", "remove_markets")
 MAX_MARKETS_PER_COMMAND = 100
-_TICKER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class ControlError(ValueError):
@@ -29,10 +28,11 @@ def control_message(action: str, markets: Any) -> dict[str, Any]:
         raise ControlError(f"unknown action {action!r}; expected one of {', '.join(CONTROL_ACTIONS)}")
     if not isinstance(markets, list) or not markets or len(markets) > MAX_MARKETS_PER_COMMAND:
         raise ControlError(f"'markets' must be a list of 1 to {MAX_MARKETS_PER_COMMAND} tickers")
-    for ticker in markets:
-        if not isinstance(ticker, str) or not _TICKER.match(ticker):
-            raise ControlError(f"{str(ticker)[:40]!r} is not a market ticker")
-    return {"type": "trader.control", "action": action, "markets": markets}
+    try:
+        tickers = list(dict.fromkeys(normalize_ticker(ticker) for ticker in markets))
+    except InvalidTicker as exc:
+        raise ControlError(str(exc)) from None
+    return {"type": "trader.control", "action": action, "markets": tickers}
 
 
 async def listen_for_control(coordinator: Coordinator, channel_layer: Any, group: str) -> None:

@@ -68,6 +68,8 @@ PAPER = {"ENVIRONMENT": "paper", "SECRET_KEY": SECRET, "KALSHI_API_KEY_ID": SECR
             "KALSHI_PRIVATE_KEY_CONTENT: the private key is not a readable unencrypted PEM key",
         ),
         (("--markets", " , "), {}, "--markets must list at least one ticker"),
+        (("--markets", "<script>"), {}, "--markets: '<script>' is not a market ticker"),
+        ((), {"TRADER_MARKETS": "KXFED-26DEC-T4.25,KX FED"}, "TRADER_MARKETS: 'KX FED' is not a market ticker"),
         ((), {"SIM_FAULTS": "drop_evry=3"}, "SIM_FAULTS: unknown fault 'drop_evry'"),
         (("--env", "paper"), {"SECRET_KEY": SECRET}, "KALSHI_API_KEY_ID is required when ENVIRONMENT=paper"),
     ],
