@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,3 +91,56 @@ def start_runtrader(env: dict[str, str], *args: str) -> RunningTrader:
         match = _CONSOLE_LINE.search(line)
         trader.console_url = match.group(1) if match else ""
     return trader
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RunningWorker:
+    """A ``daphne trader_v3.asgi:application`` web worker, as the README's scaled mode runs it."""
+
+    process: subprocess.Popen[str]
+    base_url: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def start_web_worker(env: dict[str, str]) -> RunningWorker:
+    """Start a Daphne worker on a free loopback port and wait until it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "trader_v3.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    worker = RunningWorker(process, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"daphne ended early: {process.stderr.read() if process.stderr else ''}")
+        try:
+            http_get(f"{worker.base_url}/v3/health")
+            return worker
+        except OSError:
+            time.sleep(0.1)
+    worker.stop()
+    raise AssertionError("daphne did not answer within 30 s")
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition()`` until it holds; fail naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
+        time.sleep(0.2)

@@ -92,6 +92,7 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def _forward(self, kind: str, event: dict[str, Any]) -> None:
         message: dict[str, Any] = {"type": kind, "data": event["data"]}
-        if "seq" in event:
-            message["seq"] = event["seq"]  # lets the browser count events the channel layer dropped
+        for key in ("seq", "origin"):  # lets the browser count, per trader, events the channel layer dropped
+            if key in event:
+                message[key] = event[key]
         await self.send_json(message)

@@ -8,12 +8,15 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from apps.trader.selectors import session_current, session_health, status_current
+from apps.trader.models import TradingSession
+from apps.trader.selectors import fleet_health, shards_current, status_current
 
 
 @require_GET
 def console_page(request: HttpRequest) -> HttpResponse:
-    session = session_current()
+    shards = shards_current()
+    session = shards[0] if shards else None
+    running = [s for s in shards if s.status == TradingSession.Status.RUNNING] or shards[:1]
     return render(
         request,
         "console/console.html",
@@ -22,7 +25,7 @@ def console_page(request: HttpRequest) -> HttpResponse:
             "ws_path": "/v3/ws",
             "state": session.current_state if session else "",
             "session_id": session.pk if session else None,
-            "markets": session.markets if session else [],
+            "markets": list(dict.fromkeys(ticker for s in running for ticker in s.markets)),
         },
     )
 
@@ -31,7 +34,7 @@ def console_page(request: HttpRequest) -> HttpResponse:
 @never_cache
 def health(request: HttpRequest) -> JsonResponse:
     """200 while the trader is up (healthy, or degraded and healing); 503 with the reason otherwise."""
-    result = session_health(session=session_current())
+    result = fleet_health(shards=shards_current())
     return JsonResponse(result.as_dict(), status=200 if result.ok else 503)
 
 

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.trader.core.health import Health, evaluate_health
 from apps.trader.models import StateTransition, TradingSession
+
+SHARD_ENDED_SHOWN_FOR = timedelta(minutes=10)
+"""How long a shard that stopped stays in the fleet's status, so every web worker shows that it went away."""
 
 
 def session_current() -> TradingSession | None:
     """The running session with the freshest heartbeat, else the most recent session."""
     running = TradingSession.objects.filter(status=TradingSession.Status.RUNNING).order_by("-heartbeat_at").first()
     return running or TradingSession.objects.order_by("-started_at").first()
+
+
+def shards_current() -> list[TradingSession]:
+    """The trader shards a web worker shows: every running session (freshest heartbeat first), then those
+    that ended in the last ten minutes (latest first); with none of either, the most recent session."""
+    since = timezone.now() - SHARD_ENDED_SHOWN_FOR
+    rows = TradingSession.objects.filter(Q(status=TradingSession.Status.RUNNING) | Q(ended_at__gte=since))
+    running = [s for s in rows if s.status == TradingSession.Status.RUNNING]
+    ended = [s for s in rows if s.status != TradingSession.Status.RUNNING]
+    running.sort(key=lambda s: s.heartbeat_at or s.started_at, reverse=True)
+    ended.sort(key=lambda s: s.ended_at or s.started_at, reverse=True)
+    if running or ended:
+        return running + ended
+    latest = TradingSession.objects.order_by("-started_at").first()
+    return [latest] if latest is not None else []
 
 
 def transitions_recent(*, session: TradingSession, limit: int = 200) -> list[StateTransition]:
@@ -38,32 +58,74 @@ def session_health(*, session: TradingSession | None) -> Health:
     )
 
 
+def fleet_health(*, shards: list[TradingSession]) -> Health:
+    """The health of every shard together: one running shard answers for itself; with several, any unhealthy
+    shard makes the fleet unhealthy, and a shard that stopped while its markets are watched by no one else
+    makes it degraded."""
+    running = [s for s in shards if s.status == TradingSession.Status.RUNNING]
+    if not running:
+        return session_health(session=shards[0] if shards else None)
+    verdicts = [(s, session_health(session=s)) for s in running]
+    watched = {ticker for s in running for ticker in s.markets}
+    orphaned = [s for s in shards if s not in running and not set(s.markets) <= watched]
+    if len(verdicts) == 1 and not orphaned:
+        return verdicts[0][1]
+    unhealthy = [f"session {s.pk}: {h.reason}" for s, h in verdicts if h.status == "unhealthy"]
+    if unhealthy:
+        return Health("unhealthy", "; ".join(unhealthy))
+    degraded = [f"session {s.pk}: {h.reason}" for s, h in verdicts if h.status == "degraded"]
+    degraded += [f"session {s.pk} {s.status}; its markets are not watched" for s in orphaned]
+    if degraded:
+        return Health("degraded", "; ".join(degraded))
+    live = sum(len(s.markets) for s in running)
+    return Health("healthy", f"ready; {len(running)} shards, {live} markets live")
+
+
+def shard_status(session: TradingSession) -> dict[str, Any]:
+    """One shard's part of the status: its session, state, health, books and metrics, from its rows."""
+    now = timezone.now()
+    latest = session.latest_status or {}
+    return {
+        "session": session_summary(session),
+        "state": session.current_state,
+        "health": session_health(session=session).as_dict(),
+        "time_in_state": round((now - session.state_entered_at).total_seconds(), 1)
+        if session.state_entered_at
+        else None,
+        "heartbeat_age": round((now - session.heartbeat_at).total_seconds(), 1) if session.heartbeat_at else None,
+        "markets": latest.get("markets", []),
+        "metrics": latest.get("metrics", session.latest_metrics),
+    }
+
+
 def status_current() -> dict[str, Any]:
-    """The /v3/status document. It holds no secrets: no key id, no key, no SECRET_KEY."""
-    session = session_current()
-    health = session_health(session=session)
+    """The /v3/status document. It holds no secrets: no key id, no key, no SECRET_KEY.
+
+    The top level describes the running shard with the freshest heartbeat (the only one in the embedded
+    mode) with the fleet's health and every running shard's books; ``shards`` lists each shard."""
+    shards = shards_current()
     document: dict[str, Any] = {
         "environment": str(settings.ENVIRONMENT),
-        "health": health.as_dict(),
+        "health": fleet_health(shards=shards).as_dict(),
         "state": None,
         "time_in_state": None,
         "session": None,
         "markets": [],
         "metrics": {},
+        "shards": [shard_status(s) for s in shards],
     }
-    if session is None:
+    if not shards:
         return document
-    now = timezone.now()
-    latest = session.latest_status or {}
-    document.update(
-        state=session.current_state,
-        time_in_state=round((now - session.state_entered_at).total_seconds(), 1) if session.state_entered_at else None,
-        heartbeat_age=round((now - session.heartbeat_at).total_seconds(), 1) if session.heartbeat_at else None,
-        session=session_summary(session),
-        markets=latest.get("markets", []),
-        metrics=latest.get("metrics", session.latest_metrics),
-    )
+    primary = document["shards"][0]
+    document.update({key: primary[key] for key in ("state", "time_in_state", "heartbeat_age", "session", "metrics")})
+    document["markets"] = _running_books(shards, document["shards"])
     return document
+
+
+def _running_books(shards: list[TradingSession], documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The books of every running shard, or the latest shard's when none runs."""
+    running = [d for s, d in zip(shards, documents, strict=True) if s.status == TradingSession.Status.RUNNING]
+    return [book for d in (running or documents[:1]) for book in d["markets"]]
 
 
 def session_summary(session: TradingSession) -> dict[str, Any]:
@@ -90,16 +152,20 @@ def session_summary(session: TradingSession) -> dict[str, Any]:
 
 
 def console_history() -> dict[str, Any]:
-    """The ``history_replay`` payload a new console receives: the session's story so far."""
-    session = session_current()
-    if session is None:
-        return {"session": None, "transitions": [], "status": None, "console": [], "orderbooks": []}
+    """The ``history_replay`` payload a new console receives: the story so far of the freshest shard, the
+    other shards' latest status, and the books of every running shard."""
+    shards = shards_current()
+    if not shards:
+        return {"session": None, "transitions": [], "status": None, "console": [], "orderbooks": [], "shards": []}
+    session = shards[0]
     latest = dict(session.latest_status or {})
     console = latest.pop("console", [])
+    documents = [shard_status(s) for s in shards]
     return {
         "session": session_summary(session),
         "transitions": [row.as_event() for row in transitions_recent(session=session)],
         "status": latest or None,
         "console": console,
-        "orderbooks": latest.get("markets", []),
+        "orderbooks": _running_books(shards, documents),
+        "shards": documents,
     }

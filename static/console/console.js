@@ -154,6 +154,8 @@
     healthReason: $('health-reason'),
     stateTrack: $('state-track'),
     stateElapsed: $('state-elapsed'),
+    shardsPanel: $('shards-panel'),
+    shardsBody: $('shards-body'),
     marketsBody: $('markets-body'),
     marketsEmpty: $('markets-empty'),
     marketsCount: $('markets-count'),
@@ -189,7 +191,7 @@
   // ---------------------------------------------------------------- state
 
   const S = {
-    lastSeq: null,
+    lastSeqs: new Map(), // origin (one per trader process) -> last live event seq
     missed: 0,
     ws: null,
     socketState: 'connecting',
@@ -211,6 +213,9 @@
     lastStatusAt: null, // browser ms of the latest trader_status
     lastMessageTime: null, // ms, from metrics.last_message_time
     traderStale: null,
+
+    primary: null, // the session (shard) the header, state track and metrics follow
+    shards: new Map(), // session id -> { state, health, tickers, at }
 
     markets: new Map(), // ticker -> row record
     paused: false,
@@ -491,6 +496,12 @@
     return entry;
   }
 
+  /** "[session 12] " before a line from a shard other than the one the header follows. */
+  function shardTag(d) {
+    const id = d.session_id;
+    return S.shards.size > 1 && isNum(id) ? `[session ${id}] ` : '';
+  }
+
   function transitionEntry(data) {
     const d = obj(data);
     const from = typeof d.from_state === 'string' && d.from_state ? d.from_state : DASH;
@@ -504,7 +515,7 @@
       level: to === 'error' ? 'error' : 'info',
       kind: 'transition',
       ts: parseTime(d.timestamp),
-      parts: ['STATE TRANSITION: ', stateSpan(from), ' → ', stateSpan(to)],
+      parts: [shardTag(d), 'STATE TRANSITION: ', stateSpan(from), ' → ', stateSpan(to)],
       context: d.context,
     });
   }
@@ -515,7 +526,7 @@
       level: d.level,
       kind: 'event',
       ts: parseTime(d.timestamp),
-      parts: [freeText(d.message)],
+      parts: [shardTag(d) + freeText(d.message)],
       context: d.context,
     });
   }
@@ -622,6 +633,12 @@
   function onTransition(data, options) {
     const d = obj(data);
     const replay = options && options.replay;
+    if (!followsPrimary(d.session_id)) {
+      noteShard(d.session_id, { state: d.to_state });
+      const entry = transitionEntry(d);
+      if (!replay) pushEntries([entry]);
+      return entry;
+    }
     const ts = parseTime(d.timestamp);
     if (typeof d.from_state === 'string' && d.from_state) S.visited.add(d.from_state);
     if (typeof d.to_state === 'string') {
@@ -640,6 +657,13 @@
     const replay = options && options.replay;
     const now = Date.now();
     const ts = parseTime(d.timestamp);
+    const tickers = arr(d.markets).map((b) => obj(b).market_ticker);
+    noteShard(d.session_id, { state: d.state, health: d.health, tickers });
+    if (!followsPrimary(d.session_id)) {
+      pruneMarkets();
+      for (const book of arr(d.markets)) applyBook(book, { initial: replay });
+      return;
+    }
     // A replayed status may be old (the trader may be down): date it by its own timestamp.
     S.lastStatusAt = replay && ts !== null ? Math.min(ts, now) : now;
 
@@ -652,14 +676,69 @@
     setEnvironment(d.environment);
     setHealth(d.health);
     applyMetrics(d.metrics);
-    if (Array.isArray(d.markets)) pruneMarkets(d.markets);
+    if (Array.isArray(d.markets)) pruneMarkets();
     for (const book of arr(d.markets)) applyBook(book, { initial: replay });
     tick();
   }
 
-  // Rows of markets the trader no longer watches (removed at runtime) leave the table.
-  function pruneMarkets(books) {
-    const live = new Set(books.map((b) => obj(b).market_ticker));
+  // ---------------------------------------------------------------- shards
+
+  /** Whether an event of this session drives the header; the first session seen, or one that takes over
+   * when the followed shard shut down or went quiet. Events without a session id (older traders) do. */
+  function followsPrimary(id) {
+    if (!isNum(id) || S.primary === id) return true;
+    const primary = S.shards.get(S.primary);
+    const gone = !primary || primary.state === 'shutdown' || Date.now() - primary.at > STATUS_STALE_MS;
+    if (S.primary !== null && !gone) return false;
+    S.primary = id;
+    renderShards();
+    return true;
+  }
+
+  function noteShard(id, update) {
+    if (!isNum(id)) return;
+    const shard = S.shards.get(id) || { state: '', health: null, tickers: null, at: 0 };
+    if (typeof update.state === 'string') shard.state = update.state;
+    if (update.health !== undefined) shard.health = obj(update.health);
+    if (update.tickers !== undefined) shard.tickers = update.tickers;
+    shard.at = Date.now();
+    S.shards.set(id, shard);
+    renderShards();
+  }
+
+  // With several traders (scaled mode) a table shows each shard; with one it stays hidden.
+  function renderShards() {
+    if (!dom.shardsPanel || !dom.shardsBody) return;
+    dom.shardsPanel.hidden = S.shards.size < 2;
+    const rows = [];
+    for (const [id, shard] of [...S.shards].sort((a, b) => a[0] - b[0])) {
+      const tr = el('tr', 'shard-row');
+      tr.dataset.session = String(id);
+      tr.dataset.state = shard.state;
+      tr.classList.toggle('is-primary', id === S.primary);
+      const health = obj(shard.health);
+      tr.append(
+        el('td', 'col-session', String(id)),
+        el('td', 'col-state', shard.state || DASH),
+        el('td', 'col-health', text(health.status)),
+        el('td', 'col-count', shard.tickers ? String(shard.tickers.length) : DASH),
+      );
+      tr.title = text(health.reason);
+      rows.push(tr);
+    }
+    dom.shardsBody.replaceChildren(...rows);
+  }
+
+  // Rows of markets no trader watches any more (removed at runtime, or their shard stopped) leave the table.
+  function pruneMarkets() {
+    const live = new Set();
+    let known = false;
+    for (const shard of S.shards.values()) {
+      if (shard.tickers === null) continue;
+      known = true;
+      if (shard.state !== 'shutdown' || S.shards.size === 1) for (const t of shard.tickers) live.add(t);
+    }
+    if (!known) return;
     for (const [ticker, rec] of S.markets) {
       if (!live.has(ticker)) {
         rec.tr.remove();
@@ -742,7 +821,7 @@
   }
 
   function onReplay(data) {
-    S.lastSeq = null; // the replay covers whatever happened while this page was away
+    S.lastSeqs.clear(); // the replay covers whatever happened while this page was away
     const d = obj(data);
     clearConsole();
     clearMarkets();
@@ -751,6 +830,14 @@
     S.lastTransitionAt = null;
 
     const session = isObj(d.session) ? d.session : null;
+    S.shards.clear();
+    S.primary = session && isNum(session.id) ? session.id : null;
+    for (const shard of arr(d.shards)) {
+      const sh = obj(shard);
+      const info = obj(sh.session);
+      const ended = typeof info.status === 'string' && info.status !== 'running';
+      noteShard(info.id, { state: ended ? 'shutdown' : sh.state, health: sh.health, tickers: arr(info.markets) });
+    }
     setSession(session ? session.id : null);
     if (session) setEnvironment(session.environment);
     for (const ticker of arr(session && session.markets)) {
@@ -789,19 +876,21 @@
   ]);
 
   // The trader numbers every live event; a jump means the channel layer dropped some on the way here.
-  function countMissed(seq) {
+  function countMissed(seq, origin) {
     if (!isNum(seq)) return;
-    if (S.lastSeq !== null && seq > S.lastSeq + 1) {
-      const missed = seq - S.lastSeq - 1;
+    const key = typeof origin === 'string' ? origin : '';
+    const last = S.lastSeqs.has(key) ? S.lastSeqs.get(key) : null;
+    if (last !== null && seq > last + 1) {
+      const missed = seq - last - 1;
       S.missed += missed;
       pushEntries([systemEntry('warning', `MISSED ${missed} live event(s) (${S.missed} in all); rows catch up on the next update`)]);
     }
-    S.lastSeq = seq; // a lower number means the trader restarted: start counting again
+    S.lastSeqs.set(key, seq); // a lower number means the trader restarted: start counting again
   }
 
   function handleMessage(msg) {
     if (!isObj(msg) || typeof msg.type !== 'string') return;
-    countMissed(msg.seq);
+    countMissed(msg.seq, msg.origin);
     const handler = HANDLERS.get(msg.type);
     if (!handler) return;
     try {

@@ -85,7 +85,7 @@ async def test_with_no_session_the_replay_is_empty() -> None:
     replay = await communicator.receive_json_from()
     assert replay == {
         "type": "history_replay",
-        "data": {"session": None, "transitions": [], "status": None, "console": [], "orderbooks": []},
+        "data": {"session": None, "transitions": [], "status": None, "console": [], "orderbooks": [], "shards": []},
     }
     await communicator.disconnect()
 
@@ -146,4 +146,22 @@ async def test_live_events_carry_a_running_seq_so_a_console_can_count_what_it_mi
     received = [await communicator.receive_json_from() for _ in range(3)]
     assert [m["seq"] for m in received] == [1, 2, 3]
     assert [m["data"]["n"] for m in received] == [0, 1, 2]
+    await communicator.disconnect()
+
+
+async def test_each_trader_numbers_its_events_under_its_own_origin() -> None:
+    from apps.trader.broadcast import ChannelLayerBroadcaster
+
+    communicator = await connect()
+    await communicator.receive_json_from()  # history
+    shards = [ChannelLayerBroadcaster(get_channel_layer(), settings.CONSOLE_GROUP) for _ in range(2)]
+    for shard in (shards[0], shards[1], shards[0]):
+        await shard(Event("console", {}))
+    received = [await communicator.receive_json_from() for _ in range(3)]
+    assert [(m["origin"], m["seq"]) for m in received] == [
+        (shards[0].origin, 1),
+        (shards[1].origin, 1),
+        (shards[0].origin, 2),
+    ]
+    assert shards[0].origin != shards[1].origin
     await communicator.disconnect()

@@ -19,12 +19,14 @@ LIVE_METRICS = {
 }
 
 
-def a_trader(state: str = "ready", metrics: dict | None = None, heartbeat_age: float = 0.0) -> TradingSession:
-    session = session_start(environment="sim", markets=["A", "B"], exchange_url="ws://127.0.0.1:9/x")
+def a_trader(
+    state: str = "ready", metrics: dict | None = None, heartbeat_age: float = 0.0, markets: tuple[str, ...] = ("A", "B")
+) -> TradingSession:
+    session = session_start(environment="sim", markets=list(markets), exchange_url="ws://127.0.0.1:9/x")
     status = {
         "state": state,
         "metrics": metrics if metrics is not None else LIVE_METRICS,
-        "markets": [{"market_ticker": "A", "yes_bid": {"price": "0.4200", "size": "12.50"}}],
+        "markets": [{"market_ticker": markets[0], "yes_bid": {"price": "0.4200", "size": "12.50"}}],
     }
     session_heartbeat(
         session_id=session.pk,
@@ -91,6 +93,51 @@ def test_status_describes_the_trader_from_its_rows(client: Client) -> None:
     assert document["session"]["markets"] == ["A", "B"]
     assert document["markets"][0]["yes_bid"] == {"price": "0.4200", "size": "12.50"}
     assert document["metrics"]["ws_connection_status"] == "connected"
+
+
+def test_two_healthy_shards_are_one_healthy_fleet_and_status_lists_both(client: Client) -> None:
+    first, second = a_trader(markets=("A", "B")), a_trader(markets=("C",))
+    response = client.get("/v3/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy", "reason": "ready; 2 shards, 3 markets live"}
+    document = client.get("/v3/status").json()
+    assert {shard["session"]["id"] for shard in document["shards"]} == {first.pk, second.pk}
+    assert all(shard["state"] == "ready" and shard["health"]["status"] == "healthy" for shard in document["shards"])
+    assert {book["market_ticker"] for book in document["markets"]} == {"A", "C"}
+
+
+def test_one_unhealthy_shard_makes_the_fleet_unhealthy_and_is_named(client: Client) -> None:
+    a_trader(markets=("A",))
+    broken = a_trader(markets=("C",), state="kalshi_connectivity_orderbook_client")
+    response = client.get("/v3/health")
+    assert response.status_code == 503
+    assert response.json()["reason"] == f"session {broken.pk}: trader state is kalshi_connectivity_orderbook_client"
+
+
+def test_a_shard_that_stopped_shows_until_its_markets_are_watched_again(client: Client) -> None:
+    a_trader(markets=("A",))
+    gone = a_trader(markets=("C",))
+    session_end(session_id=gone.pk, failed=False, error="")
+    response = client.get("/v3/health")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "degraded",
+        "reason": f"session {gone.pk} stopped; its markets are not watched",
+    }
+    stopped = [shard for shard in client.get("/v3/status").json()["shards"] if shard["session"]["id"] == gone.pk]
+    assert stopped[0]["session"]["status"] == "stopped"
+
+    a_trader(markets=("C",))  # the shard is back under a new session
+    assert client.get("/v3/health").json()["status"] == "healthy"
+
+
+def test_a_shard_that_stopped_long_ago_is_no_longer_shown(client: Client) -> None:
+    a_trader(markets=("A",))
+    gone = a_trader(markets=("C",))
+    session_end(session_id=gone.pk, failed=False, error="")
+    TradingSession.objects.filter(pk=gone.pk).update(ended_at=timezone.now() - timedelta(minutes=11))
+    assert client.get("/v3/health").json()["status"] == "healthy"
+    assert gone.pk not in {shard["session"]["id"] for shard in client.get("/v3/status").json()["shards"]}
 
 
 def test_status_never_shows_secrets(client: Client, settings: object) -> None:

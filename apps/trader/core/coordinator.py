@@ -390,7 +390,7 @@ class Coordinator:
     async def _on_transition(self, transition: Transition) -> None:
         if self.session_id is not None:
             await self._store.transition_record(session_id=self.session_id, transition=transition)
-        self._bus.emit(Event("state_transition", transition.as_event()))
+        self._bus.emit(Event("state_transition", {**transition.as_event(), "session_id": self.session_id}))
         logger.info(
             "STATE TRANSITION: %s → %s | %s",
             transition.from_state.value,
@@ -403,7 +403,13 @@ class Coordinator:
             self._failed = False
 
     def console(self, level: str, message: str, context: str = "") -> None:
-        line = {"level": level, "message": message, "context": context, "timestamp": self._now_iso()}
+        line = {
+            "level": level,
+            "message": message,
+            "context": context,
+            "timestamp": self._now_iso(),
+            "session_id": self.session_id,
+        }
         self._console.append(line)
         self._bus.emit(Event("console", line))
         log_level = {"warning": logging.WARNING, "error": logging.ERROR}.get(level, logging.INFO)
