@@ -78,4 +78,5 @@ class StateTransition(models.Model):
             "context": self.context,
             "timestamp": self.timestamp.isoformat(),
             "metrics": self.metrics,
+            "session_id": self.session_id,
         }

@@ -496,7 +496,7 @@
     return entry;
   }
 
-  /** "[session 12] " before a line from a shard other than the one the header follows. */
+  /** "[session 12] " before every line while several shards report, so each line says whose it is. */
   function shardTag(d) {
     const id = d.session_id;
     return S.shards.size > 1 && isNum(id) ? `[session ${id}] ` : '';
