@@ -19,6 +19,7 @@ from apps.exchange.simulator import DEFAULT_MARKETS
 from apps.kalshi.environments import ConfigurationError, Environment
 from apps.trader.config import TraderConfig, build_trader_config
 from apps.trader.embedded import port_is_free, serve_with_daphne
+from apps.trader.preflight import service_problems
 from apps.trader.runtime import TraderRuntime
 from apps.trader.services import sessions_close_abandoned
 
@@ -85,20 +86,28 @@ class Command(BaseCommand):
         try:
             config = self.load_config(options)
         except ConfigurationError as exc:
-            self.stderr.write(f"configuration error: {exc}")
-            sys.exit(2)
+            self.fail(exc.problems)
+        self.fail(service_problems())
         pending = unapplied_migrations()
         if pending:
-            self.stderr.write(
-                f"configuration error: DATABASE_URL: the database lacks {len(pending)} migration(s) "
-                f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
+            self.fail(
+                [
+                    f"DATABASE_URL: the database lacks {len(pending)} migration(s) "
+                    f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
+                ]
             )
-            sys.exit(2)
         closed = sessions_close_abandoned(environment=config.environment.value)
         if closed:
             logger.warning("marked %d session(s) left running by an earlier process as failed", closed)
         self.stdout.write(self.describe(config))
         sys.exit(self.run(config))
+
+    def fail(self, problems: list[str]) -> None:
+        """Print each problem as one ``configuration error:`` line and exit 2; nothing when there are none."""
+        if problems:
+            for problem in problems:
+                self.stderr.write(f"configuration error: {problem}")
+            sys.exit(2)
 
     def load_config(self, options: dict[str, Any]) -> TraderConfig:
         """Check every rule before anything connects; raises ConfigurationError naming the variable."""
