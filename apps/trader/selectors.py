@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -15,6 +16,29 @@ def session_current() -> TradingSession | None:
     """The running session with the freshest heartbeat, else the most recent session."""
     running = TradingSession.objects.filter(status=TradingSession.Status.RUNNING).order_by("-heartbeat_at").first()
     return running or TradingSession.objects.order_by("-started_at").first()
+
+
+def sessions_live(*, stale_after: float) -> list[TradingSession]:
+    """Running sessions whose heartbeat is fresh: traders alive right now, in any environment."""
+    fresh_since = timezone.now() - timedelta(seconds=stale_after)
+    return list(
+        TradingSession.objects.filter(status=TradingSession.Status.RUNNING, heartbeat_at__gte=fresh_since).order_by(
+            "started_at"
+        )
+    )
+
+
+def session_sharing_markets(*, markets: list[str], stale_after: float) -> tuple[TradingSession, list[str]] | None:
+    """A live session that already trades any of ``markets``, with the shared tickers; None if there is none.
+
+    One market belongs to one trader: two would record and control the same book twice.
+    """
+    wanted = set(markets)
+    for session in sessions_live(stale_after=stale_after):
+        shared = [ticker for ticker in session.markets if ticker in wanted]
+        if shared:
+            return session, shared
+    return None
 
 
 def transitions_recent(*, session: TradingSession, limit: int = 200) -> list[StateTransition]:

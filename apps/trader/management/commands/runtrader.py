@@ -21,6 +21,7 @@ from apps.trader.config import TraderConfig, build_trader_config
 from apps.trader.embedded import port_is_free, serve_with_daphne
 from apps.trader.preflight import service_problems
 from apps.trader.runtime import TraderRuntime
+from apps.trader.selectors import session_sharing_markets
 from apps.trader.services import sessions_close_abandoned
 
 logger = logging.getLogger(__name__)
@@ -96,9 +97,11 @@ class Command(BaseCommand):
                     f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
                 ]
             )
-        closed = sessions_close_abandoned(environment=config.environment.value)
+        stale_after = settings.TRADER_HEARTBEAT_STALE_SECONDS
+        closed = sessions_close_abandoned(environment=config.environment.value, stale_after=stale_after)
         if closed:
             logger.warning("marked %d session(s) left running by an earlier process as failed", closed)
+        self.fail(self.shard_problems(config, stale_after=stale_after))
         self.stdout.write(self.describe(config))
         sys.exit(self.run(config))
 
@@ -108,6 +111,20 @@ class Command(BaseCommand):
             for problem in problems:
                 self.stderr.write(f"configuration error: {problem}")
             sys.exit(2)
+
+    def shard_problems(self, config: TraderConfig, *, stale_after: float) -> list[str]:
+        """A live trader (fresh heartbeat) already on one of these markets refuses this one; disjoint ones are shards.
+
+        Discovery picks its markets after start, so it is not checked here.
+        """
+        found = session_sharing_markets(markets=config.markets, stale_after=stale_after)
+        if found is None:
+            return []
+        session, shared = found
+        return [
+            f"--markets / TRADER_MARKETS: session {session.pk} ({session.environment}) is already running on "
+            f"{', '.join(shared)}; stop it or give this trader other markets (disjoint markets run as shards)"
+        ]
 
     def load_config(self, options: dict[str, Any]) -> TraderConfig:
         """Check every rule before anything connects; raises ConfigurationError naming the variable."""
