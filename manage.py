@@ -30,6 +30,8 @@ def main() -> None:
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
+    from trader_v3.envreader import exit_on_problems
+
     try:
         # Load the settings before any command: Django would otherwise hide their problems behind
         # "Unknown command" or a traceback.
@@ -37,9 +39,7 @@ def main() -> None:
         execute_from_command_line(sys.argv)
     except ImproperlyConfigured as exc:
         # A broken configuration is one clear line per problem, all of them at once, not a traceback.
-        for problem in getattr(exc, "problems", None) or [str(exc)]:
-            print(f"configuration error: {problem}", file=sys.stderr)
-        sys.exit(2)
+        exit_on_problems(exc)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import builtins
 import math
+import re
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 import environ
@@ -23,6 +25,8 @@ _FALSE = frozenset({"0", "false", "no", "off", "n", "f", ""})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DATABASE_SCHEMES = ("postgres", "postgresql", "pgsql", "sqlite")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+T = TypeVar("T")
+_GROUP_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,50}")
 
 
 class SettingsProblems(ImproperlyConfigured):
@@ -31,6 +35,13 @@ class SettingsProblems(ImproperlyConfigured):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+
+def exit_on_problems(exc: ImproperlyConfigured) -> NoReturn:
+    """Print each problem as one ``configuration error:`` line and exit 2: an operator's answer, no traceback."""
+    for problem in getattr(exc, "problems", None) or [str(exc)]:
+        print(f"configuration error: {problem}", file=sys.stderr)
+    sys.exit(2)
 
 
 def url_port_problem(parts: SplitResult) -> str | None:
@@ -42,6 +53,14 @@ def url_port_problem(parts: SplitResult) -> str | None:
     if port == 0:
         return "its port must be 1..65535"
     return None
+
+
+def or_exit_on_problems(load: Callable[[], T]) -> T:
+    """``load()``, or the problems printed and exit 2 when the settings are malformed."""
+    try:
+        return load()
+    except ImproperlyConfigured as exc:
+        exit_on_problems(exc)
 
 
 class SettingsReader:
@@ -129,6 +148,14 @@ class SettingsReader:
         listed = ", ".join(c for c in choices if c) + (" or empty" if "" in choices else "")
         self.problem(f"{name} must be one of {listed}; got {raw[:40]!r}")
         return default
+
+    def group_prefix(self, name: builtins.str, default: builtins.str) -> builtins.str:
+        """A prefix for channel-layer names: ASCII letters, digits, '-', '_' and '.', short enough for groups."""
+        value = self.str(name, default)
+        if not _GROUP_PREFIX.fullmatch(value):
+            self.problem(f"{name} must be 1..50 ASCII letters, digits, '-', '_' or '.'; got {value[:60]!r}")
+            return default
+        return value
 
     def log_level(self, name: builtins.str, default: builtins.str = "INFO") -> builtins.str:
         return self.choice(name, default, LOG_LEVELS)

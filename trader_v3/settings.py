@@ -124,7 +124,7 @@ if REDIS_URL:
                 "hosts": [REDIS_URL],
                 "capacity": _CHANNEL_CAPACITY,
                 "expiry": _CHANNEL_EXPIRY,
-                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="trader_v3"),
+                "prefix": env.group_prefix("CHANNEL_LAYER_PREFIX", default="trader_v3"),
             },
         }
     }

@@ -6,9 +6,11 @@ one line naming the variable; passwords inside the URLs are never part of it.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
 CONNECT_TIMEOUT = 3
@@ -40,20 +42,17 @@ def database_problem(alias: str = "default", *, timeout: float = CONNECT_TIMEOUT
 
     password = str(settings_dict.get("PASSWORD") or "")
     where = f"{settings_dict.get('HOST') or 'localhost'}:{settings_dict.get('PORT') or 5432}"
-    params = {
-        "dbname": settings_dict["NAME"],
-        "user": settings_dict.get("USER") or None,
-        "password": password or None,
-        "host": settings_dict.get("HOST") or None,
-        "port": settings_dict.get("PORT") or None,
-    }
     try:
-        with psycopg.connect(
-            **{k: v for k, v in params.items() if v is not None}, connect_timeout=max(2, round(timeout))
-        ) as connection:
+        # The same parameters Django connects with (SSL and other OPTIONS included), without the pool.
+        params = connections[alias].get_connection_params()
+    except ImproperlyConfigured as exc:
+        return f"DATABASE_URL: {_reason(exc, password)}"
+    params["connect_timeout"] = max(2, round(timeout))
+    try:
+        with psycopg.connect(**params) as connection:
             connection.execute("select 1")
     except psycopg.Error as exc:
-        return f"DATABASE_URL: cannot reach PostgreSQL at {where}: {_reason(exc, password)}"
+        return f"DATABASE_URL: cannot connect to PostgreSQL at {where}: {_reason(exc, password)}"
     return None
 
 
@@ -69,14 +68,16 @@ def redis_problem(url: str, *, timeout: float = CONNECT_TIMEOUT) -> str | None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        return f"REDIS_URL: cannot reach Redis at {where}: {_reason(exc, parts.password or '')}"
+        return f"REDIS_URL: cannot connect to Redis at {where}: {_reason(exc, parts.password or '')}"
     finally:
         client.close()
     return None
 
 
 def service_problems() -> list[str]:
-    """Every service the trader needs that it cannot reach, one line each."""
+    """Every service the trader needs that it cannot reach, one line each; both are tried at once."""
     from django.conf import settings
 
-    return [problem for problem in (database_problem(), redis_problem(settings.REDIS_URL)) if problem]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="preflight") as pool:
+        checks = [pool.submit(database_problem), pool.submit(redis_problem, settings.REDIS_URL)]
+        return [problem for check in checks if (problem := check.result())]

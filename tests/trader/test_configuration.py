@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,21 +67,23 @@ CASES = [
     case("DATABASE_URL: its port must be 1..65535", DATABASE_URL="postgres://postgres@127.0.0.1:0/x"),
     case("DATABASE_URL must name a database", DATABASE_URL="postgres://postgres@127.0.0.1:5432/"),
     case(
-        "DATABASE_URL: cannot reach PostgreSQL at 127.0.0.1:{closed}: ",
+        "DATABASE_URL: cannot connect to PostgreSQL at 127.0.0.1:{closed}: ",
         DATABASE_URL=f"postgres://u:{SECRET}@127.0.0.1:{{closed}}/x",
     ),
     case(
-        "DATABASE_URL: cannot reach PostgreSQL at 127.0.0.1:{silent}: ",
+        "DATABASE_URL: cannot connect to PostgreSQL at 127.0.0.1:{silent}: ",
         DATABASE_URL=f"postgres://u:{SECRET}@127.0.0.1:{{silent}}/x",
     ),
     case("REDIS_URL must be a redis://host:port/db, rediss:// or unix:// URL", REDIS_URL="notaurl"),
     case("REDIS_URL must be a redis://host:port/db, rediss:// or unix:// URL", REDIS_URL="http://127.0.0.1:6379/0"),
     case("REDIS_URL: its port must be a number 1..65535", REDIS_URL=f"redis://:{SECRET}@127.0.0.1:70000/0"),
     case(
-        "REDIS_URL: cannot reach Redis at 127.0.0.1:{closed}: ", REDIS_URL=f"redis://:{SECRET}@127.0.0.1:{{closed}}/0"
+        "REDIS_URL: cannot connect to Redis at 127.0.0.1:{closed}: ",
+        REDIS_URL=f"redis://:{SECRET}@127.0.0.1:{{closed}}/0",
     ),
     case(
-        "REDIS_URL: cannot reach Redis at 127.0.0.1:{silent}: ", REDIS_URL=f"redis://:{SECRET}@127.0.0.1:{{silent}}/0"
+        "REDIS_URL: cannot connect to Redis at 127.0.0.1:{silent}: ",
+        REDIS_URL=f"redis://:{SECRET}@127.0.0.1:{{silent}}/0",
     ),
     case(
         "KALSHI_API_KEY_ID is required when ENVIRONMENT=paper",
@@ -211,6 +214,24 @@ def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
     assert SECRET not in result.stderr + result.stdout
 
 
+def test_an_unreachable_database_and_redis_are_both_named(tmp_path: Path, ports: dict[str, str]) -> None:
+    result = runtrader(
+        tmp_path,
+        DATABASE_URL=f"postgres://u:{SECRET}@127.0.0.1:{ports['silent']}/x",
+        REDIS_URL=f"redis://:{SECRET}@127.0.0.1:{ports['closed']}/0",
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith(
+        f"configuration error: DATABASE_URL: cannot connect to PostgreSQL at 127.0.0.1:{ports['silent']}"
+    )
+    assert lines[1].startswith(
+        f"configuration error: REDIS_URL: cannot connect to Redis at 127.0.0.1:{ports['closed']}"
+    )
+    assert SECRET not in result.stderr + result.stdout
+
+
 def test_every_rule_of_the_trader_is_reported_in_one_run(tmp_path: Path) -> None:
     result = runtrader(tmp_path, "--markets", "<b>", ENVIRONMENT="production", SECRET_KEY=SECRET)
     assert result.returncode == 2
@@ -232,6 +253,18 @@ def test_other_commands_fail_the_same_clean_way(tmp_path: Path) -> None:
     assert len(lines) == 2, result.stderr
     assert lines[0].startswith("configuration error: DATABASE_URL must be a database URL")
     assert lines[1].startswith("configuration error: LOG_LEVEL must be one of")
+
+
+def test_a_daphne_worker_fails_the_same_clean_way(tmp_path: Path) -> None:
+    env = project_env(tmp_path, LOG_LEVEL="LOUD", SECRET_KEY=f"{SECRET} ")
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "trader_v3.asgi:application"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: SECRET_KEY must not contain whitespace at either end or control characters "
+        "(value hidden)",
+        "configuration error: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'LOUD'",
+    ]
 
 
 def test_paper_needs_markets_once_the_key_is_good(tmp_path: Path) -> None:
