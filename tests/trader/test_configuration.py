@@ -153,6 +153,9 @@ CASES = [
     case("SIM_MESSAGE_RATE must be a number; got 'fast'", SIM_MESSAGE_RATE="fast"),
     case("SIM_MESSAGE_RATE must be at least 0; got '-1'", SIM_MESSAGE_RATE="-1"),
     case("SIM_FAULTS: unknown fault 'drop_evry'", SIM_FAULTS="drop_evry=3"),
+    case(
+        "SIM_FAULTS: stall_for needs a finite number of at least 0; got 'nan'", SIM_FAULTS="stall_every=9,stall_for=nan"
+    ),
     case("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'LOUD'", LOG_LEVEL="LOUD"),
     case("TRADER_ENV_DIR must be a directory; '/nonexistent/env' is not one", TRADER_ENV_DIR="/nonexistent/env"),
     case("DATA_DIR must be a directory; '/etc/hostname' is a file", DATA_DIR="/etc/hostname"),
