@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sqlite3
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,33 @@ async def test_a_second_trader_is_refused_on_shared_markets_and_runs_as_a_shard_
         results = [await asyncio.to_thread(t.stop) for t in (shard, first) if t is not None]
     assert [code for code, _ in results] == [0] * len(results), [stderr[-2000:] for _, stderr in results]
     assert [row[0] for row in sessions(database).values()] == ["stopped", "stopped"]
+
+
+async def test_a_trader_that_died_frees_its_markets_once_its_heartbeat_is_stale(tmp_path: Path) -> None:
+    env = project_env(tmp_path, TRADER_HEARTBEAT_STALE_SECONDS="3")
+    database = tmp_path / "trader.sqlite3"
+    markets = DEFAULT_MARKETS[0]
+    dead = await asyncio.to_thread(start_runtrader, env, "--no-web", "--markets", markets)
+    await eventually(lambda: [row[2] for row in sessions(database).values()] == ["ready"], seconds=20)
+    await asyncio.to_thread(dead.stop, signal.SIGKILL)
+    [dead_id] = sessions(database)
+
+    refused = await asyncio.to_thread(manage, env, "runtrader", "--no-web", "--markets", markets, timeout=30)
+    assert refused.returncode == 2, refused.stderr
+    assert f"session {dead_id} (sim) is already running on {markets};" in refused.stderr
+    assert "free once its heartbeat is 3 s old" in refused.stderr
+
+    await eventually(lambda: heartbeat_age(database, dead_id) > 3, seconds=10)
+    successor = await asyncio.to_thread(start_runtrader, env, "--no-web", "--markets", markets)
+    try:
+        await eventually(lambda: [row[2] for row in sessions(database).values()] == ["ready", "ready"], seconds=20)
+        assert [row[0] for row in sessions(database).values()] == ["failed", "running"]
+    finally:
+        code, stderr = await asyncio.to_thread(successor.stop)
+    assert code == 0, stderr[-2000:]
+
+
+def heartbeat_age(database: Path, session_id: int) -> float:
+    with sqlite3.connect(database) as db:
+        [(beat,)] = db.execute("select heartbeat_at from trader_tradingsession where id = ?", (session_id,)).fetchall()
+    return (timezone.now() - datetime.fromisoformat(beat).replace(tzinfo=UTC)).total_seconds()

@@ -123,7 +123,8 @@ class Command(BaseCommand):
         session, shared = found
         return [
             f"--markets / TRADER_MARKETS: session {session.pk} ({session.environment}) is already running on "
-            f"{', '.join(shared)}; stop it or give this trader other markets (disjoint markets run as shards)"
+            f"{', '.join(shared)}; stop it or give this trader other markets (disjoint markets run as shards; "
+            f"the markets of a trader that died are free once its heartbeat is {stale_after:g} s old)"
         ]
 
     def load_config(self, options: dict[str, Any]) -> TraderConfig:
