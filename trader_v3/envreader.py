@@ -214,4 +214,8 @@ class SettingsReader:
         if port:
             self.problem(f"{name}: {port}")
             return ""
+        # redis-py reads a malformed database number as 0 without a word: another database's data.
+        if parts.scheme != "unix" and not re.fullmatch(r"/?(\d+)?", parts.path):
+            self.problem(f"{name}: the path must be a database number, like redis://host:6379/0")
+            return ""
         return url

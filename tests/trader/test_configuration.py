@@ -23,7 +23,7 @@ TICKER = "KXFED-26DEC-T4.25"
 
 
 def runtrader(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    web = ("--port", "0") if "--web" in args else ("--no-web",)
+    web = () if "--web" in args else ("--no-web",)
     args = tuple(arg for arg in args if arg != "--web")
     return manage(project_env(tmp_path, **env), "runtrader", *web, *args, timeout=60)
 
@@ -76,6 +76,7 @@ CASES = [
     ),
     case("REDIS_URL must be a redis://host:port/db, rediss:// or unix:// URL", REDIS_URL="notaurl"),
     case("REDIS_URL must be a redis://host:port/db, rediss:// or unix:// URL", REDIS_URL="http://127.0.0.1:6379/0"),
+    case("REDIS_URL: the path must be a database number", REDIS_URL=f"redis://:{SECRET}@127.0.0.1:6379/abc"),
     case("REDIS_URL: its port must be a number 1..65535", REDIS_URL=f"redis://:{SECRET}@127.0.0.1:70000/0"),
     case(
         "REDIS_URL: cannot connect to Redis at 127.0.0.1:{closed}: ",
@@ -143,7 +144,15 @@ CASES = [
     ),
     case("TRADER_CONFIRM_PRODUCTION must be one of yes, no or empty; got 'maybe'", TRADER_CONFIRM_PRODUCTION="maybe"),
     case("TRADER_WEB_HOST: 'no-such..host' is not a host name or IP address", "--web", TRADER_WEB_HOST="no-such..host"),
+    case("TRADER_WEB_PORT: 127.0.0.1:{silent} is already in use", "--web", TRADER_WEB_PORT="{silent}"),
     case("--host: 'bad host' is not a host name or IP address", "--web", "--host", "bad host"),
+    case(
+        "TRADER_WEB_HOST: 192.0.2.1 is not an address of this machine",
+        "--web",
+        "--port",
+        "0",
+        TRADER_WEB_HOST="192.0.2.1",
+    ),
     case("TRADER_WEB_PORT must be 0..65535; got 99999", TRADER_WEB_PORT="99999"),
     case("TRADER_WEB_PORT must be a whole number; got 'http'", TRADER_WEB_PORT="http"),
     case("TRADER_FEED_IDLE_TIMEOUT must be a finite number; got 'nan'", TRADER_FEED_IDLE_TIMEOUT="nan"),

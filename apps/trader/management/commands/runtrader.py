@@ -18,7 +18,7 @@ from apps.exchange.keys import ensure_key_pair
 from apps.exchange.simulator import DEFAULT_MARKETS
 from apps.kalshi.environments import ConfigurationError, Environment
 from apps.trader.config import TraderConfig, build_trader_config
-from apps.trader.embedded import port_is_free, serve_with_daphne
+from apps.trader.embedded import bind_problem, serve_with_daphne
 from apps.trader.preflight import service_problems
 from apps.trader.runtime import TraderRuntime
 from apps.trader.selectors import session_sharing_markets
@@ -149,11 +149,9 @@ class Command(BaseCommand):
             discover=options.get("discover"),
             crosscheck=options.get("crosscheck"),
         )
-        if config.web and config.web_port and not port_is_free(config.web_host, config.web_port):
-            raise ConfigurationError(
-                f"TRADER_WEB_PORT: {config.web_host}:{config.web_port} is already in use "
-                "(pass --port or stop the other process)"
-            )
+        problem = bind_problem(config.web_host, config.web_port) if config.web else None
+        if problem:
+            raise ConfigurationError(problem)
         return config
 
     def describe(self, config: TraderConfig) -> str:
