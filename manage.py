@@ -26,15 +26,20 @@ def main() -> None:
     environment = _environment_from_argv(sys.argv[2:])
     if environment:
         os.environ["ENVIRONMENT"] = environment
+    from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
+    from trader_v3.envreader import exit_on_problems
+
     try:
+        # Load the settings before any command: Django would otherwise hide their problems behind
+        # "Unknown command" or a traceback.
+        settings.INSTALLED_APPS  # noqa: B018
         execute_from_command_line(sys.argv)
     except ImproperlyConfigured as exc:
-        # A broken configuration is one clear line, not a traceback.
-        print(f"configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        # A broken configuration is one clear line per problem, all of them at once, not a traceback.
+        exit_on_problems(exc)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from trader_v3.envreader import or_exit_on_problems
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "trader_v3.settings")
-# Django must be set up before anything imports models (the consumer does).
-django_asgi_app = get_asgi_application()
+# Django must be set up before anything imports models (the consumer does). A Daphne worker with bad
+# settings prints the same lines as manage.py and exits 2.
+django_asgi_app = or_exit_on_problems(get_asgi_application)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

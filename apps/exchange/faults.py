@@ -9,6 +9,7 @@ clock-based ones (drops, periodic stalls) are scheduled from when they are switc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from apps.kalshi.messages import ERROR_CHANNEL
@@ -73,13 +74,15 @@ def parse_faults(spec: str) -> Faults:
         if name not in known:
             raise ValueError(f"unknown fault {name!r}; known: {', '.join(sorted(known))}")
         kind = known[name]
+        if kind == "bool":
+            values[name] = raw.strip().lower() in ("", "1", "true", "yes", "on")
+            continue
         try:
-            if kind == "bool":
-                values[name] = raw.strip().lower() in ("", "1", "true", "yes", "on")
-            elif kind.startswith("int"):
-                values[name] = int(raw)
-            else:
-                values[name] = float(raw)
+            number: float = int(raw) if kind.startswith("int") else float(raw)
         except ValueError:
             raise ValueError(f"{name} needs a number, e.g. {name}=30; got {raw!r}") from None
+        # nan, inf or a negative period would never fire, or fire without pause.
+        if not math.isfinite(number) or number < 0:
+            raise ValueError(f"{name} needs a finite number of at least 0; got {raw.strip()!r}")
+        values[name] = number
     return Faults(**values)  # type: ignore[arg-type]

@@ -36,6 +36,23 @@ DEFAULT_URLS: dict[Environment, tuple[str, str]] = {
 class ConfigurationError(ValueError):
     """A broken configuration rule. The message is one line and names the variable."""
 
+    @property
+    def problems(self) -> list[str]:
+        """One line per broken rule."""
+        return [str(self)]
+
+
+class ConfigurationProblems(ConfigurationError):
+    """Several broken rules found in one pass, so the operator fixes them all at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self._problems = list(problems)
+        super().__init__("; ".join(self._problems))
+
+    @property
+    def problems(self) -> list[str]:
+        return list(self._problems)
+
 
 def parse_environment(value: str) -> Environment:
     try:
@@ -61,6 +78,12 @@ def check_url(environment: Environment, variable: str, url: str, *, websocket: b
     host = parts.hostname or ""
     if parts.scheme not in schemes or not host:
         raise ConfigurationError(f"{variable} must be a {' or '.join(s + '://' for s in schemes)} URL; got {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigurationError(f"{variable} must have a port 1..65535 (or none); got {url!r}")
     if environment is Environment.SIM:
         if not is_loopback_host(host):
             raise ConfigurationError(f"{variable} must point at a loopback address in sim; got host {host!r}")

@@ -23,6 +23,7 @@ WS_PATH = "/trade-api/ws/v2"
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
+MIN_RSA_KEY_BITS = 2048
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
 
@@ -37,6 +38,9 @@ def load_private_key(pem: bytes) -> PrivateKey:
         raise KeyLoadError("the private key is not a readable unencrypted PEM key") from exc
     if not isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
         raise KeyLoadError("the private key must be RSA or Ed25519")
+    # RSA-PSS with SHA-256 and a 32-byte salt cannot sign with a small key; refuse it before any connection.
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_KEY_BITS:
+        raise KeyLoadError(f"the RSA key has {key.key_size} bits; at least {MIN_RSA_KEY_BITS} are needed")
     return key
 
 

@@ -1,16 +1,20 @@
 """The trader's run configuration, built from settings and ``runtrader`` options and checked up front.
 
 Every rule is checked here, before any connection is opened; a broken one raises ConfigurationError
-with one line naming the variable. Key material is loaded here and never printed.
+with one line per broken rule naming the variable. Key material is loaded here and never printed.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apps.kalshi.environments import ConfigurationError, Environment, check_url
+from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, check_url
 from apps.kalshi.signing import Credentials, KeyLoadError, load_private_key
 from apps.kalshi.tickers import InvalidTicker, parse_ticker_list
 
@@ -36,42 +40,69 @@ class TraderConfig:
     crosscheck_interval: float | None = None
 
 
-def _markets(raw: str | None, default: list[str]) -> list[str]:
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _markets(raw: str | None, default: list[str], problems: list[str]) -> list[str]:
     """The tickers of --markets, else of TRADER_MARKETS, checked and normalised."""
     variable = "--markets" if raw is not None else "TRADER_MARKETS"
     try:
         markets = parse_ticker_list(raw if raw is not None else ",".join(default))
     except InvalidTicker as exc:
-        raise ConfigurationError(f"{variable}: {exc}") from None
+        problems.append(f"{variable}: {exc}")
+        return []
     if raw is not None and not markets:
-        raise ConfigurationError("--markets must list at least one ticker, e.g. --markets KXFED-26DEC-T4.25")
+        problems.append("--markets must list at least one ticker, e.g. --markets KXFED-26DEC-T4.25")
     return markets
 
 
-def _credentials(settings: Any) -> Credentials:
+def web_host_problem(host: str) -> str | None:
+    """Why the web app cannot listen on ``host``, or None. A bad name must not pass for a busy port."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    name = host.removesuffix(".")
+    if not name or len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        return f"{host[:80]!r} is not a host name or IP address"
+    try:
+        socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return f"cannot resolve {host[:80]!r} to an address"
+    return None
+
+
+def _credentials(settings: Any, problems: list[str]) -> Credentials | None:
+    """The key id and private key, or None with every problem recorded. Key material is never shown."""
     key_id = settings.KALSHI_API_KEY_ID
     if not key_id:
-        raise ConfigurationError(f"KALSHI_API_KEY_ID is required when ENVIRONMENT={settings.ENVIRONMENT}")
+        problems.append(f"KALSHI_API_KEY_ID is required when ENVIRONMENT={settings.ENVIRONMENT}")
     path, content = settings.KALSHI_PRIVATE_KEY_PATH, settings.KALSHI_PRIVATE_KEY_CONTENT
     if path and content:
-        raise ConfigurationError("set KALSHI_PRIVATE_KEY_PATH or KALSHI_PRIVATE_KEY_CONTENT, not both")
+        problems.append("set KALSHI_PRIVATE_KEY_PATH or KALSHI_PRIVATE_KEY_CONTENT, not both")
+        return None
     if path:
         variable = "KALSHI_PRIVATE_KEY_PATH"
         try:
             pem = Path(path).expanduser().read_bytes()
         except OSError as exc:
-            raise ConfigurationError(f"KALSHI_PRIVATE_KEY_PATH cannot be read: {exc.strerror}") from None
+            problems.append(f"KALSHI_PRIVATE_KEY_PATH cannot be read: {exc.strerror}")
+            return None
     elif content:
         variable = "KALSHI_PRIVATE_KEY_CONTENT"
         pem = content.replace("\\n", "\n").encode()
     else:
-        raise ConfigurationError(
+        problems.append(
             f"KALSHI_PRIVATE_KEY_PATH or KALSHI_PRIVATE_KEY_CONTENT is required when ENVIRONMENT={settings.ENVIRONMENT}"
         )
+        return None
     try:
-        return Credentials(key_id=key_id, private_key=load_private_key(pem))
+        private_key = load_private_key(pem)
     except KeyLoadError as exc:
-        raise ConfigurationError(f"{variable}: {exc}") from None
+        problems.append(f"{variable}: {exc}")
+        return None
+    return Credentials(key_id=key_id, private_key=private_key) if key_id else None
 
 
 def build_trader_config(
@@ -87,38 +118,46 @@ def build_trader_config(
     discover: int | None = None,
     crosscheck: float | None = None,
 ) -> TraderConfig:
-    """Check every rule and load the key. ``sim_keys`` is the (private, public) pair for the simulator."""
+    """Check every rule and load the key. ``sim_keys`` is the (private, public) pair for the simulator.
+
+    Raises ConfigurationError listing every broken rule (``.problems``), not only the first.
+    """
+    problems: list[str] = []
     environment: Environment = settings.ENVIRONMENT
     if environment is Environment.PRODUCTION and not (confirm_production or settings.TRADER_CONFIRM_PRODUCTION):
-        raise ConfigurationError(
-            "production trades real money: pass --confirm-production or set TRADER_CONFIRM_PRODUCTION=yes"
-        )
+        problems.append("production trades real money: pass --confirm-production or set TRADER_CONFIRM_PRODUCTION=yes")
     web_port = settings.TRADER_WEB_PORT if port is None else port
     if not 0 <= web_port <= 65535:
-        raise ConfigurationError(f"--port / TRADER_WEB_PORT must be 0..65535; got {web_port}")
+        problems.append(f"--port / TRADER_WEB_PORT must be 0..65535; got {web_port}")
+    web_host = host or settings.TRADER_WEB_HOST
+    host_problem = web_host_problem(web_host) if web else None
+    if host_problem:
+        problems.append(f"{'--host' if host else 'TRADER_WEB_HOST'}: {host_problem}")
     ws_url, api_url = settings.KALSHI_WS_URL, settings.KALSHI_API_URL
     discover = settings.TRADER_DISCOVER if discover is None else discover
     if discover < 0 or discover > 1000:
-        raise ConfigurationError(f"--discover / TRADER_DISCOVER must be 1..1000 markets (0 for off); got {discover}")
+        problems.append(f"--discover / TRADER_DISCOVER must be 1..1000 markets (0 for off); got {discover}")
     if discover and markets:
-        raise ConfigurationError("--discover picks the markets itself: leave out --markets")
+        problems.append("--discover picks the markets itself: leave out --markets")
     crosscheck = settings.TRADER_CROSSCHECK_INTERVAL if crosscheck is None else crosscheck
-    if crosscheck is not None and crosscheck < 1:
-        raise ConfigurationError(
-            f"--crosscheck / TRADER_CROSSCHECK_INTERVAL must be at least 1 second; got {crosscheck}"
-        )
-    chosen = [] if discover else _markets(markets, settings.TRADER_MARKETS)
+    if crosscheck is not None and not (1 <= crosscheck < math.inf):
+        problems.append(f"--crosscheck / TRADER_CROSSCHECK_INTERVAL must be at least 1 second; got {crosscheck}")
+    chosen = [] if discover else _markets(markets, settings.TRADER_MARKETS, problems)
+    credentials: Credentials | None
     if environment is Environment.SIM:
         start_exchange = not ws_url
         if not start_exchange:
-            check_url(environment, "KALSHI_WS_URL", ws_url, websocket=True)
+            try:
+                check_url(environment, "KALSHI_WS_URL", ws_url, websocket=True)
+            except ConfigurationError as exc:
+                problems.append(str(exc))
             if (discover or crosscheck) and not api_url:
-                raise ConfigurationError("KALSHI_API_URL is required for --discover or --crosscheck with KALSHI_WS_URL")
+                problems.append("KALSHI_API_URL is required for --discover or --crosscheck with KALSHI_WS_URL")
         if sim_keys is None:
             raise ConfigurationError("the simulator key pair is missing")
         private_path, public_path = sim_keys
         if settings.KALSHI_PRIVATE_KEY_PATH or settings.KALSHI_PRIVATE_KEY_CONTENT:
-            credentials = _credentials(settings)
+            credentials = _credentials(settings, problems)
         else:
             key_id = settings.KALSHI_API_KEY_ID or SIM_KEY_ID
             credentials = Credentials(key_id=key_id, private_key=load_private_key(private_path.read_bytes()))
@@ -128,11 +167,13 @@ def build_trader_config(
     else:
         start_exchange = False
         public_pem = b""
-        credentials = _credentials(settings)
-        if not chosen and not discover:
-            raise ConfigurationError(
+        credentials = _credentials(settings, problems)
+        if not chosen and not discover and not any(p.startswith(("--markets", "TRADER_MARKETS")) for p in problems):
+            problems.append(
                 f"TRADER_MARKETS (or --markets, or --discover N) is required when ENVIRONMENT={environment}"
             )
+    if problems or credentials is None:
+        raise ConfigurationProblems(problems)
     return TraderConfig(
         environment=environment,
         markets=chosen,
@@ -141,7 +182,7 @@ def build_trader_config(
         credentials=credentials,
         start_exchange=start_exchange,
         web=web,
-        web_host=host or settings.TRADER_WEB_HOST,
+        web_host=web_host,
         web_port=web_port,
         exchange_public_key_pem=public_pem,
         discover=discover,

@@ -7,6 +7,7 @@ trader's coroutine is scheduled on the loop Daphne runs, and stops the reactor w
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -15,14 +16,20 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def port_is_free(host: str, port: int) -> bool:
+def bind_problem(host: str, port: int) -> str | None:
+    """Why the web app could not listen on host:port, naming the variable to change; None if it can."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            # A foreign address is not a busy port: say which one is wrong.
+            if exc.errno == errno.EADDRINUSE:
+                return f"TRADER_WEB_PORT: {host}:{port} is already in use (pass --port or stop the other process)"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"TRADER_WEB_HOST: {host} is not an address of this machine"
+            return f"TRADER_WEB_HOST / TRADER_WEB_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def serve_with_daphne(

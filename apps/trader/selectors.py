@@ -16,12 +16,6 @@ SHARD_ENDED_SHOWN_FOR = timedelta(minutes=10)
 """How long a shard that stopped stays in the fleet's status, so every web worker shows that it went away."""
 
 
-def session_current() -> TradingSession | None:
-    """The running session with the freshest heartbeat, else the most recent session."""
-    running = TradingSession.objects.filter(status=TradingSession.Status.RUNNING).order_by("-heartbeat_at").first()
-    return running or TradingSession.objects.order_by("-started_at").first()
-
-
 def shards_current() -> list[TradingSession]:
     """The trader shards a web worker shows: every running session (freshest heartbeat first), then those
     that ended in the last ten minutes (latest first); with none of either, the most recent session."""
@@ -35,6 +29,29 @@ def shards_current() -> list[TradingSession]:
         return running + ended
     latest = TradingSession.objects.order_by("-started_at").first()
     return [latest] if latest is not None else []
+
+
+def sessions_live(*, stale_after: float) -> list[TradingSession]:
+    """Running sessions whose heartbeat is fresh: traders alive right now, in any environment."""
+    fresh_since = timezone.now() - timedelta(seconds=stale_after)
+    return list(
+        TradingSession.objects.filter(status=TradingSession.Status.RUNNING, heartbeat_at__gte=fresh_since).order_by(
+            "started_at"
+        )
+    )
+
+
+def session_sharing_markets(*, markets: list[str], stale_after: float) -> tuple[TradingSession, list[str]] | None:
+    """A live session that already trades any of ``markets``, with the shared tickers; None if there is none.
+
+    One market belongs to one trader: two would record and control the same book twice.
+    """
+    wanted = set(markets)
+    for session in sessions_live(stale_after=stale_after):
+        shared = [ticker for ticker in session.markets if ticker in wanted]
+        if shared:
+            return session, shared
+    return None
 
 
 def transitions_recent(*, session: TradingSession, limit: int = 200) -> list[StateTransition]:

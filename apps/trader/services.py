@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.trader.core.statemachine import Transition
@@ -77,12 +78,21 @@ def session_end(*, session_id: int, failed: bool, error: str) -> None:
     )
 
 
-def sessions_close_abandoned(*, environment: str) -> int:
-    """Mark sessions left 'running' by a process that died without closing them. Returns how many."""
-    return TradingSession.objects.filter(environment=environment, status=TradingSession.Status.RUNNING).update(
-        status=TradingSession.Status.FAILED,
-        ended_at=timezone.now(),
-        error="the trader process ended without closing the session",
+def sessions_close_abandoned(*, environment: str, stale_after: float) -> int:
+    """Mark sessions left 'running' by a process that died without closing them. Returns how many.
+
+    Only a session whose heartbeat is older than ``stale_after`` seconds is abandoned: a fresh heartbeat
+    belongs to a live trader (another shard), which must never be marked failed by this process.
+    """
+    now = timezone.now()
+    return (
+        TradingSession.objects.filter(environment=environment, status=TradingSession.Status.RUNNING)
+        .filter(Q(heartbeat_at__lt=now - timedelta(seconds=stale_after)) | Q(heartbeat_at__isnull=True))
+        .update(
+            status=TradingSession.Status.FAILED,
+            ended_at=now,
+            error="the trader process ended without closing the session",
+        )
     )
 
 

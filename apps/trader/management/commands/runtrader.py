@@ -18,8 +18,10 @@ from apps.exchange.keys import ensure_key_pair
 from apps.exchange.simulator import DEFAULT_MARKETS
 from apps.kalshi.environments import ConfigurationError, Environment
 from apps.trader.config import TraderConfig, build_trader_config
-from apps.trader.embedded import port_is_free, serve_with_daphne
+from apps.trader.embedded import bind_problem, serve_with_daphne
+from apps.trader.preflight import service_problems
 from apps.trader.runtime import TraderRuntime
+from apps.trader.selectors import session_sharing_markets
 from apps.trader.services import sessions_close_abandoned
 
 logger = logging.getLogger(__name__)
@@ -85,20 +87,45 @@ class Command(BaseCommand):
         try:
             config = self.load_config(options)
         except ConfigurationError as exc:
-            self.stderr.write(f"configuration error: {exc}")
-            sys.exit(2)
+            self.fail(exc.problems)
+        self.fail(service_problems())
         pending = unapplied_migrations()
         if pending:
-            self.stderr.write(
-                f"configuration error: DATABASE_URL: the database lacks {len(pending)} migration(s) "
-                f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
+            self.fail(
+                [
+                    f"DATABASE_URL: the database lacks {len(pending)} migration(s) "
+                    f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
+                ]
             )
-            sys.exit(2)
-        closed = sessions_close_abandoned(environment=config.environment.value)
+        stale_after = settings.TRADER_HEARTBEAT_STALE_SECONDS
+        closed = sessions_close_abandoned(environment=config.environment.value, stale_after=stale_after)
         if closed:
             logger.warning("marked %d session(s) left running by an earlier process as failed", closed)
+        self.fail(self.shard_problems(config, stale_after=stale_after))
         self.stdout.write(self.describe(config))
         sys.exit(self.run(config))
+
+    def fail(self, problems: list[str]) -> None:
+        """Print each problem as one ``configuration error:`` line and exit 2; nothing when there are none."""
+        if problems:
+            for problem in problems:
+                self.stderr.write(f"configuration error: {problem}")
+            sys.exit(2)
+
+    def shard_problems(self, config: TraderConfig, *, stale_after: float) -> list[str]:
+        """A live trader (fresh heartbeat) already on one of these markets refuses this one; disjoint ones are shards.
+
+        Discovery picks its markets after start, so it is not checked here.
+        """
+        found = session_sharing_markets(markets=config.markets, stale_after=stale_after)
+        if found is None:
+            return []
+        session, shared = found
+        return [
+            f"--markets / TRADER_MARKETS: session {session.pk} ({session.environment}) is already running on "
+            f"{', '.join(shared)}; stop it or give this trader other markets (disjoint markets run as shards; "
+            f"the markets of a trader that died are free once its heartbeat is {stale_after:g} s old)"
+        ]
 
     def load_config(self, options: dict[str, Any]) -> TraderConfig:
         """Check every rule before anything connects; raises ConfigurationError naming the variable."""
@@ -122,11 +149,9 @@ class Command(BaseCommand):
             discover=options.get("discover"),
             crosscheck=options.get("crosscheck"),
         )
-        if config.web and config.web_port and not port_is_free(config.web_host, config.web_port):
-            raise ConfigurationError(
-                f"TRADER_WEB_PORT: {config.web_host}:{config.web_port} is already in use "
-                "(pass --port or stop the other process)"
-            )
+        problem = bind_problem(config.web_host, config.web_port) if config.web else None
+        if problem:
+            raise ConfigurationError(problem)
         return config
 
     def describe(self, config: TraderConfig) -> str:
