@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -12,8 +14,10 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connection
 from django.test import Client
+from websockets.sync.client import connect as ws_connect
+from websockets.typing import Origin
 
-from tests.processes import project_env, start_runtrader
+from tests.processes import RunningWorker, http_get, project_env, start_runtrader, start_web_worker, wait_for
 from trader_v3.asgi import application
 
 MARKETS = "KXFED-26DEC-T4.25,KXCPI-26DEC-T0.3"
@@ -70,3 +74,77 @@ async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: P
         await communicator.disconnect()
         code, stderr = await asyncio.to_thread(trader.stop)
     assert code == 0, stderr
+
+
+SHARDS = {"a": "KXFED-26DEC-T4.25", "b": "KXCPI-26DEC-T0.3"}
+
+
+def fleet(worker: RunningWorker) -> dict[str, Any]:
+    code, body = http_get(f"{worker.base_url}/v3/status")
+    assert code == 200, body
+    document: dict[str, Any] = json.loads(body)
+    return document
+
+
+def shards_by_market(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {ticker: shard for shard in document["shards"] for ticker in shard["session"]["markets"]}
+
+
+def replay_from(worker: RunningWorker) -> dict[str, Any]:
+    url = worker.base_url.replace("http://", "ws://") + "/v3/ws"
+    with ws_connect(url, origin=Origin(worker.base_url), open_timeout=10) as socket:
+        message = json.loads(socket.recv(timeout=10))
+    assert message["type"] == "history_replay"
+    data: dict[str, Any] = message["data"]
+    return data
+
+
+def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> None:
+    db = connection.settings_dict
+    env = project_env(
+        tmp_path,
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        REDIS_URL=os.environ["REDIS_URL"],
+        CHANNEL_LAYER_PREFIX=settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+    )
+    shards = {name: start_runtrader(env, "--no-web", "--markets", ticker) for name, ticker in SHARDS.items()}
+    workers = [start_web_worker(env), start_web_worker(env)]
+    try:
+        for worker in workers:
+            wait_for(
+                lambda w=worker: fleet(w)["health"]["status"] == "healthy" and len(fleet(w)["shards"]) == 2,
+                what=f"{worker.base_url} to see two healthy shards",
+            )
+        for worker in workers:
+            document = fleet(worker)
+            assert document["health"] == {"status": "healthy", "reason": "ready; 2 shards, 2 markets live"}
+            by_market = shards_by_market(document)
+            assert set(by_market) == set(SHARDS.values())
+            assert by_market[SHARDS["a"]]["session"]["id"] != by_market[SHARDS["b"]]["session"]["id"]
+            assert {book["market_ticker"] for book in document["markets"]} == set(SHARDS.values())
+            assert http_get(f"{worker.base_url}/v3/health")[0] == 200
+            page = http_get(f"{worker.base_url}/v3-trader")[1]
+            assert all(f'data-ticker="{ticker}"' in page for ticker in SHARDS.values())
+            replay = replay_from(worker)
+            assert {shard["session"]["id"] for shard in replay["shards"]} == {
+                shard["session"]["id"] for shard in document["shards"]
+            }
+
+        stopped_session = shards_by_market(fleet(workers[0]))[SHARDS["a"]]["session"]["id"]
+        code, stderr = shards["a"].stop()
+        assert code == 0, stderr[-3000:]
+        for worker in workers:
+            wait_for(
+                lambda w=worker: fleet(w)["health"]["status"] == "degraded",
+                what=f"{worker.base_url} to see shard a stop",
+            )
+            document = fleet(worker)
+            assert document["health"]["reason"] == f"session {stopped_session} stopped; its markets are not watched"
+            assert shards_by_market(document)[SHARDS["a"]]["session"]["status"] == "stopped"
+            assert shards_by_market(document)[SHARDS["b"]]["state"] == "ready"
+            assert http_get(f"{worker.base_url}/v3/health")[0] == 200
+    finally:
+        for worker in workers:
+            worker.stop()
+        for trader in shards.values():
+            trader.stop()
