@@ -71,7 +71,10 @@ if ENVIRONMENT is Environment.SIM:
 else:
     SECRET_KEY = _require("SECRET_KEY", f"when ENVIRONMENT={ENVIRONMENT}")
 
-DEBUG = env.bool("DEBUG", default=ENVIRONMENT is Environment.SIM)
+# Off unless asked for: with DEBUG on, Django keeps every query and shows tracebacks to whoever connects.
+DEBUG = env.bool("DEBUG", default=False)
+# The loopback names serve the default bind; a web app bound beyond loopback needs ALLOWED_HOSTS set on purpose.
+ALLOWED_HOSTS_SET: bool = "ALLOWED_HOSTS" in env.ENVIRON
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

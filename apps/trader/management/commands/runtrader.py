@@ -16,7 +16,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from apps.exchange.keys import ensure_key_pair
 from apps.exchange.simulator import DEFAULT_MARKETS
-from apps.kalshi.environments import ConfigurationError, Environment
+from apps.kalshi.environments import ConfigurationError, Environment, is_loopback_host
 from apps.trader.config import TraderConfig, build_trader_config
 from apps.trader.embedded import port_is_free, serve_with_daphne
 from apps.trader.runtime import TraderRuntime
@@ -94,6 +94,9 @@ class Command(BaseCommand):
                 f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
             )
             sys.exit(2)
+        exposure = self.exposure_warning(config)
+        if exposure:
+            self.stderr.write(exposure)
         closed = sessions_close_abandoned(environment=config.environment.value)
         if closed:
             logger.warning("marked %d session(s) left running by an earlier process as failed", closed)
@@ -122,12 +125,28 @@ class Command(BaseCommand):
             discover=options.get("discover"),
             crosscheck=options.get("crosscheck"),
         )
+        if config.web and not is_loopback_host(config.web_host) and not settings.ALLOWED_HOSTS_SET:
+            raise ConfigurationError(
+                f"ALLOWED_HOSTS must list the names browsers use to reach {config.web_host} "
+                "(e.g. ALLOWED_HOSTS=trader.example.com) when the web app listens beyond loopback"
+            )
         if config.web and config.web_port and not port_is_free(config.web_host, config.web_port):
             raise ConfigurationError(
                 f"TRADER_WEB_PORT: {config.web_host}:{config.web_port} is already in use "
                 "(pass --port or stop the other process)"
             )
         return config
+
+    def exposure_warning(self, config: TraderConfig) -> str:
+        """A warning line when the web app listens beyond loopback, else ''."""
+        if not config.web or is_loopback_host(config.web_host):
+            return ""
+        who = (
+            "anyone who can reach it sees the sim console"
+            if config.environment is Environment.SIM
+            else ("the console, its socket and /v3/status need a staff login")
+        )
+        return f"warning: the web app listens on {config.web_host}, beyond loopback: {who}"
 
     def describe(self, config: TraderConfig) -> str:
         exchange = "built-in simulator on loopback" if config.start_exchange else config.ws_url
