@@ -176,6 +176,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # The trader's embedded web app and plain Daphne workers serve /static/ themselves (no separate server).
 SERVE_STATIC: bool = env.bool("SERVE_STATIC", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Outside sim the console, its socket and /v3/status need a staff login (apps/console/access.py).
+LOGIN_URL = "console-login"
+LOGIN_REDIRECT_URL = "console"
 
 # --------------------------------------------------------------------------------------------- the trader
 try:

@@ -10,6 +10,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from apps.console.access import may_watch
 from apps.kalshi.environments import Environment
 from apps.trader.control import CONTROL_ACTIONS, ControlError, control_message
 from apps.trader.selectors import console_history
@@ -23,6 +24,9 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     group = settings.CONSOLE_GROUP
 
     async def connect(self) -> None:
+        if not may_watch(self.scope.get("user")):
+            await self.close()  # before accept: the handshake is refused with 403
+            return
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         # The newcomer alone gets the story so far, read from the rows the trader wrote.
