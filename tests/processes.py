@@ -46,6 +46,14 @@ def http_get(url: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
+def wait_until_healthy(base: str) -> None:
+    """Wait until ``base``/v3/health answers 200, failing after 15 s."""
+    deadline = time.monotonic() + 15
+    while http_get(f"{base}/v3/health")[0] != 200:
+        assert time.monotonic() < deadline, "the trader did not become healthy"
+        time.sleep(0.1)
+
+
 @dataclass
 class RunningTrader:
     process: subprocess.Popen[str]

@@ -72,8 +72,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-web",
             action="store_true",
-            help="Run only the trader; serve the console from separate `daphne trader_v3.asgi:application` "
-            "workers joined by REDIS_URL.",
+            help="Run only the trader; serve the console from separate web workers "
+            "(`python -m apps.console.webserver trader_v3.asgi:application`) joined by REDIS_URL.",
         )
         parser.add_argument(
             "--confirm-production",
