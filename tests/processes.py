@@ -48,6 +48,14 @@ def http_get(url: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
+def wait_until_healthy(base: str) -> None:
+    """Wait until ``base``/v3/health answers 200, failing after 15 s."""
+    deadline = time.monotonic() + 15
+    while http_get(f"{base}/v3/health")[0] != 200:
+        assert time.monotonic() < deadline, "the trader did not become healthy"
+        time.sleep(0.1)
+
+
 @dataclass
 class RunningTrader:
     process: subprocess.Popen[str]
@@ -101,7 +109,7 @@ def free_port() -> int:
 
 @dataclass
 class RunningWorker:
-    """A ``daphne trader_v3.asgi:application`` web worker, as the README's scaled mode runs it."""
+    """A ``python -m apps.console.webserver`` web worker, as the README's scaled mode runs it."""
 
     process: subprocess.Popen[str]
     base_url: str
@@ -113,10 +121,19 @@ class RunningWorker:
 
 
 def start_web_worker(env: dict[str, str]) -> RunningWorker:
-    """Start a Daphne worker on a free loopback port and wait until it answers."""
+    """Start a web worker on a free loopback port and wait until it answers."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "trader_v3.asgi:application"],
+        [
+            sys.executable,
+            "-m",
+            "apps.console.webserver",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "trader_v3.asgi:application",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -127,14 +144,14 @@ def start_web_worker(env: dict[str, str]) -> RunningWorker:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"daphne ended early: {process.stderr.read() if process.stderr else ''}")
+            raise AssertionError(f"the web worker ended early: {process.stderr.read() if process.stderr else ''}")
         try:
             http_get(f"{worker.base_url}/v3/health")
             return worker
         except OSError:
             time.sleep(0.1)
     worker.stop()
-    raise AssertionError("daphne did not answer within 30 s")
+    raise AssertionError("the web worker did not answer within 30 s")
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 30.0, what: str = "condition") -> None:

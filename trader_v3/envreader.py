@@ -80,6 +80,10 @@ class SettingsReader:
     def read_env(self, path: Path) -> None:
         self.env.read_env(path, overwrite=False)
 
+    def is_set(self, name: builtins.str) -> builtins.bool:
+        """Whether the variable was given at all (in the environment or an env file), even empty."""
+        return name in self.env.ENVIRON
+
     def str(self, name: builtins.str, default: builtins.str = "") -> builtins.str:
         return str(self.env.str(name, default=default))
 
@@ -103,6 +107,25 @@ class SettingsReader:
 
     def list(self, name: builtins.str, default: builtins.list[builtins.str]) -> builtins.list[builtins.str]:
         return list(self.env.list(name, default=default))
+
+    def hosts(self, name: builtins.str, default: builtins.list[builtins.str]) -> builtins.list[builtins.str]:
+        """Host names as Django's ALLOWED_HOSTS takes them: ``trader.example.com``, ``.example.com``, ``*``."""
+        hosts = self.list(name, default)
+        for host in hosts:
+            if not host or "://" in host or "/" in host or any(c.isspace() for c in host):
+                self.problem(f"{name} lists host names such as trader.example.com, not URLs; got {host[:60]!r}")
+                break
+        return hosts
+
+    def origins(self, name: builtins.str) -> builtins.list[builtins.str]:
+        """Origins as Django's CSRF_TRUSTED_ORIGINS takes them: ``https://trader.example.com``."""
+        origins = self.list(name, [])
+        for origin in origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                self.problem(f"{name} lists origins such as https://trader.example.com; got {origin[:60]!r}")
+                break
+        return origins
 
     def int(
         self,

@@ -52,9 +52,12 @@ else:
     if not SECRET_KEY:
         env.problem(f"SECRET_KEY is required when ENVIRONMENT={ENVIRONMENT}")
 
-DEBUG = env.bool("DEBUG", default=ENVIRONMENT is Environment.SIM)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Off unless asked for: with DEBUG on, Django keeps every query and shows tracebacks to whoever connects.
+DEBUG = env.bool("DEBUG", default=False)
+# The loopback names serve the default bind; a web app bound beyond loopback needs ALLOWED_HOSTS set on purpose.
+ALLOWED_HOSTS_SET: bool = env.is_set("ALLOWED_HOSTS")
+ALLOWED_HOSTS = env.hosts("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.origins("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "daphne",
@@ -154,6 +157,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # The trader's embedded web app and plain Daphne workers serve /static/ themselves (no separate server).
 SERVE_STATIC: bool = env.bool("SERVE_STATIC", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Outside sim the console, its socket and /v3/status need a staff login (apps/console/access.py).
+LOGIN_URL = "console-login"
+LOGIN_REDIRECT_URL = "console"
 
 # --------------------------------------------------------------------------------------------- the trader
 _default_ws, _default_api = DEFAULT_URLS.get(ENVIRONMENT, ("", ""))

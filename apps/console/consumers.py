@@ -10,19 +10,27 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from apps.console import limits
+from apps.console.access import may_watch
 from apps.kalshi.environments import Environment
 from apps.trader.control import CONTROL_ACTIONS, ControlError, control_message
 from apps.trader.selectors import console_history
 
 logger = logging.getLogger(__name__)
 
-MAX_CLIENT_MESSAGE = 4096
-
 
 class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     group = settings.CONSOLE_GROUP
+    closing = False
+    """Set once this side has closed the socket: nothing more is sent or answered."""
 
     async def connect(self) -> None:
+        if not may_watch(self.scope.get("user")):
+            await self.close()  # before accept: the handshake is refused with 403
+            return
+        self.history_requests = limits.TokenBucket(limits.HISTORY_BURST, limits.HISTORY_PER_SECOND)
+        self.messages = limits.TokenBucket(limits.MESSAGE_BURST, limits.MESSAGE_PER_SECOND)
+        self.refusals = limits.TokenBucket(limits.REFUSAL_BURST, limits.REFUSAL_PER_SECOND)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         # The newcomer alone gets the story so far, read from the rows the trader wrote.
@@ -31,18 +39,32 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(self.group, self.channel_name)
 
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        # Once we have closed a socket, events that were already on their way are dropped, not sent.
+        if self.closing:
+            return
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        # Bad input from a browser gets an error reply; it never kills the consumer.
-        if text_data is None or len(text_data) > MAX_CLIENT_MESSAGE:
-            await self._reply_error("send JSON text messages of at most 4096 characters")
+        # Bad input from a browser gets an error reply; it never kills the consumer. Persistent abuse closes it.
+        if self.closing:
+            return
+        if not self.messages.take():
+            await self._refuse("too many messages; slow down")
+            return
+        if text_data is None or len(text_data) > limits.MAX_CLIENT_MESSAGE:
+            await self._refuse(f"send JSON text messages of at most {limits.MAX_CLIENT_MESSAGE} characters")
             return
         try:
             content = json.loads(text_data)
+        except RecursionError:
+            await self._refuse("message is nested too deeply")
+            return
         except ValueError:
-            await self._reply_error("message is not valid JSON")
+            await self._refuse("message is not valid JSON")
             return
         if not isinstance(content, dict):
-            await self._reply_error("message must be a JSON object with a 'type'")
+            await self._refuse("message must be a JSON object with a 'type'")
             return
         await self.receive_json(content)
 
@@ -51,11 +73,15 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if kind == "ping":
             await self.send_json({"type": "pong", "data": {}})
         elif kind == "request_history":
+            if not self.history_requests.take():
+                wait = self.history_requests.seconds_until_next()
+                await self._refuse(f"too many history requests; try again in {wait:.0f} s")
+                return
             await self.send_json({"type": "history_replay", "data": await database_sync_to_async(console_history)()})
         elif kind in CONTROL_ACTIONS:
             await self._control(kind, content.get("markets"))
         else:
-            await self._reply_error(
+            await self._refuse(
                 f"unknown message type {kind!r}; expected ping, request_history, add_markets or remove_markets"
             )
 
@@ -75,6 +101,16 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def _reply_error(self, message: str) -> None:
         await self.send_json({"type": "error", "data": {"message": message}})
+
+    async def _refuse(self, message: str) -> None:
+        """Answer a refused message with an error; a client that keeps sending them is cut off."""
+        if self.refusals.take():
+            await self._reply_error(message)
+            return
+        logger.warning("closing a console socket from %s: too many refused messages", self.scope.get("client"))
+        await self.send_json({"type": "error", "data": {"message": "too many refused messages; closing"}})
+        await self.close(code=limits.CLOSE_ABUSE)
+        self.closing = True
 
     # Handlers for channel-layer events ``trader.<kind>``; each forwards ``{"type": kind, "data": ...}``.
 

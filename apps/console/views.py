@@ -1,18 +1,46 @@
-"""The console page and the probes. All of them read rows, never the trader's memory."""
+"""The console page, its login and the probes. All of them read rows, never the trader's memory."""
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.views import LoginView, redirect_to_login
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render, resolve_url
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+
+from apps.console.access import may_watch
 from apps.trader.models import TradingSession
 from apps.trader.selectors import fleet_health, shards_current, status_current
 
+View = Callable[..., HttpResponse]
 
-@require_GET
+
+def staff_outside_sim(*, api: bool) -> Callable[[View], View]:
+    """Outside sim: a page redirects to the login, an API answers 401 (no login) or 403 (not staff)."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if may_watch(request.user):
+                return view(request, *args, **kwargs)
+            if not api:
+                return redirect_to_login(request.get_full_path())
+            if request.user.is_authenticated:
+                return JsonResponse({"error": "this needs a staff account"}, status=403)
+            return JsonResponse({"error": "login required", "login": resolve_url(settings.LOGIN_URL)}, status=401)
+
+        return guarded
+
+    return decorate
+
+
+@require_safe
+@staff_outside_sim(api=False)
 def console_page(request: HttpRequest) -> HttpResponse:
     shards = shards_current()
     session = shards[0] if shards else None
@@ -30,15 +58,28 @@ def console_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_GET
+class ConsoleLoginView(LoginView):
+    """Django's login, in the console's look."""
+
+    template_name = "console/login.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {**super().get_context_data(**kwargs), "environment": str(settings.ENVIRONMENT)}
+
+
+@require_safe
 @never_cache
 def health(request: HttpRequest) -> JsonResponse:
-    """200 while the trader is up (healthy, or degraded and healing); 503 with the reason otherwise."""
+    """200 while the trader is up (healthy, or degraded and healing); 503 with the reason otherwise.
+
+    Open to probes everywhere, so it tells only the verdict and its reason.
+    """
     result = fleet_health(shards=shards_current())
     return JsonResponse(result.as_dict(), status=200 if result.ok else 503)
 
 
-@require_GET
+@require_safe
 @never_cache
+@staff_outside_sim(api=True)
 def status(request: HttpRequest) -> JsonResponse:
     return JsonResponse(status_current(), json_dumps_params={"indent": 2})

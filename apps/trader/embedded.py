@@ -40,15 +40,16 @@ def serve_with_daphne(
     on_listening: Callable[[str, int], None],
 ) -> int:
     """Serve ``trader_v3.asgi`` on host:port while ``main()`` runs; return main's exit code."""
+    # Imports Daphne's server, which installs Twisted's asyncio reactor: before anything imports the reactor.
+    from apps.console.webserver import ConsoleServer  # isort: skip
     from daphne.endpoints import build_endpoint_description_strings
-    from daphne.server import Server  # installs Twisted's asyncio reactor: import before the reactor
     from twisted.internet import reactor
 
     from trader_v3.asgi import application
 
     twisted: Any = reactor  # the module-level reactor is typed as a bare module attribute
 
-    server = Server(
+    server = ConsoleServer(
         application=application,
         endpoints=build_endpoint_description_strings(host=host, port=port),
         signal_handlers=False,  # the trader turns SIGINT/SIGTERM into its shutdown state

@@ -7,12 +7,11 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.processes import http_get, project_env, start_runtrader
+from tests.processes import project_env, start_runtrader, wait_until_healthy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LIVE_ROW = re.compile(r'<tr class="market-row[^"]*" data-ticker="([^"]+)" data-stale="false"')
@@ -52,13 +51,6 @@ def rendered_dom(chromium: str, url: str) -> str:
         )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
-
-
-def wait_until_healthy(base: str) -> None:
-    deadline = time.monotonic() + 15
-    while http_get(f"{base}/v3/health")[0] != 200:
-        assert time.monotonic() < deadline, "the trader did not become healthy"
-        time.sleep(0.1)
 
 
 def test_the_console_shows_the_trader_live(tmp_path: Path, chromium: str) -> None:

@@ -10,7 +10,6 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from apps.exchange.keys import ensure_key_pair
-from apps.kalshi.environments import Environment
 from apps.kalshi.signing import Credentials, load_private_key
 from apps.trader.core.states import State
 from apps.trader.runtime import TraderRuntime
@@ -67,14 +66,3 @@ async def test_a_console_adds_and_removes_markets_on_the_live_subscription(tmp_p
         await communicator.disconnect()
         runtime.request_shutdown("done")
         await run
-
-
-async def test_outside_sim_control_needs_a_staff_login(settings) -> None:
-    settings.ENVIRONMENT = Environment.PAPER
-    communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
-    assert (await communicator.connect())[0]
-    await communicator.receive_json_from()
-    await communicator.send_json_to({"type": "add_markets", "markets": ["KXFED-26DEC-T4.25"]})
-    reply = await communicator.receive_json_from()
-    assert reply == {"type": "error", "data": {"message": "add_markets needs a staff login outside sim"}}
-    await communicator.disconnect()

@@ -166,14 +166,16 @@ async def test_book_at_window_is_bounded(start_sim: StartSim, credentials: Crede
     ws = await open_ws(sim, credentials)
     (sid,), _ = await subscribe(ws, [FED])
     frames = await recv_n(ws, 300)
-    last = frames[-1]["seq"]
-    assert sim.book_at(FED, sid, last) is not None
-    assert sim.book_at(FED, sid, 1) is None  # older than the retained window
-    assert sim.book_at(FED, sid, last + 10_000) is None
+    await ws.close()  # the subscription ends: its log stops growing, so the window holds still
+    newest = frames[-1]["seq"]
+    while sim.book_at(FED, sid, newest + 1) is not None:  # the sim may have issued more than we read
+        newest += 1
+    assert sim.book_at(FED, sid, newest - 49) is not None  # the last 50 seqs are kept
+    assert sim.book_at(FED, sid, newest - 50) is None  # older than the retained window
+    assert sim.book_at(FED, sid, 1) is None
     assert sim.book_at(FED, 999, 1) is None
     with pytest.raises(KeyError):
-        sim.book_at("NOPE-1", sid, last)
-    await ws.close()
+        sim.book_at("NOPE-1", sid, newest)
 
 
 @pytest.mark.parametrize("structure", [LINEAR_CENT, DECI_CENT, TAPERED_DECI_CENT])

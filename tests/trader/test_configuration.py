@@ -152,6 +152,14 @@ CASES = [
         "--port",
         "0",
         TRADER_WEB_HOST="192.0.2.1",
+        ALLOWED_HOSTS="192.0.2.1",
+    ),
+    case(
+        "ALLOWED_HOSTS must list the names browsers use to reach 0.0.0.0",
+        "--web",
+        "--port",
+        "0",
+        TRADER_WEB_HOST="0.0.0.0",
     ),
     case("TRADER_WEB_PORT must be 0..65535; got 99999", TRADER_WEB_PORT="99999"),
     case("TRADER_WEB_PORT must be a whole number; got 'http'", TRADER_WEB_PORT="http"),
@@ -166,6 +174,15 @@ CASES = [
         "SIM_FAULTS: stall_for needs a finite number of at least 0; got 'nan'", SIM_FAULTS="stall_every=9,stall_for=nan"
     ),
     case("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'LOUD'", LOG_LEVEL="LOUD"),
+    case("DEBUG must be true or false (1/0, yes/no, on/off); got 'maybe'", DEBUG="maybe"),
+    case(
+        "ALLOWED_HOSTS lists host names such as trader.example.com, not URLs; got 'https://trader.example.com'",
+        ALLOWED_HOSTS="https://trader.example.com",
+    ),
+    case(
+        "CSRF_TRUSTED_ORIGINS lists origins such as https://trader.example.com; got 'trader.example.com'",
+        CSRF_TRUSTED_ORIGINS="trader.example.com",
+    ),
     case("TRADER_ENV_DIR must be a directory; '/nonexistent/env' is not one", TRADER_ENV_DIR="/nonexistent/env"),
     case("DATA_DIR must be a directory; '/etc/hostname' is a file", DATA_DIR="/etc/hostname"),
     case("DATA_DIR: '/proc' is not writable", DATA_DIR="/proc"),

@@ -16,7 +16,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from apps.exchange.keys import ensure_key_pair
 from apps.exchange.simulator import DEFAULT_MARKETS
-from apps.kalshi.environments import ConfigurationError, Environment
+from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, is_loopback_host
 from apps.trader.config import TraderConfig, build_trader_config
 from apps.trader.embedded import bind_problem, serve_with_daphne
 from apps.trader.preflight import service_problems
@@ -74,8 +74,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-web",
             action="store_true",
-            help="Run only the trader; serve the console from separate `daphne trader_v3.asgi:application` "
-            "workers joined by REDIS_URL.",
+            help="Run only the trader; serve the console from separate web workers "
+            "(`python -m apps.console.webserver trader_v3.asgi:application`) joined by REDIS_URL.",
         )
         parser.add_argument(
             "--confirm-production",
@@ -97,6 +97,9 @@ class Command(BaseCommand):
                     f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
                 ]
             )
+        exposure = self.exposure_warning(config)
+        if exposure:
+            self.stderr.write(exposure)
         stale_after = settings.TRADER_HEARTBEAT_STALE_SECONDS
         closed = sessions_close_abandoned(environment=config.environment.value, stale_after=stale_after)
         if closed:
@@ -149,10 +152,29 @@ class Command(BaseCommand):
             discover=options.get("discover"),
             crosscheck=options.get("crosscheck"),
         )
+        problems = []
+        if config.web and not is_loopback_host(config.web_host) and not settings.ALLOWED_HOSTS_SET:
+            problems.append(
+                f"ALLOWED_HOSTS must list the names browsers use to reach {config.web_host} "
+                "(e.g. ALLOWED_HOSTS=trader.example.com) when the web app listens beyond loopback"
+            )
         problem = bind_problem(config.web_host, config.web_port) if config.web else None
         if problem:
-            raise ConfigurationError(problem)
+            problems.append(problem)
+        if problems:
+            raise ConfigurationProblems(problems)
         return config
+
+    def exposure_warning(self, config: TraderConfig) -> str:
+        """A warning line when the web app listens beyond loopback, else ''."""
+        if not config.web or is_loopback_host(config.web_host):
+            return ""
+        who = (
+            "anyone who can reach it sees the sim console"
+            if config.environment is Environment.SIM
+            else ("the console, its socket and /v3/status need a staff login")
+        )
+        return f"warning: the web app listens on {config.web_host}, beyond loopback: {who}"
 
     def describe(self, config: TraderConfig) -> str:
         exchange = "built-in simulator on loopback" if config.start_exchange else config.ws_url

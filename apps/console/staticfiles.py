@@ -1,0 +1,17 @@
+"""Static files for the embedded web app and plain Daphne workers (no separate file server)."""
+
+from __future__ import annotations
+
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from django.core.exceptions import SuspiciousOperation
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+
+
+class StaticFilesHandler(ASGIStaticFilesHandler):
+    """Django's handler, but a path that escapes the static folder or holds a NUL is a 404, not a 500."""
+
+    def serve(self, request: HttpRequest) -> HttpResponse | FileResponse:
+        try:
+            return super().serve(request)
+        except (SuspiciousOperation, ValueError) as exc:
+            raise Http404("no such static file") from exc
