@@ -19,8 +19,8 @@ from apps.exchange.simulator import DEFAULT_MARKETS
 from apps.kalshi.environments import ConfigurationError, Environment
 from apps.trader.config import TraderConfig, build_trader_config
 from apps.trader.embedded import port_is_free, serve_with_daphne
-from apps.trader.runtime import TraderRuntime
-from apps.trader.services import sessions_close_abandoned
+from apps.trader.runtime import TraderRuntime, unwritten_dir
+from apps.trader.services import sessions_close_abandoned, unwritten_load_all
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ class Command(BaseCommand):
                 f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
             )
             sys.exit(2)
+        for line in unwritten_load_all(directory=unwritten_dir()):
+            logger.warning("saved at an earlier shutdown: %s", line)
         closed = sessions_close_abandoned(environment=config.environment.value)
         if closed:
             logger.warning("marked %d session(s) left running by an earlier process as failed", closed)
