@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from argparse import ArgumentParser
 from pathlib import Path
@@ -138,14 +139,19 @@ class Command(BaseCommand):
 
     def run(self, config: TraderConfig) -> int:
         """Run until shutdown; returns the exit code."""
+        runtime = TraderRuntime(config)
+        # Until the trader's loop installs its own handlers, a signal is kept and honoured as soon as the
+        # trader runs: a SIGTERM right after start still closes the session and exits 0.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(
+                sig, lambda signum, _frame: runtime.request_shutdown(f"received {signal.Signals(signum).name}")
+            )
         if not config.web:
-            return asyncio.run(TraderRuntime(config).run())
+            return asyncio.run(runtime.run())
 
         def announce(host: str, port: int) -> None:
             shown = f"[{host}]" if ":" in host else host
             self.stdout.write(f"Console: http://{shown}:{port}/v3-trader  (status /v3/status, health /v3/health)")
             self.stdout.flush()
 
-        return serve_with_daphne(
-            TraderRuntime(config).run, host=config.web_host, port=config.web_port, on_listening=announce
-        )
+        return serve_with_daphne(runtime.run, host=config.web_host, port=config.web_port, on_listening=announce)
