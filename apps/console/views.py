@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
@@ -43,13 +43,16 @@ class _HealthReader:
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
-        self._read: Future[Health] | None = None
+        self._read: asyncio.Future[Health] | None = None
 
     async def health(self, deadline: float) -> Health:
-        if self._read is None or self._read.done():
-            self._read = self._executor.submit(self._session_health)
+        read = self._read
+        if read is None or read.done() or read.get_loop() is not asyncio.get_running_loop():
+            self._read = read = asyncio.wrap_future(self._executor.submit(self._session_health))
+            # A read every probe gave up on still ends with an answer: take it, so none goes unretrieved.
+            read.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._read)), timeout=deadline)
+            return await asyncio.wait_for(asyncio.shield(read), timeout=deadline)
         except TimeoutError:
             return Health("unhealthy", f"database unreachable: no answer within {deadline:g} s")
         except DatabaseError as exc:

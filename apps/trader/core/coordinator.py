@@ -165,12 +165,13 @@ class Coordinator:
         assert self.session_id is not None
         await self._stop_client()
         notes = [self._last_error] if self._last_error else []
-        if self._recorder is not None and not await _within(self._recorder.flush(), deadline - time.monotonic() - 5.0):
+        # Budgets end well before the deadline: the process still has to stop threads and exit.
+        if self._recorder is not None and not await _within(self._recorder.flush(), deadline - time.monotonic() - 8.0):
             notes.append(self._spill_recording())
         await self._publish_status()
-        await _within(self._bus.drain(), deadline - time.monotonic() - 4.0)
+        await _within(self._bus.drain(), deadline - time.monotonic() - 7.0)
         self._writer.end(failed=self._failed, error="; ".join(notes))
-        if await _within(self._writer.flush(), deadline - time.monotonic() - 1.0):
+        if await _within(self._writer.flush(), deadline - time.monotonic() - 4.0):
             return
         spill_dir = self.options.spill_dir
         path = self._writer.spill(spill_dir) if spill_dir is not None else None
