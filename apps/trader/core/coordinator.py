@@ -464,7 +464,7 @@ class Coordinator:
             try:
                 await self._publish_status()
             except Exception:
-                logger.exception("status update failed")  # a bug: the status never waits for the database
+                logger.exception("status update failed")  # a bug: database failures go through the session writer
             if self.machine.state is State.READY and time.monotonic() - last_summary >= self.options.summary_interval:
                 last_summary = time.monotonic()
                 self.console("info", self.orderbook_summary_line())
