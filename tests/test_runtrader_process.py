@@ -63,3 +63,12 @@ def test_a_signal_before_ready_still_closes_the_session(tmp_path: Path, sig: sig
     assert code == 0, stderr
     row = "from apps.trader.models import TradingSession as T; s = T.objects.get(); print(s.status, s.current_state)"
     assert shell_line(env, row) == "stopped shutdown"
+
+
+def test_a_sigterm_the_moment_the_console_is_announced_still_exits_0_and_closes_the_session(tmp_path: Path) -> None:
+    env = project_env(tmp_path)
+    trader = start_runtrader(env, "--port", "0")
+    code, stderr = trader.stop(signal.SIGTERM)
+    assert code == 0, stderr
+    row = "from apps.trader.models import TradingSession as T; s = T.objects.get(); print(s.status, s.current_state)"
+    assert shell_line(env, row) == "stopped shutdown"

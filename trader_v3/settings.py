@@ -105,7 +105,21 @@ TEMPLATES = [
 DATABASES = {"default": env.database("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'trader.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # psycopg 3's pool: the trader and web workers reuse connections instead of opening one per request.
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 8}
+    # Every wait is short so a database outage is seen within seconds and nobody queues behind it: a
+    # connection attempt gives up after 3 s, a request for a pooled connection after 2 s, and the pool
+    # never backs off for longer than 2 s (its default backs off for up to 5 minutes, so it could stay
+    # empty long after the database is back). Keepalives and tcp_user_timeout end a silently dead socket.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "connect_timeout": 3,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 2,
+            "tcp_user_timeout": 10_000,
+            "pool": {"min_size": 1, "max_size": 8, "timeout": 2.0, "reconnect_timeout": 2.0},
+        }
+    )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the console read while the trader writes; the timeout rides out short write locks.
@@ -205,6 +219,8 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
         "websockets": {"level": "WARNING"},
+        # The pool warns on every reconnection attempt; the trader reports an outage once, with its reason.
+        "psycopg.pool": {"level": "ERROR"},
     },
 }
 

@@ -9,7 +9,9 @@ dropped:
 - the buffer holds at most ``capacity`` rows (plus the one a caller is handing over): when it is full,
   ``record`` waits until a batch is written, so the feed reader stops reading (back-pressure);
 - a failed batch (a database outage) stays in memory and is retried with back-off until it is written;
-- ``flush`` returns only when every row recorded so far is in the database.
+- ``flush`` returns only when every row recorded so far is in the database;
+- at a shutdown deadline, ``spill`` saves the rows not yet written to a file under ``DATA_DIR`` that
+  ``spill_load`` writes at the next start.
 
 PostgreSQL gets the rows through psycopg 3's binary ``COPY`` on Django's connection; other databases
 (SQLite) through ``bulk_create`` inside ``transaction.atomic``.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -26,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
@@ -284,7 +288,8 @@ class DatabaseRecorder:
         self.batch_size = min(batch_size, capacity)
         self.flush_interval = flush_interval
         self._writer: BatchWriter = writer if writer is not None else DjangoBatchWriter(using)
-        self._backoff = backoff or Backoff(initial=0.2, cap=10.0)
+        # A short cap: the first write after the database is back comes within 2 s of its return.
+        self._backoff = backoff or Backoff(initial=0.2, cap=2.0)
         self._wall_clock = wall_clock
         self._buffer: deque[Row] = deque()
         self._inflight: list[Row] = []
@@ -300,6 +305,7 @@ class DatabaseRecorder:
         self._executor: ThreadPoolExecutor | None = None
         self._own_thread = connections[using].vendor == "postgresql" if own_thread is None else own_thread
         self._closed = False
+        self._stopped = False
         self.stats = RecorderMetrics()
 
     # ------------------------------------------------------------------------------------------ the port
@@ -391,14 +397,26 @@ class DatabaseRecorder:
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
-    async def close(self) -> None:
-        """Flush, stop the writer task and release the writer thread and its database connection."""
-        if self._closed:
+    async def close(self, *, give_up_after: float | None = None, spill_dir: Path | None = None) -> None:
+        """Flush, stop the writer task and release the writer thread and its database connection.
+
+        With ``give_up_after`` (s), rows still unwritten by then are spilled to ``spill_dir`` (or, without
+        one, reported as lost) instead of waiting for the database any longer.
+        """
+        if self._stopped:
             return
         try:
-            await self.flush()
+            if not self._closed:
+                try:
+                    await asyncio.wait_for(self.flush(), timeout=give_up_after)
+                except TimeoutError:
+                    if spill_dir is not None:
+                        count, path = self.spill(spill_dir)
+                        logger.error("recording: %d row(s) not written in time; saved to %s", count, path)
+                    else:
+                        logger.error("recording: %d row(s) could not be written and are lost", self.queued)
         finally:
-            self._closed = True
+            self._closed = self._stopped = True
             if self._task is not None:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -406,10 +424,35 @@ class DatabaseRecorder:
                 self._task = None
             if self._executor is not None:
                 loop = asyncio.get_running_loop()
+                # The writer thread may still be stuck on a dead database: do not wait for it long.
                 with contextlib.suppress(Exception):
-                    await loop.run_in_executor(self._executor, self._writer.close)
+                    await asyncio.wait_for(loop.run_in_executor(self._executor, self._writer.close), timeout=2.0)
                 self._executor.shutdown(wait=False)
                 self._executor = None
+
+    def spill(self, directory: Path) -> tuple[int, Path | None]:
+        """Stop writing and save every row not yet committed to a JSON-lines file in ``directory``.
+
+        The batch being written is saved too: if its write still commits, ``spill_load`` skips its rows.
+        Returns how many rows and the file (None when there were none).
+        """
+        rows = [*self._inflight, *self._buffer]
+        self._closed = True
+        self._inflight = []
+        self._buffer.clear()
+        if self._task is not None:
+            self._task.cancel()
+        self._room.set()
+        self._drained.set()
+        if not rows:
+            return 0, None
+        directory.mkdir(parents=True, exist_ok=True)
+        sessions = "-".join(str(s) for s in sorted({row[1] for row in rows}))
+        path = directory / f"recording-{sessions}-{int(time.time())}.jsonl"
+        with path.open("w") as file:
+            for row in rows:
+                file.write(json.dumps([*row[:-1], row[-1].isoformat()]) + "\n")
+        return len(rows), path
 
     @property
     def queued(self) -> int:
@@ -485,6 +528,7 @@ class DatabaseRecorder:
     async def _write_inflight(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write the in-flight batch, retrying with back-off until it is committed."""
         batch = self._inflight
+        failures = 0
         while True:
             started = time.monotonic()
             try:
@@ -496,14 +540,19 @@ class DatabaseRecorder:
                 self.stats.retries += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}".strip()[:500]
                 delay = self._backoff.next_delay()
-                logger.warning(
-                    "recording: writing %d rows failed (%s); retrying in %.1f s",
+                failures += 1
+                # One line per outage, not one per retry: an outage of minutes would flood the log.
+                logger.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "recording: writing %d rows failed (%s); retrying every %.1f s or less until written",
                     len(batch),
                     self.stats.last_error,
-                    delay,
+                    self._backoff.cap,
                 )
                 await asyncio.sleep(delay)
                 continue
+            if failures:
+                logger.warning("recording: %d rows written after %d failed attempt(s)", len(batch), failures)
             self._backoff.reset()
             elapsed_ms = (time.monotonic() - started) * 1000
             s = self.stats
@@ -520,3 +569,38 @@ class DatabaseRecorder:
                     s.written_by_kind["gaps"] += 1
             s.written = sum(s.written_by_kind.values())
             return
+
+
+# ---------------------------------------------------------------------------------------------- spill files
+
+
+def spill_load(path: Path, writer: BatchWriter | None = None, *, batch_size: int = 10_000) -> int:
+    """Write the rows of a file ``DatabaseRecorder.spill`` saved, skipping any already in the database,
+    then delete the file. Returns how many rows were written. Runs synchronously (a management command)."""
+    writer = writer if writer is not None else DjangoBatchWriter()
+    rows: list[Row] = []
+    with path.open() as file:
+        for line in file:
+            if line.strip():
+                values = json.loads(line)
+                rows.append((*values[:-1], datetime.fromisoformat(values[-1])))
+    written = _written_positions(rows)
+    rows = [row for row in rows if row[0] == HEAL or (row[1], row[2]) not in written]
+    for start in range(0, len(rows), batch_size):
+        writer(rows[start : start + batch_size])
+    path.unlink()
+    return sum(1 for row in rows if row[0] != HEAL)
+
+
+def _written_positions(rows: Sequence[Row]) -> set[tuple[int, int]]:
+    """(session, position) of the given rows that are already in the database."""
+    written: set[tuple[int, int]] = set()
+    for session_id in {row[1] for row in rows}:
+        positions = [row[2] for row in rows if row[1] == session_id and row[0] != HEAL]
+        if not positions:
+            continue
+        span = {"session_id": session_id, "position__gte": min(positions), "position__lte": max(positions)}
+        for model in (RecordedSnapshot, RecordedDelta, RecordedGap):
+            found = model.objects.filter(**span).values_list("position", flat=True)
+            written.update((session_id, position) for position in found)
+    return written

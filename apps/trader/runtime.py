@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -25,6 +26,11 @@ from apps.trader.core.eventbus import EventBus
 from apps.trader.services import DjangoSessionStore
 
 logger = logging.getLogger(__name__)
+
+
+def unwritten_dir() -> Path:
+    """Where a trader saves what the database missed at shutdown; the next ``runtrader`` writes it."""
+    return Path(settings.DATA_DIR) / "unwritten"
 
 
 def client_factory(config: TraderConfig, ws_url: str) -> Callable[[FeedListener, list[str]], KalshiWebSocketClient]:
@@ -80,6 +86,7 @@ class TraderRuntime:
         self.exchange: ExchangeSimulator | None = None
         self.bus = EventBus()
         self.recorder = DatabaseRecorder()
+        self.store = DjangoSessionStore()
         self._pending_shutdown = ""
 
     async def run(self, *, handle_signals: bool = True) -> int:
@@ -106,9 +113,10 @@ class TraderRuntime:
                     feed_idle_timeout=settings.TRADER_FEED_IDLE_TIMEOUT,
                     discover=config.discover,
                     crosscheck_interval=config.crosscheck_interval,
+                    spill_dir=unwritten_dir(),
                 ),
                 client_factory=client_factory(config, ws_url),
-                store=DjangoSessionStore(),
+                store=self.store,
                 bus=self.bus,
                 rest=rest,
                 recorder=self.recorder,
@@ -128,7 +136,10 @@ class TraderRuntime:
                 control.cancel()
                 await asyncio.gather(control, return_exceptions=True)
         finally:
-            await self.recorder.close()
+            # The coordinator has written (or saved) the recording by its shutdown deadline; whatever came
+            # after is saved too rather than waiting for a database that does not answer.
+            await self.recorder.close(give_up_after=2.0, spill_dir=unwritten_dir())
+            self.store.close()
             await self.bus.close()
             if rest is not None:
                 await rest.aclose()

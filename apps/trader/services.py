@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
-from django.db import transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.marketdata.recorder import spill_load
 from apps.trader.core.statemachine import Transition
 from apps.trader.models import StateTransition, TradingSession
+
+_T = TypeVar("_T")
 
 
 def session_start(*, environment: str, markets: list[str], exchange_url: str) -> TradingSession:
@@ -96,21 +104,96 @@ def sessions_close_abandoned(*, environment: str, stale_after: float) -> int:
     )
 
 
+def session_unwritten_load(*, path: Path) -> str:
+    """Write a session's transitions and closing that its trader saved because the database was down at
+    shutdown (``SessionWriter.spill``), then delete the file. Returns a line saying what was written."""
+    document = json.loads(path.read_text())
+    session_id = int(document["session_id"])
+    # A write the trader was still waiting for at exit may have landed after all: skip what is there.
+    written = set(
+        StateTransition.objects.filter(session_id=session_id).values_list("timestamp", "from_state", "to_state")
+    )
+    transitions = [
+        StateTransition(
+            session_id=session_id,
+            from_state=t["from_state"],
+            to_state=t["to_state"],
+            context=t["context"],
+            metrics=t["metrics"],
+            timestamp=datetime.fromisoformat(t["timestamp"]),
+        )
+        for t in document["transitions"]
+    ]
+    transitions = [t for t in transitions if (t.timestamp, t.from_state, t.to_state) not in written]
+    with transaction.atomic():
+        StateTransition.objects.bulk_create(transitions)
+        heartbeat = document.get("heartbeat")
+        if heartbeat is not None:  # the final status and counters
+            heartbeat["state_entered_at"] = datetime.fromisoformat(heartbeat["state_entered_at"])
+            session_heartbeat(session_id=session_id, **heartbeat)
+        end = document.get("end")
+        if end is not None:
+            note = f"closed from {path.name} at the next start: the database was unreachable at shutdown"
+            error = "; ".join(part for part in (end["error"], note) if part)
+            session_end(session_id=session_id, failed=end["failed"], error=error)
+    path.unlink()
+    return f"session {session_id}: wrote {len(transitions)} transition(s) and its closing, saved at shutdown"
+
+
+def unwritten_load_all(*, directory: Path) -> list[str]:
+    """Write every file a trader saved under ``directory`` at a shutdown the database missed: recorded rows
+    first, then the sessions' transitions and closings. Returns one line per file; a file that cannot be
+    written yet (the database is still down) is left for the next start and reported."""
+    if not directory.is_dir():
+        return []
+    lines = []
+    for path in sorted(directory.glob("recording-*.jsonl")) + sorted(directory.glob("session-*.json")):
+        try:
+            if path.name.startswith("recording-"):
+                lines.append(f"{path.name}: wrote {spill_load(path)} recorded row(s) saved at shutdown")
+            else:
+                lines.append(f"{path.name}: {session_unwritten_load(path=path)}")
+        except (DatabaseError, OSError, ValueError, KeyError) as exc:
+            lines.append(f"{path.name}: not written yet ({type(exc).__name__}); kept for the next start")
+    return lines
+
+
 class DjangoSessionStore:
     """SessionStore on the Django ORM; every call crosses to a worker thread once.
 
-    database_sync_to_async closes stale connections around each call, so a long-running trader recovers
-    from a database restart and hands pooled connections back.
+    On PostgreSQL the calls run on the store's own thread (with its own connection), never on Django's
+    shared sync thread: a web request stuck on the database there cannot hold the trader's writes up, nor
+    they a request. On SQLite they stay on the shared thread, like the recorder, because SQLite takes one
+    writer at a time. Stale connections are closed around each call, so the store recovers from a database
+    restart and hands pooled connections back.
     """
 
+    def __init__(self, *, own_thread: bool | None = None) -> None:
+        self._own_thread = connection.vendor == "postgresql" if own_thread is None else own_thread
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def _call(self, function: Callable[..., _T], **kwargs: Any) -> _T:
+        if not self._own_thread:
+            result: _T = await database_sync_to_async(function)(**kwargs)
+            return result
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-store")
+
+        def call() -> _T:
+            close_old_connections()
+            try:
+                return function(**kwargs)
+            finally:
+                close_old_connections()
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
     async def session_start(self, *, environment: str, markets: list[str], exchange_url: str) -> int:
-        session = await database_sync_to_async(session_start)(
-            environment=environment, markets=markets, exchange_url=exchange_url
-        )
+        session = await self._call(session_start, environment=environment, markets=markets, exchange_url=exchange_url)
         return int(session.pk)
 
     async def transition_record(self, *, session_id: int, transition: Transition) -> None:
-        await database_sync_to_async(transition_record)(session_id=session_id, transition=transition)
+        await self._call(transition_record, session_id=session_id, transition=transition)
 
     async def session_heartbeat(
         self,
@@ -122,7 +205,8 @@ class DjangoSessionStore:
         counters: dict[str, int],
         console: list[dict[str, Any]],
     ) -> None:
-        await database_sync_to_async(session_heartbeat)(
+        await self._call(
+            session_heartbeat,
             session_id=session_id,
             state=state,
             state_entered_at=state_entered_at,
@@ -132,4 +216,10 @@ class DjangoSessionStore:
         )
 
     async def session_end(self, *, session_id: int, failed: bool, error: str) -> None:
-        await database_sync_to_async(session_end)(session_id=session_id, failed=failed, error=error)
+        await self._call(session_end, session_id=session_id, failed=failed, error=error)
+
+    def close(self) -> None:
+        """Let the store's thread go (without waiting for a call stuck on a dead database)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None

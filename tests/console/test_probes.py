@@ -9,7 +9,8 @@ from django.utils import timezone
 from apps.trader.models import TradingSession
 from apps.trader.services import session_end, session_heartbeat, session_start
 
-pytestmark = pytest.mark.django_db
+# The health view reads on its own thread (its own connection): rows must be committed for it to see them.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 LIVE_METRICS = {
     "ws_connection_status": "connected",

@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
 from apps.marketdata.models import RecordedGap, RecordedMarket
-from apps.marketdata.recorder import DatabaseRecorder
+from apps.marketdata.recorder import DatabaseRecorder, spill_load
 from apps.marketdata.selectors import Gap
 from tests.marketdata.conftest import FlakyWriter, GatedWriter, a_new_session, at, delta, recorded, snapshot
 
@@ -178,3 +178,34 @@ async def test_status_shows_the_age_of_the_oldest_unwritten_row(wait_until) -> N
     metrics = recorder.metrics()
     assert (metrics["queued"], metrics["written"], metrics["oldest_unwritten_age"]) == (0, 2, None)
     assert metrics["write_latency_ms"] > 0
+
+
+async def test_rows_not_written_by_the_shutdown_deadline_are_saved_and_written_at_the_next_start(tmp_path) -> None:
+    session = await a_new_session()
+    recorder = DatabaseRecorder(
+        batch_size=10, flush_interval=0.01, writer=FlakyWriter(failures=10**9), backoff=FAST_RETRY
+    )
+    messages = deltas(25)
+    for message in messages:
+        await recorder.record(session.pk, message, at(message.seq))
+    await recorder.record_gap(
+        session.pk, kind="seq", sid=1, expected_seq=27, received_seq=30, markets=["KXA"], detected_at=at(30)
+    )
+    await recorder.close(give_up_after=0.2, spill_dir=tmp_path)
+    [saved] = await asyncio.to_thread(lambda: list(tmp_path.iterdir()))
+    assert saved.name.startswith(f"recording-{session.pk}-")
+    assert recorder.metrics()["queued"] == 0
+    assert await recorded(session.pk) == []
+
+    # A batch the old process was still waiting on may have landed after all: it is not written twice.
+    landed = DatabaseRecorder(flush_interval=0.01)
+    for message in messages[:10]:
+        await landed.record(session.pk, message, at(message.seq))
+    await landed.close()
+
+    assert await sync_to_async(spill_load)(saved) == 16
+    items = await recorded(session.pk)
+    assert [item.position for item in items] == list(range(1, 27))
+    assert isinstance(items[-1].message, Gap)
+    assert [item.message for item in items[:25]] == messages
+    assert not await asyncio.to_thread(saved.exists)

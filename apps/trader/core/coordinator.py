@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from apps.kalshi.backoff import Backoff
@@ -28,6 +29,7 @@ from apps.kalshi.rest import KalshiRestError
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.health import evaluate_health
 from apps.trader.core.ports import ExchangeRest, FeedClient, FeedClientFactory, Recorder, SessionStore, counter_dict
+from apps.trader.core.sessionwriter import SessionWriter
 from apps.trader.core.statemachine import StateMachine, Transition
 from apps.trader.core.states import STATE_TIMEOUTS, State
 
@@ -56,6 +58,10 @@ class CoordinatorOptions:
     """Pick this many markets by 24 h volume through REST in ``initializing`` (0: use ``markets``)."""
     crosscheck_interval: float | None = None
     """Seconds between comparisons of every live book with the exchange's REST book; None: off."""
+    database_slow_after: float = 2.0
+    """A session write still unanswered after this many seconds marks the database unreachable."""
+    spill_dir: Path | None = None
+    """Where rows that could not be written before the shutdown deadline are saved (None: only logged)."""
 
 
 class Coordinator:
@@ -73,6 +79,7 @@ class Coordinator:
         self.options = options
         self._client_factory = client_factory
         self._store = store
+        self._writer = SessionWriter(store, slow_after=options.database_slow_after, on_change=self._database_changed)
         self._bus = bus
         self._recorder = recorder
         self._rest = rest
@@ -117,6 +124,7 @@ class Coordinator:
             markets=self.options.markets,
             exchange_url=self.options.exchange_url,
         )
+        self._writer.start(self.session_id)
         self.console(
             "info",
             f"Session {self.session_id} started in {self.options.environment}",
@@ -140,22 +148,51 @@ class Coordinator:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            limit = self.options.timeouts.get(State.SHUTDOWN)
+            limit = self.options.timeouts.get(State.SHUTDOWN) or 15.0
             try:
-                await asyncio.wait_for(self._close(), timeout=limit)
+                await asyncio.wait_for(self._close(time.monotonic() + limit), timeout=limit + 1.0)
             except TimeoutError:
                 logger.error("shutdown took longer than %s s; session %s may not be closed", limit, self.session_id)
+            await self._writer.close()
         return 0
 
-    async def _close(self) -> None:
-        """Stop the feed, publish the final status and close the session row."""
+    async def _close(self, deadline: float) -> None:
+        """Stop the feed, write what can be written before ``deadline`` (monotonic) and close the session.
+
+        The session row says what could not be written and where it was saved; when even that row cannot
+        be written, the closing is saved with it and the next start writes both.
+        """
         assert self.session_id is not None
         await self._stop_client()
-        if self._recorder is not None:
-            await self._recorder.flush()
+        notes = [self._last_error] if self._last_error else []
+        # Budgets end well before the deadline: the process still has to stop threads and exit.
+        if self._recorder is not None and not await _within(self._recorder.flush(), deadline - time.monotonic() - 8.0):
+            notes.append(self._spill_recording())
         await self._publish_status()
-        await self._bus.drain()
-        await self._store.session_end(session_id=self.session_id, failed=self._failed, error=self._last_error)
+        await _within(self._bus.drain(), deadline - time.monotonic() - 7.0)
+        self._writer.end(failed=self._failed, error="; ".join(notes))
+        if await _within(self._writer.flush(), deadline - time.monotonic() - 4.0):
+            return
+        spill_dir = self.options.spill_dir
+        path = self._writer.spill(spill_dir) if spill_dir is not None else None
+        logger.error(
+            "shutdown: the database did not answer; session %s's closing (%d write(s) in all) %s",
+            self.session_id,
+            self._writer.pending,
+            f"saved to {path}, written at the next start" if path else "could not be written",
+        )
+
+    def _spill_recording(self) -> str:
+        """Save the rows the recorder could not write in time; returns the line for the session row."""
+        assert self._recorder is not None
+        spill_dir = self.options.spill_dir
+        count, path = (
+            self._recorder.spill(spill_dir) if spill_dir is not None else (self._recorder.metrics()["queued"], None)
+        )
+        where = f"saved to {path}, written at the next start" if path else "lost"
+        line = f"{count} recorded row(s) could not be written before the shutdown deadline; {where}"
+        logger.error("shutdown: %s", line)
+        return line
 
     async def _step(self) -> tuple[State, str]:
         """Run the current state's handler under its timeout, racing a shutdown request."""
@@ -388,9 +425,10 @@ class Coordinator:
     # ------------------------------------------------------------------------------------------ publishing
 
     async def _on_transition(self, transition: Transition) -> None:
-        if self.session_id is not None:
-            await self._store.transition_record(session_id=self.session_id, transition=transition)
+        # Announce first, write after: the console sees every move even while the database is away.
         self._bus.emit(Event("state_transition", {**transition.as_event(), "session_id": self.session_id}))
+        if self.session_id is not None:
+            self._writer.transition(transition)
         logger.info(
             "STATE TRANSITION: %s → %s | %s",
             transition.from_state.value,
@@ -401,6 +439,16 @@ class Coordinator:
             self._failed = True
         elif transition.to_state is State.READY:
             self._failed = False
+
+    def _database_changed(self, reachable: bool, what: str) -> None:
+        if reachable:
+            self.console("info", f"DATABASE: {what}")
+        else:
+            self.console(
+                "error",
+                f"DATABASE: {what}",
+                "the feed and the books stay live; transitions, heartbeats and recorded rows wait in memory",
+            )
 
     def console(self, level: str, message: str, context: str = "") -> None:
         line = {
@@ -422,7 +470,7 @@ class Coordinator:
             try:
                 await self._publish_status()
             except Exception:
-                logger.exception("status update failed")
+                logger.exception("status update failed")  # a bug: database failures go through the session writer
             if self.machine.state is State.READY and time.monotonic() - last_summary >= self.options.summary_interval:
                 last_summary = time.monotonic()
                 self.console("info", self.orderbook_summary_line())
@@ -432,8 +480,7 @@ class Coordinator:
         status = self.status()
         self._bus.emit(Event("trader_status", status))
         if self.session_id is not None:
-            await self._store.session_heartbeat(
-                session_id=self.session_id,
+            self._writer.heartbeat(
                 state=self.machine.state.value,
                 state_entered_at=self.machine.entered_at_wall,
                 status=status,
@@ -521,6 +568,7 @@ class Coordinator:
             **self._crosscheck_metrics(),
             "event_bus": bus,
             **self._recorder_metrics(),
+            "database": self._writer.status(),
         }
 
     def _recorder_metrics(self) -> dict[str, Any]:
@@ -558,6 +606,7 @@ class Coordinator:
             metrics=metrics,
             heartbeat_stale_after=self.options.heartbeat_stale_after,
             feed_idle_timeout=self.options.feed_idle_timeout,
+            database_error=self._writer.unreachable_reason(),
         )
         markets = []
         if self.client is not None:
@@ -614,6 +663,15 @@ class Coordinator:
 
     def _now_iso(self) -> str:
         return self._wall_clock().isoformat()
+
+
+async def _within(work: Awaitable[None], seconds: float) -> bool:
+    """Await ``work`` for at most ``seconds``; False (and ``work`` cancelled) when it took longer."""
+    try:
+        await asyncio.wait_for(work, timeout=max(0.0, seconds))
+    except TimeoutError:
+        return False
+    return True
 
 
 def _client_counters(metrics: ClientMetrics) -> dict[str, int]:

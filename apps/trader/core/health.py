@@ -31,17 +31,21 @@ def evaluate_health(
     metrics: dict[str, Any],
     heartbeat_stale_after: float,
     feed_idle_timeout: float,
+    database_error: str = "",
 ) -> Health:
     """Judge health from the trader's state, heartbeat age (s) and status metrics.
 
     Connected and quiet is healthy: a quiet market sends nothing but pings. Books stale after a gap are
     degraded (they heal with a fresh snapshot). A silent or closed socket, a stale heartbeat or any state
-    but ``ready`` is unhealthy.
+    but ``ready`` is unhealthy, and so is a trader whose database does not answer (``database_error``):
+    it keeps its books live, but nothing it does is being written.
     """
     if heartbeat_age is None:
         return Health("unhealthy", "no trader heartbeat recorded")
     if heartbeat_age > heartbeat_stale_after:
         return Health("unhealthy", f"trader heartbeat is {heartbeat_age:.1f} s old")
+    if database_error:
+        return Health("unhealthy", database_error)
     if state != State.READY:
         return Health("unhealthy", f"trader state is {state}")
     if metrics.get("ws_connection_status") != "connected":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from apps.kalshi.client import ClientMetrics, ConnectionStatus, FeedListener, MarketMessage
@@ -100,6 +101,13 @@ class Recorder(Protocol):
 
     async def flush(self) -> None:
         """Return once everything recorded so far is written."""
+
+    def spill(self, directory: Path) -> tuple[int, Path | None]:
+        """Stop writing and save every row not yet committed to a file in ``directory`` for the next start.
+
+        Returns how many rows and the file (None when there were none).
+        """
+        ...
 
     def metrics(self) -> dict[str, Any]:
         """queued, written, write_latency_ms, retries, oldest_unwritten_age and more, for status."""

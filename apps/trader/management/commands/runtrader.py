@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from argparse import ArgumentParser
 from pathlib import Path
@@ -20,9 +21,9 @@ from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, 
 from apps.trader.config import TraderConfig, build_trader_config
 from apps.trader.embedded import bind_problem, serve_with_daphne
 from apps.trader.preflight import service_problems
-from apps.trader.runtime import TraderRuntime
+from apps.trader.runtime import TraderRuntime, unwritten_dir
 from apps.trader.selectors import session_sharing_markets
-from apps.trader.services import sessions_close_abandoned
+from apps.trader.services import sessions_close_abandoned, unwritten_load_all
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class Command(BaseCommand):
         exposure = self.exposure_warning(config)
         if exposure:
             self.stderr.write(exposure)
+        for line in unwritten_load_all(directory=unwritten_dir()):
+            logger.warning("saved at an earlier shutdown: %s", line)
         stale_after = settings.TRADER_HEARTBEAT_STALE_SECONDS
         closed = sessions_close_abandoned(environment=config.environment.value, stale_after=stale_after)
         if closed:
@@ -183,14 +186,19 @@ class Command(BaseCommand):
 
     def run(self, config: TraderConfig) -> int:
         """Run until shutdown; returns the exit code."""
+        runtime = TraderRuntime(config)
+        # Until the trader's loop installs its own handlers, a signal is kept and honoured as soon as the
+        # trader runs: a SIGTERM right after start still closes the session and exits 0.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(
+                sig, lambda signum, _frame: runtime.request_shutdown(f"received {signal.Signals(signum).name}")
+            )
         if not config.web:
-            return asyncio.run(TraderRuntime(config).run())
+            return asyncio.run(runtime.run())
 
         def announce(host: str, port: int) -> None:
             shown = f"[{host}]" if ":" in host else host
             self.stdout.write(f"Console: http://{shown}:{port}/v3-trader  (status /v3/status, health /v3/health)")
             self.stdout.flush()
 
-        return serve_with_daphne(
-            TraderRuntime(config).run, host=config.web_host, port=config.web_port, on_listening=announce
-        )
+        return serve_with_daphne(runtime.run, host=config.web_host, port=config.web_port, on_listening=announce)
