@@ -9,6 +9,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 
 from apps.console import limits
 from apps.console.access import may_watch
@@ -34,7 +35,21 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         # The newcomer alone gets the story so far, read from the rows the trader wrote.
-        await self.send_json({"type": "history_replay", "data": await database_sync_to_async(console_history)()})
+        await self._send_history()
+
+    async def _send_history(self) -> None:
+        try:
+            history = await database_sync_to_async(console_history)()
+        except DatabaseError as exc:
+            # Live events still flow through the channel layer; only the story so far is missing.
+            await self.send_json(
+                {
+                    "type": "error",
+                    "data": {"message": f"history unavailable: database unreachable ({type(exc).__name__})"},
+                }
+            )
+            return
+        await self.send_json({"type": "history_replay", "data": history})
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -77,7 +92,7 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 wait = self.history_requests.seconds_until_next()
                 await self._refuse(f"too many history requests; try again in {wait:.0f} s")
                 return
-            await self.send_json({"type": "history_replay", "data": await database_sync_to_async(console_history)()})
+            await self._send_history()
         elif kind in CONTROL_ACTIONS:
             await self._control(kind, content.get("markets"))
         else:
