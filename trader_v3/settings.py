@@ -20,6 +20,7 @@ from apps.kalshi.environments import (
     check_url,
     parse_environment,
 )
+from trader_v3.layers import redis_channel_layer
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -137,15 +138,12 @@ _CHANNEL_EXPIRY = 10
 CHANNEL_LAYERS: dict[str, Any]
 if REDIS_URL:
     CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [REDIS_URL],
-                "capacity": _CHANNEL_CAPACITY,
-                "expiry": _CHANNEL_EXPIRY,
-                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="trader_v3"),
-            },
-        }
+        "default": redis_channel_layer(
+            REDIS_URL,
+            prefix=env.str("CHANNEL_LAYER_PREFIX", default="trader_v3"),
+            capacity=_CHANNEL_CAPACITY,
+            expiry=_CHANNEL_EXPIRY,
+        )
     }
 else:
     CHANNEL_LAYERS = {
