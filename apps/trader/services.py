@@ -13,12 +13,15 @@ from apps.trader.core.statemachine import Transition
 from apps.trader.models import StateTransition, TradingSession
 
 
-def session_start(*, environment: str, markets: list[str], exchange_url: str) -> TradingSession:
+def session_start(
+    *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+) -> TradingSession:
     now = timezone.now()
     return TradingSession.objects.create(
         environment=environment,
         markets=markets,
         exchange_url=exchange_url,
+        control_address=control_address,
         started_at=now,
         status=TradingSession.Status.RUNNING,
         current_state="startup",
@@ -93,9 +96,11 @@ class DjangoSessionStore:
     from a database restart and hands pooled connections back.
     """
 
-    async def session_start(self, *, environment: str, markets: list[str], exchange_url: str) -> int:
+    async def session_start(
+        self, *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+    ) -> int:
         session = await database_sync_to_async(session_start)(
-            environment=environment, markets=markets, exchange_url=exchange_url
+            environment=environment, markets=markets, exchange_url=exchange_url, control_address=control_address
         )
         return int(session.pk)
 
