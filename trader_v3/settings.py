@@ -204,7 +204,6 @@ try:
 except ValueError as exc:
     raise ImproperlyConfigured(f"SIM_FAULTS: {exc}") from None
 CONSOLE_GROUP = "trader_v3.console"
-CONTROL_GROUP = "trader_v3.control"
 
 LOGGING = {
     "version": 1,

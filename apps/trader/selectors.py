@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -15,6 +16,16 @@ def session_current() -> TradingSession | None:
     """The running session with the freshest heartbeat, else the most recent session."""
     running = TradingSession.objects.filter(status=TradingSession.Status.RUNNING).order_by("-heartbeat_at").first()
     return running or TradingSession.objects.order_by("-started_at").first()
+
+
+def sessions_live() -> list[TradingSession]:
+    """Running sessions whose heartbeat is fresh: the traders that can take control requests, oldest first."""
+    fresh_after = timezone.now() - timedelta(seconds=settings.TRADER_HEARTBEAT_STALE_SECONDS)
+    return list(
+        TradingSession.objects.filter(status=TradingSession.Status.RUNNING, heartbeat_at__gte=fresh_after)
+        .exclude(control_address="")
+        .order_by("started_at", "id")
+    )
 
 
 def transitions_recent(*, session: TradingSession, limit: int = 200) -> list[StateTransition]:
