@@ -23,6 +23,7 @@ from apps.kalshi.environments import (
     parse_environment,
 )
 from trader_v3.envreader import SettingsReader
+from trader_v3.layers import redis_channel_layer
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -136,15 +137,12 @@ _CHANNEL_EXPIRY = 10
 CHANNEL_LAYERS: dict[str, Any]
 if REDIS_URL:
     CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [REDIS_URL],
-                "capacity": _CHANNEL_CAPACITY,
-                "expiry": _CHANNEL_EXPIRY,
-                "prefix": env.group_prefix("CHANNEL_LAYER_PREFIX", default="trader_v3"),
-            },
-        }
+        "default": redis_channel_layer(
+            REDIS_URL,
+            prefix=env.group_prefix("CHANNEL_LAYER_PREFIX", default="trader_v3"),
+            capacity=_CHANNEL_CAPACITY,
+            expiry=_CHANNEL_EXPIRY,
+        )
     }
 else:
     CHANNEL_LAYERS = {
@@ -208,7 +206,6 @@ except ValueError as exc:
     env.problem(f"SIM_FAULTS: {exc}")
     SIM_FAULTS_SPEC = ""
 CONSOLE_GROUP = "trader_v3.console"
-CONTROL_GROUP = "trader_v3.control"
 
 LOGGING = {
     "version": 1,

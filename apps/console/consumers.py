@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -14,8 +16,17 @@ from django.db import DatabaseError
 from apps.console import limits
 from apps.console.access import may_watch
 from apps.kalshi.environments import Environment
-from apps.trader.control import CONTROL_ACTIONS, ControlError, control_message
-from apps.trader.selectors import console_history
+from apps.trader import control
+from apps.trader.control import (
+    CONTROL_ACTIONS,
+    ControlError,
+    Shard,
+    control_message,
+    control_request,
+    layer_send,
+    route,
+)
+from apps.trader.selectors import console_history, sessions_live
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +35,11 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     group = settings.CONSOLE_GROUP
     closing = False
     """Set once this side has closed the socket: nothing more is sent or answered."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._awaiting: dict[str, asyncio.Task[None]] = {}
+        """Control requests sent to a trader, by request id: each a timer that reports "no trader answered"."""
 
     async def connect(self) -> None:
         if not may_watch(self.scope.get("user")):
@@ -52,6 +68,8 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json({"type": "history_replay", "data": history})
 
     async def disconnect(self, code: int) -> None:
+        for timer in self._awaiting.values():
+            timer.cancel()
         await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
@@ -94,25 +112,93 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 return
             await self._send_history()
         elif kind in CONTROL_ACTIONS:
-            await self._control(kind, content.get("markets"))
+            await self._control(kind, content.get("markets"), content.get("session"))
         else:
             await self._refuse(
                 f"unknown message type {kind!r}; expected ping, request_history, add_markets or remove_markets"
             )
 
-    async def _control(self, action: str, markets: Any) -> None:
+    async def _control(self, action: str, markets: Any, session: Any = None) -> None:
         # Changing what a real-money trader watches needs a staff login; the loopback simulator does not.
         user = self.scope.get("user")
         if settings.ENVIRONMENT != Environment.SIM and not (user is not None and user.is_staff):
             await self._reply_error(f"{action} needs a staff login outside sim")
             return
         try:
-            message = control_message(action, markets)
+            action, tickers = control_request(action, markets)
+            if session is not None and (not isinstance(session, int) or isinstance(session, bool)):
+                raise ControlError("'session' must be a session id (an integer)")
+            shards = [
+                Shard(row.pk, row.control_address, tuple(row.markets))
+                for row in await database_sync_to_async(sessions_live)()
+                if row.control_address  # a trader takes requests only where its session says
+            ]
+            routing = route(action, tickers, shards, session)
         except ControlError as exc:
             await self._reply_error(str(exc))
             return
-        await self.channel_layer.group_send(settings.CONTROL_GROUP, message)
-        await self.send_json({"type": "control_sent", "data": {"action": action, "markets": markets}})
+        if routing.refused:
+            done_key = "added" if action == "add_markets" else "removed"
+            await self._send_result(
+                {
+                    "action": action,
+                    "requested": list(routing.refused),
+                    done_key: [],
+                    "refused": routing.refused,
+                    "pending": [],
+                    "session_id": None,
+                }
+            )
+        for shard, shard_tickers in routing.targets:
+            await self._ask(shard, action, shard_tickers)
+
+    async def _ask(self, shard: Shard, action: str, tickers: list[str]) -> None:
+        """Send one trader a request and wait (in the background) for its answer."""
+        request_id = uuid.uuid4().hex
+        message = control_message(action, tickers, request_id=request_id, reply_channel=self.channel_name)
+        try:
+            await layer_send(self.channel_layer, shard.address, message)
+        except Exception as exc:  # the channel layer is down: say so instead of pretending
+            logger.warning("control request to session %s not sent: %s", shard.session_id, exc)
+            await self._reply_error(f"could not reach the trader of session {shard.session_id}: {exc}")
+            return
+        self._awaiting[request_id] = asyncio.create_task(self._no_answer(request_id, shard.session_id, action, tickers))
+        await self.send_json(
+            {
+                "type": "control_sent",
+                "data": {
+                    "action": action,
+                    "markets": tickers,
+                    "session_id": shard.session_id,
+                    "request_id": request_id,
+                },
+            }
+        )
+
+    async def _no_answer(self, request_id: str, session_id: int, action: str, tickers: list[str]) -> None:
+        timeout = control.REPLY_TIMEOUT
+        await asyncio.sleep(timeout)
+        self._awaiting.pop(request_id, None)
+        await self.send_json(
+            {
+                "type": "error",
+                "data": {
+                    "message": f"no trader answered: {action} {', '.join(tickers)} sent to session {session_id} "
+                    f"got no reply within {timeout:g} s",
+                    "request_id": request_id,
+                },
+            }
+        )
+
+    async def trader_control_result(self, event: dict[str, Any]) -> None:
+        """A trader's answer to one of this console's requests."""
+        timer = self._awaiting.pop(str(event.get("request_id")), None)
+        if timer is not None:
+            timer.cancel()
+        await self._send_result({**event["data"], "request_id": event.get("request_id")})
+
+    async def _send_result(self, data: dict[str, Any]) -> None:
+        await self.send_json({"type": "control_result", "data": data})
 
     async def _reply_error(self, message: str) -> None:
         await self.send_json({"type": "error", "data": {"message": message}})

@@ -26,6 +26,7 @@ from apps.kalshi.backoff import Backoff
 from apps.kalshi.messages import (
     CHANNEL_ORDERBOOK,
     ERROR_AUTH_REQUIRED,
+    ERROR_UNKNOWN_SID,
     ErrorReply,
     MalformedMessage,
     Ok,
@@ -63,6 +64,8 @@ class FeedEventKind(StrEnum):
     """Retrying cannot help (the handshake was refused); the client stops."""
     GAP = "gap"
     NOTICE = "notice"
+    REFUSED = "refused"
+    """The exchange refused ``markets`` when subscribing; they were dropped and the rest subscribed again."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +128,24 @@ class ClientMetrics:
 
 
 @dataclass
+class MarketChange:
+    """What came of a request to add or remove markets, ticker by ticker."""
+
+    done: list[str] = field(default_factory=list)
+    """Added (the exchange accepted them) or removed."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Ticker -> why not, in the exchange's words where it answered."""
+    pending: list[str] = field(default_factory=list)
+    """Sent, but the exchange had not answered within the wait; its answer still applies when it comes."""
+
+
+@dataclass
 class _Command:
     name: str
     payload: dict[str, Any]
+    tickers: list[str] = field(default_factory=list)
+    """add_markets / delete_markets: the tickers the command carries."""
+    reply: asyncio.Future[Ok | ErrorReply] | None = None
 
 
 class KalshiWebSocketClient:
@@ -174,6 +192,11 @@ class KalshiWebSocketClient:
         self._last_seq: dict[int, int] = {}
         self._synced = False
         self._warned_types: set[str] = set()
+        # Markets join ``markets`` only once the exchange accepts them, so a ticker it refuses can never
+        # be part of a (re)subscribe. Until then each has a future: None when accepted, else the reason.
+        self._adding: dict[str, asyncio.Future[str | None]] = {}
+        self._unsent: list[str] = []
+        """Tickers of ``_adding`` waiting for a live subscription to be sent on."""
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -203,6 +226,9 @@ class KalshiWebSocketClient:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=delay)
         self.status = ConnectionStatus.DISCONNECTED
+        for ticker in list(self._adding):
+            self._settle_add(ticker, "the feed client stopped before the exchange answered")
+        self._unsent.clear()
 
     async def close(self) -> None:
         self._closing.set()
@@ -264,6 +290,13 @@ class KalshiWebSocketClient:
         self.status = ConnectionStatus.CONNECTING if not self._closing.is_set() else ConnectionStatus.DISCONNECTED
         self.stale = set(self.markets)
         self._synced = False
+        # The exchange forgets a connection's subscription with it: unanswered adds go again on the next one.
+        for command in self._commands.values():
+            if command.name == "add_markets":
+                self._requeue(command)
+            if command.reply is not None and not command.reply.done():
+                command.reply.cancel()
+        self._commands.clear()
 
     async def _read(self, ws: _WatchedConnection) -> str:
         while True:
@@ -311,9 +344,14 @@ class KalshiWebSocketClient:
             if message.channel == CHANNEL_ORDERBOOK:
                 self._sid = message.sid
                 self._last_seq.pop(message.sid, None)
+                await self._send_adds(ws)
         elif isinstance(message, Ok):
-            self._commands.pop(message.id or -1, None)
+            command = self._commands.pop(message.id or -1, None)
             await self._sequenced_reply(ws, message.sid, message.seq)
+            if command is not None:
+                if command.name == "add_markets":
+                    await self._on_markets_added(ws, command, message)
+                _resolve(command, message)
         elif isinstance(message, Unsubscribed):
             self._commands.pop(message.id or -1, None)
         elif isinstance(message, ErrorReply):
@@ -443,7 +481,15 @@ class KalshiWebSocketClient:
             await ws.close()
             raise HandshakeRejected(reason)
         logger.warning("exchange error %s: %s%s", error.code, error.msg, cause)
-        if error.terminal and error.sid in (None, self._sid):
+        if command is not None:
+            _resolve(command, error)
+        if command is not None and command.name == "add_markets" and error.terminal:
+            self._requeue(command)  # sent again on the subscription that replaces the ended one
+        if command is not None and command.name == "add_markets" and not error.terminal:
+            await self._on_add_refused(ws, command, error)
+        elif command is not None and command.name == "subscribe" and self._refused_markets(error):
+            await self._on_subscribe_refused(ws, error)
+        elif error.terminal and error.sid in (None, self._sid):
             # Codes 10 and 25 end the subscription on the exchange's side: subscribe again from scratch.
             self._sid = None
             await self._resubscribe(ws, f"subscription ended by error {error.code} ({error.msg}); resubscribing")
@@ -463,39 +509,159 @@ class KalshiWebSocketClient:
         if self._ws is not None:
             await self._resync(self._ws, [t for t in tickers if t in self.books])
 
-    async def add_markets(self, tickers: list[str]) -> list[str]:
-        """Add markets to the live subscription (``update_subscription`` add_markets). Returns those added."""
-        added = [t for t in dict.fromkeys(tickers) if t not in self.books]
-        for ticker in added:
-            self.markets.append(ticker)
-            self.books[ticker] = OrderBook(ticker)
-            self.stale.add(ticker)
-        if added and self._ws is not None:
-            self._synced = False
-            if self._sid is None:
-                await self._send(self._ws, "subscribe", subscribe_command(self._command_id(), self.markets))
-            else:
-                await self._send(
-                    self._ws,
-                    "add_markets",
-                    update_subscription_command(self._command_id(), self._sid, "add_markets", added),
-                )
-        return added
+    async def add_markets(self, tickers: list[str], *, wait: float = 5.0) -> MarketChange:
+        """Add markets to the live subscription (``update_subscription`` add_markets).
 
-    async def remove_markets(self, tickers: list[str]) -> list[str]:
-        """Remove markets from the live subscription (``update_subscription`` delete_markets)."""
+        A ticker joins ``markets`` only when the exchange accepts it; one it refuses is reported with the
+        exchange's reason and never sent again. Waits up to ``wait`` seconds for the answers: a ticker that
+        could not even be sent by then (no live subscription) is withdrawn; one already sent stays pending.
+        """
+        change = MarketChange()
+        waiting: dict[str, asyncio.Future[str | None]] = {}
+        for ticker in dict.fromkeys(tickers):
+            if ticker in self.books:
+                change.refused[ticker] = "already subscribed"
+                continue
+            future = self._adding.get(ticker)
+            if future is None:
+                future = self._adding[ticker] = asyncio.get_running_loop().create_future()
+                self._unsent.append(ticker)
+            waiting[ticker] = future
+        if self._ws is not None:
+            await self._send_adds(self._ws)
+        if waiting:
+            await asyncio.wait(waiting.values(), timeout=wait)
+        for ticker, future in waiting.items():
+            if not future.done() and ticker in self._unsent:
+                self._settle_add(ticker, f"not sent: no live subscription to the exchange within {wait:g} s")
+            if not future.done():
+                change.pending.append(ticker)
+            elif future.cancelled():
+                change.refused[ticker] = "withdrawn before the exchange answered"
+            elif (reason := future.result()) is None:
+                change.done.append(ticker)
+            else:
+                change.refused[ticker] = reason
+        return change
+
+    async def remove_markets(self, tickers: list[str], *, wait: float = 5.0) -> MarketChange:
+        """Remove markets from the live subscription (``update_subscription`` delete_markets).
+
+        They leave ``markets`` and ``books`` at once; the exchange's refusal, if any, is reported.
+        """
+        change = MarketChange()
+        for ticker in dict.fromkeys(tickers):
+            if ticker in self._adding:
+                # Not accepted yet: withdraw it. If the exchange accepts it later it is deleted there too.
+                self._settle_add(ticker, "removed before the exchange answered")
+                change.done.append(ticker)
+            elif ticker not in self.books:
+                change.refused[ticker] = "not subscribed"
         removed = [t for t in dict.fromkeys(tickers) if t in self.books]
         for ticker in removed:
             self.markets.remove(ticker)
             del self.books[ticker]
             self.stale.discard(ticker)
+        change.done.extend(removed)
         if removed and self._ws is not None and self._sid is not None:
-            await self._send(
+            reply = await self._request(
                 self._ws,
                 "delete_markets",
                 update_subscription_command(self._command_id(), self._sid, "delete_markets", removed),
+                removed,
+                wait,
             )
-        return removed
+            if isinstance(reply, ErrorReply):
+                for ticker in removed:
+                    change.refused[ticker] = f"exchange error {reply.code}: {reply.msg} (no longer watched here)"
+                change.done = [t for t in change.done if t not in change.refused]
+        return change
+
+    def _settle_add(self, ticker: str, reason: str | None) -> None:
+        """Answer a pending add: None means accepted."""
+        future = self._adding.pop(ticker, None)
+        if ticker in self._unsent:
+            self._unsent.remove(ticker)
+        if future is not None and not future.done():
+            future.set_result(reason)
+
+    async def _send_adds(self, ws: ClientConnection) -> None:
+        """Send the adds waiting for a live subscription, as one add_markets command."""
+        if not self._unsent or self._sid is None:
+            return
+        tickers, self._unsent = self._unsent, []
+        await self._send(
+            ws,
+            "add_markets",
+            update_subscription_command(self._command_id(), self._sid, "add_markets", tickers),
+            tickers,
+        )
+
+    async def _on_markets_added(self, ws: ClientConnection, command: _Command, ok: Ok) -> None:
+        """The exchange accepted add_markets; its ``ok`` lists the full set after the update (when it lists)."""
+        listed = None if ok.market_tickers is None else set(ok.market_tickers)
+        withdrawn: list[str] = []
+        for ticker in command.tickers:
+            if ticker not in self._adding:
+                withdrawn.append(ticker)
+            elif listed is not None and ticker not in listed:
+                self._settle_add(ticker, "the exchange's reply does not list it")
+            elif ticker not in self.books:
+                self.markets.append(ticker)
+                self.books[ticker] = OrderBook(ticker)
+                self.stale.add(ticker)
+                self._synced = False
+                # Its snapshot follows; if it does not, the resync deadline heals the book.
+                self._resync_started = self._resync_started or time.monotonic()
+                self._settle_add(ticker, None)
+        if withdrawn and self._sid is not None:
+            await self._send(
+                ws,
+                "delete_markets",
+                update_subscription_command(self._command_id(), self._sid, "delete_markets", withdrawn),
+                withdrawn,
+            )
+
+    async def _on_add_refused(self, ws: ClientConnection, command: _Command, error: ErrorReply) -> None:
+        """The exchange refused the whole add_markets command. When it names the tickers at fault, only
+        those are refused and the others are sent again; after an unknown sid (a subscription that just
+        ended) they all go again on the next one."""
+        if error.code == ERROR_UNKNOWN_SID:
+            self._requeue(command)  # waits for the next ``subscribed``; sending on the same sid would loop
+            return
+        named = [t for t in error.market_tickers if t in command.tickers]
+        reason = f"exchange error {error.code}: {error.msg}"
+        for ticker in named or command.tickers:
+            self._settle_add(ticker, reason)
+        if named:
+            self._requeue(command)
+            await self._send_adds(ws)
+
+    def _requeue(self, command: _Command) -> None:
+        """Send a command's tickers still waiting for an answer again, on the next live subscription."""
+        self._unsent.extend(t for t in command.tickers if t in self._adding and t not in self._unsent)
+
+    def _refused_markets(self, error: ErrorReply) -> list[str]:
+        return [t for t in error.market_tickers if t in self.books]
+
+    async def _on_subscribe_refused(self, ws: ClientConnection, error: ErrorReply) -> None:
+        """The exchange refused the subscribe because of some of its markets: drop those, report them and
+        subscribe again with the rest, so one bad ticker never keeps the others from their data."""
+        refused = self._refused_markets(error)
+        for ticker in refused:
+            self.markets.remove(ticker)
+            del self.books[ticker]
+            self.stale.discard(ticker)
+        await self._listener.on_feed_event(
+            FeedEvent(
+                FeedEventKind.REFUSED,
+                reason=f"exchange error {error.code}: {error.msg}",
+                level="error",
+                markets=tuple(refused),
+            )
+        )
+        if self.markets and self._sid is None:
+            await self._send(ws, "subscribe", subscribe_command(self._command_id(), self.markets))
 
     # ----------------------------------------------------------------------------------------- commands
 
@@ -503,10 +669,26 @@ class KalshiWebSocketClient:
         self._next_id += 1
         return self._next_id
 
-    async def _send(self, ws: ClientConnection, name: str, payload: dict[str, Any]) -> None:
-        self._commands[payload["id"]] = _Command(name=name, payload=payload)
+    async def _send(
+        self,
+        ws: ClientConnection,
+        name: str,
+        payload: dict[str, Any],
+        tickers: list[str] | None = None,
+        reply: asyncio.Future[Ok | ErrorReply] | None = None,
+    ) -> None:
+        self._commands[payload["id"]] = _Command(name=name, payload=payload, tickers=list(tickers or []), reply=reply)
         with contextlib.suppress(ConnectionClosed):
             await ws.send(json.dumps(payload))
+
+    async def _request(
+        self, ws: ClientConnection, name: str, payload: dict[str, Any], tickers: list[str], wait: float
+    ) -> Ok | ErrorReply | None:
+        """Send a command and wait up to ``wait`` seconds for its reply; None when none came."""
+        reply: asyncio.Future[Ok | ErrorReply] = asyncio.get_running_loop().create_future()
+        await self._send(ws, name, payload, tickers, reply)
+        done, _ = await asyncio.wait({reply}, timeout=wait)
+        return reply.result() if reply in done and not reply.cancelled() else None
 
     # ----------------------------------------------------------------------------------------- status
 
@@ -517,6 +699,11 @@ class KalshiWebSocketClient:
     def uptime(self) -> float | None:
         """Seconds the current connection has been open, or None when not connected."""
         return None if self.connected_since is None else time.monotonic() - self.connected_since
+
+
+def _resolve(command: _Command, reply: Ok | ErrorReply) -> None:
+    if command.reply is not None and not command.reply.done():
+        command.reply.set_result(reply)
 
 
 def _close_reason(exc: ConnectionClosed) -> str:
@@ -533,5 +720,6 @@ __all__ = [
     "FeedListener",
     "HandshakeRejected",
     "KalshiWebSocketClient",
+    "MarketChange",
     "MarketMessage",
 ]

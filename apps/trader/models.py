@@ -28,6 +28,9 @@ class TradingSession(models.Model):
     environment = models.CharField(max_length=16, db_index=True)
     markets = models.JSONField(default=_empty_list, help_text="Subscribed market tickers.")
     exchange_url = models.CharField(max_length=300, help_text="The WebSocket URL the trader connected to.")
+    control_address = models.CharField(
+        max_length=200, blank=True, help_text="The channel-layer channel this trader takes control requests on."
+    )
     started_at = models.DateTimeField(db_index=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)

@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -20,7 +21,7 @@ from apps.kalshi.rest import KalshiRestClient
 from apps.marketdata.recorder import DatabaseRecorder
 from apps.trader.broadcast import ChannelLayerBroadcaster
 from apps.trader.config import TraderConfig
-from apps.trader.control import listen_for_control
+from apps.trader.control import ControlListener
 from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
 from apps.trader.services import DjangoSessionStore
@@ -88,6 +89,7 @@ class TraderRuntime:
         self.recorder = DatabaseRecorder()
         self.store = DjangoSessionStore()
         self._pending_shutdown = ""
+        self.control: ControlListener | None = None
 
     async def run(self, *, handle_signals: bool = True) -> int:
         """Run until shutdown; returns the exit code."""
@@ -97,6 +99,11 @@ class TraderRuntime:
         )
         ws_url, api_url = config.ws_url, config.api_url
         rest: KalshiExchangeRest | None = None
+        layer = get_channel_layer()
+        # This trader's own control channel; its name goes on the session row so consoles can address it.
+        # The default prefix matters: channels-redis reads every process-local channel of a layer through
+        # one Redis list, and a channel with another prefix would hold that read and starve the consumers.
+        control_address = await layer.new_channel()
         try:
             if config.start_exchange:
                 self.exchange = await start_exchange(config)
@@ -114,12 +121,14 @@ class TraderRuntime:
                     discover=config.discover,
                     crosscheck_interval=config.crosscheck_interval,
                     spill_dir=unwritten_dir(),
+                    control_address=control_address,
                 ),
                 client_factory=client_factory(config, ws_url),
                 store=self.store,
                 bus=self.bus,
                 rest=rest,
                 recorder=self.recorder,
+                background={"control": lambda: self._listen_for_control(layer, control_address)},
             )
             if self._pending_shutdown:
                 self.coordinator.request_shutdown(self._pending_shutdown)
@@ -127,14 +136,7 @@ class TraderRuntime:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, self.request_shutdown, f"received {sig.name}")
-            control = asyncio.create_task(
-                listen_for_control(self.coordinator, get_channel_layer(), settings.CONTROL_GROUP), name="trader:control"
-            )
-            try:
-                return await self.coordinator.run()
-            finally:
-                control.cancel()
-                await asyncio.gather(control, return_exceptions=True)
+            return await self.coordinator.run()
         finally:
             # The coordinator has written (or saved) the recording by its shutdown deadline; whatever came
             # after is saved too rather than waiting for a database that does not answer.
@@ -145,6 +147,11 @@ class TraderRuntime:
                 await rest.aclose()
             if self.exchange is not None:
                 await self.exchange.stop()
+
+    async def _listen_for_control(self, layer: Any, address: str) -> None:
+        assert self.coordinator is not None
+        self.control = ControlListener(self.coordinator, layer, address)
+        await self.control.run()
 
     def request_shutdown(self, reason: str) -> None:
         if self.coordinator is None:

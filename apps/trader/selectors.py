@@ -31,12 +31,14 @@ def shards_current() -> list[TradingSession]:
     return [latest] if latest is not None else []
 
 
-def sessions_live(*, stale_after: float) -> list[TradingSession]:
-    """Running sessions whose heartbeat is fresh: traders alive right now, in any environment."""
+def sessions_live(*, stale_after: float | None = None) -> list[TradingSession]:
+    """Running sessions whose heartbeat is fresh (within ``stale_after`` seconds, by default
+    TRADER_HEARTBEAT_STALE_SECONDS): the traders alive right now, in any environment, oldest first."""
+    stale_after = settings.TRADER_HEARTBEAT_STALE_SECONDS if stale_after is None else stale_after
     fresh_since = timezone.now() - timedelta(seconds=stale_after)
     return list(
         TradingSession.objects.filter(status=TradingSession.Status.RUNNING, heartbeat_at__gte=fresh_since).order_by(
-            "started_at"
+            "started_at", "id"
         )
     )
 

@@ -22,12 +22,15 @@ from apps.trader.models import StateTransition, TradingSession
 _T = TypeVar("_T")
 
 
-def session_start(*, environment: str, markets: list[str], exchange_url: str) -> TradingSession:
+def session_start(
+    *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+) -> TradingSession:
     now = timezone.now()
     return TradingSession.objects.create(
         environment=environment,
         markets=markets,
         exchange_url=exchange_url,
+        control_address=control_address,
         started_at=now,
         status=TradingSession.Status.RUNNING,
         current_state="startup",
@@ -188,8 +191,16 @@ class DjangoSessionStore:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
-    async def session_start(self, *, environment: str, markets: list[str], exchange_url: str) -> int:
-        session = await self._call(session_start, environment=environment, markets=markets, exchange_url=exchange_url)
+    async def session_start(
+        self, *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+    ) -> int:
+        session = await self._call(
+            session_start,
+            environment=environment,
+            markets=markets,
+            exchange_url=exchange_url,
+            control_address=control_address,
+        )
         return int(session.pk)
 
     async def transition_record(self, *, session_id: int, transition: Transition) -> None:

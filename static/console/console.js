@@ -760,7 +760,28 @@
     const d = obj(data);
     const verb = d.action === 'remove_markets' ? 'remove' : 'add';
     const markets = arr(d.markets).map(freeText).join(', ');
-    pushEntries([systemEntry('info', `MARKETS: asked the trader to ${verb} ${markets}`)]);
+    const who = isNum(d.session_id) ? `session ${d.session_id}` : 'the trader';
+    pushEntries([systemEntry('info', `MARKETS: asked ${who} to ${verb} ${markets}; waiting for its answer`)]);
+  }
+
+  // What a trader actually did with a request: done, refused (with the exchange's reason), or still pending.
+  function onControlResult(data) {
+    const d = obj(data);
+    const removing = d.action === 'remove_markets';
+    const who = isNum(d.session_id) ? `session ${d.session_id}` : 'the console server';
+    const entries = [];
+    if (d.error !== undefined) entries.push(systemEntry('warning', `MARKETS: ${who} refused the request: ${freeText(d.error)}`));
+    const done = arr(removing ? d.removed : d.added).map(freeText);
+    if (done.length) entries.push(systemEntry('info', `MARKETS: ${who} ${removing ? 'removed' : 'added'} ${done.join(', ')}`));
+    for (const [ticker, reason] of Object.entries(obj(d.refused))) {
+      entries.push(systemEntry('warning', `MARKETS: ${freeText(ticker)} not ${removing ? 'removed' : 'added'}: ${freeText(reason)}`));
+    }
+    const pending = arr(d.pending).map(freeText);
+    if (pending.length) {
+      entries.push(systemEntry('warning', `MARKETS: the exchange has not answered yet for ${pending.join(', ')}`));
+    }
+    if (!entries.length) entries.push(systemEntry('info', `MARKETS: ${who} answered: nothing to change`));
+    pushEntries(entries);
   }
 
   function bindMarketControls() {
@@ -873,6 +894,7 @@
     ['error', onServerError],
     ['pong', onPong],
     ['control_sent', onControlSent],
+    ['control_result', onControlResult],
   ]);
 
   // The trader numbers every live event; a jump means the channel layer dropped some on the way here.

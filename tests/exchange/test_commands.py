@@ -187,6 +187,26 @@ async def test_update_subscription_add_and_delete_markets(start_sim: StartSim, c
     await ws.close()
 
 
+async def test_add_markets_with_an_unknown_ticker_is_refused_whole_and_names_it(
+    start_sim: StartSim, credentials: Credentials
+) -> None:
+    sim = await start_sim()
+    ws = await open_ws(sim, credentials)
+    (sid,), _ = await subscribe(ws, [FED])
+    update = {"sids": [sid], "market_tickers": [CPI, "KXNOPE-1"], "action": "add_markets"}
+    await send(ws, {"id": 9, "cmd": "update_subscription", "params": update})
+    assert await recv(ws) == {
+        "id": 9,
+        "type": "error",
+        "msg": {"code": 11, "msg": ERROR_TEXT[11], "market_tickers": ["KXNOPE-1"]},
+    }
+    # Nothing was added: the next update lists the subscription as it was, plus only what it adds.
+    await send(ws, {"id": 10, "cmd": "update_subscription", "params": {**update, "market_tickers": [CPI]}})
+    ok = await recv(ws)
+    assert ok["id"] == 10 and ok["msg"] == {"market_tickers": [FED, CPI]}
+    await ws.close()
+
+
 async def test_skip_ticker_ack_omits_the_market_list(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
     ws = await open_ws(sim, credentials)

@@ -206,7 +206,7 @@ async def test_markets_are_added_and_removed_on_the_live_subscription(make_clien
     try:
         await eventually(lambda: not client.stale and client.status is ConnectionStatus.CONNECTED)
         extra = [m for m in exchange.markets if m not in MARKETS][:2]
-        assert await client.add_markets(extra) == extra
+        assert (await client.add_markets(extra)).done == extra
         await eventually(lambda: not client.stale and all(client.books[t].seq for t in extra))
         await client.remove_markets([MARKETS[0]])
         assert MARKETS[0] not in client.books

@@ -13,6 +13,7 @@ from apps.kalshi.signing import Credentials
 from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.states import State
+from apps.trader.core.supervisor import BackgroundTask
 from apps.trader.models import StateTransition, TradingSession
 from apps.trader.runtime import TraderRuntime
 from apps.trader.services import DjangoSessionStore
@@ -25,7 +26,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 MARKETS = ["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3", "KXBTCD-26DEC31-T100000"]
 
 
-def coordinator_for(url: str, credentials: Credentials, bus: EventBus, **options: Any) -> Coordinator:
+def coordinator_for(
+    url: str,
+    credentials: Credentials,
+    bus: EventBus,
+    background: dict[str, BackgroundTask] | None = None,
+    **options: Any,
+) -> Coordinator:
     def factory(listener: object, markets: list[str]) -> KalshiWebSocketClient:
         return KalshiWebSocketClient(url=url, credentials=credentials, markets=markets, listener=listener)  # type: ignore[arg-type]
 
@@ -41,6 +48,7 @@ def coordinator_for(url: str, credentials: Credentials, bus: EventBus, **options
         client_factory=factory,
         store=DjangoSessionStore(),
         bus=bus,
+        background=background,
     )
 
 

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from apps.kalshi.backoff import Backoff
-from apps.kalshi.client import ClientMetrics, FeedEvent, FeedEventKind, HandshakeRejected, MarketMessage
+from apps.kalshi.client import (
+    ClientMetrics,
+    FeedEvent,
+    FeedEventKind,
+    HandshakeRejected,
+    MarketChange,
+    MarketMessage,
+)
 from apps.kalshi.crosscheck import BookCrossChecker
 from apps.kalshi.discovery import DiscoveryError
 from apps.kalshi.messages import OrderbookSnapshot
@@ -32,6 +39,7 @@ from apps.trader.core.ports import ExchangeRest, FeedClient, FeedClientFactory, 
 from apps.trader.core.sessionwriter import SessionWriter
 from apps.trader.core.statemachine import StateMachine, Transition
 from apps.trader.core.states import STATE_TIMEOUTS, State
+from apps.trader.core.supervisor import BackgroundTask, Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +70,12 @@ class CoordinatorOptions:
     """A session write still unanswered after this many seconds marks the database unreachable."""
     spill_dir: Path | None = None
     """Where rows that could not be written before the shutdown deadline are saved (None: only logged)."""
+    control_wait: float = 5.0
+    """How long adding or removing markets waits for the exchange's answer."""
+    control_address: str = ""
+    """The channel this trader takes control requests on, recorded on its session row."""
+    task_restart_backoff: Callable[[], Backoff] = lambda: Backoff(initial=1.0, cap=30.0)
+    """Back-off between restarts of a crashed background task."""
 
 
 class Coordinator:
@@ -74,6 +88,7 @@ class Coordinator:
         bus: EventBus,
         recorder: Recorder | None = None,
         rest: ExchangeRest | None = None,
+        background: dict[str, BackgroundTask] | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.options = options
@@ -100,6 +115,11 @@ class Coordinator:
         self._feed_events: asyncio.Queue[FeedEvent] = asyncio.Queue()
         self._shutdown = asyncio.Event()
         self._shutdown_reason = ""
+        self._background = dict(background or {})
+        """Tasks the runtime adds (the control listener), supervised like the coordinator's own."""
+        self.supervisor = Supervisor(self._background_failed, backoff=options.task_restart_backoff)
+        self._task_failed = asyncio.Event()
+        self._task_failure = ""
         self._dirty_books: set[str] = set()
         self._book_updated: dict[str, datetime] = {}
         self._console: deque[dict[str, Any]] = deque(maxlen=options.console_history)
@@ -123,6 +143,7 @@ class Coordinator:
             environment=self.options.environment,
             markets=self.options.markets,
             exchange_url=self.options.exchange_url,
+            control_address=self.options.control_address,
         )
         self._writer.start(self.session_id)
         self.console(
@@ -130,14 +151,12 @@ class Coordinator:
             f"Session {self.session_id} started in {self.options.environment}",
             f"markets: {', '.join(self.options.markets) or 'none'}",
         )
-        background = [
-            asyncio.create_task(self._status_loop(), name="trader:status"),
-            asyncio.create_task(self._orderbook_loop(), name="trader:orderbooks"),
-        ]
-        if self.options.crosscheck_interval and self._rest is not None:
-            background.append(
-                asyncio.create_task(self._crosscheck_loop(self.options.crosscheck_interval), name="trader:crosscheck")
-            )
+        background: dict[str, BackgroundTask] = {"status": self._status_loop, "orderbooks": self._orderbook_loop}
+        interval = self.options.crosscheck_interval
+        if interval and self._rest is not None:
+            background["crosscheck"] = lambda: self._crosscheck_loop(interval)
+        for name, run in (background | self._background).items():
+            self.supervisor.start(name, run)
         try:
             while self.machine.state is not State.SHUTDOWN:
                 next_state, context = await self._step()
@@ -145,9 +164,7 @@ class Coordinator:
                     next_state, context = State.SHUTDOWN, self._shutdown_reason
                 await self.machine.transition(next_state, context)
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await self.supervisor.stop()
             limit = self.options.timeouts.get(State.SHUTDOWN) or 15.0
             try:
                 await asyncio.wait_for(self._close(time.monotonic() + limit), timeout=limit + 1.0)
@@ -201,16 +218,23 @@ class Coordinator:
         remaining = None if timeout is None else max(0.0, timeout - self.machine.time_in_state())
         handler = asyncio.ensure_future(self._handlers[state]())
         stop = asyncio.ensure_future(self._shutdown.wait())
+        crashed = asyncio.ensure_future(self._task_failed.wait())
         try:
-            done, _ = await asyncio.wait({handler, stop}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {handler, stop, crashed}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stop.cancel()
+            crashed.cancel()
         if handler not in done:
             handler.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await handler
             if self._shutdown.is_set():
                 return State.SHUTDOWN, self._shutdown_reason
+            if self._task_failed.is_set():
+                self._task_failed.clear()
+                return self._fail(self._task_failure)
             return self._fail(f"{state.value} timed out after {timeout:g} s")
         try:
             return handler.result()
@@ -224,6 +248,16 @@ class Coordinator:
         self._last_error = reason
         self.console("error", f"ERROR: {reason}")
         return State.ERROR, reason
+
+    def _background_failed(self, name: str, reason: str) -> None:
+        """Supervisor hook: a background task crashed. The trader goes to ``error`` with the reason (in
+        ``error`` already, the console says so); the supervisor restarts the task."""
+        message = f"background task {name} failed: {reason}"
+        if self.machine.state in (State.ERROR, State.SHUTDOWN):
+            self.console("error", f"ERROR: {message}")
+            return
+        self._task_failure = message
+        self._task_failed.set()
 
     def request_shutdown(self, reason: str) -> None:
         """Ask the loop to go to ``shutdown``; safe to call from a signal handler, more than once."""
@@ -357,8 +391,25 @@ class Coordinator:
                 f"CONNECTION: {event.reason}",
                 f"reconnecting, attempt {event.attempt} in {event.delay:.1f} s",
             )
+        elif event.kind is FeedEventKind.REFUSED:
+            self._on_markets_refused(event)
         elif event.kind is not FeedEventKind.SYNCED:
             self.console(event.level, f"{event.kind.value.upper()}: {event.reason}")
+
+    def _on_markets_refused(self, event: FeedEvent) -> None:
+        """The exchange refused markets of the subscription: they are dropped, the rest carry on."""
+        refused = [t for t in event.markets if t in self.options.markets]
+        for ticker in refused:
+            self.options.markets.remove(ticker)
+        left = len(self.options.markets)
+        self.console(
+            "error",
+            f"MARKETS: the exchange refused {', '.join(event.markets)}: {event.reason}",
+            f"dropped; continuing with {left} market(s)",
+        )
+        if not left:
+            reason = f"the exchange refused every market ({event.reason})"
+            self._feed_events.put_nowait(FeedEvent(FeedEventKind.FATAL, reason=reason, level="error"))
 
     async def on_market_message(self, message: MarketMessage, book: OrderBook) -> None:
         """FeedListener: every applied snapshot and delta. Kept cheap: it is on the hot path.
@@ -476,6 +527,7 @@ class Coordinator:
                 self.console("info", self.orderbook_summary_line())
 
     async def _publish_status(self) -> None:
+        self._sync_markets()  # an add the exchange accepted after its requester stopped waiting
         self._update_rates()
         status = self.status()
         self._bus.emit(Event("trader_status", status))
@@ -630,28 +682,61 @@ class Coordinator:
             "metrics": metrics,
         }
 
-    async def add_markets(self, tickers: list[str]) -> list[str]:
-        """Subscribe to more markets on the live connection; they are stale until their snapshot."""
-        added = [t for t in dict.fromkeys(tickers) if t not in self.options.markets]
-        self.options.markets.extend(added)
-        if self.client is not None:
-            await self.client.add_markets(added)
-        if added:
-            self.console("info", f"MARKETS: added {', '.join(added)}", f"now {len(self.options.markets)} markets")
-        return added
+    async def add_markets(self, tickers: list[str]) -> MarketChange:
+        """Subscribe to more markets on the live connection, as far as the exchange accepts them.
 
-    async def remove_markets(self, tickers: list[str]) -> list[str]:
+        Tickers must already be normalised (apps.kalshi.tickers). Each is added only once the exchange
+        accepts it; a refusal comes back with the exchange's reason and leaves the subscription as it was.
+        """
+        client, state = self.client, self.machine.state
+        if client is None or state not in (State.CONNECTING, State.READY):
+            reason = f"the trader has no exchange connection (state {state.value}); try again when it is ready"
+            return MarketChange(refused=dict.fromkeys(dict.fromkeys(tickers), reason))
+        change = await client.add_markets(tickers, wait=self.options.control_wait)
+        self._sync_markets()
+        if change.done:
+            self.console("info", f"MARKETS: added {', '.join(change.done)}", f"now {len(self.options.markets)} markets")
+        self._console_change("add", change)
+        return change
+
+    async def remove_markets(self, tickers: list[str]) -> MarketChange:
         """Drop markets from the live subscription and from status."""
-        removed = [t for t in dict.fromkeys(tickers) if t in self.options.markets]
-        for ticker in removed:
-            self.options.markets.remove(ticker)
+        if self.client is not None:
+            change = await self.client.remove_markets(tickers, wait=self.options.control_wait)
+        else:
+            change = MarketChange()
+            for ticker in dict.fromkeys(tickers):
+                if ticker in self.options.markets:
+                    change.done.append(ticker)
+                else:
+                    change.refused[ticker] = "not subscribed"
+        for ticker in change.done:
+            if ticker in self.options.markets:
+                self.options.markets.remove(ticker)
             self._book_updated.pop(ticker, None)
             self._dirty_books.discard(ticker)
-        if self.client is not None:
-            await self.client.remove_markets(removed)
-        if removed:
-            self.console("info", f"MARKETS: removed {', '.join(removed)}", f"now {len(self.options.markets)} markets")
-        return removed
+        self._sync_markets()
+        if change.done:
+            self.console(
+                "info", f"MARKETS: removed {', '.join(change.done)}", f"now {len(self.options.markets)} markets"
+            )
+        self._console_change("remove", change)
+        return change
+
+    def _console_change(self, verb: str, change: MarketChange) -> None:
+        for ticker, reason in change.refused.items():
+            self.console("warning", f"MARKETS: could not {verb} {ticker}: {reason}")
+        if change.pending:
+            self.console(
+                "warning",
+                f"MARKETS: the exchange has not answered yet for {', '.join(change.pending)}",
+                f"its answer still applies when it comes ({verb})",
+            )
+
+    def _sync_markets(self) -> None:
+        """The live client's markets are the truth (the exchange accepted them); a new client starts from them."""
+        if self.client is not None and self.client.markets != self.options.markets:
+            self.options.markets[:] = self.client.markets
 
     def orderbook_summary_line(self) -> str:
         m = self.metrics()

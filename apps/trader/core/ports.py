@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from apps.kalshi.client import ClientMetrics, ConnectionStatus, FeedListener, MarketMessage
+from apps.kalshi.client import ClientMetrics, ConnectionStatus, FeedListener, MarketChange, MarketMessage
 from apps.kalshi.orderbook import OrderBook
 from apps.trader.core.statemachine import Transition
 
@@ -16,7 +16,11 @@ from apps.trader.core.statemachine import Transition
 class SessionStore(Protocol):
     """Where sessions, transitions and heartbeats are written."""
 
-    async def session_start(self, *, environment: str, markets: list[str], exchange_url: str) -> int: ...
+    async def session_start(
+        self, *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+    ) -> int:
+        """Open the session row; ``control_address`` is where this trader takes control requests."""
+        ...
 
     async def transition_record(self, *, session_id: int, transition: Transition) -> None: ...
 
@@ -53,9 +57,9 @@ class FeedClient(Protocol):
 
     def silent_for(self) -> float | None: ...
 
-    async def add_markets(self, tickers: list[str]) -> list[str]: ...
+    async def add_markets(self, tickers: list[str], *, wait: float = ...) -> MarketChange: ...
 
-    async def remove_markets(self, tickers: list[str]) -> list[str]: ...
+    async def remove_markets(self, tickers: list[str], *, wait: float = ...) -> MarketChange: ...
 
     async def resync(self, tickers: list[str]) -> None: ...
 
