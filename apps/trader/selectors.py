@@ -8,7 +8,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.trader.core.health import Health, evaluate_health
-from apps.trader.models import StateTransition, TradingSession
+from apps.trader.models import ConsoleLine, MarketTop, StateTransition, TradingSession
+
+CONSOLE_REPLAY_LINES = 200
+"""How many of the session's last console lines a new console replays (the trader keeps as many)."""
 
 
 def session_current() -> TradingSession | None:
@@ -38,9 +41,27 @@ def session_health(*, session: TradingSession | None) -> Health:
     )
 
 
+def market_tops(*, session: TradingSession) -> list[dict[str, Any]]:
+    """Every market's top of book as the trader last wrote it, in the session's market order."""
+    order = {ticker: index for index, ticker in enumerate(session.markets or [])}
+    tops = [row.top for row in MarketTop.objects.filter(session=session)]
+    tops.sort(key=lambda top: (order.get(top.get("market_ticker", ""), len(order)), top.get("market_ticker", "")))
+    return tops
+
+
+def console_recent(*, session: TradingSession, limit: int = CONSOLE_REPLAY_LINES) -> list[dict[str, Any]]:
+    rows = list(ConsoleLine.objects.filter(session=session).order_by("-id")[:limit])
+    rows.reverse()
+    return [row.as_event() for row in rows]
+
+
 def status_current() -> dict[str, Any]:
-    """The /v3/status document. It holds no secrets: no key id, no key, no SECRET_KEY."""
-    session = session_current()
+    """The /v3/status document of the current session."""
+    return status_document(session=session_current())
+
+
+def status_document(*, session: TradingSession | None) -> dict[str, Any]:
+    """The /v3/status document of ``session``. It holds no secrets: no key id, no key, no SECRET_KEY."""
     health = session_health(session=session)
     document: dict[str, Any] = {
         "environment": str(settings.ENVIRONMENT),
@@ -54,14 +75,13 @@ def status_current() -> dict[str, Any]:
     if session is None:
         return document
     now = timezone.now()
-    latest = session.latest_status or {}
     document.update(
         state=session.current_state,
         time_in_state=round((now - session.state_entered_at).total_seconds(), 1) if session.state_entered_at else None,
         heartbeat_age=round((now - session.heartbeat_at).total_seconds(), 1) if session.heartbeat_at else None,
         session=session_summary(session),
-        markets=latest.get("markets", []),
-        metrics=latest.get("metrics", session.latest_metrics),
+        markets=market_tops(session=session),
+        metrics=session.latest_metrics,
     )
     return document
 
@@ -94,12 +114,14 @@ def console_history() -> dict[str, Any]:
     session = session_current()
     if session is None:
         return {"session": None, "transitions": [], "status": None, "console": [], "orderbooks": []}
-    latest = dict(session.latest_status or {})
-    console = latest.pop("console", [])
+    tops = market_tops(session=session)
+    status = (
+        {**session.latest_status, "metrics": session.latest_metrics, "markets": tops} if session.latest_status else None
+    )
     return {
         "session": session_summary(session),
         "transitions": [row.as_event() for row in transitions_recent(session=session)],
-        "status": latest or None,
-        "console": console,
-        "orderbooks": latest.get("markets", []),
+        "status": status,
+        "console": console_recent(session=session),
+        "orderbooks": tops,
     }

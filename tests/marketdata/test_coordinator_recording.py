@@ -29,6 +29,7 @@ class StoreWatchingTheRecorder(DjangoSessionStore):
     """Notes what was written when the session is closed."""
 
     def __init__(self, recorder: DatabaseRecorder) -> None:
+        super().__init__()
         self.recorder = recorder
         self.at_end: dict[str, int] = {}
 
