@@ -16,8 +16,9 @@ from django.test import override_settings
 
 from apps.trader.core.statemachine import Transition
 from apps.trader.core.states import State
+from apps.trader.models import ConsoleLine, MarketTop
 from apps.trader.selectors import console_history, status_current
-from apps.trader.services import DjangoSessionStore
+from apps.trader.services import DjangoSessionStore, session_end, session_heartbeat, session_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -164,3 +165,22 @@ async def test_with_debug_on_the_trader_keeps_no_query_log() -> None:
         logged = await database_sync_to_async(lambda: len(connection.queries_log))()
         await store.session_end(session_id=session_id, failed=False, error="")
     assert logged == 0
+
+
+def test_the_admin_shows_and_deletes_a_session_with_heartbeat_rows(admin_client: Any) -> None:
+    session = session_start(environment="sim", markets=[FED], exchange_url="ws://127.0.0.1:1/x")
+    session_heartbeat(
+        session_id=session.pk,
+        state="ready",
+        state_entered_at=T0,
+        status=status(top(FED, 1)),
+        counters={"deltas_received": 42},
+        console=[line(0), line(1)],
+    )
+    session_end(session_id=session.pk, failed=False, error="")
+
+    page = admin_client.get(f"/admin/trader/tradingsession/{session.pk}/change/")
+    assert page.status_code == 200
+    deleted = admin_client.post(f"/admin/trader/tradingsession/{session.pk}/delete/", {"post": "yes"})
+    assert deleted.status_code == 302
+    assert not ConsoleLine.objects.exists() and not MarketTop.objects.exists()
