@@ -266,13 +266,18 @@ class Soak:
     # ---------------------------------------------------------------------------------------- phases
 
     async def _session_of(self, trader: subprocess.Popen[bytes], ws_url: str) -> int:
-        """The session the trader opened (the only one on this exchange's URL); waits up to 60 s."""
+        """The session the trader opened (the running one on this exchange's fresh URL); waits up to 60 s."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if trader.poll() is not None:
                 raise CommandError(f"runtrader exited with {trader.returncode}; see {self.log_path}")
             found = await sync_to_async(
-                lambda: TradingSession.objects.filter(exchange_url=ws_url).values_list("pk", flat=True).first()
+                lambda: (
+                    TradingSession.objects.filter(exchange_url=ws_url, status=TradingSession.Status.RUNNING)
+                    .order_by("-started_at")
+                    .values_list("pk", flat=True)
+                    .first()
+                )
             )()
             if found is not None:
                 return int(found)
