@@ -39,7 +39,10 @@ class TradingSession(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     latest_metrics = models.JSONField(default=_empty_dict, blank=True)
     latest_status = models.JSONField(
-        default=_empty_dict, blank=True, help_text="The last trader_status event, as sent to consoles."
+        default=_empty_dict,
+        blank=True,
+        help_text="The last trader_status event, as sent to consoles, without its metrics (latest_metrics), "
+        "its markets (MarketTop rows) and the console (ConsoleLine rows).",
     )
     messages_received = models.BigIntegerField(default=0)
     snapshots_received = models.BigIntegerField(default=0)
@@ -83,3 +86,47 @@ class StateTransition(models.Model):
             "metrics": self.metrics,
             "session_id": self.session_id,
         }
+
+
+class ConsoleLine(models.Model):
+    """One line of the trader's console, written once when new; a new console replays the last ones."""
+
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="console_lines")
+    level = models.CharField(max_length=16)
+    message = models.TextField()
+    context = models.TextField(blank=True)
+    timestamp = models.DateTimeField()
+
+    class Meta:
+        ordering = ("id",)
+        indexes = (models.Index(fields=("session", "id"), name="console_line_session_id"),)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def as_event(self) -> dict[str, Any]:
+        """The ``console`` payload the console receives."""
+        return {
+            "level": self.level,
+            "message": self.message,
+            "context": self.context,
+            "timestamp": self.timestamp.isoformat(),
+            "session_id": self.session_id,
+        }
+
+
+class MarketTop(models.Model):
+    """A market's top of book as the trader's status last showed it; rewritten only when it changed."""
+
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="market_tops")
+    market_ticker = models.CharField(max_length=100)
+    top = models.JSONField(
+        default=_empty_dict, help_text="sid, seq, best yes bid/ask with sizes, spread, stale, updated_at."
+    )
+
+    class Meta:
+        ordering = ("session", "market_ticker")
+        constraints = (models.UniqueConstraint(fields=("session", "market_ticker"), name="market_top_session_ticker"),)
+
+    def __str__(self) -> str:
+        return self.market_ticker

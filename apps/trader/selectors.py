@@ -10,7 +10,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.trader.core.health import Health, evaluate_health
-from apps.trader.models import StateTransition, TradingSession
+from apps.trader.models import ConsoleLine, MarketTop, StateTransition, TradingSession
+
+CONSOLE_REPLAY_LINES = 200
+"""How many of the session's last console lines a new console replays (the trader keeps as many)."""
 
 SHARD_ENDED_SHOWN_FOR = timedelta(minutes=10)
 """How long a shard that stopped stays in the fleet's status, so every web worker shows that it went away."""
@@ -77,6 +80,20 @@ def session_health(*, session: TradingSession | None) -> Health:
     )
 
 
+def market_tops(*, session: TradingSession) -> list[dict[str, Any]]:
+    """Every market's top of book as the trader last wrote it, in the session's market order."""
+    order = {ticker: index for index, ticker in enumerate(session.markets or [])}
+    tops = [row.top for row in MarketTop.objects.filter(session=session)]
+    tops.sort(key=lambda top: (order.get(top.get("market_ticker", ""), len(order)), top.get("market_ticker", "")))
+    return tops
+
+
+def console_recent(*, session: TradingSession, limit: int = CONSOLE_REPLAY_LINES) -> list[dict[str, Any]]:
+    rows = list(ConsoleLine.objects.filter(session=session).order_by("-id")[:limit])
+    rows.reverse()
+    return [row.as_event() for row in rows]
+
+
 def fleet_health(*, shards: list[TradingSession]) -> Health:
     """The health of every shard together: one running shard answers for itself; with several, any unhealthy
     shard makes the fleet unhealthy, and a shard that stopped while its markets are watched by no one else
@@ -103,7 +120,6 @@ def fleet_health(*, shards: list[TradingSession]) -> Health:
 def shard_status(session: TradingSession) -> dict[str, Any]:
     """One shard's part of the status: its session, state, health, books and metrics, from its rows."""
     now = timezone.now()
-    latest = session.latest_status or {}
     return {
         "session": session_summary(session),
         "state": session.current_state,
@@ -112,8 +128,8 @@ def shard_status(session: TradingSession) -> dict[str, Any]:
         if session.state_entered_at
         else None,
         "heartbeat_age": round((now - session.heartbeat_at).total_seconds(), 1) if session.heartbeat_at else None,
-        "markets": latest.get("markets", []),
-        "metrics": latest.get("metrics", session.latest_metrics),
+        "markets": market_tops(session=session),
+        "metrics": session.latest_metrics,
     }
 
 
@@ -177,14 +193,17 @@ def console_history() -> dict[str, Any]:
     if not shards:
         return {"session": None, "transitions": [], "status": None, "console": [], "orderbooks": [], "shards": []}
     session = shards[0]
-    latest = dict(session.latest_status or {})
-    console = latest.pop("console", [])
     documents = [shard_status(s) for s in shards]
+    status = (
+        {**session.latest_status, "metrics": session.latest_metrics, "markets": documents[0]["markets"]}
+        if session.latest_status
+        else None
+    )
     return {
         "session": session_summary(session),
         "transitions": [row.as_event() for row in transitions_recent(session=session)],
-        "status": latest or None,
-        "console": console,
+        "status": status,
+        "console": console_recent(session=session),
         "orderbooks": _running_books(shards, documents),
         "shards": documents,
     }

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from channels.db import database_sync_to_async
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, reset_queries, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from apps.marketdata.recorder import spill_load
 from apps.trader.core.statemachine import Transition
-from apps.trader.models import StateTransition, TradingSession
+from apps.trader.models import ConsoleLine, MarketTop, StateTransition, TradingSession
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _T = TypeVar("_T")
 
@@ -63,21 +68,54 @@ def session_heartbeat(
     state_entered_at: datetime,
     status: dict[str, Any],
     counters: dict[str, int],
-    console: list[dict[str, Any]],
+    console: Sequence[dict[str, Any]] = (),
+    markets_gone: Collection[str] = (),
 ) -> None:
-    metrics = dict(status.get("metrics", {}))
-    metrics.pop("event_bus", None)
+    """Write one heartbeat in one transaction.
+
+    The session row gets the small status document and the metrics; ``console`` lines are appended as
+    ConsoleLine rows (pass only new ones); each market in ``status["markets"]`` has its MarketTop row
+    written (pass only the ones that changed); the rows of ``markets_gone`` are deleted.
+    """
+    document = {key: value for key, value in status.items() if key not in _STATUS_IN_ROWS}
     # Markets change at runtime (discovery, add/remove from the console); the row follows.
     fields: dict[str, Any] = {"markets": status["market_tickers"]} if "market_tickers" in status else {}
-    TradingSession.objects.filter(pk=session_id).update(
-        **fields,
-        current_state=state,
-        state_entered_at=state_entered_at,
-        heartbeat_at=timezone.now(),
-        latest_metrics=metrics,
-        latest_status={**status, "console": console},
-        **counters,
-    )
+    with transaction.atomic():
+        TradingSession.objects.filter(pk=session_id).update(
+            **fields,
+            current_state=state,
+            state_entered_at=state_entered_at,
+            heartbeat_at=timezone.now(),
+            latest_metrics=status.get("metrics", {}),
+            latest_status=document,
+            **counters,
+        )
+        if console:
+            ConsoleLine.objects.bulk_create(
+                ConsoleLine(
+                    session_id=session_id,
+                    level=line["level"],
+                    message=line["message"],
+                    context=line.get("context", ""),
+                    timestamp=datetime.fromisoformat(line["timestamp"]),
+                )
+                for line in console
+            )
+        tops = status.get("markets", [])
+        if tops:
+            MarketTop.objects.bulk_create(
+                [MarketTop(session_id=session_id, market_ticker=top["market_ticker"], top=top) for top in tops],
+                update_conflicts=True,
+                unique_fields=("session", "market_ticker"),
+                update_fields=("top",),
+            )
+        if markets_gone:
+            MarketTop.objects.filter(session_id=session_id, market_ticker__in=list(markets_gone)).delete()
+
+
+# What a heartbeat keeps out of the session row's status document: metrics go to latest_metrics, market
+# tops and console lines to their own rows, so a 1 s heartbeat writes a few KB however long the session.
+_STATUS_IN_ROWS = frozenset({"metrics", "markets", "console"})
 
 
 def session_end(*, session_id: int, failed: bool, error: str) -> None:
@@ -133,6 +171,13 @@ def session_unwritten_load(*, path: Path) -> str:
         heartbeat = document.get("heartbeat")
         if heartbeat is not None:  # the final status and counters
             heartbeat["state_entered_at"] = datetime.fromisoformat(heartbeat["state_entered_at"])
+            # The saved console holds the lines of the moment; those already written stay single.
+            last = ConsoleLine.objects.filter(session_id=session_id).order_by("-id").first()
+            heartbeat["console"] = [
+                line
+                for line in heartbeat.get("console", [])
+                if last is None or datetime.fromisoformat(line["timestamp"]) > last.timestamp
+            ]
             session_heartbeat(session_id=session_id, **heartbeat)
         end = document.get("end")
         if end is not None:
@@ -161,6 +206,40 @@ def unwritten_load_all(*, directory: Path) -> list[str]:
     return lines
 
 
+def _forgetting_queries(func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func`` and then empty this thread's debug query log.
+
+    With DEBUG on, Django keeps each connection's last 9,000 statements; a trader that writes every second
+    would pin them all for as long as it runs.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            reset_queries()
+
+    return wrapper
+
+
+@dataclass
+class _Written:
+    """What the store last wrote for a session, so that a heartbeat writes only what changed."""
+
+    console_last: dict[str, Any] | None = None
+    tops: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _new_lines(console: Sequence[dict[str, Any]], last: dict[str, Any] | None) -> Sequence[dict[str, Any]]:
+    """The lines of ``console`` after ``last`` (all of them when ``last`` is not among them any more)."""
+    if last is not None:
+        for index in range(len(console) - 1, -1, -1):
+            if console[index] == last:
+                return console[index + 1 :]
+    return console
+
+
 class DjangoSessionStore:
     """SessionStore on the Django ORM; every call crosses to a worker thread once.
 
@@ -168,14 +247,17 @@ class DjangoSessionStore:
     shared sync thread: a web request stuck on the database there cannot hold the trader's writes up, nor
     they a request. On SQLite they stay on the shared thread, like the recorder, because SQLite takes one
     writer at a time. Stale connections are closed around each call, so the store recovers from a database
-    restart and hands pooled connections back.
+    restart and hands pooled connections back. Heartbeats are written as changes: the store remembers the
+    console line and market tops it last wrote, and forgets them only once written.
     """
 
     def __init__(self, *, own_thread: bool | None = None) -> None:
         self._own_thread = connection.vendor == "postgresql" if own_thread is None else own_thread
         self._executor: ThreadPoolExecutor | None = None
+        self._written: dict[int, _Written] = {}
 
     async def _call(self, function: Callable[..., _T], **kwargs: Any) -> _T:
+        function = _forgetting_queries(function)
         if not self._own_thread:
             result: _T = await database_sync_to_async(function)(**kwargs)
             return result
@@ -216,18 +298,29 @@ class DjangoSessionStore:
         counters: dict[str, int],
         console: list[dict[str, Any]],
     ) -> None:
+        written = self._written.setdefault(session_id, _Written())
+        lines = _new_lines(console, written.console_last)
+        tops = {top["market_ticker"]: top for top in status.get("markets", [])}
+        changed = [top for ticker, top in tops.items() if written.tops.get(ticker) != top]
+        gone = [ticker for ticker in written.tops if ticker not in tops]
         await self._call(
             session_heartbeat,
             session_id=session_id,
             state=state,
             state_entered_at=state_entered_at,
-            status=status,
+            status={**status, "markets": changed},
             counters=counters,
-            console=console,
+            console=lines,
+            markets_gone=gone,
         )
+        # Only now: a heartbeat that failed (database down) is written whole by the next one.
+        if lines:
+            written.console_last = lines[-1]
+        written.tops = tops
 
     async def session_end(self, *, session_id: int, failed: bool, error: str) -> None:
         await self._call(session_end, session_id=session_id, failed=failed, error=error)
+        self._written.pop(session_id, None)
 
     def close(self) -> None:
         """Let the store's thread go (without waiting for a call stuck on a dead database)."""

@@ -1,0 +1,186 @@
+"""A heartbeat writes what changed: new console lines as rows, changed market tops, a small status document.
+
+The web side (``/v3/status``, the console's ``history_replay``) still shows everything, read from rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.db import connection
+from django.test import override_settings
+
+from apps.trader.core.statemachine import Transition
+from apps.trader.core.states import State
+from apps.trader.models import ConsoleLine, MarketTop
+from apps.trader.selectors import console_history, status_current
+from apps.trader.services import DjangoSessionStore, session_end, session_heartbeat, session_start
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+T0 = datetime(2026, 12, 1, 4, 0, 0, 123456, tzinfo=UTC)
+FED, CPI = "KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3"
+
+
+def line(n: int) -> dict[str, Any]:
+    stamp = T0 + timedelta(seconds=n)
+    return {"level": "info", "message": f"line {n}", "context": "", "timestamp": stamp.isoformat()}
+
+
+def top(ticker: str, seq: int) -> dict[str, Any]:
+    return {
+        "market_ticker": ticker,
+        "sid": 1,
+        "seq": seq,
+        "yes_bid": {"price": "0.4200", "size": "12.50"},
+        "yes_ask": {"price": "0.4400", "size": "3.00"},
+        "spread": "0.0200",
+        "stale": False,
+        "updated_at": T0.isoformat(),
+    }
+
+
+def status(*tops: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "state": "ready",
+        "health": {"status": "healthy", "reason": ""},
+        "timestamp": T0.isoformat(),
+        "environment": "sim",
+        "market_tickers": [FED, CPI],
+        "markets": list(tops),
+        "metrics": {"deltas_received": 42, "event_bus": {"dropped": 0}},
+    }
+
+
+class Statements:
+    """Every statement the ORM's worker thread runs while installed (Django's execute_wrapper hook)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        self.seen.append((sql, tuple(params or ())))
+        return execute(sql, params, many, context)
+
+    def touching(self, table: str) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(sql, params) for sql, params in self.seen if table in sql]
+
+
+@pytest.fixture
+async def statements() -> AsyncIterator[Statements]:
+    spy = Statements()
+
+    def install() -> None:
+        connection.execute_wrappers.append(spy)
+
+    def remove() -> None:
+        connection.execute_wrappers.remove(spy)
+
+    await database_sync_to_async(install)()
+    yield spy
+    await database_sync_to_async(remove)()
+
+
+async def beat(store: DjangoSessionStore, session_id: int, console: list[dict[str, Any]], *tops: Any) -> None:
+    await store.session_heartbeat(
+        session_id=session_id,
+        state="ready",
+        state_entered_at=T0,
+        status=status(*tops),
+        counters={"deltas_received": 42},
+        console=console,
+    )
+
+
+async def test_it_writes_each_console_line_once_and_only_the_market_tops_that_changed(statements: Statements) -> None:
+    store = DjangoSessionStore()
+    session_id = await store.session_start(environment="sim", markets=[FED, CPI], exchange_url="ws://127.0.0.1:1/x")
+    console = [line(0), line(1)]
+    await beat(store, session_id, console, top(FED, 1), top(CPI, 1))
+    statements.seen.clear()
+
+    await beat(store, session_id, console, top(FED, 1), top(CPI, 1))
+    assert statements.touching("trader_consoleline") == []
+    assert statements.touching("trader_markettop") == []
+
+    console = [*console, line(2)]
+    await beat(store, session_id, console, top(FED, 1), top(CPI, 2))
+    inserted = statements.touching("trader_consoleline")
+    assert len(inserted) == 1 and "line 2" in inserted[0][1] and "line 1" not in inserted[0][1]
+    written = statements.touching("trader_markettop")
+    assert len(written) == 1 and CPI in written[0][1] and FED not in written[0][1]
+
+    history = await database_sync_to_async(console_history)()
+    assert [entry["message"] for entry in history["console"]] == ["line 0", "line 1", "line 2"]
+    assert history["console"][0] == {**line(0), "session_id": session_id}
+    assert [(t["market_ticker"], t["seq"]) for t in history["orderbooks"]] == [(FED, 1), (CPI, 2)]
+    assert history["status"]["metrics"]["deltas_received"] == 42
+    assert history["status"]["markets"] == history["orderbooks"]
+
+    # A market removed from the status loses its row; /v3/status reads the rows.
+    await beat(store, session_id, console, top(FED, 3))
+    document = await database_sync_to_async(status_current)()
+    assert [(t["market_ticker"], t["seq"]) for t in document["markets"]] == [(FED, 3)]
+    assert document["metrics"]["event_bus"] == {"dropped": 0}
+
+
+async def test_a_new_console_replays_the_last_200_lines_in_order() -> None:
+    store = DjangoSessionStore()
+    session_id = await store.session_start(environment="sim", markets=[FED], exchange_url="ws://127.0.0.1:1/x")
+    window: list[dict[str, Any]] = []
+    for n in range(260):
+        window = [*window, line(n)][-200:]  # the trader keeps its last 200 lines
+        if n % 37 == 0 or n == 259:
+            await beat(store, session_id, window, top(FED, n))
+
+    history = await database_sync_to_async(console_history)()
+    assert [entry["message"] for entry in history["console"]] == [f"line {n}" for n in range(60, 260)]
+
+
+async def test_a_heartbeat_that_failed_is_written_whole_by_the_next_one() -> None:
+    store = DjangoSessionStore()
+    session_id = await store.session_start(environment="sim", markets=[FED], exchange_url="ws://127.0.0.1:1/x")
+    with pytest.raises(KeyError):  # a malformed line fails the whole heartbeat's transaction
+        await beat(store, session_id, [line(0), {"level": "info"}], top(FED, 1))
+
+    await beat(store, session_id, [line(0), line(1)], top(FED, 1))
+    history = await database_sync_to_async(console_history)()
+    assert [entry["message"] for entry in history["console"]] == ["line 0", "line 1"]
+    assert [t["seq"] for t in history["orderbooks"]] == [1]
+
+
+async def test_with_debug_on_the_trader_keeps_no_query_log() -> None:
+    store = DjangoSessionStore()
+    with override_settings(DEBUG=True):
+        session_id = await store.session_start(environment="sim", markets=[FED], exchange_url="ws://127.0.0.1:1/x")
+        for n in range(20):
+            await beat(store, session_id, [line(n)], top(FED, n))
+        await store.transition_record(
+            session_id=session_id, transition=Transition(State.STARTUP, State.INITIALIZING, "go", T0, {})
+        )
+        logged = await database_sync_to_async(lambda: len(connection.queries_log))()
+        await store.session_end(session_id=session_id, failed=False, error="")
+    assert logged == 0
+
+
+def test_the_admin_shows_and_deletes_a_session_with_heartbeat_rows(admin_client: Any) -> None:
+    session = session_start(environment="sim", markets=[FED], exchange_url="ws://127.0.0.1:1/x")
+    session_heartbeat(
+        session_id=session.pk,
+        state="ready",
+        state_entered_at=T0,
+        status=status(top(FED, 1)),
+        counters={"deltas_received": 42},
+        console=[line(0), line(1)],
+    )
+    session_end(session_id=session.pk, failed=False, error="")
+
+    page = admin_client.get(f"/admin/trader/tradingsession/{session.pk}/change/")
+    assert page.status_code == 200
+    deleted = admin_client.post(f"/admin/trader/tradingsession/{session.pk}/delete/", {"post": "yes"})
+    assert deleted.status_code == 302
+    assert not ConsoleLine.objects.exists() and not MarketTop.objects.exists()
