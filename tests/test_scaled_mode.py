@@ -77,6 +77,7 @@ async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: P
 
 
 SHARDS = {"a": "KXFED-26DEC-T4.25", "b": "KXCPI-26DEC-T0.3"}
+ADDED = "KXNBA-26-LAL"
 
 
 def fleet(worker: RunningWorker) -> dict[str, Any]:
@@ -97,6 +98,19 @@ def replay_from(worker: RunningWorker) -> dict[str, Any]:
     assert message["type"] == "history_replay"
     data: dict[str, Any] = message["data"]
     return data
+
+
+def control_from(worker: RunningWorker, request: dict[str, Any]) -> dict[str, Any]:
+    """Send a control request through ``worker``'s console socket; the trader's ``control_result`` data."""
+    url = worker.base_url.replace("http://", "ws://") + "/v3/ws"
+    with ws_connect(url, origin=Origin(worker.base_url), open_timeout=10) as socket:
+        socket.send(json.dumps(request))
+        while True:
+            message = json.loads(socket.recv(timeout=20))
+            assert message["type"] != "error", message
+            if message["type"] == "control_result":
+                data: dict[str, Any] = message["data"]
+                return data
 
 
 def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> None:
@@ -129,6 +143,17 @@ def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> Non
             assert {shard["session"]["id"] for shard in replay["shards"]} == {
                 shard["session"]["id"] for shard in document["shards"]
             }
+
+        # Adding a market reaches one shard: the one with the fewest markets (the older one on a tie).
+        owners = shards_by_market(fleet(workers[0]))
+        result = control_from(workers[1], {"type": "add_markets", "markets": [ADDED]})
+        assert result["added"] == [ADDED]
+        assert result["session_id"] == owners[SHARDS["a"]]["session"]["id"]
+        for worker in workers:
+            wait_for(lambda w=worker: ADDED in shards_by_market(fleet(w)), what=f"{worker.base_url} to show {ADDED}")
+            by_market = shards_by_market(fleet(worker))
+            assert by_market[ADDED]["session"]["id"] == result["session_id"]
+            assert sum(ADDED in shard["session"]["markets"] for shard in fleet(worker)["shards"]) == 1
 
         stopped_session = shards_by_market(fleet(workers[0]))[SHARDS["a"]]["session"]["id"]
         code, stderr = shards["a"].stop()
