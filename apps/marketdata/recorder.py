@@ -39,6 +39,7 @@ from apps.kalshi.backoff import Backoff
 from apps.kalshi.client import MarketMessage
 from apps.kalshi.messages import OrderbookDelta
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket, RecordedSnapshot
+from apps.trader.core.tasks import STOP_TIMEOUT, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -418,9 +419,8 @@ class DatabaseRecorder:
         finally:
             self._closed = self._stopped = True
             if self._task is not None:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                if await cancel_and_wait([self._task]):
+                    logger.error("recording: the writer task did not stop within %g s", STOP_TIMEOUT)
                 self._task = None
             if self._executor is not None:
                 loop = asyncio.get_running_loop()

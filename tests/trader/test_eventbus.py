@@ -105,3 +105,32 @@ async def test_subscribers_can_choose_event_kinds() -> None:
 async def _until(condition: object) -> None:
     while not condition():  # type: ignore[operator]
         await asyncio.sleep(0.005)
+
+
+async def test_close_ends_a_subscriber_that_lost_its_cancellation() -> None:
+    """The broadcaster's group_send is a redis-py write: cancelled just as it completes, asyncio.wait_for on
+    Python 3.11 returns instead of raising, and a close that cancelled once waited for the subscriber forever."""
+    bus = EventBus(callback_timeout=60.0)  # longer than the test waits: only close() may end the callback
+    write: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    sending = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def broadcaster(event: Event) -> None:
+        try:
+            sending.set()
+            await asyncio.wait_for(write, timeout=60)
+            await asyncio.Event().wait()  # the next send, which never completes
+        finally:
+            ended.set()
+
+    bus.subscribe("layer", broadcaster)
+    bus.emit(event(1))
+    await sending.wait()
+    write.set_result(None)  # completes in the same loop iteration as the cancellation in close()
+    closing = asyncio.create_task(bus.close())
+    done, _ = await asyncio.wait({closing}, timeout=10)  # a failure, not a hung suite
+    try:
+        assert closing in done
+        assert ended.is_set()
+    finally:
+        closing.cancel()

@@ -4,6 +4,8 @@ Markets the exchange refuses are dropped and reported; the trader goes on with t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 
 import pytest
 
@@ -75,6 +77,82 @@ async def test_a_background_task_that_returns_is_a_failure_too() -> None:
     await supervisor.stop()
     assert reports[0][0] == "quitter"
     assert reports[0][1].startswith("it stopped by itself; restarting it in ")
+
+
+async def test_stop_ends_a_task_that_lost_its_cancellation() -> None:
+    """On Python 3.11 asyncio.wait_for returns normally when it is cancelled just as what it awaits completes
+    (redis-py awaits its socket writes so): the task carries on, and a stop that cancelled it once waited forever."""
+    reports: list[tuple[str, str]] = []
+    write: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    writing = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def listener() -> None:
+        try:
+            writing.set()
+            await asyncio.wait_for(write, timeout=60)
+            await asyncio.Event().wait()  # the next receive, which nothing answers
+        finally:
+            ended.set()
+
+    supervisor = Supervisor(lambda name, reason: reports.append((name, reason)))
+    supervisor.start("control", listener)
+    await writing.wait()
+    write.set_result(None)  # completes in the same loop iteration as the cancellation below
+    async with asyncio.timeout(10):  # a failure, not a hung suite
+        await supervisor.stop()
+    assert ended.is_set()
+    assert reports == []
+
+
+async def test_a_task_that_fails_while_being_stopped_is_not_restarted() -> None:
+    reports: list[tuple[str, str]] = []
+    runs = 0
+    running = asyncio.Event()
+
+    async def fails_on_cancel() -> None:
+        nonlocal runs
+        runs += 1
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if runs == 1:  # only once, so that a regression fails below instead of hanging the suite
+                raise RuntimeError("cleanup failed") from None
+            raise
+
+    supervisor = Supervisor(lambda name, reason: reports.append((name, reason)), backoff=lambda: Backoff(initial=0.01))
+    supervisor.start("control", fails_on_cancel)
+    await running.wait()
+    async with asyncio.timeout(10):
+        await supervisor.stop()
+    assert runs == 1
+    assert reports == []
+
+
+async def test_stop_leaves_behind_a_task_that_never_ends_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    release = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def stubborn() -> None:
+        tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    supervisor = Supervisor(lambda name, reason: None)
+    supervisor.start("stubborn", stubborn)
+    await eventually(lambda: bool(tasks))
+    try:
+        with caplog.at_level(logging.ERROR, logger="apps.trader.core.supervisor"):
+            async with asyncio.timeout(10):
+                await supervisor.stop(timeout=0.3)
+        assert "background task(s) trader:stubborn did not stop within 0.3 s" in caplog.text
+        assert not tasks[0].done()
+    finally:
+        release.set()
+        tasks[0].cancel()
+    await eventually(lambda: tasks[0].done())
 
 
 async def test_an_unknown_market_is_dropped_and_the_trader_is_ready_on_the_rest(

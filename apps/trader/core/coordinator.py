@@ -9,7 +9,6 @@ so tests run it against the simulator or stand-ins without Django or a network.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -40,6 +39,7 @@ from apps.trader.core.sessionwriter import SessionWriter
 from apps.trader.core.statemachine import StateMachine, Transition
 from apps.trader.core.states import STATE_TIMEOUTS, State
 from apps.trader.core.supervisor import BackgroundTask, Supervisor
+from apps.trader.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -227,9 +227,8 @@ class Coordinator:
             stop.cancel()
             crashed.cancel()
         if handler not in done:
-            handler.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await handler
+            if await cancel_and_wait([handler]):
+                logger.error("the %s handler did not stop when cancelled; going on without it", state.value)
             if self._shutdown.is_set():
                 return State.SHUTDOWN, self._shutdown_reason
             if self._task_failed.is_set():

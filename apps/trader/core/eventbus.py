@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.trader.core.tasks import STOP_TIMEOUT, cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 
@@ -169,12 +171,11 @@ class EventBus:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(s.queue.join() for s in self._subscribers.values())), timeout)
 
-    async def close(self) -> None:
-        for subscriber in self._subscribers.values():
-            if subscriber.task is not None:
-                subscriber.task.cancel()
-        for subscriber in self._subscribers.values():
-            if subscriber.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await subscriber.task
+    async def close(self, timeout: float = STOP_TIMEOUT) -> None:  # noqa: ASYNC109
+        """Stop every subscriber, waiting at most ``timeout`` seconds (a callback may lose its cancellation)."""
+        tasks = [s.task for s in self._subscribers.values() if s.task is not None]
         self._subscribers.clear()
+        stuck = await cancel_and_wait(tasks, timeout=timeout)
+        if stuck:
+            names = ", ".join(sorted(task.get_name() for task in stuck))
+            logger.error("subscriber(s) %s did not stop within %g s; closing without them", names, timeout)

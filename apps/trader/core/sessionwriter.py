@@ -10,7 +10,6 @@ still unwritten when the trader must exit goes to a file (``spill``) that the ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 from apps.trader.core.ports import SessionStore
 from apps.trader.core.statemachine import Transition
+from apps.trader.core.tasks import STOP_TIMEOUT, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +113,8 @@ class SessionWriter:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            if await cancel_and_wait([self._task]):
+                logger.error("the session writer did not stop within %g s; closing without it", STOP_TIMEOUT)
             self._task = None
 
     def spill(self, directory: Path) -> Path | None:

@@ -3,7 +3,7 @@
 A background task is meant to run for the whole session. One that raises, or returns, is a fault the
 operator must see: the supervisor reports it (the coordinator turns the report into ``error`` with the
 reason) and starts the task again after a back-off, so no task ever vanishes silently. Cancellation is
-the only way a supervised task ends without a report.
+the only way a supervised task ends without a report; a task that ends while it is being stopped is not restarted.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from apps.kalshi.backoff import Backoff
+from apps.trader.core.tasks import STOP_TIMEOUT, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +46,14 @@ class Supervisor:
             raise ValueError(f"background task {name!r} is already supervised")
         self._tasks[name] = asyncio.create_task(self._keep(name, run), name=f"trader:{name}")
 
-    async def stop(self) -> None:
-        """Cancel every task and wait for them to end."""
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:  # noqa: ASYNC109
+        """Cancel every task and wait for them to end, for at most ``timeout`` seconds (see cancel_and_wait)."""
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        stuck = await cancel_and_wait(tasks, timeout=timeout)
+        if stuck:
+            names = ", ".join(sorted(task.get_name() for task in stuck))
+            logger.error("background task(s) %s did not stop within %g s; shutting down without them", names, timeout)
 
     async def _keep(self, name: str, run: BackgroundTask) -> None:
         backoff = self._backoff()
@@ -59,10 +61,14 @@ class Supervisor:
             started = time.monotonic()
             try:
                 await run()
+                if _stopping():
+                    raise asyncio.CancelledError  # it swallowed the cancellation, then returned
                 reason = "it stopped by itself"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if _stopping():
+                    raise asyncio.CancelledError from exc  # it failed while being stopped: nothing to restart
                 logger.exception("background task %s crashed", name)
                 reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if time.monotonic() - started >= self._stable_after:
@@ -74,3 +80,9 @@ class Supervisor:
             except Exception:
                 logger.exception("reporting the failure of background task %s failed", name)
             await asyncio.sleep(delay)
+
+
+def _stopping() -> bool:
+    """Whether the current task has been asked to stop (its cancellation may have been swallowed below)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
