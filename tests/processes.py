@@ -161,3 +161,25 @@ def wait_for(condition: Callable[[], bool], seconds: float = 30.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
         time.sleep(0.2)
+
+
+def run_database_url(port: int | None = None) -> str:
+    """The URL of the PostgreSQL database this test run uses (through ``port`` instead, e.g. a proxy's)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    host = "127.0.0.1" if port is not None else db["HOST"] or "127.0.0.1"
+    return f"postgres://{db['USER']}@{host}:{port or db['PORT'] or 5432}/{db['NAME']}"
+
+
+def services_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A process environment on this test run's PostgreSQL database and Redis channel layer."""
+    from django.conf import settings
+
+    return project_env(
+        tmp_path,
+        DATABASE_URL=run_database_url(),
+        REDIS_URL=os.environ["REDIS_URL"],
+        CHANNEL_LAYER_PREFIX=settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        **extra,
+    )

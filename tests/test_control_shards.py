@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.conf import settings
-from django.db import connection
 
 from apps.exchange.keys import ensure_key_pair
 from apps.kalshi.signing import Credentials, load_private_key
 from apps.trader.models import TradingSession
 from apps.trader.runtime import TraderRuntime
 from apps.trader.selectors import sessions_live
-from tests.processes import project_env, start_runtrader
+from tests.processes import services_env, start_runtrader
 from tests.support import sim_trader_config
 from trader_v3.asgi import application
 
@@ -52,14 +49,7 @@ async def live_sessions() -> list[TradingSession]:
 
 
 async def test_a_request_reaches_only_the_shard_that_owns_the_market(tmp_path: Path) -> None:
-    db = connection.settings_dict
-    database_url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env = project_env(
-        tmp_path,
-        DATABASE_URL=database_url,
-        REDIS_URL=os.environ["REDIS_URL"],
-        CHANNEL_LAYER_PREFIX=settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
-    )
+    env = services_env(tmp_path)
     # Shard A is a runtrader process; shard B runs in this process, started after A (runtrader closes the
     # sessions it finds running when it starts). Each shard has its own built-in exchange.
     shard_a = await asyncio.to_thread(start_runtrader, env, "--no-web", "--markets", f"{FED},{CPI}")

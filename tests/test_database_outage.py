@@ -21,7 +21,7 @@ from django.db import connection
 
 from apps.marketdata.models import RecordedDelta, RecordedSnapshot
 from apps.trader.models import StateTransition, TradingSession
-from tests.processes import RunningTrader, http_get, project_env, start_runtrader
+from tests.processes import RunningTrader, http_get, project_env, run_database_url, start_runtrader
 from tests.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -76,12 +76,7 @@ class Output:
 
 
 def start_trader(tmp_path: Path, proxy: TcpProxy) -> tuple[RunningTrader, dict[str, str]]:
-    db = connection.settings_dict
-    env = project_env(
-        tmp_path,
-        DATABASE_URL=f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{db['NAME']}",
-        SIM_MESSAGE_RATE="100",
-    )
+    env = project_env(tmp_path, DATABASE_URL=run_database_url(proxy.port), SIM_MESSAGE_RATE="100")
     trader = start_runtrader(env, "--port", "0", "--markets", MARKETS)
     wait_for(lambda: probe(trader.base_url, time.monotonic()).status == 200, 15, "healthy after start")
     return trader, env

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from django.test import Client
 from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
-from tests.processes import RunningWorker, http_get, project_env, start_runtrader, start_web_worker, wait_for
+from tests.processes import RunningWorker, http_get, services_env, start_runtrader, start_web_worker, wait_for
 from trader_v3.asgi import application
 
 MARKETS = "KXFED-26DEC-T4.25,KXCPI-26DEC-T0.3"
@@ -34,14 +33,7 @@ def test_the_services_are_the_real_ones() -> None:
 
 
 async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: Path) -> None:
-    db = connection.settings_dict
-    database_url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env = project_env(
-        tmp_path,
-        DATABASE_URL=database_url,
-        REDIS_URL=os.environ["REDIS_URL"],
-        CHANNEL_LAYER_PREFIX=settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
-    )
+    env = services_env(tmp_path)
     trader = await asyncio.to_thread(start_runtrader, env, "--no-web", "--markets", MARKETS)
     communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
     try:
@@ -114,13 +106,7 @@ def control_from(worker: RunningWorker, request: dict[str, Any]) -> dict[str, An
 
 
 def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> None:
-    db = connection.settings_dict
-    env = project_env(
-        tmp_path,
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        REDIS_URL=os.environ["REDIS_URL"],
-        CHANNEL_LAYER_PREFIX=settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
-    )
+    env = services_env(tmp_path)
     shards = {name: start_runtrader(env, "--no-web", "--markets", ticker) for name, ticker in SHARDS.items()}
     workers = [start_web_worker(env), start_web_worker(env)]
     try:

@@ -11,6 +11,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from tests.processes import run_database_url
+
 SMALL = ["--rows", "3000", "--markets", "3", "--capacity", "500", "--batch-size", "100"]
 
 
@@ -41,8 +43,7 @@ def test_it_measures_sqlite_and_loses_nothing(tmp_path: Path) -> None:
 def test_it_measures_postgresql_when_there_is_one(tmp_path: Path) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL runs only: DATABASE_URL is not PostgreSQL")
-    db = connection.settings_dict
-    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    url = run_database_url()
     connection.close()
     out = bench(tmp_path, "--postgres", url)
     assert "SQLite: 3,003 rows" in out
