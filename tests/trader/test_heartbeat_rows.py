@@ -97,7 +97,7 @@ async def beat(store: DjangoSessionStore, session_id: int, console: list[dict[st
 
 
 async def test_it_writes_each_console_line_once_and_only_the_market_tops_that_changed(statements: Statements) -> None:
-    store = DjangoSessionStore()
+    store = DjangoSessionStore(own_thread=False)  # on the thread the spy watches, whatever the database
     session_id = await store.session_start(environment="sim", markets=[FED, CPI], exchange_url="ws://127.0.0.1:1/x")
     console = [line(0), line(1)]
     await beat(store, session_id, console, top(FED, 1), top(CPI, 1))
