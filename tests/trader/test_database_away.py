@@ -18,16 +18,15 @@ import pytest
 from django.db import OperationalError
 
 from apps.exchange.simulator import ExchangeSimulator
-from apps.kalshi.client import KalshiWebSocketClient
 from apps.kalshi.signing import Credentials
-from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
+from apps.trader.core.coordinator import Coordinator
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.states import State
 from apps.trader.models import StateTransition, TradingSession
 from apps.trader.services import DjangoSessionStore, unwritten_load_all
 from tests.support import eventually as wait_for
 from tests.trader.conftest import EventLog
-from tests.trader.test_trader_against_exchange import MARKETS
+from tests.trader.test_trader_against_exchange import coordinator_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,22 +57,7 @@ class StoreThatGoesAway(DjangoSessionStore):
 def trader(
     exchange: ExchangeSimulator, credentials: Credentials, bus: EventBus, store: StoreThatGoesAway, **options: Any
 ) -> Coordinator:
-    def factory(listener: object, markets: list[str]) -> KalshiWebSocketClient:
-        return KalshiWebSocketClient(url=exchange.ws_url, credentials=credentials, markets=markets, listener=listener)  # type: ignore[arg-type]
-
-    return Coordinator(
-        options=CoordinatorOptions(
-            environment="sim",
-            markets=MARKETS,
-            exchange_url=exchange.ws_url,
-            status_interval=0.1,
-            database_slow_after=0.3,
-            **options,
-        ),
-        client_factory=factory,
-        store=store,
-        bus=bus,
-    )
+    return coordinator_for(exchange.ws_url, credentials, bus, store=store, database_slow_after=0.3, **options)
 
 
 async def test_the_console_and_health_show_the_outage_and_every_transition_is_written_after(

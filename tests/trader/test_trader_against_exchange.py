@@ -31,6 +31,7 @@ def coordinator_for(
     credentials: Credentials,
     bus: EventBus,
     background: dict[str, BackgroundTask] | None = None,
+    store: DjangoSessionStore | None = None,
     **options: Any,
 ) -> Coordinator:
     def factory(listener: object, markets: list[str]) -> KalshiWebSocketClient:
@@ -46,7 +47,7 @@ def coordinator_for(
             **options,
         ),  # type: ignore[arg-type]
         client_factory=factory,
-        store=DjangoSessionStore(),
+        store=store or DjangoSessionStore(),
         bus=bus,
         background=background,
     )
