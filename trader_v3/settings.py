@@ -190,7 +190,7 @@ KALSHI_PRIVATE_KEY_PATH: str = env.str("KALSHI_PRIVATE_KEY_PATH", default="")
 KALSHI_PRIVATE_KEY_CONTENT: str = env.str("KALSHI_PRIVATE_KEY_CONTENT", default="")
 
 TRADER_MARKETS: list[str] = env.list("TRADER_MARKETS", default=[])
-TRADER_DISCOVER: int = env.int("TRADER_DISCOVER", 0, minimum=0, maximum=1000)
+TRADER_DISCOVER: int = env.int("TRADER_DISCOVER", 0, minimum=0, maximum=500_000)
 TRADER_CROSSCHECK_INTERVAL: float | None = env.float("TRADER_CROSSCHECK_INTERVAL", 0.0) or None  # 0: off
 TRADER_CONFIRM_PRODUCTION: bool = env.choice("TRADER_CONFIRM_PRODUCTION", "", ("yes", "no", "")) == "yes"
 TRADER_WEB_HOST: str = env.str("TRADER_WEB_HOST", default="127.0.0.1")

@@ -79,6 +79,7 @@ from apps.kalshi.signing import (
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
     WS_PATH,
+    PublicKey,
     load_public_key,
     verify,
 )
@@ -218,6 +219,32 @@ def _rfc3339(ts_ms: int) -> str:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def signed_request_problem(
+    headers: Headers, path: str, *, public_key: PublicKey, key_id: str | None, max_clock_skew: float
+) -> str | None:
+    """Why the signed headers of a GET to ``path`` are not acceptable, or None when they are.
+
+    ``key_id`` (when set) must be the KALSHI-ACCESS-KEY; the timestamp must lie within ``max_clock_skew``
+    seconds of this clock.
+    """
+    values: dict[str, str] = {}
+    for name in (HEADER_KEY, HEADER_TIMESTAMP, HEADER_SIGNATURE):
+        found = headers.get_all(name)
+        if len(found) != 1 or not found[0]:
+            return f"missing or repeated {name} header"
+        values[name] = found[0]
+    if key_id is not None and values[HEADER_KEY] != key_id:
+        return "unknown API key"
+    timestamp = values[HEADER_TIMESTAMP]
+    if not timestamp.isdigit():
+        return "KALSHI-ACCESS-TIMESTAMP must be Unix milliseconds"
+    if abs(time.time() * 1000 - int(timestamp)) > max_clock_skew * 1000:
+        return "KALSHI-ACCESS-TIMESTAMP is too far from the exchange clock"
+    if not verify(public_key, values[HEADER_SIGNATURE], timestamp, "GET", path):
+        return "invalid signature"
+    return None
 
 
 class ExchangeSimulator:
@@ -458,22 +485,13 @@ class ExchangeSimulator:
 
     def _auth_problem(self, headers: Headers, path: str) -> str | None:
         """Why the signed headers of a GET to ``path`` are not acceptable, or None when they are."""
-        values: dict[str, str] = {}
-        for name in (HEADER_KEY, HEADER_TIMESTAMP, HEADER_SIGNATURE):
-            found = headers.get_all(name)
-            if len(found) != 1 or not found[0]:
-                return f"missing or repeated {name} header"
-            values[name] = found[0]
-        if self.config.key_id is not None and values[HEADER_KEY] != self.config.key_id:
-            return "unknown API key"
-        timestamp = values[HEADER_TIMESTAMP]
-        if not timestamp.isdigit():
-            return "KALSHI-ACCESS-TIMESTAMP must be Unix milliseconds"
-        if abs(time.time() * 1000 - int(timestamp)) > self.config.max_clock_skew * 1000:
-            return "KALSHI-ACCESS-TIMESTAMP is too far from the exchange clock"
-        if not verify(self._public_key, values[HEADER_SIGNATURE], timestamp, "GET", path):
-            return "invalid signature"
-        return None
+        return signed_request_problem(
+            headers,
+            path,
+            public_key=self._public_key,
+            key_id=self.config.key_id,
+            max_clock_skew=self.config.max_clock_skew,
+        )
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)

@@ -20,6 +20,8 @@ from apps.kalshi.tickers import InvalidTicker, parse_ticker_list
 
 SIM_KEY_ID = "sim-local-key"
 SIM_DEFAULT_MARKET_COUNT = 3
+MAX_DISCOVER = 500_000
+"""Kalshi takes up to 500,000 market subscriptions on one connection (kalshi-protocol.md §0)."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,8 @@ def build_trader_config(
         problems.append(f"{'--host' if host else 'TRADER_WEB_HOST'}: {host_problem}")
     ws_url, api_url = settings.KALSHI_WS_URL, settings.KALSHI_API_URL
     discover = settings.TRADER_DISCOVER if discover is None else discover
-    if discover < 0 or discover > 1000:
-        problems.append(f"--discover / TRADER_DISCOVER must be 1..1000 markets (0 for off); got {discover}")
+    if discover < 0 or discover > MAX_DISCOVER:
+        problems.append(f"--discover / TRADER_DISCOVER must be 1..{MAX_DISCOVER} markets (0 for off); got {discover}")
     if discover and markets:
         problems.append("--discover picks the markets itself: leave out --markets")
     crosscheck = settings.TRADER_CROSSCHECK_INTERVAL if crosscheck is None else crosscheck
