@@ -572,7 +572,8 @@ class Case:
 
         async def console() -> None:
             nonlocal fallback
-            async with connect(f"ws://127.0.0.1:{port}/v3/ws", max_size=2**24, ping_interval=None) as ws:
+            base = f"127.0.0.1:{port}"
+            async with connect(f"ws://{base}/v3/ws", origin=f"http://{base}", max_size=2**24, ping_interval=None) as ws:
                 async for text in ws:
                     received_ms = time.time() * 1000
                     message = json.loads(text)
@@ -592,8 +593,17 @@ class Case:
 
         tasks = [asyncio.create_task(console()) for _ in range(count)]
         try:
+            deadline = time.monotonic() + 60
             for _ in range(count):
-                await asyncio.wait_for(histories.acquire(), timeout=60)
+                arrived = asyncio.ensure_future(histories.acquire())
+                done, _ = await asyncio.wait(
+                    {arrived, *tasks}, timeout=deadline - time.monotonic(), return_when=asyncio.FIRST_COMPLETED
+                )
+                if arrived not in done:
+                    arrived.cancel()
+                    failed = next((t for t in tasks if t.done()), None)
+                    problem = repr(failed.exception()) if failed is not None else "no history_replay within 60 s"
+                    raise CommandError(f"a console could not follow the trader: {problem}")
             mark = len(self.events)
             pacing_from[0] = time.time() * 1000
             assert exchange.stdin is not None
