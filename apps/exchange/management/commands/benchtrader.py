@@ -44,6 +44,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from websockets.asyncio.client import connect
+from websockets.typing import Origin
 
 from apps.exchange.keys import ensure_key_pair
 from apps.exchange.stream import books_from_json
@@ -573,7 +574,9 @@ class Case:
         async def console() -> None:
             nonlocal fallback
             base = f"127.0.0.1:{port}"
-            async with connect(f"ws://{base}/v3/ws", origin=f"http://{base}", max_size=2**24, ping_interval=None) as ws:
+            async with connect(
+                f"ws://{base}/v3/ws", origin=Origin(f"http://{base}"), max_size=2**24, ping_interval=None
+            ) as ws:
                 async for text in ws:
                     received_ms = time.time() * 1000
                     message = json.loads(text)
