@@ -19,6 +19,7 @@ from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, parse_messag
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.rest import KalshiRestClient
 from apps.kalshi.signing import WS_PATH, Credentials, generate_key_pair, load_private_key
+from tests.exchange.helpers import PingRecordingConnection
 from tests.support import TEST_KEY_ID
 
 StartStream = Callable[..., AsyncIterator[StreamExchange]]
@@ -139,3 +140,25 @@ async def test_commands_the_stream_cannot_serve_are_answered_with_kalshi_errors(
         assert json.loads(await ws.recv()) == {"type": "ok", "msg": [], "id": 3}
         await ws.send(json.dumps({"id": 4, "cmd": "dance"}))
         assert json.loads(await ws.recv())["msg"]["code"] == 5
+
+
+async def test_it_pings_like_kalshi_and_answers_a_client_ping(
+    key_pair: tuple[bytes, bytes], credentials: Credentials
+) -> None:
+    served = StreamExchange(
+        stream=build_stream(2, 10), public_key_pem=key_pair[1], key_id=TEST_KEY_ID, ping_interval=0.05
+    )
+    await served.start()
+    try:
+        headers = credentials.headers("GET", WS_PATH, time.time_ns() // 1_000_000)
+        async with connect(
+            served.ws_url, additional_headers=headers, create_connection=PingRecordingConnection, ping_interval=None
+        ) as ws:
+            assert isinstance(ws, PingRecordingConnection)
+            await asyncio.wait_for(await ws.ping(b""), timeout=5)  # the pong came back
+            deadline = time.monotonic() + 5
+            while not ws.pings and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # Pings are taken off the socket as they arrive
+            assert ws.pings[0] == b"heartbeat"
+    finally:
+        await served.stop()
