@@ -99,6 +99,8 @@ class PrebuiltStream:
     snapshots: int
     flood_deltas: int
     initial_books: dict[str, OrderBook]
+    flood_books: dict[str, OrderBook]
+    """Every market's book after the flood (before any paced delta)."""
     final_books: dict[str, OrderBook]
     """Every market's book after the last delta, paced ones included."""
 
@@ -152,7 +154,10 @@ def build_stream(markets: int, deltas: int, *, paced: int = 0, seed: int = 2026)
         initial[ticker] = _copy(book)
     stamp = time.time_ns() // 1_000_000
     paced_frames: list[tuple[bytes, int]] = []
+    flood_books: dict[str, OrderBook] = {}
     for number in range(deltas + paced):
+        if number == deltas:
+            flood_books = {book.market_ticker: _copy(book) for book in books}
         index = rng.randrange(markets)
         book = books[index]
         side: Side = "yes" if rng.getrandbits(1) else "no"
@@ -195,6 +200,7 @@ def build_stream(markets: int, deltas: int, *, paced: int = 0, seed: int = 2026)
         snapshots=markets,
         flood_deltas=deltas,
         initial_books=initial,
+        flood_books=flood_books or {book.market_ticker: _copy(book) for book in books},
         final_books={book.market_ticker: book for book in books},
     )
 
@@ -527,7 +533,8 @@ def _emit(event: dict[str, Any]) -> None:
 async def _serve(options: argparse.Namespace) -> None:
     stream = build_stream(options.markets, options.messages, paced=options.paced, seed=options.seed)
     if options.books:
-        options.books.write_text(json.dumps({"tickers": stream.tickers, "final": books_as_json(stream.final_books)}))
+        books = {"flood": books_as_json(stream.flood_books), "final": books_as_json(stream.final_books)}
+        options.books.write_text(json.dumps({"tickers": stream.tickers, **books}))
     exchange = StreamExchange(
         stream=stream,
         public_key_pem=options.public_key.read_bytes(),

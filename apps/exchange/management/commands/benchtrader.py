@@ -351,6 +351,10 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+class ConsolesFailed(Exception):
+    """The consoles could not be measured; the rest of the case still is."""
+
+
 class Case:
     """One case, run in this process; the default database is the case's own."""
 
@@ -409,7 +413,8 @@ class Case:
             self.flood_messages: int = listening["flood_messages"]
             truth = json.loads(books_path.read_text())
             self.tickers: list[str] = truth["tickers"]
-            self.true_books = books_from_json(truth["final"])
+            self.true_books = books_from_json(truth["flood"])
+            self.final_books = books_from_json(truth["final"])
             self.progress("measuring the limit")
             await self._limit()
             await self._trader(exchange, listening)
@@ -483,7 +488,10 @@ class Case:
             self.result.messages_sent = self.flood_messages
             self.result.peak_rss = vm_hwm(trader.pid)
             if self.case["consoles"]:
-                await self._consoles(exchange, trader, session_id, port, launched)
+                try:
+                    await self._consoles(exchange, trader, session_id, port, launched)
+                except ConsolesFailed as exc:
+                    self.result.problems.append(str(exc))
             await self._tops(session_id)
             self.result.peak_rss = max(self.result.peak_rss or 0, vm_hwm(trader.pid) or 0) or None
         finally:
@@ -606,7 +614,7 @@ class Case:
                     arrived.cancel()
                     failed = next((t for t in tasks if t.done()), None)
                     problem = repr(failed.exception()) if failed is not None else "no history_replay within 60 s"
-                    raise CommandError(f"a console could not follow the trader: {problem}")
+                    raise ConsolesFailed(f"consoles not measured: one could not follow the trader: {problem}")
             mark = len(self.events)
             pacing_from[0] = time.time() * 1000
             assert exchange.stdin is not None
@@ -617,6 +625,7 @@ class Case:
             total = self.flood_messages + self.case["paced"]
             await self._recorded(trader, session_id, launched, total)
             self.result.messages_sent = total
+            self.true_books = self.final_books
             await asyncio.sleep(1.0)  # the last book events of the run are on their way
         finally:
             for task in tasks:
