@@ -132,7 +132,7 @@ CASES = [
     case("--markets: '<script>' is not a market ticker", "--markets", "<script>"),
     case("TRADER_MARKETS: 'KX FED' is not a market ticker", TRADER_MARKETS=f"{TICKER},KX FED"),
     case("TRADER_DISCOVER must be a whole number; got 'ten'", TRADER_DISCOVER="ten"),
-    case("TRADER_DISCOVER must be 0..1000; got -1", TRADER_DISCOVER="-1"),
+    case("TRADER_DISCOVER must be 0..500000; got -1", TRADER_DISCOVER="-1"),
     case("TRADER_CROSSCHECK_INTERVAL must be a finite number; got 'inf'", TRADER_CROSSCHECK_INTERVAL="inf"),
     case("TRADER_CROSSCHECK_INTERVAL must be at least 1 second; got 0.5", TRADER_CROSSCHECK_INTERVAL="0.5"),
     case(
