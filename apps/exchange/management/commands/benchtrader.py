@@ -4,8 +4,8 @@ A benchmark, not a test: it prints figures. For each database and market count i
 exchange (``apps.exchange.stream``, its own process) that serves a pre-built valid stream as fast as the
 reader takes it, then measures on that same exchange:
 
-(a) the limit: a bare ``websockets`` receive + JSON-parse loop, with the JSON library the feed client
-    parses with;
+(a) the limit: the best of three runs of a bare ``websockets`` receive + JSON-parse loop, with the JSON
+    library the feed client parses with;
 (b) ``manage.py runtrader --discover M`` with its web app, in its own process, data folder and database:
     messages per second from the first frame sent to the last row committed, launch to ``ready``, peak
     RSS, rows recorded against messages sent, and whether every book (rebuilt from the recording, and the
@@ -59,6 +59,7 @@ from apps.trader.models import StateTransition, TradingSession
 from apps.trader.selectors import market_tops
 
 DEFAULT_MESSAGES = 150_000
+LIMIT_RUNS = 3
 STALL_SECONDS = 60.0
 """A case whose recording makes no progress for this long is given up (and reported as such)."""
 
@@ -455,6 +456,11 @@ class Case:
     # ---------------------------------------------------------------------------------------- (a) the limit
 
     async def _limit(self) -> None:
+        """The best of LIMIT_RUNS runs: one busy second on a shared machine must not pass for the limit."""
+        for _ in range(LIMIT_RUNS):
+            self.result.limit_rate = max(self.result.limit_rate, await self._limit_run())
+
+    async def _limit_run(self) -> float:
         loads, self.result.json_library = client_json()
         mark = len(self.events)
         headers = self.credentials.headers("GET", WS_PATH, time.time_ns() // 1_000_000)
@@ -467,7 +473,7 @@ class Case:
                 loads(await ws.recv())
             finished = time.time()
         sent = await self._event("flood_sent", after=mark)
-        self.result.limit_rate = self.flood_messages / (finished - sent["first_sent"])
+        return float(self.flood_messages / (finished - sent["first_sent"]))
 
     # ---------------------------------------------------------------------------------------- (b) the trader
 
