@@ -122,6 +122,7 @@ def _no_book(ticker: str) -> dict[str, Any]:
         "spread": None,
         "stale": None,
         "updated_at": None,
+        "ts_ms": None,
     }
 
 
