@@ -156,9 +156,10 @@ def test_the_console_shows_the_trader_live_filters_markets_and_follows_books(tmp
 
         # A row follows its book from the trader's orderbooks events, with no new page asked for.
         pages = page.value("document.body.dataset.marketsPages")
-        seq_cell = "document.querySelector('tr[data-ticker=\"KXFED-26DEC-T4.25\"] .col-seq').textContent"
-        seq = int(page.value(seq_cell))
-        wait_for(lambda: int(page.value(seq_cell)) > seq, what="the KXFED row to show a newer seq")
+        seq_cell = "Number(document.querySelector('tr[data-ticker=\"KXFED-26DEC-T4.25\"] .col-seq').textContent)"
+        seq = page.value(seq_cell)
+        assert isinstance(seq, int) and seq > 0
+        wait_for(lambda: page.value(seq_cell) > seq, what="the KXFED row to show a newer seq")
         assert page.value("document.body.dataset.marketsPages") == pages
 
         # Typing in the filter box asks the server for the matching rows.
