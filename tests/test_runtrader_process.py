@@ -27,12 +27,14 @@ def test_runtrader_serves_the_console_reaches_ready_and_exits_0_on_sigterm(tmp_p
         status, page = http_get(trader.console_url)
         assert status == 200
         assert 'id="state-badge"' in page
-        assert http_get(f"{base}/static/console/console.js")[0] == 200
+        assert http_get(f"{base}/static/console/main.js")[0] == 200
 
         status, body = http_get(f"{base}/v3/status")
         document = json.loads(body)
         assert document["state"] == "ready"
-        assert len(document["markets"]) == 3
+        assert document["market_counts"]["total"] == 3
+        _, body = http_get(f"{base}/v3/status?markets=1")
+        assert len(json.loads(body)["markets"]) == 3
         assert document["metrics"]["snapshots_received"] == 3
 
         history = _first_ws_message(base.replace("http://", "ws://") + "/v3/ws", origin=base)

@@ -44,7 +44,7 @@ async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: P
         kinds: set[str] = set()
         statuses: list[dict[str, object]] = []
         async with asyncio.timeout(20):
-            while not ({"trader_status", "orderbook"} <= kinds and statuses and statuses[-1]["state"] == "ready"):
+            while not ({"trader_status", "orderbooks"} <= kinds and statuses and statuses[-1]["state"] == "ready"):
                 message = await communicator.receive_json_from(timeout=20)
                 kinds.add(message["type"])
                 if message["type"] == "trader_status":
@@ -53,7 +53,9 @@ async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: P
         client = Client()
         status = await sync_to_async(client.get)("/v3/status")
         assert status.json()["state"] == "ready"
-        assert status.json()["session"]["markets"] == ["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3"]
+        assert status.json()["session"]["markets_total"] == 2
+        page = await sync_to_async(client.get)("/v3/status?markets=1")
+        assert [book["market_ticker"] for book in page.json()["markets"]] == ["KXCPI-26DEC-T0.3", "KXFED-26DEC-T4.25"]
         # The ready status can reach this process before the heartbeat row written with it: allow a moment.
         async with asyncio.timeout(5):
             while (await sync_to_async(client.get)("/v3/health")).status_code != 200:
@@ -79,8 +81,15 @@ def fleet(worker: RunningWorker) -> dict[str, Any]:
     return document
 
 
-def shards_by_market(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {ticker: shard for shard in document["shards"] for ticker in shard["session"]["markets"]}
+def shards_by_market(worker: RunningWorker, document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The shard that watches each of the test's markets, as ``/v3/status?market=T`` names it."""
+    by_session = {shard["session"]["id"]: shard for shard in document["shards"]}
+    owners = {}
+    for ticker in (*SHARDS.values(), ADDED):
+        code, body = http_get(f"{worker.base_url}/v3/status?market={ticker}")
+        if code == 200:
+            owners[ticker] = by_session[json.loads(body)["session_id"]]
+    return owners
 
 
 def replay_from(worker: RunningWorker) -> dict[str, Any]:
@@ -118,10 +127,12 @@ def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> Non
         for worker in workers:
             document = fleet(worker)
             assert document["health"] == {"status": "healthy", "reason": "ready; 2 shards, 2 markets live"}
-            by_market = shards_by_market(document)
+            by_market = shards_by_market(worker, document)
             assert set(by_market) == set(SHARDS.values())
             assert by_market[SHARDS["a"]]["session"]["id"] != by_market[SHARDS["b"]]["session"]["id"]
-            assert {book["market_ticker"] for book in document["markets"]} == set(SHARDS.values())
+            assert document["market_counts"]["total"] == 2
+            page = json.loads(http_get(f"{worker.base_url}/v3/status?markets=1")[1])
+            assert {book["market_ticker"] for book in page["markets"]} == set(SHARDS.values())
             assert http_get(f"{worker.base_url}/v3/health")[0] == 200
             page = http_get(f"{worker.base_url}/v3-trader")[1]
             assert all(f'data-ticker="{ticker}"' in page for ticker in SHARDS.values())
@@ -131,17 +142,17 @@ def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> Non
             }
 
         # Adding a market reaches one shard: the one with the fewest markets (the older one on a tie).
-        owners = shards_by_market(fleet(workers[0]))
+        owners = shards_by_market(workers[0], fleet(workers[0]))
         result = control_from(workers[1], {"type": "add_markets", "markets": [ADDED]})
         assert result["added"] == [ADDED]
         assert result["session_id"] == owners[SHARDS["a"]]["session"]["id"]
         for worker in workers:
-            wait_for(lambda w=worker: ADDED in shards_by_market(fleet(w)), what=f"{worker.base_url} to show {ADDED}")
-            by_market = shards_by_market(fleet(worker))
+            wait_for(lambda w=worker: ADDED in shards_by_market(w, fleet(w)), what=f"{worker.base_url} to show {ADDED}")
+            by_market = shards_by_market(worker, fleet(worker))
             assert by_market[ADDED]["session"]["id"] == result["session_id"]
-            assert sum(ADDED in shard["session"]["markets"] for shard in fleet(worker)["shards"]) == 1
+            assert fleet(worker)["market_counts"]["total"] == 3  # one shard took it, not both
 
-        stopped_session = shards_by_market(fleet(workers[0]))[SHARDS["a"]]["session"]["id"]
+        stopped_session = shards_by_market(workers[0], fleet(workers[0]))[SHARDS["a"]]["session"]["id"]
         code, stderr = shards["a"].stop()
         assert code == 0, stderr[-3000:]
         for worker in workers:
@@ -151,8 +162,8 @@ def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> Non
             )
             document = fleet(worker)
             assert document["health"]["reason"] == f"session {stopped_session} stopped; its markets are not watched"
-            assert shards_by_market(document)[SHARDS["a"]]["session"]["status"] == "stopped"
-            assert shards_by_market(document)[SHARDS["b"]]["state"] == "ready"
+            assert shards_by_market(worker, document)[SHARDS["a"]]["session"]["status"] == "stopped"
+            assert shards_by_market(worker, document)[SHARDS["b"]]["state"] == "ready"
             assert http_get(f"{worker.base_url}/v3/health")[0] == 200
     finally:
         for worker in workers:

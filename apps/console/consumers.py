@@ -15,6 +15,7 @@ from django.db import DatabaseError
 
 from apps.console import limits
 from apps.console.access import may_watch
+from apps.console.views import CONSOLE_PAGE_SIZE
 from apps.kalshi.environments import Environment
 from apps.trader import control
 from apps.trader.control import (
@@ -26,7 +27,7 @@ from apps.trader.control import (
     layer_send,
     route,
 )
-from apps.trader.selectors import console_history, sessions_live
+from apps.trader.selectors import MarketQueryError, console_history, market_page, page_request, sessions_live
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.close()  # before accept: the handshake is refused with 403
             return
         self.history_requests = limits.TokenBucket(limits.HISTORY_BURST, limits.HISTORY_PER_SECOND)
+        self.page_requests = limits.TokenBucket(limits.PAGE_BURST, limits.PAGE_PER_SECOND)
         self.messages = limits.TokenBucket(limits.MESSAGE_BURST, limits.MESSAGE_PER_SECOND)
         self.refusals = limits.TokenBucket(limits.REFUSAL_BURST, limits.REFUSAL_PER_SECOND)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -111,12 +113,37 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 await self._refuse(f"too many history requests; try again in {wait:.0f} s")
                 return
             await self._send_history()
+        elif kind == "request_markets":
+            await self._send_markets(content)
         elif kind in CONTROL_ACTIONS:
             await self._control(kind, content.get("markets"), content.get("session"))
         else:
             await self._refuse(
-                f"unknown message type {kind!r}; expected ping, request_history, add_markets or remove_markets"
+                f"unknown message type {kind!r}; expected ping, request_history, request_markets, "
+                "add_markets or remove_markets"
             )
+
+    async def _send_markets(self, content: dict[str, Any]) -> None:
+        """One page of the watched markets with their tops of book, as the page's filter and pager ask."""
+        if not self.page_requests.take():
+            wait = self.page_requests.seconds_until_next()
+            await self._refuse(f"too many market requests; try again in {wait:.1f} s")
+            return
+        try:
+            filter_text, offset, limit = page_request(
+                filter_text=content.get("filter", ""),
+                offset=content.get("offset", 0),
+                limit=content.get("limit", CONSOLE_PAGE_SIZE),
+            )
+        except MarketQueryError as exc:
+            await self._refuse(f"request_markets: {exc}")
+            return
+        try:
+            page = await database_sync_to_async(market_page)(filter_text=filter_text, offset=offset, limit=limit)
+        except DatabaseError as exc:
+            await self._reply_error(f"markets unavailable: database unreachable ({type(exc).__name__})")
+            return
+        await self.send_json({"type": "markets_page", "data": page})
 
     async def _control(self, action: str, markets: Any, session: Any = None) -> None:
         # Changing what a real-money trader watches needs a staff login; the loopback simulator does not.
@@ -221,8 +248,13 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def trader_trader_status(self, event: dict[str, Any]) -> None:
         await self._forward("trader_status", event)
 
+    async def trader_orderbooks(self, event: dict[str, Any]) -> None:
+        await self._forward("orderbooks", event)
+
     async def trader_orderbook(self, event: dict[str, Any]) -> None:
-        await self._forward("orderbook", event)
+        """One book from a trader that does not batch them yet: the page takes it as a batch of one."""
+        book = event["data"]
+        await self._forward("orderbooks", {**event, "data": {"session_id": book.get("session_id"), "books": [book]}})
 
     async def trader_console(self, event: dict[str, Any]) -> None:
         await self._forward("console", event)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import mimetypes
+
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.exceptions import SuspiciousOperation
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+
+# The console's scripts are ES modules: a browser runs a module only when it is served with a JavaScript type,
+# and a machine's own type registry (/etc/mime.types, the Windows registry) may say otherwise for .js.
+mimetypes.add_type("text/javascript", ".js")
 
 
 class StaticFilesHandler(ASGIStaticFilesHandler):

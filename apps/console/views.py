@@ -18,8 +18,15 @@ from django.views.decorators.http import require_safe
 
 from apps.console.access import may_watch
 from apps.trader.core.health import Health
-from apps.trader.models import TradingSession
-from apps.trader.selectors import fleet_health, shards_current, status_current
+from apps.trader.selectors import (
+    MarketQueryError,
+    fleet_health,
+    market_detail,
+    market_page,
+    page_request,
+    shards_current,
+    status_current,
+)
 
 View = Callable[..., HttpResponse]
 
@@ -43,12 +50,16 @@ def staff_outside_sim(*, api: bool) -> Callable[[View], View]:
     return decorate
 
 
+CONSOLE_PAGE_SIZE = 50
+"""Market rows the console shows at once; the page asks for more with request_markets."""
+
+
 @require_safe
 @staff_outside_sim(api=False)
 def console_page(request: HttpRequest) -> HttpResponse:
     shards = shards_current()
     session = shards[0] if shards else None
-    running = [s for s in shards if s.status == TradingSession.Status.RUNNING] or shards[:1]
+    page = market_page(limit=CONSOLE_PAGE_SIZE)
     return render(
         request,
         "console/console.html",
@@ -57,7 +68,9 @@ def console_page(request: HttpRequest) -> HttpResponse:
             "ws_path": "/v3/ws",
             "state": session.current_state if session else "",
             "session_id": session.pk if session else None,
-            "markets": list(dict.fromkeys(ticker for s in running for ticker in s.markets)),
+            "markets": [book["market_ticker"] for book in page["markets"]],
+            "markets_total": page["markets_total"],
+            "page_size": CONSOLE_PAGE_SIZE,
         },
     )
 
@@ -125,4 +138,38 @@ async def health(request: HttpRequest) -> JsonResponse:
 @never_cache
 @staff_outside_sim(api=True)
 def status(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(status_current(), json_dumps_params={"indent": 2})
+    """Counts and aggregates by default; ``?market=T`` for one market's top of book; ``?markets=1`` with
+    ``filter``, ``offset`` and ``limit`` for a page of markets."""
+    indent = {"indent": 2}
+    if "market" in request.GET:
+        ticker = request.GET["market"]
+        detail = market_detail(ticker=ticker)
+        if detail is None:
+            return JsonResponse({"error": f"no trader watches {ticker!r}"}, status=404, json_dumps_params=indent)
+        return JsonResponse(detail, json_dumps_params=indent)
+    if "markets" in request.GET:
+        try:
+            page = page_request(
+                filter_text=request.GET.get("filter", ""),
+                offset=_query_int(request, "offset", 0),
+                limit=_query_int(request, "limit", STATUS_PAGE_DEFAULT),
+            )
+        except MarketQueryError as exc:
+            return JsonResponse({"error": str(exc)}, status=400, json_dumps_params=indent)
+        filter_text, offset, limit = page
+        return JsonResponse(market_page(filter_text=filter_text, offset=offset, limit=limit), json_dumps_params=indent)
+    return JsonResponse(status_current(), json_dumps_params=indent)
+
+
+STATUS_PAGE_DEFAULT = 100
+"""Markets in a /v3/status page when the request names no limit."""
+
+
+def _query_int(request: HttpRequest, name: str, default: int) -> int:
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise MarketQueryError(f"'{name}' must be an integer") from None

@@ -80,12 +80,104 @@ def session_health(*, session: TradingSession | None) -> Health:
     )
 
 
+MARKET_PAGE_LIMIT = 500
+"""The most markets one page holds, whatever a client asks for."""
+
+MARKET_FILTER_MAX = 100
+"""The longest filter text a page request may carry (a ticker is at most 100 characters)."""
+
+
+class MarketQueryError(ValueError):
+    """A page or market request a client got wrong; the message says what is expected."""
+
+
 def market_tops(*, session: TradingSession) -> list[dict[str, Any]]:
-    """Every market's top of book as the trader last wrote it, in the session's market order."""
+    """Every market's top of book as the trader last wrote it, in the session's market order (one session's
+    full picture, for tools that watch a few markets; pages use ``market_page``)."""
     order = {ticker: index for index, ticker in enumerate(session.markets or [])}
     tops = [row.top for row in MarketTop.objects.filter(session=session)]
     tops.sort(key=lambda top: (order.get(top.get("market_ticker", ""), len(order)), top.get("market_ticker", "")))
     return tops
+
+
+def _watching(shards: list[TradingSession]) -> list[TradingSession]:
+    """The shards whose markets a page shows: every running one, or the latest shard when none runs."""
+    running = [s for s in shards if s.status == TradingSession.Status.RUNNING]
+    return running or shards[:1]
+
+
+def _owners(sessions: list[TradingSession]) -> dict[str, int]:
+    """Ticker -> the session that watches it (each market belongs to one shard; a later session wins)."""
+    return {ticker: session.pk for session in sessions for ticker in session.markets or []}
+
+
+def _no_book(ticker: str) -> dict[str, Any]:
+    """A watched market whose top of book the trader has not written yet."""
+    return {
+        "market_ticker": ticker,
+        "sid": None,
+        "seq": None,
+        "yes_bid": None,
+        "yes_ask": None,
+        "spread": None,
+        "stale": None,
+        "updated_at": None,
+        "ts_ms": None,
+    }
+
+
+def _tops(owners: dict[str, int], tickers: list[str]) -> dict[str, dict[str, Any]]:
+    """The MarketTop rows of ``tickers``, each from the session that watches it."""
+    rows = MarketTop.objects.filter(session_id__in=set(owners[t] for t in tickers), market_ticker__in=tickers)
+    return {row.market_ticker: row.top for row in rows if owners.get(row.market_ticker) == row.session_id}
+
+
+def page_request(*, filter_text: Any = "", offset: Any = 0, limit: Any = 100) -> tuple[str, int, int]:
+    """A page request checked and normalised: (filter, offset, limit); a limit over MARKET_PAGE_LIMIT is
+    capped. Raises MarketQueryError for anything else."""
+    if filter_text is None:
+        filter_text = ""
+    if not isinstance(filter_text, str) or len(filter_text) > MARKET_FILTER_MAX:
+        raise MarketQueryError(f"'filter' must be text of at most {MARKET_FILTER_MAX} characters")
+    for name, value, least in (("offset", offset, 0), ("limit", limit, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise MarketQueryError(f"'{name}' must be an integer of at least {least}")
+    return filter_text.strip(), offset, min(limit, MARKET_PAGE_LIMIT)
+
+
+def market_page(*, filter_text: str = "", offset: int = 0, limit: int = 100) -> dict[str, Any]:
+    """One page of the watched markets in ticker order, those whose ticker contains ``filter_text`` (any
+    case), each with its top of book from MarketTop (nulls until the trader has written one).
+
+    ``total`` counts the markets that match, ``markets_total`` every watched market. Arguments come
+    through ``page_request``.
+    """
+    owners = _owners(_watching(shards_current()))
+    needle = filter_text.upper()
+    matching = sorted(t for t in owners if needle in t.upper()) if needle else sorted(owners)
+    tickers = matching[offset : offset + limit]
+    tops = _tops(owners, tickers) if tickers else {}
+    return {
+        "filter": filter_text,
+        "offset": offset,
+        "limit": limit,
+        "total": len(matching),
+        "markets_total": len(owners),
+        "markets": [tops.get(ticker) or _no_book(ticker) for ticker in tickers],
+    }
+
+
+def market_detail(*, ticker: str) -> dict[str, Any] | None:
+    """One market: the shard that watches it (a running one, else the one that stopped last) and its top of
+    book; None if no shard shown in the status has it."""
+    owners = _owners(shards_current()[::-1])  # running shards come first in that list: they win
+    if ticker not in owners:
+        return None
+    return {
+        "market_ticker": ticker,
+        "session_id": owners[ticker],
+        "book": _tops(owners, [ticker]).get(ticker),
+    }
 
 
 def console_recent(*, session: TradingSession, limit: int = CONSOLE_REPLAY_LINES) -> list[dict[str, Any]]:
@@ -118,7 +210,7 @@ def fleet_health(*, shards: list[TradingSession]) -> Health:
 
 
 def shard_status(session: TradingSession) -> dict[str, Any]:
-    """One shard's part of the status: its session, state, health, books and metrics, from its rows."""
+    """One shard's part of the status: its session, state, health, market counts and metrics, from its rows."""
     now = timezone.now()
     return {
         "session": session_summary(session),
@@ -128,8 +220,23 @@ def shard_status(session: TradingSession) -> dict[str, Any]:
         if session.state_entered_at
         else None,
         "heartbeat_age": round((now - session.heartbeat_at).total_seconds(), 1) if session.heartbeat_at else None,
-        "markets": market_tops(session=session),
+        "market_counts": _market_counts([session]),
         "metrics": session.latest_metrics,
+    }
+
+
+def _market_counts(sessions: list[TradingSession]) -> dict[str, int]:
+    """How many markets the sessions watch, how many are connected and how many are stale (counts, never a
+    list: the document stays the same size at 10,000 markets)."""
+
+    def metric(session: TradingSession, name: str) -> int:
+        value = (session.latest_metrics or {}).get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    return {
+        "total": sum(len(s.markets or []) for s in sessions),
+        "connected": sum(metric(s, "markets_connected") for s in sessions),
+        "stale": sum(metric(s, "stale_markets") for s in sessions),
     }
 
 
@@ -137,7 +244,8 @@ def status_current() -> dict[str, Any]:
     """The /v3/status document. It holds no secrets: no key id, no key, no SECRET_KEY.
 
     The top level describes the running shard with the freshest heartbeat (the only one in the embedded
-    mode) with the fleet's health and every running shard's books; ``shards`` lists each shard."""
+    mode) with the fleet's health and the market counts of every running shard; ``shards`` lists each
+    shard. Per-market detail is in ``market_detail`` and ``market_page``."""
     shards = shards_current()
     document: dict[str, Any] = {
         "environment": str(settings.ENVIRONMENT),
@@ -145,7 +253,7 @@ def status_current() -> dict[str, Any]:
         "state": None,
         "time_in_state": None,
         "session": None,
-        "markets": [],
+        "market_counts": _market_counts([]),
         "metrics": {},
         "shards": [shard_status(s) for s in shards],
     }
@@ -153,21 +261,15 @@ def status_current() -> dict[str, Any]:
         return document
     primary = document["shards"][0]
     document.update({key: primary[key] for key in ("state", "time_in_state", "heartbeat_age", "session", "metrics")})
-    document["markets"] = _running_books(shards, document["shards"])
+    document["market_counts"] = _market_counts(_watching(shards))
     return document
-
-
-def _running_books(shards: list[TradingSession], documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The books of every running shard, or the latest shard's when none runs."""
-    running = [d for s, d in zip(shards, documents, strict=True) if s.status == TradingSession.Status.RUNNING]
-    return [book for d in (running or documents[:1]) for book in d["markets"]]
 
 
 def session_summary(session: TradingSession) -> dict[str, Any]:
     return {
         "id": session.pk,
         "environment": session.environment,
-        "markets": session.markets,
+        "markets_total": len(session.markets or []),
         "exchange_url": session.exchange_url,
         "started_at": session.started_at.isoformat(),
         "ended_at": session.ended_at.isoformat() if session.ended_at else None,
@@ -186,16 +288,22 @@ def session_summary(session: TradingSession) -> dict[str, Any]:
     }
 
 
+_PER_MARKET_STATUS_KEYS = ("markets", "market_tickers")
+"""Per-market lists an older trader's status document held; a replay leaves them out."""
+
+
 def console_history() -> dict[str, Any]:
-    """The ``history_replay`` payload a new console receives: the story so far of the freshest shard, the
-    other shards' latest status, and the books of every running shard."""
+    """The ``history_replay`` payload a new console receives: the story so far of the freshest shard and
+    every shard's latest status. No books: the page asks for the markets it shows (``market_page``)."""
     shards = shards_current()
     if not shards:
-        return {"session": None, "transitions": [], "status": None, "console": [], "orderbooks": [], "shards": []}
+        return {"session": None, "transitions": [], "status": None, "console": [], "shards": []}
     session = shards[0]
-    documents = [shard_status(s) for s in shards]
     status = (
-        {**session.latest_status, "metrics": session.latest_metrics, "markets": documents[0]["markets"]}
+        {
+            **{k: v for k, v in session.latest_status.items() if k not in _PER_MARKET_STATUS_KEYS},
+            "metrics": session.latest_metrics,
+        }
         if session.latest_status
         else None
     )
@@ -204,6 +312,5 @@ def console_history() -> dict[str, Any]:
         "transitions": [row.as_event() for row in transitions_recent(session=session)],
         "status": status,
         "console": console_recent(session=session),
-        "orderbooks": _running_books(shards, documents),
-        "shards": documents,
+        "shards": [shard_status(s) for s in shards],
     }

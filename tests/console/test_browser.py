@@ -1,20 +1,31 @@
-"""The console page in a real headless Chromium, against runtrader started as a user starts it."""
+"""The console page in a real headless Chromium, against runtrader started as a user starts it.
+
+The test drives the page through Chrome's DevTools protocol: it reads the live DOM, types into the market
+filter, and watches rows change as the trader's orderbooks events arrive.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from websockets.sync.client import ClientConnection, connect
 
-from tests.processes import project_env, start_runtrader, wait_until_healthy
+from tests.processes import free_port, http_get, project_env, start_runtrader, wait_for, wait_until_healthy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-LIVE_ROW = re.compile(r'<tr class="market-row[^"]*" data-ticker="([^"]+)" data-stale="false"')
+MARKETS = ["KXBTCD-26DEC31-T100000", "KXCPI-26DEC-T0.3", "KXFED-26DEC-T4.25"]  # the `make run` default, sorted
+ROWS = "[...document.querySelectorAll('#markets-body tr.market-row')]"
 
 
 @pytest.fixture
@@ -26,10 +37,49 @@ def chromium() -> str:
     return CHROMIUM
 
 
-def rendered_dom(chromium: str, url: str) -> str:
-    """The page's DOM after its scripts ran for a few seconds of (virtual) time."""
+class Page:
+    """One browser tab, spoken to over the DevTools protocol."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self._socket = socket
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        call_id = next(self._ids)
+        self._socket.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:  # events the tab sends unasked are skipped
+            message = json.loads(self._socket.recv(timeout=30))
+            if message.get("id") == call_id:
+                assert "error" not in message, message
+                result: dict[str, Any] = message["result"]
+                return result
+
+    def value(self, expression: str) -> Any:
+        """The value of a JavaScript expression in the page."""
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def type_into(self, selector: str, text: str) -> None:
+        """Focus a field, empty it and type ``text`` as a user would (input events included)."""
+        self.value(f"document.querySelector({json.dumps(selector)}).focus()")
+        self.value(f"document.querySelector({json.dumps(selector)}).select()")
+        self.call("Input.dispatchKeyEvent", type="keyDown", key="Backspace", code="Backspace", windowsVirtualKeyCode=8)
+        self.call("Input.dispatchKeyEvent", type="keyUp", key="Backspace", code="Backspace", windowsVirtualKeyCode=8)
+        if text:
+            self.call("Input.insertText", text=text)
+
+    def rows(self) -> list[str]:
+        tickers: list[str] = self.value(f"{ROWS}.map((tr) => tr.dataset.ticker)")
+        return tickers
+
+
+@pytest.fixture
+def browser(chromium: str) -> Iterator[Any]:
+    """Open URLs in a headless Chromium; yields ``open(url) -> Page``."""
+    port = free_port()
     with tempfile.TemporaryDirectory() as profile:
-        result = subprocess.run(
+        process = subprocess.Popen(
             [
                 chromium,
                 "--headless",
@@ -41,42 +91,97 @@ def rendered_dom(chromium: str, url: str) -> str:
                 "--disable-component-update",
                 "--disable-sync",
                 f"--user-data-dir={profile}",
-                "--virtual-time-budget=4000",
-                "--dump-dom",
-                url,
+                f"--remote-debugging-port={port}",
+                "about:blank",
             ],
-            capture_output=True,
-            text=True,
-            timeout=60,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+        sockets = contextlib.ExitStack()
+
+        def targets() -> list[dict[str, Any]]:
+            code, body = http_get(f"http://127.0.0.1:{port}/json/list")
+            found: list[dict[str, Any]] = json.loads(body) if code == 200 else []
+            return [t for t in found if t.get("type") == "page"]
+
+        def open_page(url: str) -> Page:
+            wait_for(lambda: _answers(targets), seconds=30, what="Chromium's DevTools endpoint")
+            url_of_tab = targets()[0]["webSocketDebuggerUrl"]
+            page = Page(sockets.enter_context(connect(url_of_tab, max_size=None, open_timeout=30)))
+            page.call("Page.enable")
+            page.call("Page.navigate", url=url)
+            return page
+
+        try:
+            yield open_page
+        finally:
+            sockets.close()
+            process.terminate()
+            process.wait(timeout=30)
 
 
-def test_the_console_shows_the_trader_live(tmp_path: Path, chromium: str) -> None:
+def _answers(targets: Any) -> bool:
+    try:
+        return bool(targets())
+    except OSError:
+        return False
+
+
+def test_the_console_shows_the_trader_live_filters_markets_and_follows_books(tmp_path: Path, browser: Any) -> None:
     trader = start_runtrader(project_env(tmp_path), "--port", "0")
     try:
         wait_until_healthy(trader.base_url)
-        # Virtual time runs ahead of the page's real socket on a loaded machine: look up to three times.
-        for _ in range(3):
-            dom = rendered_dom(chromium, trader.console_url)
-            if LIVE_ROW.search(dom) and 'data-health="healthy"' in dom:
-                break
+        page = browser(trader.console_url)
+        live = f"{ROWS}.filter((tr) => tr.dataset.stale === 'false').length"
+        wait_for(lambda: page.value(live) == 3, what="three live market rows")
+        wait_for(
+            lambda: page.value("document.getElementById('health-badge').dataset.health") == "healthy",
+            what="the health badge to say healthy",
+        )
+        dom = page.value("document.documentElement.outerHTML")
+        assert re.search(r'id="state-badge"[^>]*data-state="ready"', dom)
+        assert re.search(r'id="socket-indicator"[^>]*data-socket="connected"', dom)
+        assert page.rows() == MARKETS
+        assert page.value("document.getElementById('markets-count').textContent") == "3"
+        # Best bids and asks as Kalshi writes them: a 4-decimal price times a 2-decimal size.
+        assert len(re.findall(r'<span class="px">\d\.\d{4}</span>', dom)) >= 6
+        assert len(re.findall(r'<span class="sz">\d+\.\d{2}</span>', dom)) >= 6
+        # The session's history was replayed into the console, in the product's line format.
+        assert re.search(
+            r'STATE TRANSITION: <span class="st" data-state="kalshi_connectivity_orderbook_client">'
+            r'kalshi_connectivity_orderbook_client</span> → <span class="st" data-state="ready">ready</span>',
+            dom,
+        )
+        assert "Context: Orderbooks live for 3 markets" in dom
+
+        # A row follows its book from the trader's orderbooks events, with no new page asked for.
+        pages = page.value("document.body.dataset.marketsPages")
+        seq_cell = "Number(document.querySelector('tr[data-ticker=\"KXFED-26DEC-T4.25\"] .col-seq').textContent)"
+        seq = page.value(seq_cell)
+        assert isinstance(seq, int) and seq > 0
+        wait_for(lambda: page.value(seq_cell) > seq, what="the KXFED row to show a newer seq")
+        assert page.value("document.body.dataset.marketsPages") == pages
+
+        # Typing in the filter box asks the server for the matching rows.
+        page.type_into("#market-filter", "cpi")
+        wait_for(lambda: page.rows() == ["KXCPI-26DEC-T0.3"], what="only the CPI row")
+        assert page.value("document.getElementById('markets-range').textContent") == "1–1 of 1 matching “cpi”"
+        wait_for(
+            lambda: page.value(f"{ROWS}[0].querySelector('.px') !== null"),
+            what="the filtered row to show its book",
+        )
+        page.type_into("#market-filter", "NOPE")
+        wait_for(lambda: page.rows() == [], what="no rows for a filter nothing matches")
+        assert page.value("document.getElementById('markets-empty').hidden") is False
+        page.type_into("#market-filter", "")
+        wait_for(lambda: page.rows() == MARKETS, what="every row back once the filter is empty")
+
+        # The row's remove button takes a market from the trader; the form adds it back.
+        page.value(f"document.querySelector('tr[data-ticker=\"{MARKETS[0]}\"] button.remove-market').click()")
+        wait_for(lambda: page.rows() == MARKETS[1:], what=f"the {MARKETS[0]} row to go")
+        page.type_into("#market-input", MARKETS[0])
+        page.value("document.querySelector('#market-form button[type=submit]').click()")
+        wait_for(lambda: page.rows() == MARKETS, what=f"the {MARKETS[0]} row to come back")
+        wait_for(lambda: page.value(live) == 3, what="the added market to go live")
     finally:
         trader.stop()
-
-    assert re.search(r'id="state-badge"[^>]*data-state="ready"', dom)
-    assert re.search(r'id="socket-indicator"[^>]*data-socket="connected"', dom)
-    assert re.search(r'id="health-badge"[^>]*data-health="healthy"', dom)
-    rows = LIVE_ROW.findall(dom)
-    assert len(rows) == 3
-    # Best bids and asks as Kalshi writes them: a 4-decimal price times a 2-decimal size.
-    assert len(re.findall(r'<span class="px">\d\.\d{4}</span>', dom)) >= 6
-    assert len(re.findall(r'<span class="sz">\d+\.\d{2}</span>', dom)) >= 6
-    # The session's history was replayed into the console, in the product's line format.
-    assert re.search(
-        r'STATE TRANSITION: <span class="st" data-state="kalshi_connectivity_orderbook_client">'
-        r'kalshi_connectivity_orderbook_client</span> → <span class="st" data-state="ready">ready</span>',
-        dom,
-    )
-    assert "Context: Orderbooks live for 3 markets" in dom

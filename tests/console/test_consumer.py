@@ -68,15 +68,21 @@ async def test_a_new_console_gets_the_session_history_then_live_events() -> None
     assert data["transitions"][1]["context"] == "Starting orderbook client for 1 markets"
     assert data["status"]["metrics"]["deltas_received"] == 12
     assert data["console"][0]["message"] == "Session started"
-    assert data["orderbooks"] == [{"market_ticker": "KXFED-26DEC-T4.25"}]
+    # No books and no market list: the page asks for the rows it shows (request_markets).
+    assert "orderbooks" not in data and "markets" not in data["status"]
+    assert data["session"]["markets_total"] == 1
+    assert data["shards"][0]["market_counts"]["total"] == 1
 
     layer = get_channel_layer()
     event = {"from_state": "ready", "to_state": "error", "context": "boom", "timestamp": "t", "metrics": {}}
     await layer.group_send(settings.CONSOLE_GROUP, layer_message(Event("state_transition", event)))
     assert await communicator.receive_json_from() == {"type": "state_transition", "data": event}
-    for kind in ("trader_status", "orderbook", "console"):
+    for kind in ("trader_status", "console"):
         await layer.group_send(settings.CONSOLE_GROUP, layer_message(Event(kind, {"n": kind})))
         assert await communicator.receive_json_from() == {"type": kind, "data": {"n": kind}}
+    books = {"session_id": session_id, "books": [{"market_ticker": "KXFED-26DEC-T4.25", "seq": 7}]}
+    await layer.group_send(settings.CONSOLE_GROUP, layer_message(Event("orderbooks", books)))
+    assert await communicator.receive_json_from() == {"type": "orderbooks", "data": books}
     await communicator.disconnect()
 
 
@@ -85,7 +91,7 @@ async def test_with_no_session_the_replay_is_empty() -> None:
     replay = await communicator.receive_json_from()
     assert replay == {
         "type": "history_replay",
-        "data": {"session": None, "transitions": [], "status": None, "console": [], "orderbooks": [], "shards": []},
+        "data": {"session": None, "transitions": [], "status": None, "console": [], "shards": []},
     }
     await communicator.disconnect()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,3 +47,30 @@ async def test_a_real_static_file_is_served() -> None:
     await communicator.send_input({"type": "http.request", "body": b""})
     start = await communicator.receive_output()
     assert (start["type"], start["status"]) == ("http.response.start", 200)
+
+
+CONSOLE_MODULES = sorted(path.name for path in (Path(__file__).parents[2] / "static" / "console").glob("*.js"))
+
+
+def test_the_console_script_is_a_set_of_es_modules_each_saying_its_job_first() -> None:
+    assert "main.js" in CONSOLE_MODULES and len(CONSOLE_MODULES) >= 5
+    folder = Path(__file__).parents[2] / "static" / "console"
+    for name in CONSOLE_MODULES:
+        first = (folder / name).read_text().splitlines()[0]
+        assert first.startswith("/* ") and first.endswith(" */"), name
+    imported = {
+        target
+        for name in CONSOLE_MODULES
+        for target in re.findall(r"from '\./([a-z]+\.js)'", (folder / name).read_text())
+    }
+    assert imported == set(CONSOLE_MODULES) - {"main.js"}  # every module is used, none is missing
+
+
+@pytest.mark.parametrize("name", CONSOLE_MODULES)
+async def test_each_console_module_is_served_as_javascript(name: str) -> None:
+    # A browser runs a module script only when it is served with a JavaScript type.
+    communicator = HttpCommunicator(application, "GET", f"/static/console/{name}")
+    await communicator.send_input({"type": "http.request", "body": b""})
+    start = await communicator.receive_output()
+    assert (start["type"], start["status"]) == ("http.response.start", 200)
+    assert dict(start["headers"])[b"Content-Type"].split(b";")[0] == b"text/javascript"

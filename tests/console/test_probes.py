@@ -91,8 +91,9 @@ def test_status_describes_the_trader_from_its_rows(client: Client) -> None:
     assert document["state"] == "ready"
     assert document["time_in_state"] >= 0
     assert document["session"]["id"] == session.pk
-    assert document["session"]["markets"] == ["A", "B"]
-    assert document["markets"][0]["yes_bid"] == {"price": "0.4200", "size": "12.50"}
+    assert document["session"]["markets_total"] == 2
+    assert document["market_counts"] == {"total": 2, "connected": 2, "stale": 0}
+    assert client.get("/v3/status?market=A").json()["book"]["yes_bid"] == {"price": "0.4200", "size": "12.50"}
     assert document["metrics"]["ws_connection_status"] == "connected"
 
 
@@ -104,7 +105,11 @@ def test_two_healthy_shards_are_one_healthy_fleet_and_status_lists_both(client: 
     document = client.get("/v3/status").json()
     assert {shard["session"]["id"] for shard in document["shards"]} == {first.pk, second.pk}
     assert all(shard["state"] == "ready" and shard["health"]["status"] == "healthy" for shard in document["shards"])
-    assert {book["market_ticker"] for book in document["markets"]} == {"A", "C"}
+    assert document["market_counts"]["total"] == 3
+    page = client.get("/v3/status?markets=1").json()
+    assert [book["market_ticker"] for book in page["markets"]] == ["A", "B", "C"]
+    assert [book["yes_bid"] is None for book in page["markets"]] == [False, True, False]  # B has no top yet
+    assert client.get("/v3/status?market=C").json()["session_id"] == second.pk
 
 
 def test_one_unhealthy_shard_makes_the_fleet_unhealthy_and_is_named(client: Client) -> None:
@@ -159,7 +164,8 @@ def test_the_console_page_renders_state_and_environment(client: Client) -> None:
     assert 'data-ws-path="/v3/ws"' in html
     assert 'id="state-badge"' in html
     assert "ready" in html
-    assert "console/console.js" in html
+    assert '<script type="module" src="/static/console/main.js">' in html
+    assert 'data-ticker="A"' in html  # the first page of markets, before any script runs
 
 
 def test_the_admin_lists_sessions_newest_first_with_transitions_inline(admin_client: Client) -> None:

@@ -17,7 +17,7 @@ from django.test import override_settings
 from apps.trader.core.statemachine import Transition
 from apps.trader.core.states import State
 from apps.trader.models import ConsoleLine, MarketTop
-from apps.trader.selectors import console_history, status_current
+from apps.trader.selectors import console_history, market_detail, market_page, status_current
 from apps.trader.services import DjangoSessionStore, session_end, session_heartbeat, session_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -117,15 +117,18 @@ async def test_it_writes_each_console_line_once_and_only_the_market_tops_that_ch
     history = await database_sync_to_async(console_history)()
     assert [entry["message"] for entry in history["console"]] == ["line 0", "line 1", "line 2"]
     assert history["console"][0] == {**line(0), "session_id": session_id}
-    assert [(t["market_ticker"], t["seq"]) for t in history["orderbooks"]] == [(FED, 1), (CPI, 2)]
+    page = await database_sync_to_async(market_page)()
+    assert [(t["market_ticker"], t["seq"]) for t in page["markets"]] == [(CPI, 2), (FED, 1)]
     assert history["status"]["metrics"]["deltas_received"] == 42
-    assert history["status"]["markets"] == history["orderbooks"]
 
     # A market removed from the status loses its row; /v3/status reads the rows.
     await beat(store, session_id, console, top(FED, 3))
     document = await database_sync_to_async(status_current)()
-    assert [(t["market_ticker"], t["seq"]) for t in document["markets"]] == [(FED, 3)]
     assert document["metrics"]["event_bus"] == {"dropped": 0}
+    fed = await database_sync_to_async(market_detail)(ticker=FED)
+    cpi = await database_sync_to_async(market_detail)(ticker=CPI)
+    assert fed is not None and fed["book"]["seq"] == 3
+    assert cpi is not None and cpi["book"] is None
 
 
 async def test_a_new_console_replays_the_last_200_lines_in_order() -> None:
@@ -150,7 +153,7 @@ async def test_a_heartbeat_that_failed_is_written_whole_by_the_next_one() -> Non
     await beat(store, session_id, [line(0), line(1)], top(FED, 1))
     history = await database_sync_to_async(console_history)()
     assert [entry["message"] for entry in history["console"]] == ["line 0", "line 1"]
-    assert [t["seq"] for t in history["orderbooks"]] == [1]
+    assert (await database_sync_to_async(market_detail)(ticker=FED) or {}).get("book", {})["seq"] == 1
 
 
 async def test_with_debug_on_the_trader_keeps_no_query_log() -> None:

@@ -39,7 +39,7 @@ from apps.marketdata.selectors import RecordingError, book_at
 from apps.trader.config import build_trader_config
 from apps.trader.management.commands.runtrader import unapplied_migrations
 from apps.trader.models import TradingSession
-from apps.trader.selectors import shard_status
+from apps.trader.selectors import market_tops, shard_status
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 GROWTH_TARGET = 5.0
@@ -404,10 +404,11 @@ class Soak:
     # ---------------------------------------------------------------------------------------- output
 
     async def _status(self, session_id: int) -> dict[str, Any]:
-        """The /v3/status document of the soak's session, read from the rows the trader wrote."""
+        """The soak's session as /v3/status shows it, with every market's top, read from the rows the trader wrote."""
 
         def read() -> dict[str, Any]:
-            return shard_status(TradingSession.objects.get(pk=session_id))
+            session = TradingSession.objects.get(pk=session_id)
+            return {**shard_status(session), "markets": market_tops(session=session)}
 
         return await sync_to_async(read)()
 

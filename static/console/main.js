@@ -1,0 +1,140 @@
+/* The console's entry point: dispatches each /v3/ws message to its panel and runs the page clock. */
+
+import { arr, freeText, isNum, isObj, obj, parseTime } from './format.js';
+import { body } from './dom.js';
+import { bindLog, clearConsole, consoleEntry, makeEntry, pushEntries, say } from './log.js';
+import {
+  bindMarkets,
+  onControlResult,
+  onControlSent,
+  onMarketsPage,
+  onOrderbooks,
+  requestPage,
+  tickMarkets,
+} from './markets.js';
+import { onPong, send, socketOpenedAt, socketState, startSocket, tickSocket } from './socket.js';
+import { currentState, onStatus, onTransition, resetFromReplay, setState, tickStatus } from './status.js';
+
+const TICK_MS = 250;
+
+const page = {
+  lastSeqs: new Map(), // origin (one per trader process) -> last live event seq
+  missed: 0,
+  replays: 0,
+};
+
+/** Merge two timestamp-ordered lists into one ordered list (stable; undated items keep their place). */
+function mergeByTime(a, b) {
+  const out = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const ta = a[i].ts;
+    const tb = b[j].ts;
+    if (ta === null || tb === null || ta <= tb) out.push(a[i++]);
+    else out.push(b[j++]);
+  }
+  while (i < a.length) out.push(a[i++]);
+  while (j < b.length) out.push(b[j++]);
+  return out;
+}
+
+function onReplay(data) {
+  page.lastSeqs.clear(); // the replay covers whatever happened while this page was away
+  const d = obj(data);
+  clearConsole();
+  const session = isObj(d.session) ? d.session : null;
+  resetFromReplay(session, arr(d.shards));
+
+  const transitions = arr(d.transitions).map((t) => ({ ts: parseTime(obj(t).timestamp), t }));
+  const events = arr(d.console).map((c) => ({ ts: parseTime(obj(c).timestamp), c }));
+  const entries = [];
+  for (const item of mergeByTime(transitions, events)) {
+    entries.push(item.t !== undefined ? onTransition(item.t, { replay: true }) : consoleEntry(item.c));
+  }
+  if (session && typeof session.current_state === 'string' && session.current_state) {
+    setState(session.current_state);
+  }
+  if (isObj(d.status)) onStatus(d.status, { replay: true });
+  pushEntries(entries);
+  requestPage(); // the books of the rows on screen, and the rows themselves
+  page.replays += 1;
+  body.dataset.replayed = String(page.replays);
+  tick();
+}
+
+function onServerError(data) {
+  const message = freeText(obj(data).message) || 'unknown error';
+  pushEntries([makeEntry({ level: 'warning', kind: 'error', ts: Date.now(), parts: [`SERVER ERROR: ${message}`] })]);
+}
+
+const HANDLERS = new Map([
+  ['history_replay', onReplay],
+  ['state_transition', (d) => onTransition(d, { replay: false })],
+  ['trader_status', (d) => onStatus(d, { replay: false })],
+  ['orderbooks', onOrderbooks],
+  ['markets_page', onMarketsPage],
+  ['console', (d) => pushEntries([consoleEntry(d)])],
+  ['error', onServerError],
+  ['pong', onPong],
+  ['control_sent', onControlSent],
+  ['control_result', onControlResult],
+]);
+
+// The trader numbers every live event; a jump means the channel layer dropped some on the way here.
+function countMissed(seq, origin) {
+  if (!isNum(seq)) return;
+  const key = typeof origin === 'string' ? origin : '';
+  const last = page.lastSeqs.has(key) ? page.lastSeqs.get(key) : null;
+  if (last !== null && seq > last + 1) {
+    const missed = seq - last - 1;
+    page.missed += missed;
+    say('warning', `MISSED ${missed} live event(s) (${page.missed} in all); rows catch up on the next update`);
+  }
+  page.lastSeqs.set(key, seq); // a lower number means the trader restarted: start counting again
+}
+
+function handleMessage(msg) {
+  if (!isObj(msg) || typeof msg.type !== 'string') return;
+  countMissed(msg.seq, msg.origin);
+  const handler = HANDLERS.get(msg.type);
+  if (!handler) return;
+  try {
+    handler(obj(msg.data));
+  } catch (err) {
+    if (window.console) window.console.warn('trader console: could not render', msg.type, err);
+  }
+}
+
+function handleRaw(raw) {
+  if (typeof raw !== 'string') return;
+  let msg;
+  try {
+    msg = JSON.parse(raw);
+  } catch (_err) {
+    return;
+  }
+  handleMessage(msg);
+}
+
+function tick() {
+  const now = Date.now();
+  tickStatus(now, socketState() === 'connected', socketOpenedAt());
+  tickMarkets(now);
+  tickSocket(now);
+}
+
+bindLog();
+bindMarkets(send);
+setState(currentState());
+setInterval(tick, TICK_MS);
+tick();
+startSocket(handleRaw);
+
+// Small hook for tests and debugging: feed a message as if it came from the socket.
+window.TraderConsole = Object.freeze({
+  handleMessage,
+  get socketState() {
+    return socketState();
+  },
+});
