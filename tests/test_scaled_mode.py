@@ -44,7 +44,7 @@ async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: P
         kinds: set[str] = set()
         statuses: list[dict[str, object]] = []
         async with asyncio.timeout(20):
-            while not ({"trader_status", "orderbook"} <= kinds and statuses and statuses[-1]["state"] == "ready"):
+            while not ({"trader_status", "orderbooks"} <= kinds and statuses and statuses[-1]["state"] == "ready"):
                 message = await communicator.receive_json_from(timeout=20)
                 kinds.add(message["type"])
                 if message["type"] == "trader_status":

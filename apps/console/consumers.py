@@ -221,8 +221,8 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def trader_trader_status(self, event: dict[str, Any]) -> None:
         await self._forward("trader_status", event)
 
-    async def trader_orderbook(self, event: dict[str, Any]) -> None:
-        await self._forward("orderbook", event)
+    async def trader_orderbooks(self, event: dict[str, Any]) -> None:
+        await self._forward("orderbooks", event)
 
     async def trader_console(self, event: dict[str, Any]) -> None:
         await self._forward("console", event)

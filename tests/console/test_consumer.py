@@ -30,13 +30,10 @@ def a_session_that_reached_ready() -> int:
         session_id=session.pk,
         state="ready",
         state_entered_at=stamp,
-        status={
-            "state": "ready",
-            "metrics": {"deltas_received": 12},
-            "markets": [{"market_ticker": "KXFED-26DEC-T4.25"}],
-        },
+        status={"state": "ready", "metrics": {"deltas_received": 12}},
         counters={"deltas_received": 12},
         console=[{"level": "info", "message": "Session started", "context": "", "timestamp": stamp.isoformat()}],
+        tops=[{"market_ticker": "KXFED-26DEC-T4.25"}],
     )
     return session.pk
 
@@ -74,7 +71,7 @@ async def test_a_new_console_gets_the_session_history_then_live_events() -> None
     event = {"from_state": "ready", "to_state": "error", "context": "boom", "timestamp": "t", "metrics": {}}
     await layer.group_send(settings.CONSOLE_GROUP, layer_message(Event("state_transition", event)))
     assert await communicator.receive_json_from() == {"type": "state_transition", "data": event}
-    for kind in ("trader_status", "orderbook", "console"):
+    for kind in ("trader_status", "orderbooks", "console"):
         await layer.group_send(settings.CONSOLE_GROUP, layer_message(Event(kind, {"n": kind})))
         assert await communicator.receive_json_from() == {"type": kind, "data": {"n": kind}}
     await communicator.disconnect()
