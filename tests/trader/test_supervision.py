@@ -17,8 +17,8 @@ from apps.trader.core.states import State
 from apps.trader.core.supervisor import Supervisor
 from apps.trader.models import StateTransition, TradingSession
 from tests.support import eventually
+from tests.trader.builders import MARKETS, coordinator_for
 from tests.trader.conftest import EventLog
-from tests.trader.test_trader_against_exchange import MARKETS, coordinator_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

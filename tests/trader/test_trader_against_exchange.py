@@ -8,49 +8,17 @@ from typing import Any
 import pytest
 
 from apps.exchange.simulator import ExchangeSimulator
-from apps.kalshi.client import KalshiWebSocketClient
 from apps.kalshi.signing import Credentials
-from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.states import State
-from apps.trader.core.supervisor import BackgroundTask
 from apps.trader.models import MarketTop, StateTransition, TradingSession
 from apps.trader.runtime import TraderRuntime
-from apps.trader.services import DjangoSessionStore
 from tests.support import eventually as wait_for
 from tests.support import sim_trader_config
+from tests.trader.builders import MARKETS, coordinator_for
 from tests.trader.conftest import EventLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-MARKETS = ["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3", "KXBTCD-26DEC31-T100000"]
-
-
-def coordinator_for(
-    url: str,
-    credentials: Credentials,
-    bus: EventBus,
-    background: dict[str, BackgroundTask] | None = None,
-    store: DjangoSessionStore | None = None,
-    **options: Any,
-) -> Coordinator:
-    def factory(listener: object, markets: list[str]) -> KalshiWebSocketClient:
-        return KalshiWebSocketClient(url=url, credentials=credentials, markets=markets, listener=listener)  # type: ignore[arg-type]
-
-    return Coordinator(
-        options=CoordinatorOptions(
-            environment="sim",
-            markets=MARKETS,
-            exchange_url=url,
-            status_interval=0.1,
-            orderbook_interval=0.05,
-            **options,
-        ),  # type: ignore[arg-type]
-        client_factory=factory,
-        store=store or DjangoSessionStore(),
-        bus=bus,
-        background=background,
-    )
 
 
 async def test_it_reaches_ready_writes_rows_broadcasts_and_shuts_down_cleanly(
