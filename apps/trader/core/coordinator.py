@@ -82,12 +82,12 @@ class Coordinator:
 
         self.console = ConsoleLog(bus, history=options.console_history, wall_clock=wall_clock, log=logger)
         self._writer = SessionWriter(store, slow_after=options.database_slow_after, on_change=self._database_changed)
-        self.books = BookPublisher(
+        self.publisher = BookPublisher(
             bus, current_client, interval=options.orderbook_interval, per_tick=options.orderbooks_per_tick
         )
         self.tap = RecordingTap(recorder, lambda: self.options.markets, wall_clock)
         self.market_control = MarketControl(
-            options, current_client, lambda: self.machine.state, self.console, self.books
+            options, current_client, lambda: self.machine.state, self.console, self.publisher
         )
         self.crosscheck: CrossCheckLoop | None = None
         if options.crosscheck_interval and rest is not None:
@@ -106,7 +106,7 @@ class Coordinator:
             bus=bus,
             writer=self._writer,
             console=self.console,
-            publisher=self.books,
+            publisher=self.publisher,
             recorder=recorder,
             extra_metrics=crosscheck.metrics if crosscheck is not None else dict,
             # An add the exchange accepted after its requester stopped waiting shows in the next report.
@@ -137,7 +137,7 @@ class Coordinator:
             exchange_url=self.options.exchange_url,
             control_address=self.options.control_address,
         )
-        for component in (self.console, self.books, self.tap):
+        for component in (self.console, self.publisher, self.tap):
             component.session_id = self.session_id
         self.reporter.started(self.session_id)
         self._writer.start(self.session_id)
@@ -146,7 +146,7 @@ class Coordinator:
             f"Session {self.session_id} started in {self.options.environment}",
             f"markets: {', '.join(self.options.markets) or 'none'}",
         )
-        background: dict[str, BackgroundTask] = {"status": self.reporter.run, "orderbooks": self.books.run}
+        background: dict[str, BackgroundTask] = {"status": self.reporter.run, "orderbooks": self.publisher.run}
         if self.crosscheck is not None:
             background["crosscheck"] = self.crosscheck.run
         for name, run in (background | self._background).items():
@@ -351,9 +351,9 @@ class Coordinator:
         if event.kind in (FeedEventKind.SYNCED, FeedEventKind.DISCONNECTED, FeedEventKind.FATAL):
             self._feed_events.put_nowait(event)
         if event.kind is FeedEventKind.GAP:
-            self.books.markets_changed(event.markets)  # stale now: consoles and rows show it
+            self.publisher.markets_changed(event.markets)  # stale now: consoles and rows show it
         elif event.kind is FeedEventKind.DISCONNECTED:
-            self.books.markets_changed(self.options.markets)
+            self.publisher.markets_changed(self.options.markets)
         await self.tap.on_feed_event(event)
         if event.kind is FeedEventKind.DISCONNECTED:
             self.console(
@@ -371,7 +371,7 @@ class Coordinator:
     async def on_market_message(self, message: MarketMessage, book: OrderBook) -> None:
         """FeedListener: every applied snapshot and delta. Kept cheap: it is on the hot path."""
         received_at = self._wall_clock()
-        self.books.book_changed(
+        self.publisher.book_changed(
             message.market_ticker, received_at, message.ts_ms if isinstance(message, OrderbookDelta) else None
         )
         await self.tap.on_market_message(message, received_at)
