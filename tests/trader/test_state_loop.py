@@ -110,3 +110,19 @@ async def test_a_move_is_broadcast_while_the_recorder_and_the_database_hold_ever
     assert [row[0] for row in recorder.rows] == ["message", "message", "gap", "message", "healed"]
     assert recorder.rows[2] == ("gap", "disconnect", 1, 3, None, (FED,))
     assert [(t.from_state.value, t.to_state.value) for t in store.transitions] == moves(log)
+
+
+async def test_at_many_markets_lines_and_rows_name_the_first_ones_and_count_the_rest(bus: EventBus) -> None:
+    log = EventLog()
+    bus.subscribe("log", log)
+    markets = [f"KXMANY-26DEC-T{n}" for n in range(10_000)]
+    clients, store = StandInClients(), MemoryStore()
+    coordinator = build_coordinator(clients, bus=bus, store=store, markets=markets)
+    run = asyncio.create_task(coordinator.run())
+    await eventually(lambda: coordinator.machine.state is State.CONNECTING)
+    coordinator.request_shutdown("done")
+    await run
+
+    named = ", ".join(markets[:20])
+    assert store.transitions[0].context == f"Initializing 10000 market(s): {named} and 9,980 more"
+    assert log.of("console")[0]["context"] == f"markets: {named} and 9,980 more"

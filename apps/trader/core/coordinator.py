@@ -144,7 +144,7 @@ class Coordinator:
         self.console(
             "info",
             f"Session {self.session_id} started in {self.options.environment}",
-            f"markets: {', '.join(self.options.markets) or 'none'}",
+            f"markets: {_listed(self.options.markets)}",
         )
         background: dict[str, BackgroundTask] = {"status": self.reporter.run, "orderbooks": self.publisher.run}
         if self.crosscheck is not None:
@@ -270,7 +270,7 @@ class Coordinator:
         markets = self.options.markets
         if self.options.discover:
             return State.INITIALIZING, f"Initializing: finding the top {self.options.discover} markets by 24 h volume"
-        return State.INITIALIZING, f"Initializing {len(markets)} market(s): {', '.join(markets) or 'none'}"
+        return State.INITIALIZING, f"Initializing {len(markets)} market(s): {_listed(markets)}"
 
     async def _initializing(self) -> tuple[State, str]:
         if self.options.discover:
@@ -311,7 +311,7 @@ class Coordinator:
         self.console("info", f"DISCOVERY: asking the exchange for the {count} open markets with the most 24 h volume")
         markets = await self._rest.discover(count)
         self.options.markets[:] = markets
-        self.console("info", f"DISCOVERY: picked {len(markets)} markets", ", ".join(markets))
+        self.console("info", f"DISCOVERY: picked {len(markets)} markets", _listed(markets))
 
     async def _error(self) -> tuple[State, str]:
         await self._stop_client()
@@ -430,6 +430,18 @@ async def _within(work: Awaitable[None], seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+MARKETS_LISTED = 20
+"""Lines and transition rows name this many markets at most: at 10,000 markets a full list is 200 KB."""
+
+
+def _listed(markets: list[str]) -> str:
+    if not markets:
+        return "none"
+    if len(markets) <= MARKETS_LISTED:
+        return ", ".join(markets)
+    return f"{', '.join(markets[:MARKETS_LISTED])} and {len(markets) - MARKETS_LISTED:,} more"
 
 
 def _reconnect_context(event: FeedEvent) -> str:
