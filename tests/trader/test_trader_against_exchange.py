@@ -201,3 +201,19 @@ async def test_markets_added_at_runtime_survive_a_recovery_from_error(
     finally:
         coordinator.request_shutdown("done")
         await run
+
+
+async def test_the_book_tick_and_its_bound_come_from_settings(
+    key_pair: tuple[bytes, bytes], credentials: Credentials, settings: Any
+) -> None:
+    settings.TRADER_ORDERBOOK_INTERVAL = 0.2
+    settings.TRADER_ORDERBOOKS_PER_TICK = 1
+    runtime = TraderRuntime(sim_trader_config(credentials, key_pair[1], markets=MARKETS[:2]))
+    run = asyncio.create_task(runtime.run(handle_signals=False))
+    try:
+        await wait_for(lambda: runtime.coordinator is not None)
+        publisher = runtime.coordinator.publisher  # type: ignore[union-attr]
+        assert (publisher.interval, publisher.per_tick) == (0.2, 1)
+    finally:
+        runtime.request_shutdown("done")
+        await run
