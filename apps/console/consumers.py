@@ -251,11 +251,6 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def trader_orderbooks(self, event: dict[str, Any]) -> None:
         await self._forward("orderbooks", event)
 
-    async def trader_orderbook(self, event: dict[str, Any]) -> None:
-        """One book from a trader that does not batch them yet: the page takes it as a batch of one."""
-        book = event["data"]
-        await self._forward("orderbooks", {**event, "data": {"session_id": book.get("session_id"), "books": [book]}})
-
     async def trader_console(self, event: dict[str, Any]) -> None:
         await self._forward("console", event)
 

@@ -118,6 +118,8 @@ class TraderRuntime:
                     exchange_url=ws_url,
                     heartbeat_stale_after=settings.TRADER_HEARTBEAT_STALE_SECONDS,
                     feed_idle_timeout=settings.TRADER_FEED_IDLE_TIMEOUT,
+                    orderbook_interval=settings.TRADER_ORDERBOOK_INTERVAL,
+                    orderbooks_per_tick=settings.TRADER_ORDERBOOKS_PER_TICK,
                     discover=config.discover,
                     crosscheck_interval=config.crosscheck_interval,
                     spill_dir=unwritten_dir(),

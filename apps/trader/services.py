@@ -69,17 +69,19 @@ def session_heartbeat(
     status: dict[str, Any],
     counters: dict[str, int],
     console: Sequence[dict[str, Any]] = (),
+    tops: Sequence[dict[str, Any]] = (),
+    markets: list[str] | None = None,
     markets_gone: Collection[str] = (),
 ) -> None:
     """Write one heartbeat in one transaction.
 
-    The session row gets the small status document and the metrics; ``console`` lines are appended as
-    ConsoleLine rows (pass only new ones); each market in ``status["markets"]`` has its MarketTop row
-    written (pass only the ones that changed); the rows of ``markets_gone`` are deleted.
+    The session row gets the small status document and the metrics, and ``markets`` when given (markets
+    change at runtime: discovery, add/remove from the console); ``console`` lines are appended as
+    ConsoleLine rows (pass only new ones); each of ``tops`` has its MarketTop row written (pass only the
+    ones that changed); the rows of ``markets_gone`` are deleted.
     """
     document = {key: value for key, value in status.items() if key not in _STATUS_IN_ROWS}
-    # Markets change at runtime (discovery, add/remove from the console); the row follows.
-    fields: dict[str, Any] = {"markets": status["market_tickers"]} if "market_tickers" in status else {}
+    fields: dict[str, Any] = {"markets": markets} if markets is not None else {}
     with transaction.atomic():
         TradingSession.objects.filter(pk=session_id).update(
             **fields,
@@ -101,7 +103,6 @@ def session_heartbeat(
                 )
                 for line in console
             )
-        tops = status.get("markets", [])
         if tops:
             MarketTop.objects.bulk_create(
                 [MarketTop(session_id=session_id, market_ticker=top["market_ticker"], top=top) for top in tops],
@@ -225,7 +226,8 @@ def _forgetting_queries(func: Callable[P, R]) -> Callable[P, R]:
 
 @dataclass
 class _Written:
-    """What the store last wrote for a session, so that a heartbeat writes only what changed."""
+    """What the store last wrote for a session, so that a heartbeat writes only what changed (the trader
+    sends the tops of the markets that changed; a top that came back to what is written costs no row)."""
 
     console_last: dict[str, Any] | None = None
     tops: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -297,26 +299,32 @@ class DjangoSessionStore:
         status: dict[str, Any],
         counters: dict[str, int],
         console: list[dict[str, Any]],
+        tops: Sequence[dict[str, Any]] = (),
+        markets: list[str] | None = None,
     ) -> None:
         written = self._written.setdefault(session_id, _Written())
         lines = _new_lines(console, written.console_last)
-        tops = {top["market_ticker"]: top for top in status.get("markets", [])}
-        changed = [top for ticker, top in tops.items() if written.tops.get(ticker) != top]
-        gone = [ticker for ticker in written.tops if ticker not in tops]
+        changed = [top for top in tops if written.tops.get(top["market_ticker"]) != top]
+        watched = set(markets) if markets is not None else None
+        gone = [ticker for ticker in written.tops if ticker not in watched] if watched is not None else []
         await self._call(
             session_heartbeat,
             session_id=session_id,
             state=state,
             state_entered_at=state_entered_at,
-            status={**status, "markets": changed},
+            status=status,
             counters=counters,
             console=lines,
+            tops=changed,
+            markets=markets,
             markets_gone=gone,
         )
         # Only now: a heartbeat that failed (database down) is written whole by the next one.
         if lines:
             written.console_last = lines[-1]
-        written.tops = tops
+        written.tops.update((top["market_ticker"], top) for top in changed)
+        for ticker in gone:
+            del written.tops[ticker]
 
     async def session_end(self, *, session_id: int, failed: bool, error: str) -> None:
         await self._call(session_end, session_id=session_id, failed=failed, error=error)

@@ -30,13 +30,10 @@ def a_session_that_reached_ready() -> int:
         session_id=session.pk,
         state="ready",
         state_entered_at=stamp,
-        status={
-            "state": "ready",
-            "metrics": {"deltas_received": 12},
-            "markets": [{"market_ticker": "KXFED-26DEC-T4.25"}],
-        },
+        status={"state": "ready", "metrics": {"deltas_received": 12}},
         counters={"deltas_received": 12},
         console=[{"level": "info", "message": "Session started", "context": "", "timestamp": stamp.isoformat()}],
+        tops=[{"market_ticker": "KXFED-26DEC-T4.25"}],
     )
     return session.pk
 

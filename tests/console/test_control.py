@@ -31,6 +31,19 @@ async def status_until(communicator: WebsocketCommunicator, condition) -> Any:
                 return message["data"]
 
 
+async def books_until(communicator: WebsocketCommunicator, tickers: set[str]) -> dict[str, dict[str, Any]]:
+    """The latest book per market from ``orderbooks`` events, once every one of ``tickers`` is live."""
+    books: dict[str, dict[str, Any]] = {}
+    async with asyncio.timeout(15):
+        while not (tickers <= books.keys() and all(b["seq"] and not b["stale"] for b in books.values())):
+            message = await communicator.receive_json_from(timeout=15)
+            if message["type"] == "orderbooks":
+                books.update((book["market_ticker"], book) for book in message["data"]["books"])
+                for ticker in books.keys() - tickers:
+                    del books[ticker]
+    return books
+
+
 async def next_of(communicator: WebsocketCommunicator, kind: str) -> dict[str, Any]:
     """The data of the next message of type ``kind``, skipping the live stream around it."""
     async with asyncio.timeout(15):
@@ -73,11 +86,11 @@ async def test_a_console_adds_and_removes_markets_and_hears_what_the_trader_did(
             "session_id": session_id,
             "request_id": sent["request_id"],
         }
-        status = await status_until(
-            communicator, lambda s: len(s["markets"]) == 2 and not any(m["stale"] for m in s["markets"])
+        await status_until(
+            communicator, lambda s: s["metrics"]["markets_total"] == 2 and s["metrics"]["stale_markets"] == 0
         )
-        assert {m["market_ticker"] for m in status["markets"]} == {"KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3"}
-        assert all(m["yes_bid"] and m["seq"] for m in status["markets"])
+        books = await books_until(communicator, {"KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3"})
+        assert all(book["yes_bid"] and book["seq"] for book in books.values())
 
         # The refused ticker is in no request the trader makes: the market already live is refused here,
         # in the web worker, and the other is removed by the trader that watches it.
@@ -87,7 +100,7 @@ async def test_a_console_adds_and_removes_markets_and_hears_what_the_trader_did(
         await communicator.send_json_to({"type": "remove_markets", "markets": ["KXFED-26DEC-T4.25"]})
         result = await next_of(communicator, "control_result")
         assert (result["removed"], result["refused"]) == (["KXFED-26DEC-T4.25"], {})
-        status = await status_until(communicator, lambda s: len(s["markets"]) == 1)
+        status = await status_until(communicator, lambda s: s["metrics"]["markets_total"] == 1)
         assert status["metrics"]["reconnects"] == 0
 
         await communicator.send_json_to({"type": "add_markets", "markets": ["KXNBA-26-LAL\n"]})

@@ -24,11 +24,7 @@ def a_trader(
     state: str = "ready", metrics: dict | None = None, heartbeat_age: float = 0.0, markets: tuple[str, ...] = ("A", "B")
 ) -> TradingSession:
     session = session_start(environment="sim", markets=list(markets), exchange_url="ws://127.0.0.1:9/x")
-    status = {
-        "state": state,
-        "metrics": metrics if metrics is not None else LIVE_METRICS,
-        "markets": [{"market_ticker": markets[0], "yes_bid": {"price": "0.4200", "size": "12.50"}}],
-    }
+    status = {"state": state, "metrics": metrics if metrics is not None else LIVE_METRICS}
     session_heartbeat(
         session_id=session.pk,
         state=state,
@@ -36,6 +32,7 @@ def a_trader(
         status=status,
         counters={"deltas_received": 5},
         console=[],
+        tops=[{"market_ticker": markets[0], "yes_bid": {"price": "0.4200", "size": "12.50"}}],
     )
     if heartbeat_age:
         TradingSession.objects.filter(pk=session.pk).update(

@@ -167,6 +167,8 @@ CASES = [
     case("TRADER_FEED_IDLE_TIMEOUT must be at least 1; got '0.5'", TRADER_FEED_IDLE_TIMEOUT="0.5"),
     case("TRADER_HEARTBEAT_STALE_SECONDS must be a finite number; got 'inf'", TRADER_HEARTBEAT_STALE_SECONDS="inf"),
     case("TRADER_HEARTBEAT_STALE_SECONDS must be at least 1; got '-3'", TRADER_HEARTBEAT_STALE_SECONDS="-3"),
+    case("TRADER_ORDERBOOK_INTERVAL must be at least 0.01; got '0'", TRADER_ORDERBOOK_INTERVAL="0"),
+    case("TRADER_ORDERBOOKS_PER_TICK must be 1..100000; got 0", TRADER_ORDERBOOKS_PER_TICK="0"),
     case("SIM_MESSAGE_RATE must be a number; got 'fast'", SIM_MESSAGE_RATE="fast"),
     case("SIM_MESSAGE_RATE must be at least 0; got '-1'", SIM_MESSAGE_RATE="-1"),
     case("SIM_FAULTS: unknown fault 'drop_evry'", SIM_FAULTS="drop_evry=3"),

@@ -25,8 +25,8 @@ from apps.trader.core.states import State
 from apps.trader.models import StateTransition, TradingSession
 from apps.trader.services import DjangoSessionStore, unwritten_load_all
 from tests.support import eventually as wait_for
+from tests.trader.builders import coordinator_for
 from tests.trader.conftest import EventLog
-from tests.trader.test_trader_against_exchange import coordinator_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

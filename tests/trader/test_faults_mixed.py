@@ -10,15 +10,13 @@ import pytest
 from apps.exchange.faults import Faults
 from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
 from apps.kalshi.backoff import Backoff
-from apps.kalshi.client import FeedListener, KalshiWebSocketClient
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW, ERROR_CHANNEL
 from apps.kalshi.signing import Credentials
-from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.states import State
 from apps.trader.models import StateTransition
-from apps.trader.services import DjangoSessionStore
 from tests.support import eventually as wait_for
+from tests.trader.builders import build_coordinator, exchange_clients
 from tests.trader.conftest import EventLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,28 +47,15 @@ async def test_every_fault_mixed_then_healed_leaves_exact_books(
     log = EventLog()
     bus.subscribe("log", log)
 
-    def factory(listener: FeedListener, markets: list[str]) -> KalshiWebSocketClient:
-        return KalshiWebSocketClient(
-            url=sim.ws_url,
-            credentials=credentials,
-            markets=markets,
-            listener=listener,
-            idle_timeout=0.6,
-            backoff=Backoff(initial=0.05, cap=0.3),
-            resync_timeout=1.0,
-        )
-
-    coordinator = Coordinator(
-        options=CoordinatorOptions(
-            environment="sim",
-            markets=list(MARKETS),
-            exchange_url=sim.ws_url,
-            status_interval=0.1,
-            error_backoff=Backoff(initial=0.05, cap=0.2),
-        ),
-        client_factory=factory,
-        store=DjangoSessionStore(),
+    clients = exchange_clients(
+        sim.ws_url, credentials, idle_timeout=0.6, backoff=Backoff(initial=0.05, cap=0.3), resync_timeout=1.0
+    )
+    coordinator = build_coordinator(
+        clients,
         bus=bus,
+        markets=MARKETS,
+        exchange_url=sim.ws_url,
+        error_backoff=Backoff(initial=0.05, cap=0.2),
     )
     run = asyncio.create_task(coordinator.run())
     rng = random.Random(2026)

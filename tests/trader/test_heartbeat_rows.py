@@ -44,15 +44,13 @@ def top(ticker: str, seq: int) -> dict[str, Any]:
     }
 
 
-def status(*tops: dict[str, Any]) -> dict[str, Any]:
+def status() -> dict[str, Any]:
     return {
         "state": "ready",
         "health": {"status": "healthy", "reason": ""},
         "timestamp": T0.isoformat(),
         "environment": "sim",
-        "market_tickers": [FED, CPI],
-        "markets": list(tops),
-        "metrics": {"deltas_received": 42, "event_bus": {"dropped": 0}},
+        "metrics": {"deltas_received": 42, "markets_total": 2, "event_bus": {"dropped": 0}},
     }
 
 
@@ -85,14 +83,23 @@ async def statements() -> AsyncIterator[Statements]:
     await database_sync_to_async(remove)()
 
 
-async def beat(store: DjangoSessionStore, session_id: int, console: list[dict[str, Any]], *tops: Any) -> None:
+async def beat(
+    store: DjangoSessionStore,
+    session_id: int,
+    console: list[dict[str, Any]],
+    *tops: Any,
+    markets: list[str] | None = None,
+) -> None:
+    """A heartbeat carrying the tops that changed since the last one (and the market list when it changed)."""
     await store.session_heartbeat(
         session_id=session_id,
         state="ready",
         state_entered_at=T0,
-        status=status(*tops),
+        status=status(),
         counters={"deltas_received": 42},
         console=console,
+        tops=list(tops),
+        markets=markets,
     )
 
 
@@ -103,8 +110,11 @@ async def test_it_writes_each_console_line_once_and_only_the_market_tops_that_ch
     await beat(store, session_id, console, top(FED, 1), top(CPI, 1))
     statements.seen.clear()
 
-    await beat(store, session_id, console, top(FED, 1), top(CPI, 1))
+    await beat(store, session_id, console)  # nothing changed
     assert statements.touching("trader_consoleline") == []
+    assert statements.touching("trader_markettop") == []
+    assert not [sql for sql, _ in statements.touching("trader_tradingsession") if '"markets"' in sql]
+    await beat(store, session_id, console, top(FED, 1))  # a top that came back to what is written
     assert statements.touching("trader_markettop") == []
 
     console = [*console, line(2)]
@@ -121,14 +131,15 @@ async def test_it_writes_each_console_line_once_and_only_the_market_tops_that_ch
     assert [(t["market_ticker"], t["seq"]) for t in page["markets"]] == [(CPI, 2), (FED, 1)]
     assert history["status"]["metrics"]["deltas_received"] == 42
 
-    # A market removed from the status loses its row; /v3/status reads the rows.
-    await beat(store, session_id, console, top(FED, 3))
+    # A market removed from the session's list loses its row; /v3/status reads the rows.
+    await beat(store, session_id, console, top(FED, 3), markets=[FED])
     document = await database_sync_to_async(status_current)()
+    assert document["session"]["markets_total"] == 1
     assert document["metrics"]["event_bus"] == {"dropped": 0}
     fed = await database_sync_to_async(market_detail)(ticker=FED)
     cpi = await database_sync_to_async(market_detail)(ticker=CPI)
     assert fed is not None and fed["book"]["seq"] == 3
-    assert cpi is not None and cpi["book"] is None
+    assert cpi is None  # no shard watches it any more
 
 
 async def test_a_new_console_replays_the_last_200_lines_in_order() -> None:
@@ -176,9 +187,10 @@ def test_the_admin_shows_and_deletes_a_session_with_heartbeat_rows(admin_client:
         session_id=session.pk,
         state="ready",
         state_entered_at=T0,
-        status=status(top(FED, 1)),
+        status=status(),
         counters={"deltas_received": 42},
         console=[line(0), line(1)],
+        tops=[top(FED, 1)],
     )
     session_end(session_id=session.pk, failed=False, error="")
 

@@ -17,8 +17,8 @@ from apps.trader.core.states import State
 from apps.trader.core.supervisor import Supervisor
 from apps.trader.models import StateTransition, TradingSession
 from tests.support import eventually
+from tests.trader.builders import MARKETS, coordinator_for
 from tests.trader.conftest import EventLog
-from tests.trader.test_trader_against_exchange import MARKETS, coordinator_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -166,7 +166,11 @@ async def test_an_unknown_market_is_dropped_and_the_trader_is_ready_on_the_rest(
     try:
         await eventually(lambda: coordinator.machine.state is State.READY)
         assert coordinator.options.markets == [MARKETS[0], MARKETS[1]]
-        await eventually(lambda: any(s["market_tickers"] == MARKETS[:2] for s in log.of("trader_status")))
+        await eventually(lambda: any(s["metrics"]["markets_total"] == 2 for s in log.of("trader_status")))
+        # The session row follows the market list (written when it changes).
+        async with asyncio.timeout(10):
+            while (await TradingSession.objects.aget(pk=coordinator.session_id)).markets != MARKETS[:2]:
+                await asyncio.sleep(0.02)
         lines = [c["message"] for c in log.of("console")]
         assert f"MARKETS: the exchange refused {UNKNOWN}: exchange error 11: Invalid parameter" in lines
 

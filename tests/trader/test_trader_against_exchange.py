@@ -8,49 +8,17 @@ from typing import Any
 import pytest
 
 from apps.exchange.simulator import ExchangeSimulator
-from apps.kalshi.client import KalshiWebSocketClient
 from apps.kalshi.signing import Credentials
-from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.states import State
-from apps.trader.core.supervisor import BackgroundTask
-from apps.trader.models import StateTransition, TradingSession
+from apps.trader.models import MarketTop, StateTransition, TradingSession
 from apps.trader.runtime import TraderRuntime
-from apps.trader.services import DjangoSessionStore
 from tests.support import eventually as wait_for
 from tests.support import sim_trader_config
+from tests.trader.builders import MARKETS, coordinator_for
 from tests.trader.conftest import EventLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-MARKETS = ["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3", "KXBTCD-26DEC31-T100000"]
-
-
-def coordinator_for(
-    url: str,
-    credentials: Credentials,
-    bus: EventBus,
-    background: dict[str, BackgroundTask] | None = None,
-    store: DjangoSessionStore | None = None,
-    **options: Any,
-) -> Coordinator:
-    def factory(listener: object, markets: list[str]) -> KalshiWebSocketClient:
-        return KalshiWebSocketClient(url=url, credentials=credentials, markets=markets, listener=listener)  # type: ignore[arg-type]
-
-    return Coordinator(
-        options=CoordinatorOptions(
-            environment="sim",
-            markets=MARKETS,
-            exchange_url=url,
-            status_interval=0.1,
-            orderbook_interval=0.05,
-            **options,
-        ),  # type: ignore[arg-type]
-        client_factory=factory,
-        store=store or DjangoSessionStore(),
-        bus=bus,
-        background=background,
-    )
 
 
 async def test_it_reaches_ready_writes_rows_broadcasts_and_shuts_down_cleanly(
@@ -62,7 +30,7 @@ async def test_it_reaches_ready_writes_rows_broadcasts_and_shuts_down_cleanly(
     run = asyncio.create_task(coordinator.run())
 
     await wait_for(lambda: coordinator.machine.state is State.READY)
-    await wait_for(lambda: any(o["market_ticker"] == MARKETS[0] for o in log.of("orderbook")))
+    await wait_for(lambda: any(b["market_ticker"] == MARKETS[0] for o in log.of("orderbooks") for b in o["books"]))
     await wait_for(lambda: coordinator.client is not None and coordinator.client.metrics.deltas_received > 20)
     await wait_for(lambda: bool(log.of("trader_status")) and log.of("trader_status")[-1]["state"] == "ready")
     coordinator.request_shutdown("test is over")
@@ -85,7 +53,14 @@ async def test_it_reaches_ready_writes_rows_broadcasts_and_shuts_down_cleanly(
 
     status = log.of("trader_status")[-1]
     assert status["metrics"]["snapshots_received"] == 3
-    assert {m["market_ticker"] for m in status["markets"]} == set(MARKETS)
+    assert status["metrics"]["markets_total"] == 3
+    assert "markets" not in status and "market_tickers" not in status  # counts only, whatever the market count
+    # Every market's top is in its row, written by the heartbeats as the books changed.
+    tops = {row.market_ticker: row.top async for row in MarketTop.objects.filter(session=session)}
+    assert set(tops) == set(MARKETS)
+    for ticker, top in tops.items():
+        book = coordinator.client.books[ticker]  # type: ignore[union-attr]
+        assert (top["sid"], top["seq"]) == (book.sid, book.seq)
     # Every book the trader shows equals the exchange's at the same seq.
     for ticker, book in coordinator.client.books.items():  # type: ignore[union-attr]
         truth = exchange.book_at(ticker, book.sid, book.seq)  # type: ignore[arg-type]
@@ -178,7 +153,7 @@ async def test_the_runtime_starts_the_built_in_exchange_and_broadcasts_to_the_ch
     seen: set[str] = set()
     receive = layer_inbox  # type: ignore[assignment]
     async with asyncio.timeout(10):
-        while not {"trader.state_transition", "trader.trader_status", "trader.orderbook", "trader.console"} <= seen:
+        while not {"trader.state_transition", "trader.trader_status", "trader.orderbooks", "trader.console"} <= seen:
             message = await receive()  # type: ignore[operator]
             seen.add(message["type"])
     runtime.request_shutdown("done")
@@ -225,4 +200,20 @@ async def test_markets_added_at_runtime_survive_a_recovery_from_error(
         assert coordinator.client.books["KXNBA-26-LAL"].seq is not None
     finally:
         coordinator.request_shutdown("done")
+        await run
+
+
+async def test_the_book_tick_and_its_bound_come_from_settings(
+    key_pair: tuple[bytes, bytes], credentials: Credentials, settings: Any
+) -> None:
+    settings.TRADER_ORDERBOOK_INTERVAL = 0.2
+    settings.TRADER_ORDERBOOKS_PER_TICK = 1
+    runtime = TraderRuntime(sim_trader_config(credentials, key_pair[1], markets=MARKETS[:2]))
+    run = asyncio.create_task(runtime.run(handle_signals=False))
+    try:
+        await wait_for(lambda: runtime.coordinator is not None)
+        publisher = runtime.coordinator.publisher  # type: ignore[union-attr]
+        assert (publisher.interval, publisher.per_tick) == (0.2, 1)
+    finally:
+        runtime.request_shutdown("done")
         await run

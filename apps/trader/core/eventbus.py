@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Event:
     kind: str
-    """One of state_transition, trader_status, orderbook, console."""
+    """One of state_transition, trader_status, orderbooks, console."""
     data: dict[str, Any]
 
 

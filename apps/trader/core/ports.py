@@ -33,7 +33,12 @@ class SessionStore(Protocol):
         status: dict[str, Any],
         counters: dict[str, int],
         console: list[dict[str, Any]],
-    ) -> None: ...
+        tops: list[dict[str, Any]],
+        markets: list[str] | None,
+    ) -> None:
+        """Write the session's status; ``tops`` are the markets whose top changed since the last heartbeat
+        (their MarketTop rows), ``markets`` the session's market list when it changed (None: unchanged)."""
+        ...
 
     async def session_end(self, *, session_id: int, failed: bool, error: str) -> None: ...
 

@@ -66,7 +66,18 @@ class SessionWriter:
         self._poke()
 
     def heartbeat(self, **fields: Any) -> None:
-        """Queue ``SessionStore.session_heartbeat(**fields)`` (without session_id), replacing an unwritten one."""
+        """Queue ``SessionStore.session_heartbeat(**fields)`` (without session_id), replacing an unwritten one.
+
+        A heartbeat carries only what changed since the one before (``tops``, and ``markets`` when the list
+        changed), so what an unwritten heartbeat carried is kept in the one that replaces it.
+        """
+        unwritten = self._heartbeat
+        if unwritten is not None:
+            tops = {top["market_ticker"]: top for top in unwritten.get("tops", ())}
+            tops.update((top["market_ticker"], top) for top in fields.get("tops", ()))
+            fields["tops"] = list(tops.values())
+            if fields.get("markets") is None:
+                fields["markets"] = unwritten.get("markets")
         self._heartbeat = fields
         self._poke()
 

@@ -1,0 +1,43 @@
+"""The trader's settings, as the runtime (or a test) hands them to the coordinator and its components."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apps.kalshi.backoff import Backoff
+from apps.trader.core.states import STATE_TIMEOUTS, State
+
+
+@dataclass
+class CoordinatorOptions:
+    environment: str
+    markets: list[str]
+    exchange_url: str
+    status_interval: float = 1.0
+    orderbook_interval: float = 0.05
+    """Changed books go to consoles as one ``orderbooks`` event per tick of this many seconds."""
+    orderbooks_per_tick: int = 1000
+    """At most this many books per tick; the rest wait for the next ones, oldest change first."""
+    summary_interval: float = 5.0
+    """How often an ORDERBOOK STATUS line goes to the console while ready."""
+    timeouts: dict[State, float | None] = field(default_factory=lambda: dict(STATE_TIMEOUTS))
+    error_backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, cap=60.0))
+    heartbeat_stale_after: float = 10.0
+    feed_idle_timeout: float = 30.0
+    console_history: int = 200
+    discover: int = 0
+    """Pick this many markets by 24 h volume through REST in ``initializing`` (0: use ``markets``)."""
+    crosscheck_interval: float | None = None
+    """Seconds between comparisons of every live book with the exchange's REST book; None: off."""
+    database_slow_after: float = 2.0
+    """A session write still unanswered after this many seconds marks the database unreachable."""
+    spill_dir: Path | None = None
+    """Where rows that could not be written before the shutdown deadline are saved (None: only logged)."""
+    control_wait: float = 5.0
+    """How long adding or removing markets waits for the exchange's answer."""
+    control_address: str = ""
+    """The channel this trader takes control requests on, recorded on its session row."""
+    task_restart_backoff: Callable[[], Backoff] = lambda: Backoff(initial=1.0, cap=30.0)
+    """Back-off between restarts of a crashed background task."""

@@ -1,0 +1,104 @@
+"""Book publishing: one ``orderbooks`` event per tick with only the changed books, bounded, oldest change first."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apps.trader.core.bookpublisher import BookPublisher
+from apps.trader.core.eventbus import EventBus
+from tests.support import eventually
+from tests.trader.builders import StandInClient, StandInClients, delta, snapshot
+from tests.trader.conftest import EventLog
+
+T0 = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
+
+
+async def a_publisher(bus: EventBus, markets: list[str], per_tick: int = 1000) -> tuple[BookPublisher, StandInClient]:
+    holder: list[StandInClient] = []
+    publisher = BookPublisher(bus, lambda: holder[0] if holder else None, per_tick=per_tick)
+    publisher.session_id = 12
+
+    class Listener:
+        async def on_feed_event(self, event: Any) -> None: ...
+
+        async def on_market_message(self, message: Any, book: Any) -> None:
+            ts_ms = getattr(message, "ts_ms", None)
+            publisher.book_changed(message.market_ticker, T0 + timedelta(seconds=message.seq), ts_ms)
+
+    holder.append(StandInClients()(Listener(), markets))
+    return publisher, holder[0]
+
+
+async def published(log: EventLog, events: int) -> list[dict[str, Any]]:
+    await eventually(lambda: len(log.of("orderbooks")) >= events)
+    return log.of("orderbooks")
+
+
+async def test_a_tick_publishes_only_the_changed_books_as_one_event(bus: EventBus) -> None:
+    log = EventLog()
+    bus.subscribe("log", log)
+    publisher, client = await a_publisher(bus, ["A", "B", "C"])
+    for ticker in ("A", "B", "C"):
+        await client.feed(snapshot(ticker, 1, 1, yes=[("0.4200", "12.50")], no=[("0.5600", "3.00")]))
+    assert publisher.publish() == 3
+    await client.feed(delta("B", 1, 2, "0.4300", "1.00", ts_ms=1_764_561_600_123))
+    await client.feed(delta("B", 1, 3, "0.4300", "1.00", ts_ms=1_764_561_600_456))
+    assert publisher.publish() == 1
+    assert publisher.publish() == 0  # nothing changed: no event
+
+    first, second = await published(log, 2)
+    assert first["session_id"] == 12
+    assert [book["market_ticker"] for book in first["books"]] == ["A", "B", "C"]
+    assert first["books"][0] == {
+        "market_ticker": "A",
+        "sid": 1,
+        "seq": 1,
+        "yes_bid": {"price": "0.4200", "size": "12.50"},
+        "yes_ask": {"price": "0.4400", "size": "3.00"},
+        "spread": "0.0200",
+        "stale": False,
+        "updated_at": (T0 + timedelta(seconds=1)).isoformat(),
+        "ts_ms": None,  # a snapshot carries no exchange time
+    }
+    (book,) = second["books"]
+    assert (book["market_ticker"], book["seq"], book["ts_ms"]) == ("B", 3, 1_764_561_600_456)
+    assert book["yes_bid"] == {"price": "0.4300", "size": "2.00"}
+    assert len(log.of("orderbooks")) == 2
+
+
+async def test_a_tick_is_bounded_and_the_rest_wait_oldest_first(bus: EventBus) -> None:
+    log = EventLog()
+    bus.subscribe("log", log)
+    publisher, client = await a_publisher(bus, [f"M{n}" for n in range(5)], per_tick=2)
+    for n in range(5):
+        await client.feed(snapshot(f"M{n}", 1, n + 1, yes=[("0.4200", "1.00")], no=[]))
+    await client.feed(delta("M0", 1, 9, "0.4200", "1.00"))  # already waiting: keeps its place
+    assert [publisher.publish() for _ in range(4)] == [2, 2, 1, 0]
+    await client.feed(delta("M4", 1, 10, "0.4200", "1.00"))
+    assert publisher.publish() == 1
+
+    events = await published(log, 4)
+    assert [[book["market_ticker"] for book in e["books"]] for e in events] == [
+        ["M0", "M1"],
+        ["M2", "M3"],
+        ["M4"],
+        ["M4"],
+    ]
+    assert events[0]["books"][0]["seq"] == 9  # the book as it is when published
+
+
+async def test_the_heartbeat_takes_each_changed_top_once_and_removed_markets_are_forgotten(bus: EventBus) -> None:
+    publisher, client = await a_publisher(bus, ["A", "B"])
+    await client.feed(snapshot("A", 1, 1, yes=[("0.4200", "1.00")], no=[]))
+    await client.feed(snapshot("B", 1, 2, yes=[("0.4200", "1.00")], no=[]))
+    assert sorted(top["market_ticker"] for top in publisher.take_unreported()) == ["A", "B"]
+    assert publisher.take_unreported() == []
+    client.stale.add("A")
+    publisher.markets_changed(["A"])  # stale now: shown again though its book did not move
+    assert [(top["market_ticker"], top["stale"]) for top in publisher.take_unreported()] == [("A", True)]
+
+    await client.feed(delta("B", 1, 3, "0.4200", "1.00"))
+    publisher.forget(["B"])
+    assert publisher.take_unreported() == []
+    assert publisher.pending == 1  # A, still waiting for its tick

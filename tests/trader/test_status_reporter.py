@@ -1,0 +1,103 @@
+"""The status reporter: a document of counts whatever the market count, a heartbeat of what changed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from apps.kalshi.client import FeedEventKind
+from apps.trader.core.eventbus import EventBus
+from apps.trader.core.states import State
+from tests.support import eventually
+from tests.trader.builders import MemoryStore, StandInClients, build_coordinator, delta, snapshot
+from tests.trader.conftest import EventLog
+
+MANY = [f"KXMANY-26DEC-T{n}" for n in range(10_000)]
+
+
+def largest_collection(document: Any) -> int:
+    """The length of the longest list or dict anywhere in ``document``."""
+    if isinstance(document, dict):
+        return max([len(document), *(largest_collection(v) for v in document.values())])
+    if isinstance(document, list):
+        return max([len(document), *(largest_collection(v) for v in document)])
+    return 0
+
+
+async def test_at_10000_markets_status_holds_counts_and_a_heartbeat_only_what_changed(bus: EventBus) -> None:
+    log = EventLog()
+    bus.subscribe("log", log, kinds={"trader_status"})
+    clients, store = StandInClients(), MemoryStore()
+    coordinator = build_coordinator(clients, bus=bus, store=store, markets=list(MANY), status_interval=0.05)
+    run = asyncio.create_task(coordinator.run())
+    try:
+        await eventually(lambda: coordinator.machine.state is State.CONNECTING)
+        client = clients.last
+        for ticker in MANY:
+            await client.feed(snapshot(ticker, 1, 1, yes=[("0.4200", "1.00")], no=[("0.5500", "2.00")]))
+        await client.event(FeedEventKind.SYNCED, markets=tuple(MANY))
+        await eventually(lambda: sum(len(h["tops"]) for h in store.heartbeats) >= len(MANY))
+        beats = len(store.heartbeats)
+        await client.feed(delta(MANY[17], 1, 2, "0.4300", "1.00", ts_ms=5))
+        await client.feed(delta(MANY[9_999], 1, 2, "0.4300", "1.00", ts_ms=6))
+        await eventually(lambda: any(h["tops"] for h in store.heartbeats[beats:]))
+        await eventually(lambda: bool(log.of("trader_status")) and log.of("trader_status")[-1]["state"] == "ready")
+    finally:
+        coordinator.request_shutdown("done")
+        await run
+
+    status = log.of("trader_status")[-1]
+    assert "markets" not in status and "market_tickers" not in status
+    assert status["metrics"]["markets_total"] == 10_000
+    assert status["metrics"]["markets_connected"] == 10_000
+    assert status["metrics"]["stale_markets"] == 0
+    assert largest_collection(status) < 100
+    assert len(json.dumps(status)) < 8_000
+    # Each market's top was handed to the store once after its snapshot, then only the two that moved.
+    written = [top["market_ticker"] for h in store.heartbeats for top in h["tops"]]
+    assert sorted(written) == sorted([*MANY, MANY[17], MANY[9_999]])
+    changed = next(h["tops"] for h in store.heartbeats[beats:] if h["tops"])
+    assert sorted((top["market_ticker"], top["seq"], top["ts_ms"]) for top in changed) == [
+        (MANY[17], 2, 5),
+        (MANY[9_999], 2, 6),
+    ]
+    assert all(h["markets"] is None for h in store.heartbeats)  # the list never changed after the start
+    assert all(largest_collection(h["status"]) < 100 for h in store.heartbeats)
+
+
+async def test_the_market_list_goes_to_the_store_only_when_it_changes(bus: EventBus) -> None:
+    clients, store = StandInClients(), MemoryStore()
+    coordinator = build_coordinator(clients, bus=bus, store=store, markets=["A", "B"], status_interval=0.05)
+    run = asyncio.create_task(coordinator.run())
+    try:
+        await eventually(lambda: coordinator.machine.state is State.CONNECTING)
+        await clients.last.event(FeedEventKind.SYNCED, markets=("A", "B"))
+        await eventually(lambda: len(store.heartbeats) >= 2)
+        change = await coordinator.remove_markets(["A"])
+        assert change.done == ["A"]
+        await eventually(lambda: any(h["markets"] for h in store.heartbeats))
+        beats = len(store.heartbeats)
+        await eventually(lambda: len(store.heartbeats) >= beats + 2)
+    finally:
+        coordinator.request_shutdown("done")
+        await run
+    lists = [h["markets"] for h in store.heartbeats if h["markets"] is not None]
+    assert lists == [["B"]]
+
+
+async def test_the_orderbook_status_line_reads_counters() -> None:
+    bus = EventBus()
+    clients = StandInClients()
+    coordinator = build_coordinator(clients, bus=bus, store=MemoryStore(), markets=["A", "B"])
+    assert (
+        coordinator.reporter.summary_line() == "ORDERBOOK STATUS: Markets: 0 | Snapshots: 0 | Deltas: 0 | Uptime: 0.0s"
+    )
+    coordinator.client = client = clients(coordinator, ["A", "B"])
+    await client.event(FeedEventKind.SYNCED)
+    await client.feed(snapshot("A", 1, 1, yes=[("0.4200", "1.00")], no=[]))
+    await client.feed(delta("A", 1, 2, "0.4200", "1.00"))
+    assert coordinator.reporter.summary_line() == (
+        "ORDERBOOK STATUS: Markets: 1 | Snapshots: 1 | Deltas: 1 | Uptime: 1.0s"  # B has had no snapshot yet
+    )
+    await bus.close()
