@@ -425,7 +425,7 @@ class Coordinator:
                 # did not deliver is lost, and the recording says so.
                 await self._record_feed_lost("resubscribe")
             self._last_recorded = (message.sid, message.seq)
-            await self._recorder.record(self.session_id, message, received_at)
+            await self._recorder.record(self.session_id, message, time.time_ns() // 1_000)
             if self._awaiting_snapshot and isinstance(message, OrderbookSnapshot):
                 self._awaiting_snapshot.discard(message.market_ticker)
                 if not self._awaiting_snapshot:
