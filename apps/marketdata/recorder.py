@@ -125,10 +125,11 @@ _new_row = cast(Callable[[type[DeltaRow], tuple[Any, ...]], DeltaRow], tuple.__n
 class BatchWriter(Protocol):
     """Writes one batch of rows, in order, in one transaction; raises when it could not. Runs on a thread."""
 
-    def __call__(self, rows: Sequence[RecordedRow]) -> None: ...
+    def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
+        """``more_waiting``: more rows are queued behind this batch (the writer may defer bookkeeping)."""
 
     def close(self) -> None:
-        """Release the thread's database connection."""
+        """Finish deferred work and release the thread's database connection."""
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -196,9 +197,9 @@ class _SplitBatch:
             lists[type(row)].append(row)
         return batch
 
-    def market_totals(self) -> list[tuple[Any, ...]]:
-        """One row per (session, market) in the batch, in ``_MARKET_COLUMNS`` order: counts, and the
-        first and last recorded row's position and time (Unix microseconds)."""
+    def market_totals(self) -> dict[tuple[int, str], _MarketTotals]:
+        """Per (session, market) of the batch: counts, and the first and last recorded row's position and
+        time (Unix microseconds)."""
         key = itemgetter(0, 2)  # (session_id, market_ticker)
         deltas = Counter(map(key, self.deltas))
         snapshots = Counter(map(key, self.snapshots))
@@ -207,9 +208,10 @@ class _SplitBatch:
             market_rows.sort(key=itemgetter(0, 1))  # back into recording order: (session, position)
         last = dict(zip(map(key, market_rows), market_rows, strict=True))
         first = dict(zip(map(key, reversed(market_rows)), reversed(market_rows), strict=True))
-        return [
-            (
-                *market,
+        return {
+            market: _MarketTotals(
+                market[0],
+                market[1],
                 snapshots[market],
                 deltas[market],
                 first[market].position,
@@ -220,7 +222,31 @@ class _SplitBatch:
                 row.received_us,
             )
             for market, row in last.items()
-        ]
+        }
+
+
+class _MarketTotals(NamedTuple):
+    """A RecordedMarket upsert, in ``_MARKET_COLUMNS`` order."""
+
+    session_id: int
+    market_ticker: str
+    snapshots: int
+    deltas: int
+    first_position: int
+    last_position: int
+    last_sid: int
+    last_seq: int
+    first_received_us: int
+    last_received_us: int
+
+    def then(self, later: _MarketTotals) -> _MarketTotals:
+        """These totals followed by ``later``'s, as the upsert would leave them."""
+        return later._replace(
+            snapshots=self.snapshots + later.snapshots,
+            deltas=self.deltas + later.deltas,
+            first_position=self.first_position,
+            first_received_us=self.first_received_us,
+        )
 
 
 _MARKET_COLUMNS = (
@@ -244,13 +270,32 @@ def _postgres_timestamp(column: str) -> str:
 
 
 class DjangoBatchWriter:
-    """The default BatchWriter: the Django database ``using``, through COPY on PostgreSQL."""
+    """The default BatchWriter: the Django database ``using``, through COPY on PostgreSQL.
 
-    def __init__(self, using: str = "default") -> None:
+    Each batch also updates the per-market totals (RecordedMarket) in its transaction. While more rows
+    wait behind a batch, those updates are merged and deferred for up to ``totals_interval`` seconds: with
+    10,000 markets they are as many rows as the batch itself. Once the writer catches up (and on close)
+    the totals are current; only a process killed under load leaves them behind its last second of rows,
+    and ``recount_market_totals`` rebuilds them from the rows.
+    """
+
+    def __init__(self, using: str = "default", *, totals_interval: float = 1.0) -> None:
         self.using = using
+        self.totals_interval = totals_interval
+        self._pending_totals: dict[tuple[int, str], _MarketTotals] = {}
+        """Totals of committed batches not yet written."""
+        self._totals_written_at = time.monotonic()
 
-    def __call__(self, rows: Sequence[RecordedRow]) -> None:
+    def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
         batch = _SplitBatch.of(rows)
+        totals = self._pending_totals
+        if batch.deltas or batch.snapshots:
+            totals = dict(totals)
+            for market, later in batch.market_totals().items():
+                earlier = totals.get(market)
+                totals[market] = later if earlier is None else earlier.then(later)
+        now = time.monotonic()
+        write_totals = not more_waiting or now - self._totals_written_at >= self.totals_interval
         connection = connections[self.using]
         try:
             with transaction.atomic(using=self.using):
@@ -259,7 +304,8 @@ class DjangoBatchWriter:
                 else:
                     self._insert(batch)
                 self._gaps_and_heals(batch)
-                self._market_totals(batch)
+                if write_totals:
+                    self._market_totals(list(totals.values()))
         except BaseException:
             # A broken connection must not be reused by the retry: the next attempt opens a fresh one.
             with contextlib.suppress(Exception):
@@ -268,6 +314,11 @@ class DjangoBatchWriter:
         finally:
             # With DEBUG on, Django keeps the last 9,000 statements.
             connection.queries_log.clear()
+        if write_totals:
+            self._pending_totals = {}
+            self._totals_written_at = now
+        else:
+            self._pending_totals = totals
 
     def _copy(self, batch: _SplitBatch) -> None:
         if not batch.deltas and not batch.snapshots:
@@ -327,10 +378,9 @@ class DjangoBatchWriter:
                 session_id=heal.session_id, position__lt=heal.position, healed_at__isnull=True
             ).update(healed_at=from_epoch_us(heal.healed_us))
 
-    def _market_totals(self, batch: _SplitBatch) -> None:
-        if not batch.deltas and not batch.snapshots:
+    def _market_totals(self, totals: list[_MarketTotals]) -> None:
+        if not totals:
             return
-        totals = batch.market_totals()
         table = RecordedMarket._meta.db_table
         upsert = _MARKET_UPSERT.format(table=table)
         connection = connections[self.using]
@@ -353,7 +403,15 @@ class DjangoBatchWriter:
             connection.connection.executemany(sql, totals)
 
     def close(self) -> None:
-        connections[self.using].close()
+        try:
+            if self._pending_totals:
+                with transaction.atomic(using=self.using):
+                    self._market_totals(list(self._pending_totals.values()))
+                self._pending_totals = {}
+        except Exception:
+            logger.exception("recording: the per-market totals of the last second could not be written")
+        finally:
+            connections[self.using].close()
 
 
 def _levels(levels: Sequence[Level]) -> list[list[int]]:
@@ -657,10 +715,12 @@ class DatabaseRecorder:
         while True:
             started = time.monotonic()
             try:
+                more_waiting = bool(self._buffer)
                 if self._executor is not None:
-                    counts = await loop.run_in_executor(self._executor, self._write_and_count, batch)
+                    counts = await loop.run_in_executor(self._executor, self._write_and_count, batch, more_waiting)
                 else:
-                    counts = await sync_to_async(self._write_and_count, thread_sensitive=True)(batch)
+                    write = sync_to_async(self._write_and_count, thread_sensitive=True)
+                    counts = await write(batch, more_waiting)
             except Exception as exc:
                 self.stats.retries += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}".strip()[:500]
@@ -691,9 +751,9 @@ class DatabaseRecorder:
             s.written = sum(written.values())
             return
 
-    def _write_and_count(self, batch: list[RecordedRow]) -> Counter[type]:
+    def _write_and_count(self, batch: list[RecordedRow], more_waiting: bool) -> Counter[type]:
         """On the writer's thread: write the batch, then count its rows by kind for the metrics."""
-        self._writer(batch)
+        self._writer(batch, more_waiting=more_waiting)
         return Counter(map(type, batch))
 
 
@@ -710,8 +770,77 @@ def spill_load(path: Path, writer: BatchWriter | None = None, *, batch_size: int
     rows = [row for row in rows if type(row) is HealRow or (row.session_id, row.position) not in written]
     for start in range(0, len(rows), batch_size):
         writer(rows[start : start + batch_size])
+    # The process that saved the file may have committed rows whose per-market totals it could not write.
+    for session_id in sorted({row.session_id for row in rows}):
+        recount_market_totals(session_id)
     path.unlink()
     return sum(1 for row in rows if type(row) is not HealRow)
+
+
+def recount_market_totals(session_id: int, using: str = "default") -> int:
+    """Rebuild a session's per-market totals (RecordedMarket) from its recorded rows, e.g. after its
+    process died under load before writing the last ones. Returns how many markets it has."""
+    snapshots, deltas = RecordedSnapshot._meta.db_table, RecordedDelta._meta.db_table
+    # For each market: counts, and the first and last row by position (window functions: both backends).
+    sql = f"""
+        WITH rows AS (
+            SELECT market_ticker, position, sid, seq, received_at, 1 AS snapshot FROM {snapshots}
+            WHERE session_id = %s
+            UNION ALL
+            SELECT market_ticker, position, sid, seq, received_at, 0 AS snapshot FROM {deltas}
+            WHERE session_id = %s
+        ), ranked AS (
+            SELECT rows.*,
+                ROW_NUMBER() OVER (PARTITION BY market_ticker ORDER BY position) AS from_first,
+                ROW_NUMBER() OVER (PARTITION BY market_ticker ORDER BY position DESC) AS from_last,
+                SUM(snapshot) OVER (PARTITION BY market_ticker) AS snapshots,
+                COUNT(*) OVER (PARTITION BY market_ticker) AS total
+            FROM rows
+        )
+        SELECT last.market_ticker, last.snapshots, last.total - last.snapshots, first.position, last.position,
+            last.sid, last.seq, first.received_at, last.received_at
+        FROM ranked AS last JOIN ranked AS first
+            ON first.market_ticker = last.market_ticker AND first.from_first = 1
+        WHERE last.from_last = 1
+    """
+    with transaction.atomic(using=using):
+        with connections[using].cursor() as cursor:
+            cursor.execute(sql, [session_id, session_id])
+            found = cursor.fetchall()
+        markets = RecordedMarket.objects.using(using)
+        markets.filter(session_id=session_id).delete()
+        markets.bulk_create(
+            RecordedMarket(
+                session_id=session_id,
+                market_ticker=ticker,
+                snapshots=snapshot_count,
+                deltas=delta_count,
+                first_position=first_position,
+                last_position=last_position,
+                last_sid=last_sid,
+                last_seq=last_seq,
+                first_received_at=_from_database(first_received_at),
+                last_received_at=_from_database(last_received_at),
+            )
+            for (
+                ticker,
+                snapshot_count,
+                delta_count,
+                first_position,
+                last_position,
+                last_sid,
+                last_seq,
+                first_received_at,
+                last_received_at,
+            ) in found
+        )
+    return len(found)
+
+
+def _from_database(value: datetime | str) -> datetime:
+    """A timestamp read through a raw cursor: aware from PostgreSQL; naive UTC (or its text) from SQLite."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 _EARLIER_SPILL_KINDS: tuple[type[RecordedRow], ...] = (SnapshotRow, DeltaRow, GapRow, HealRow)

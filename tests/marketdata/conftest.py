@@ -59,9 +59,9 @@ class GatedWriter:
         self.gate = threading.Event()
         self.batches: list[int] = []
 
-    def __call__(self, rows: Sequence[RecordedRow]) -> None:
+    def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
         self.gate.wait(timeout=30)
-        self.inner(rows)
+        self.inner(rows, more_waiting=more_waiting)
         self.batches.append(len(rows))
 
     def close(self) -> None:
@@ -76,11 +76,11 @@ class FlakyWriter:
         self.failures = failures
         self.calls = 0
 
-    def __call__(self, rows: Sequence[RecordedRow]) -> None:
+    def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
         self.calls += 1
         if self.calls <= self.failures:
             raise OperationalError("could not connect to server: Connection refused")
-        self.inner(rows)
+        self.inner(rows, more_waiting=more_waiting)
 
     def close(self) -> None:
         self.inner.close()

@@ -32,9 +32,9 @@ class PausableWriter:
         self.running = threading.Event()
         self.running.set()
 
-    def __call__(self, rows: Sequence[RecordedRow]) -> None:
+    def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
         self.running.wait(timeout=30)
-        self.inner(rows)
+        self.inner(rows, more_waiting=more_waiting)
 
     def close(self) -> None:
         self.inner.close()

@@ -12,9 +12,27 @@ from asgiref.sync import sync_to_async
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket
-from apps.marketdata.recorder import DatabaseRecorder, epoch_us, spill_load
+from apps.marketdata.recorder import (
+    DatabaseRecorder,
+    DeltaRow,
+    DjangoBatchWriter,
+    epoch_us,
+    recount_market_totals,
+    spill_load,
+)
 from apps.marketdata.selectors import Gap
-from tests.marketdata.conftest import FlakyWriter, GatedWriter, a_new_session, at, at_us, delta, recorded, snapshot
+from tests.marketdata.conftest import (
+    FlakyWriter,
+    GatedWriter,
+    a_new_session,
+    at,
+    at_us,
+    delta,
+    new_session,
+    recorded,
+    recorded_session,
+    snapshot,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -254,3 +272,54 @@ async def test_a_spill_file_of_the_earlier_layout_still_loads(tmp_path) -> None:
     gap = items[2].message
     assert isinstance(gap, Gap)
     assert gap.healed_at == at(3)
+
+
+def _market_totals(session_id: int) -> list[tuple[object, ...]]:
+    return list(
+        RecordedMarket.objects.filter(session_id=session_id)
+        .order_by("market_ticker")
+        .values_list(
+            "market_ticker",
+            "snapshots",
+            "deltas",
+            "first_position",
+            "last_position",
+            "last_sid",
+            "last_seq",
+            "first_received_at",
+            "last_received_at",
+        )
+    )
+
+
+def _rows(session_id: int, messages: list[OrderbookDelta], first: int) -> list[DeltaRow]:
+    return [
+        DeltaRow(session_id, first + i, m.market_ticker, m.sid, m.seq, m.side, m.price, m.delta, None, at_us(i))
+        for i, m in enumerate(messages)
+    ]
+
+
+def test_market_totals_wait_while_rows_queue_up_and_are_current_once_the_writer_catches_up() -> None:
+    session = new_session()
+    writer = DjangoBatchWriter(totals_interval=3600)
+    writer(_rows(session.pk, deltas(3), 1), more_waiting=True)
+    assert _market_totals(session.pk) == []
+    writer(_rows(session.pk, deltas(2, ticker="KXB"), 4), more_waiting=True)
+    assert _market_totals(session.pk) == []
+    writer(_rows(session.pk, deltas(2), 6))
+    assert _market_totals(session.pk) == [
+        ("KXA", 0, 5, 1, 7, 1, 3, at(0), at(1)),
+        ("KXB", 0, 2, 4, 5, 1, 3, at(0), at(1)),
+    ]
+    writer(_rows(session.pk, deltas(1, ticker="KXB"), 8), more_waiting=True)
+    writer.close()  # what is still deferred is written on close
+    assert _market_totals(session.pk)[1] == ("KXB", 0, 3, 4, 8, 1, 2, at(0), at(0))
+
+
+def test_market_totals_can_be_rebuilt_from_the_recorded_rows() -> None:
+    session = recorded_session()
+    written = _market_totals(session.pk)
+    assert written and sum(totals[2] for totals in written) == 5  # type: ignore[misc]
+    RecordedMarket.objects.filter(session_id=session.pk).update(deltas=0, last_received_at=None)
+    assert recount_market_totals(session.pk) == 2
+    assert _market_totals(session.pk) == written
