@@ -197,33 +197,6 @@ class _SplitBatch:
             lists[type(row)].append(row)
         return batch
 
-    def market_totals(self) -> dict[tuple[int, str], _MarketTotals]:
-        """Per (session, market) of the batch: counts, and the first and last recorded row's position and
-        time (Unix microseconds)."""
-        key = itemgetter(0, 2)  # (session_id, market_ticker)
-        deltas = Counter(map(key, self.deltas))
-        snapshots = Counter(map(key, self.snapshots))
-        market_rows: list[DeltaRow | SnapshotRow] = [*self.deltas, *self.snapshots]
-        if self.snapshots:
-            market_rows.sort(key=itemgetter(0, 1))  # back into recording order: (session, position)
-        last = dict(zip(map(key, market_rows), market_rows, strict=True))
-        first = dict(zip(map(key, reversed(market_rows)), reversed(market_rows), strict=True))
-        return {
-            market: _MarketTotals(
-                market[0],
-                market[1],
-                snapshots[market],
-                deltas[market],
-                first[market].position,
-                row.position,
-                row.sid,
-                row.seq,
-                first[market].received_us,
-                row.received_us,
-            )
-            for market, row in last.items()
-        }
-
 
 class _MarketTotals(NamedTuple):
     """A RecordedMarket upsert, in ``_MARKET_COLUMNS`` order."""
@@ -239,14 +212,32 @@ class _MarketTotals(NamedTuple):
     first_received_us: int
     last_received_us: int
 
-    def then(self, later: _MarketTotals) -> _MarketTotals:
-        """These totals followed by ``later``'s, as the upsert would leave them."""
-        return later._replace(
-            snapshots=self.snapshots + later.snapshots,
-            deltas=self.deltas + later.deltas,
-            first_position=self.first_position,
-            first_received_us=self.first_received_us,
+
+def _market_totals(deltas: list[DeltaRow], snapshots: list[SnapshotRow]) -> list[_MarketTotals]:
+    """Per (session, market) of these rows: counts, and the first and last row's position and time."""
+    key = itemgetter(0, 2)  # (session_id, market_ticker)
+    delta_counts = Counter(map(key, deltas))
+    snapshot_counts = Counter(map(key, snapshots))
+    rows: list[DeltaRow | SnapshotRow] = [*deltas, *snapshots]
+    if snapshots:
+        rows.sort(key=itemgetter(0, 1))  # back into recording order: (session, position)
+    last = dict(zip(map(key, rows), rows, strict=True))
+    first = dict(zip(map(key, reversed(rows)), reversed(rows), strict=True))
+    return [
+        _MarketTotals(
+            market[0],
+            market[1],
+            snapshot_counts[market],
+            delta_counts[market],
+            first[market].position,
+            row.position,
+            row.sid,
+            row.seq,
+            first[market].received_us,
+            row.received_us,
         )
+        for market, row in last.items()
+    ]
 
 
 _MARKET_COLUMNS = (
@@ -273,27 +264,22 @@ class DjangoBatchWriter:
     """The default BatchWriter: the Django database ``using``, through COPY on PostgreSQL.
 
     Each batch also updates the per-market totals (RecordedMarket) in its transaction. While more rows
-    wait behind a batch, those updates are merged and deferred for up to ``totals_interval`` seconds: with
-    10,000 markets they are as many rows as the batch itself. Once the writer catches up (and on close)
-    the totals are current; only a process killed under load leaves them behind its last second of rows,
-    and ``recount_market_totals`` rebuilds them from the rows.
+    wait behind a batch, that update is deferred for up to ``totals_interval`` seconds and then covers
+    every batch since the last one: with 10,000 markets it is as many rows as a batch itself. Once the
+    writer catches up (and on close) the totals are current; only a process killed under load leaves
+    them behind its last second of rows, and ``recount_market_totals`` rebuilds them from the rows.
     """
 
     def __init__(self, using: str = "default", *, totals_interval: float = 1.0) -> None:
         self.using = using
         self.totals_interval = totals_interval
-        self._pending_totals: dict[tuple[int, str], _MarketTotals] = {}
-        """Totals of committed batches not yet written."""
+        self._uncounted_deltas: list[DeltaRow] = []
+        self._uncounted_snapshots: list[SnapshotRow] = []
+        """Committed rows the totals do not count yet."""
         self._totals_written_at = time.monotonic()
 
     def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
         batch = _SplitBatch.of(rows)
-        totals = self._pending_totals
-        if batch.deltas or batch.snapshots:
-            totals = dict(totals)
-            for market, later in batch.market_totals().items():
-                earlier = totals.get(market)
-                totals[market] = later if earlier is None else earlier.then(later)
         now = time.monotonic()
         write_totals = not more_waiting or now - self._totals_written_at >= self.totals_interval
         connection = connections[self.using]
@@ -305,7 +291,9 @@ class DjangoBatchWriter:
                     self._insert(batch)
                 self._gaps_and_heals(batch)
                 if write_totals:
-                    self._market_totals(list(totals.values()))
+                    self._write_totals(
+                        [*self._uncounted_deltas, *batch.deltas], [*self._uncounted_snapshots, *batch.snapshots]
+                    )
         except BaseException:
             # A broken connection must not be reused by the retry: the next attempt opens a fresh one.
             with contextlib.suppress(Exception):
@@ -315,10 +303,11 @@ class DjangoBatchWriter:
             # With DEBUG on, Django keeps the last 9,000 statements.
             connection.queries_log.clear()
         if write_totals:
-            self._pending_totals = {}
+            self._uncounted_deltas, self._uncounted_snapshots = [], []
             self._totals_written_at = now
         else:
-            self._pending_totals = totals
+            self._uncounted_deltas.extend(batch.deltas)
+            self._uncounted_snapshots.extend(batch.snapshots)
 
     def _copy(self, batch: _SplitBatch) -> None:
         if not batch.deltas and not batch.snapshots:
@@ -378,9 +367,10 @@ class DjangoBatchWriter:
                 session_id=heal.session_id, position__lt=heal.position, healed_at__isnull=True
             ).update(healed_at=from_epoch_us(heal.healed_us))
 
-    def _market_totals(self, totals: list[_MarketTotals]) -> None:
-        if not totals:
+    def _write_totals(self, deltas: list[DeltaRow], snapshots: list[SnapshotRow]) -> None:
+        if not deltas and not snapshots:
             return
+        totals = _market_totals(deltas, snapshots)
         table = RecordedMarket._meta.db_table
         upsert = _MARKET_UPSERT.format(table=table)
         connection = connections[self.using]
@@ -395,8 +385,11 @@ class DjangoBatchWriter:
                 "AS t(session_id, market_ticker, snapshots, deltas, first_position, last_position, last_sid, "
                 f"last_seq, first_us, last_us) {upsert}"
             )
-            with connection.cursor() as django_cursor:
-                django_cursor.cursor.execute(sql, [list(column) for column in zip(*totals, strict=True)])
+            from psycopg import Cursor
+
+            # A server-side binding cursor: the arrays go in binary, not quoted into the SQL text.
+            with Cursor(connection.connection) as cursor:
+                cursor.execute(sql, [list(column) for column in zip(*totals, strict=True)])
         else:
             values = ", ".join([*(f"?{n}" for n in range(1, 9)), _sqlite_timestamp(9), _sqlite_timestamp(10)])
             sql = f"INSERT INTO {table} ({_MARKET_COLUMNS}) VALUES ({values}) {upsert}"
@@ -404,10 +397,10 @@ class DjangoBatchWriter:
 
     def close(self) -> None:
         try:
-            if self._pending_totals:
+            if self._uncounted_deltas or self._uncounted_snapshots:
                 with transaction.atomic(using=self.using):
-                    self._market_totals(list(self._pending_totals.values()))
-                self._pending_totals = {}
+                    self._write_totals(self._uncounted_deltas, self._uncounted_snapshots)
+                self._uncounted_deltas, self._uncounted_snapshots = [], []
         except Exception:
             logger.exception("recording: the per-market totals of the last second could not be written")
         finally:
