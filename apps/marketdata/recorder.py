@@ -213,31 +213,55 @@ class _MarketTotals(NamedTuple):
     last_received_us: int
 
 
-def _market_totals(deltas: list[DeltaRow], snapshots: list[SnapshotRow]) -> list[_MarketTotals]:
-    """Per (session, market) of these rows: counts, and the first and last row's position and time."""
-    key = itemgetter(0, 2)  # (session_id, market_ticker)
-    delta_counts = Counter(map(key, deltas))
-    snapshot_counts = Counter(map(key, snapshots))
-    rows: list[DeltaRow | SnapshotRow] = [*deltas, *snapshots]
-    if snapshots:
-        rows.sort(key=itemgetter(0, 1))  # back into recording order: (session, position)
-    last = dict(zip(map(key, rows), rows, strict=True))
-    first = dict(zip(map(key, reversed(rows)), reversed(rows), strict=True))
-    return [
-        _MarketTotals(
-            market[0],
-            market[1],
-            snapshot_counts[market],
-            delta_counts[market],
-            first[market].position,
-            row.position,
-            row.sid,
-            row.seq,
-            first[market].received_us,
-            row.received_us,
-        )
-        for market, row in last.items()
-    ]
+_market_key = itemgetter(0, 2)
+"""A recorded snapshot's or delta's (session_id, market_ticker)."""
+
+
+@dataclass(slots=True)
+class _Uncounted:
+    """What the per-market totals do not count yet: counts per market, and each market's first and last
+    row. Memory stays at two rows per market however many rows it covers; the merging runs in C."""
+
+    deltas: Counter[tuple[int, str]] = field(default_factory=Counter)
+    snapshots: Counter[tuple[int, str]] = field(default_factory=Counter)
+    first: dict[tuple[int, str], DeltaRow | SnapshotRow] = field(default_factory=dict)
+    last: dict[tuple[int, str], DeltaRow | SnapshotRow] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.last)
+
+    def plus(self, deltas: list[DeltaRow], snapshots: list[SnapshotRow]) -> _Uncounted:
+        """These counts followed by the rows of a batch (a new object: the batch may yet fail)."""
+        if not deltas and not snapshots:
+            return self
+        rows: list[DeltaRow | SnapshotRow] = [*deltas, *snapshots]
+        if snapshots:
+            rows.sort(key=itemgetter(0, 1))  # back into recording order: (session, position)
+        keys = list(map(_market_key, rows))
+        added = _Uncounted(Counter(self.deltas), Counter(self.snapshots), {}, dict(self.last))
+        added.deltas.update(map(_market_key, deltas))
+        added.snapshots.update(map(_market_key, snapshots))
+        added.last.update(zip(keys, rows, strict=True))
+        added.first = dict(zip(reversed(keys), reversed(rows), strict=True))
+        added.first.update(self.first)  # an earlier first row wins
+        return added
+
+    def totals(self) -> list[_MarketTotals]:
+        return [
+            _MarketTotals(
+                market[0],
+                market[1],
+                self.snapshots[market],
+                self.deltas[market],
+                self.first[market].position,
+                row.position,
+                row.sid,
+                row.seq,
+                self.first[market].received_us,
+                row.received_us,
+            )
+            for market, row in self.last.items()
+        ]
 
 
 _MARKET_COLUMNS = (
@@ -273,13 +297,13 @@ class DjangoBatchWriter:
     def __init__(self, using: str = "default", *, totals_interval: float = 1.0) -> None:
         self.using = using
         self.totals_interval = totals_interval
-        self._uncounted_deltas: list[DeltaRow] = []
-        self._uncounted_snapshots: list[SnapshotRow] = []
+        self._uncounted = _Uncounted()
         """Committed rows the totals do not count yet."""
         self._totals_written_at = time.monotonic()
 
     def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
         batch = _SplitBatch.of(rows)
+        uncounted = self._uncounted.plus(batch.deltas, batch.snapshots)
         now = time.monotonic()
         write_totals = not more_waiting or now - self._totals_written_at >= self.totals_interval
         connection = connections[self.using]
@@ -291,9 +315,7 @@ class DjangoBatchWriter:
                     self._insert(batch)
                 self._gaps_and_heals(batch)
                 if write_totals:
-                    self._write_totals(
-                        [*self._uncounted_deltas, *batch.deltas], [*self._uncounted_snapshots, *batch.snapshots]
-                    )
+                    self._write_totals(uncounted)
         except BaseException:
             # A broken connection must not be reused by the retry: the next attempt opens a fresh one.
             with contextlib.suppress(Exception):
@@ -303,11 +325,10 @@ class DjangoBatchWriter:
             # With DEBUG on, Django keeps the last 9,000 statements.
             connection.queries_log.clear()
         if write_totals:
-            self._uncounted_deltas, self._uncounted_snapshots = [], []
+            self._uncounted = _Uncounted()
             self._totals_written_at = now
         else:
-            self._uncounted_deltas.extend(batch.deltas)
-            self._uncounted_snapshots.extend(batch.snapshots)
+            self._uncounted = uncounted
 
     def _copy(self, batch: _SplitBatch) -> None:
         if not batch.deltas and not batch.snapshots:
@@ -367,10 +388,10 @@ class DjangoBatchWriter:
                 session_id=heal.session_id, position__lt=heal.position, healed_at__isnull=True
             ).update(healed_at=from_epoch_us(heal.healed_us))
 
-    def _write_totals(self, deltas: list[DeltaRow], snapshots: list[SnapshotRow]) -> None:
-        if not deltas and not snapshots:
+    def _write_totals(self, uncounted: _Uncounted) -> None:
+        if not uncounted:
             return
-        totals = _market_totals(deltas, snapshots)
+        totals = uncounted.totals()
         table = RecordedMarket._meta.db_table
         upsert = _MARKET_UPSERT.format(table=table)
         connection = connections[self.using]
@@ -397,10 +418,10 @@ class DjangoBatchWriter:
 
     def close(self) -> None:
         try:
-            if self._uncounted_deltas or self._uncounted_snapshots:
+            if self._uncounted:
                 with transaction.atomic(using=self.using):
-                    self._write_totals(self._uncounted_deltas, self._uncounted_snapshots)
-                self._uncounted_deltas, self._uncounted_snapshots = [], []
+                    self._write_totals(self._uncounted)
+                self._uncounted = _Uncounted()
         except Exception:
             logger.exception("recording: the per-market totals of the last second could not be written")
         finally:
