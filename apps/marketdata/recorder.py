@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import struct
@@ -159,6 +160,7 @@ def _sqlite_insert(table: str, row_type: type[tuple[Any, ...]]) -> str:
     return f"INSERT INTO {table} ({_columns(row_type)}) VALUES ({values})"
 
 
+@functools.cache
 def _timestamptz_dumper() -> type[Any]:
     from psycopg import pq
     from psycopg.adapt import Dumper
@@ -177,7 +179,7 @@ def _timestamptz_dumper() -> type[Any]:
 
 @dataclass(slots=True)
 class _SplitBatch:
-    """A batch sorted by kind in one pass, with what the per-market totals need."""
+    """A batch sorted by kind in one pass."""
 
     deltas: list[DeltaRow] = field(default_factory=list)
     snapshots: list[SnapshotRow] = field(default_factory=list)
