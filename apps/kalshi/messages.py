@@ -389,12 +389,28 @@ def _fast_delta(frame: dict[str, Any]) -> OrderbookDelta | None:
         or (client_order_id is not None and type(client_order_id) is not str)
     ):
         return None
+    price_units = _PRICES.get(price)
+    size_units = _SIZES.get(size)
     try:
-        return OrderbookDelta(
-            sid, seq, ticker, market_id or "", parse_price(price), parse_size(size), side, ts_ms, client_order_id
-        )
+        if price_units is None:
+            price_units = _remember(_PRICES, price, parse_price(price))
+        if size_units is None:
+            size_units = _remember(_SIZES, size, parse_size(size))
     except FixedPointError:
         return None
+    return OrderbookDelta(sid, seq, ticker, market_id or "", price_units, size_units, side, ts_ms, client_order_id)
+
+
+# The same few price and size strings come again and again: their parsed values are kept (up to a bound).
+_PRICES: dict[str, int] = {}
+_SIZES: dict[str, int] = {}
+_REMEMBERED_AT_MOST = 65_536
+
+
+def _remember(parsed: dict[str, int], text: str, units: int) -> int:
+    if len(parsed) < _REMEMBERED_AT_MOST:
+        parsed[text] = units
+    return units
 
 
 def parse_message(data: str | bytes) -> ServerMessage:
