@@ -192,6 +192,13 @@ class KalshiWebSocketClient:
         self._last_seq: dict[int, int] = {}
         self._synced = False
         self._warned_types: set[str] = set()
+        self._silence: str | None = None
+        """Set by the watchdog when it drops a silent connection: the reason the reader returns."""
+        self._checks_due = False
+        """The watchdog found the reader busy: the reader runs the timed checks before its next receive."""
+        self._waiting_for_frame = False
+        self._watchdog_busy: asyncio.Event | None = None
+        """Set while the watchdog acts on the connection; cleared (set) when it is done."""
         # Markets join ``markets`` only once the exchange accepts them, so a ticker it refuses can never
         # be part of a (re)subscribe. Until then each has a future: None when accepted, else the reason.
         self._adding: dict[str, asyncio.Future[str | None]] = {}
@@ -244,7 +251,7 @@ class KalshiWebSocketClient:
                 additional_headers=headers,
                 create_connection=_WatchedConnection,
                 open_timeout=self._open_timeout,
-                # Kalshi pings every 10 s and websockets answers with pongs; silence is detected in _read.
+                # Kalshi pings every 10 s and websockets answers with pongs; silence is detected by _watch.
                 ping_interval=None,
                 max_size=2**24,
                 max_queue=1024,
@@ -299,25 +306,82 @@ class KalshiWebSocketClient:
         self._commands.clear()
 
     async def _read(self, ws: _WatchedConnection) -> str:
+        """Read frames until the connection ends; returns why it ended, or raises ConnectionClosed.
+
+        Nothing but ``recv`` is awaited per frame: the timed checks (a silent socket, the resync deadline)
+        run from a watchdog task about once a second instead of a timeout wrapped around every receive.
+        """
+        self._silence = None
+        self._checks_due = False
+        self._waiting_for_frame = False
+        watchdog = asyncio.get_running_loop().create_task(self._watch(ws), name="kalshi:watchdog")
+        try:
+            return await self._read_frames(ws)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    async def _read_frames(self, ws: _WatchedConnection) -> str:
+        recv = ws.recv
+        metrics = self.metrics
+        wall_clock = time.time
         while True:
-            remaining = self._idle_timeout - (time.monotonic() - ws.last_received)
-            if remaining <= 0:
-                return f"socket silent for {self._idle_timeout:.0f} s (no data and no pings)"
-            await self._check_resync_deadline(ws)
+            if self._checks_due:
+                reason = await self._timed_checks(ws)
+                if reason is not None:
+                    return reason
+            self._waiting_for_frame = True
             try:
-                frame = await asyncio.wait_for(ws.recv(), timeout=min(remaining, 1.0))
-            except TimeoutError:
-                continue
-            self.last_message_at = time.time()
-            self.metrics.messages_received += 1
-            self.metrics.bytes_received += len(frame)
+                # As bytes: no decoding to str (the parser reads UTF-8), and len() counts bytes.
+                frame = await recv(decode=False)
+            except ConnectionClosed:
+                if self._silence is not None:
+                    return self._silence
+                raise
+            self._waiting_for_frame = False
+            if self._watchdog_busy is not None:
+                # The watchdog is acting on the connection (a resubscribe): frames wait until it is done.
+                await self._watchdog_busy.wait()
+            self.last_message_at = wall_clock()
+            metrics.messages_received += 1
+            metrics.bytes_received += len(frame)
             try:
                 message = parse_message(frame)
             except MalformedMessage as exc:
-                self.metrics.malformed_frames += 1
+                metrics.malformed_frames += 1
                 logger.warning("malformed frame ignored: %s", exc)
                 continue
             await self._dispatch(ws, message)
+
+    async def _timed_checks(self, ws: _WatchedConnection) -> str | None:
+        """The socket's silence and the resync deadline; returns why to drop the connection, if it must."""
+        self._checks_due = False
+        if time.monotonic() - ws.last_received >= self._idle_timeout:
+            return f"socket silent for {self._idle_timeout:.0f} s (no data and no pings)"
+        await self._check_resync_deadline(ws)
+        return None
+
+    async def _watch(self, ws: _WatchedConnection) -> None:
+        """Run the timed checks while the reader waits for a frame; while it is busy with one, leave them
+        to the reader, which runs them before its next receive (so they never interleave with a message)."""
+        while True:
+            remaining = self._idle_timeout - (time.monotonic() - ws.last_received)
+            await asyncio.sleep(min(max(remaining, 0.01), 1.0))
+            if not self._waiting_for_frame:
+                self._checks_due = True
+                continue
+            busy = self._watchdog_busy = asyncio.Event()
+            try:
+                reason = await self._timed_checks(ws)
+            finally:
+                self._watchdog_busy = None
+                busy.set()
+            if reason is not None:
+                # The reader is blocked in recv: ending the connection wakes it with this reason.
+                self._silence = reason
+                ws.transport.abort()
+                return
 
     # ----------------------------------------------------------------------------------------- messages
 

@@ -27,6 +27,16 @@ class FixedPointError(ValueError):
 def _parse(text: object, decimals: int, what: str) -> int:
     if not isinstance(text, str):
         raise FixedPointError(f"{what} must be a string, got {type(text).__name__}")
+    # The wire's own shape ("0.4200", "-54.00": ASCII digits, exactly ``decimals`` of them) costs a few
+    # string operations instead of a regex match; anything else takes the general path below.
+    whole, _, fraction = text.partition(".")
+    if len(fraction) == decimals and text.isascii():
+        negative = whole.startswith("-")
+        if negative:
+            whole = whole[1:]
+        if whole.isdigit() and fraction.isdigit():
+            units = int(whole + fraction)
+            return -units if negative else units
     match = _NUMBER.match(text)
     if match is None:
         raise FixedPointError(f"{what} {text!r} is not a decimal number")

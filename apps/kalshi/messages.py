@@ -7,9 +7,10 @@ Both the client and the built-in exchange use this module, so the wire shape is 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 from apps.kalshi.fixedpoint import (
     CONTRACT,
@@ -360,14 +361,74 @@ def parse_frame(frame: dict[str, Any]) -> ServerMessage:
     )
 
 
-def parse_message(text: str | bytes) -> ServerMessage:
-    """Parse one WebSocket text frame."""
+def _fast_delta(frame: dict[str, Any]) -> OrderbookDelta | None:
+    """The current-schema ``orderbook_delta`` that nearly every frame is, checked and built in one go.
+
+    None when anything is unusual (legacy fields, a wrong type, a missing key): ``parse_frame`` then parses
+    it field by field and says what is wrong. Accepts exactly what ``_parse_delta`` accepts.
+    """
+    msg = frame.get("msg")
+    sid = frame.get("sid")
+    seq = frame.get("seq")
+    if type(msg) is not dict or type(sid) is not int or type(seq) is not int or sid < 1 or seq < 1:
+        return None
+    side = msg.get("side")
+    ticker = msg.get("market_ticker")
+    price = msg.get("price_dollars")
+    size = msg.get("delta_fp")
+    ts_ms = msg.get("ts_ms")
+    market_id = msg.get("market_id")
+    client_order_id = msg.get("client_order_id")
+    if (
+        (side != "yes" and side != "no")
+        or type(ticker) is not str
+        or type(price) is not str
+        or type(size) is not str
+        or (ts_ms is not None and (type(ts_ms) is not int or ts_ms < 0))
+        or (market_id is not None and type(market_id) is not str)
+        or (client_order_id is not None and type(client_order_id) is not str)
+    ):
+        return None
+    price_units = _PRICES.get(price)
+    size_units = _SIZES.get(size)
     try:
-        frame = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        if price_units is None:
+            price_units = _remember(_PRICES, price, parse_price(price))
+        if size_units is None:
+            size_units = _remember(_SIZES, size, parse_size(size))
+    except FixedPointError:
+        return None
+    return OrderbookDelta(sid, seq, ticker, market_id or "", price_units, size_units, side, ts_ms, client_order_id)
+
+
+# The same few price and size strings come again and again: their parsed values are kept (up to a bound).
+_PRICES: dict[str, int] = {}
+_SIZES: dict[str, int] = {}
+_REMEMBERED_AT_MOST = 65_536
+
+
+def _remember(parsed: dict[str, int], text: str, units: int) -> int:
+    if len(parsed) < _REMEMBERED_AT_MOST:
+        parsed[text] = units
+    return units
+
+
+def parse_message(data: str | bytes) -> ServerMessage:
+    """Parse one WebSocket frame: UTF-8 JSON, as bytes (cheapest: no decoding to str first) or str.
+
+    orjson is measured at roughly twice the speed of the standard library on these frames; it reads
+    integers exactly and rejects what is not strict JSON (NaN, invalid UTF-8) as malformed.
+    """
+    try:
+        frame = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise MalformedMessage(f"not JSON: {exc}") from None
-    if not isinstance(frame, dict):
+    if type(frame) is not dict:
         raise MalformedMessage("a message must be a JSON object")
+    if frame.get("type") == "orderbook_delta":
+        delta = _fast_delta(frame)
+        if delta is not None:
+            return delta
     return parse_frame(frame)
 
 

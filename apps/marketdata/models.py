@@ -114,7 +114,7 @@ class RecordedGap(models.Model):
 
 
 class RecordedMarket(models.Model):
-    """Per-market totals of a session's recording, kept up to date by the writer with every batch."""
+    """Per-market totals of a session's recording, kept up to date by the writer (see DjangoBatchWriter)."""
 
     session = models.ForeignKey(
         TradingSession, on_delete=models.CASCADE, related_name="recorded_markets", db_constraint=False

@@ -10,8 +10,9 @@ from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
-from apps.marketdata.recorder import DjangoBatchWriter, Row
+from apps.marketdata.recorder import DjangoBatchWriter, RecordedRow
 from apps.marketdata.selectors import Recorded, recording_messages
+from apps.trader.core.clock import epoch_us
 from apps.trader.models import TradingSession
 from apps.trader.services import session_start
 
@@ -20,6 +21,11 @@ T0 = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 def at(ms: int) -> datetime:
     return T0 + timedelta(milliseconds=ms)
+
+
+def at_us(ms: int) -> int:
+    """``at(ms)`` as the recorder takes receive times: Unix microseconds."""
+    return epoch_us(at(ms))
 
 
 def snapshot(ticker: str, sid: int, seq: int, yes: Any = (), no: Any = (), command_id: int | None = None):
@@ -54,9 +60,9 @@ class GatedWriter:
         self.gate = threading.Event()
         self.batches: list[int] = []
 
-    def __call__(self, rows: Sequence[Row]) -> None:
+    def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
         self.gate.wait(timeout=30)
-        self.inner(rows)
+        self.inner(rows, more_waiting=more_waiting)
         self.batches.append(len(rows))
 
     def close(self) -> None:
@@ -71,11 +77,11 @@ class FlakyWriter:
         self.failures = failures
         self.calls = 0
 
-    def __call__(self, rows: Sequence[Row]) -> None:
+    def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
         self.calls += 1
         if self.calls <= self.failures:
             raise OperationalError("could not connect to server: Connection refused")
-        self.inner(rows)
+        self.inner(rows, more_waiting=more_waiting)
 
     def close(self) -> None:
         self.inner.close()
@@ -124,7 +130,7 @@ async def record_script(session_id: int, script: list[tuple[str, Any]]) -> None:
     for step, (kind, value) in enumerate(script):
         when = at(10 * (step + 1))
         if kind == "message":
-            await recorder.record(session_id, value, when)
+            await recorder.record(session_id, value, epoch_us(when))
         elif kind == "gap":
             await recorder.record_gap(session_id, detected_at=when, **value)
         else:

@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW, ERROR_CHANNEL, OrderbookDelta, OrderbookSnapshot
 from apps.marketdata.models import RecordedGap
-from apps.marketdata.recorder import DatabaseRecorder, DjangoBatchWriter, Row
+from apps.marketdata.recorder import DatabaseRecorder, DjangoBatchWriter, RecordedRow
 from apps.marketdata.selectors import BookReplayer, Gap, Recorded, book_at, recording_messages
 from apps.trader.core.coordinator import Coordinator
 from apps.trader.core.states import State
@@ -32,9 +32,9 @@ class PausableWriter:
         self.running = threading.Event()
         self.running.set()
 
-    def __call__(self, rows: Sequence[Row]) -> None:
+    def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
         self.running.wait(timeout=30)
-        self.inner(rows)
+        self.inner(rows, more_waiting=more_waiting)
 
     def close(self) -> None:
         self.inner.close()

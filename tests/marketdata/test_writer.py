@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 import pytest
@@ -10,10 +11,28 @@ from asgiref.sync import sync_to_async
 
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
-from apps.marketdata.models import RecordedGap, RecordedMarket
-from apps.marketdata.recorder import DatabaseRecorder, spill_load
+from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket
+from apps.marketdata.recorder import (
+    DatabaseRecorder,
+    DeltaRow,
+    DjangoBatchWriter,
+    recount_market_totals,
+    spill_load,
+)
 from apps.marketdata.selectors import Gap
-from tests.marketdata.conftest import FlakyWriter, GatedWriter, a_new_session, at, delta, recorded, snapshot
+from apps.trader.core.clock import epoch_us
+from tests.marketdata.conftest import (
+    FlakyWriter,
+    GatedWriter,
+    a_new_session,
+    at,
+    at_us,
+    delta,
+    new_session,
+    recorded,
+    recorded_session,
+    snapshot,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,14 +47,14 @@ def deltas(count: int, ticker: str = "KXA", sid: int = 1, first_seq: int = 2) ->
 async def test_it_writes_snapshots_deltas_and_gaps_in_receive_order() -> None:
     session = await a_new_session()
     recorder = DatabaseRecorder(flush_interval=0.01)
-    await recorder.record(session.pk, snapshot("KXA", 1, 1, yes=[(4200, 1250)], no=[(5500, 300)]), at(0))
-    await recorder.record(session.pk, snapshot("KXB", 1, 2, no=[(100, 7)]), at(1))
-    await recorder.record(session.pk, delta("KXA", 1, 3, "yes", 4300, -54_00, ts_ms=1_700_000_000_123), at(2))
+    await recorder.record(session.pk, snapshot("KXA", 1, 1, yes=[(4200, 1250)], no=[(5500, 300)]), at_us(0))
+    await recorder.record(session.pk, snapshot("KXB", 1, 2, no=[(100, 7)]), at_us(1))
+    await recorder.record(session.pk, delta("KXA", 1, 3, "yes", 4300, -54_00, ts_ms=1_700_000_000_123), at_us(2))
     await recorder.record_gap(
         session.pk, kind="seq", sid=1, expected_seq=4, received_seq=6, markets=["KXA", "KXB"], detected_at=at(3)
     )
-    await recorder.record(session.pk, snapshot("KXA", 1, 7, yes=[(4300, 100)], command_id=9), at(4))
-    await recorder.record(session.pk, snapshot("KXB", 1, 8, command_id=9), at(5))
+    await recorder.record(session.pk, snapshot("KXA", 1, 7, yes=[(4300, 100)], command_id=9), at_us(4))
+    await recorder.record(session.pk, snapshot("KXB", 1, 8, command_id=9), at_us(5))
     await recorder.mark_healed(session.pk, healed_at=at(6))
     await recorder.close()
 
@@ -90,7 +109,7 @@ async def test_it_makes_the_feed_wait_when_the_buffer_is_full(wait_until) -> Non
 
     async def feed() -> None:
         for message in messages:
-            await recorder.record(session.pk, message, at(message.seq))
+            await recorder.record(session.pk, message, at_us(message.seq))
 
     reader = asyncio.create_task(feed())
     await wait_until(lambda: recorder.metrics()["backpressure_waits"] > 0)
@@ -119,7 +138,7 @@ async def test_a_reader_cancelled_while_it_waits_loses_nothing(wait_until) -> No
 
     async def feed() -> None:
         for message in messages:
-            await recorder.record(session.pk, message, at(message.seq))
+            await recorder.record(session.pk, message, at_us(message.seq))
 
     reader = asyncio.create_task(feed())
     await wait_until(lambda: recorder.metrics()["backpressure_waits"] > 0)
@@ -139,7 +158,7 @@ async def test_it_retries_an_outage_with_back_off_and_loses_no_rows() -> None:
     recorder = DatabaseRecorder(capacity=50, batch_size=10, flush_interval=0.01, writer=writer, backoff=FAST_RETRY)
     messages = deltas(25)
     for message in messages:
-        await recorder.record(session.pk, message, at(message.seq))
+        await recorder.record(session.pk, message, at_us(message.seq))
     await recorder.flush()
 
     metrics = recorder.metrics()
@@ -155,7 +174,7 @@ async def test_flush_writes_everything_without_waiting_for_a_full_batch() -> Non
     session = await a_new_session()
     recorder = DatabaseRecorder(batch_size=1000, flush_interval=60.0)
     for message in deltas(7):
-        await recorder.record(session.pk, message, at(0))
+        await recorder.record(session.pk, message, at_us(0))
     await asyncio.wait_for(recorder.flush(), timeout=5)
     assert len(await recorded(session.pk)) == 7
     await recorder.close()
@@ -167,8 +186,8 @@ async def test_status_shows_the_age_of_the_oldest_unwritten_row(wait_until) -> N
     writer = GatedWriter()
     recorder = DatabaseRecorder(flush_interval=0.01, writer=writer, wall_clock=lambda: now[0])
     assert recorder.metrics()["oldest_unwritten_age"] is None
-    await recorder.record(session.pk, deltas(1)[0], at(0))
-    await recorder.record(session.pk, deltas(1)[0], at(500))
+    await recorder.record(session.pk, deltas(1)[0], at_us(0))
+    await recorder.record(session.pk, deltas(1)[0], at_us(500))
     now[0] = at(0) + timedelta(seconds=2.5)
     metrics = recorder.metrics()
     assert metrics["queued"] == 2
@@ -187,7 +206,7 @@ async def test_rows_not_written_by_the_shutdown_deadline_are_saved_and_written_a
     )
     messages = deltas(25)
     for message in messages:
-        await recorder.record(session.pk, message, at(message.seq))
+        await recorder.record(session.pk, message, at_us(message.seq))
     await recorder.record_gap(
         session.pk, kind="seq", sid=1, expected_seq=27, received_seq=30, markets=["KXA"], detected_at=at(30)
     )
@@ -200,7 +219,7 @@ async def test_rows_not_written_by_the_shutdown_deadline_are_saved_and_written_a
     # A batch the old process was still waiting on may have landed after all: it is not written twice.
     landed = DatabaseRecorder(flush_interval=0.01)
     for message in messages[:10]:
-        await landed.record(session.pk, message, at(message.seq))
+        await landed.record(session.pk, message, at_us(message.seq))
     await landed.close()
 
     assert await sync_to_async(spill_load)(saved) == 16
@@ -209,3 +228,98 @@ async def test_rows_not_written_by_the_shutdown_deadline_are_saved_and_written_a
     assert isinstance(items[-1].message, Gap)
     assert [item.message for item in items[:25]] == messages
     assert not await asyncio.to_thread(saved.exists)
+
+
+async def test_receive_times_are_stored_exactly_and_compare_like_any_datetime() -> None:
+    session = await a_new_session()
+    recorder = DatabaseRecorder(flush_interval=0.01)
+    times = [at(0), at(0) + timedelta(microseconds=1), at(0) + timedelta(microseconds=999_999)]
+    for message, moment in zip(deltas(3), times, strict=True):
+        await recorder.record(session.pk, message, epoch_us(moment))
+    await recorder.close()
+
+    assert [item.received_at for item in await recorded(session.pk)] == times
+
+    def stored() -> tuple[int, int, tuple[object, object]]:
+        rows = RecordedDelta.objects.filter(session_id=session.pk)
+        market = RecordedMarket.objects.get(session_id=session.pk, market_ticker="KXA")
+        return (
+            rows.filter(received_at__lte=at(0)).count(),
+            rows.filter(received_at__gt=times[1]).count(),
+            (market.first_received_at, market.last_received_at),
+        )
+
+    assert await sync_to_async(stored)() == (1, 1, (times[0], times[2]))
+
+
+async def test_a_spill_file_of_the_earlier_layout_still_loads(tmp_path) -> None:
+    """Files written before rows had kind names: a kind number first, an ISO 8601 time last."""
+    session = await a_new_session()
+    lines = [
+        [0, session.pk, 1, "KXA", 1, 1, None, [[4200, 1250]], [], at(0).isoformat()],
+        [1, session.pk, 2, "KXA", 1, 2, "no", 9800, 250, 1_795_000_000_002, at(1).isoformat()],
+        [2, session.pk, 3, "seq", 1, 3, 5, ["KXA"], at(2).isoformat()],
+        [3, session.pk, 4, at(3).isoformat()],
+    ]
+    saved = tmp_path / f"recording-{session.pk}-1.jsonl"
+    saved.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    assert await sync_to_async(spill_load)(saved) == 3
+    items = await recorded(session.pk)
+    assert [item.position for item in items] == [1, 2, 3]
+    assert [item.received_at for item in items[:2]] == [at(0), at(1)]
+    assert items[1].message == delta("KXA", 1, 2, "no", 9800, 250, ts_ms=1_795_000_000_002)
+    gap = items[2].message
+    assert isinstance(gap, Gap)
+    assert gap.healed_at == at(3)
+
+
+def _market_totals(session_id: int) -> list[tuple[object, ...]]:
+    return list(
+        RecordedMarket.objects.filter(session_id=session_id)
+        .order_by("market_ticker")
+        .values_list(
+            "market_ticker",
+            "snapshots",
+            "deltas",
+            "first_position",
+            "last_position",
+            "last_sid",
+            "last_seq",
+            "first_received_at",
+            "last_received_at",
+        )
+    )
+
+
+def _rows(session_id: int, messages: list[OrderbookDelta], first: int) -> list[DeltaRow]:
+    return [
+        DeltaRow(session_id, first + i, m.market_ticker, m.sid, m.seq, m.side, m.price, m.delta, None, at_us(i))
+        for i, m in enumerate(messages)
+    ]
+
+
+def test_market_totals_wait_while_rows_queue_up_and_are_current_once_the_writer_catches_up() -> None:
+    session = new_session()
+    writer = DjangoBatchWriter(totals_interval=3600)
+    writer(_rows(session.pk, deltas(3), 1), more_waiting=True)
+    assert _market_totals(session.pk) == []
+    writer(_rows(session.pk, deltas(2, ticker="KXB"), 4), more_waiting=True)
+    assert _market_totals(session.pk) == []
+    writer(_rows(session.pk, deltas(2), 6))
+    assert _market_totals(session.pk) == [
+        ("KXA", 0, 5, 1, 7, 1, 3, at(0), at(1)),
+        ("KXB", 0, 2, 4, 5, 1, 3, at(0), at(1)),
+    ]
+    writer(_rows(session.pk, deltas(1, ticker="KXB"), 8), more_waiting=True)
+    writer.close()  # what is still deferred is written on close
+    assert _market_totals(session.pk)[1] == ("KXB", 0, 3, 4, 8, 1, 2, at(0), at(0))
+
+
+def test_market_totals_can_be_rebuilt_from_the_recorded_rows() -> None:
+    session = recorded_session()
+    written = _market_totals(session.pk)
+    assert written and sum(totals[2] for totals in written) == 5  # type: ignore[misc]
+    RecordedMarket.objects.filter(session_id=session.pk).update(deltas=0, last_received_at=None)
+    assert recount_market_totals(session.pk) == 2
+    assert _market_totals(session.pk) == written

@@ -243,7 +243,7 @@ class ListRecorder:
         self.writing.set()
         self.rows: list[tuple[Any, ...]] = []
 
-    async def record(self, session_id: int, message: MarketMessage, received_at: datetime) -> None:
+    async def record(self, session_id: int, message: MarketMessage, received_us: int) -> None:
         await self.writing.wait()
         self.rows.append(("message", message.market_ticker, message.sid, message.seq))
 

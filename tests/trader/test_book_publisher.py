@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apps.trader.core.bookpublisher import BookPublisher
+from apps.trader.core.clock import epoch_us
 from apps.trader.core.eventbus import EventBus
 from tests.support import eventually
 from tests.trader.builders import StandInClient, StandInClients, delta, snapshot
@@ -24,7 +25,7 @@ async def a_publisher(bus: EventBus, markets: list[str], per_tick: int = 1000) -
 
         async def on_market_message(self, message: Any, book: Any) -> None:
             ts_ms = getattr(message, "ts_ms", None)
-            publisher.book_changed(message.market_ticker, T0 + timedelta(seconds=message.seq), ts_ms)
+            publisher.book_changed(message.market_ticker, epoch_us(T0 + timedelta(seconds=message.seq)), ts_ms)
 
     holder.append(StandInClients()(Listener(), markets))
     return publisher, holder[0]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 
 from apps.kalshi.fixedpoint import format_price, format_size
 from apps.kalshi.messages import Level
 from apps.kalshi.orderbook import OrderBook
+from apps.trader.core.clock import from_epoch_us
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.ports import FeedClient
 
@@ -38,14 +38,14 @@ class BookPublisher:
         """Markets changed since they were last published, oldest change first."""
         self._unreported: set[str] = set()
         """Markets changed since the last heartbeat took their tops."""
-        self._updated: dict[str, tuple[datetime, int | None]] = {}
+        self._updated: dict[str, tuple[int, int | None]] = {}
         """Per market: when its book last changed, and the exchange's ts_ms of that change (None: a snapshot)."""
 
     # ------------------------------------------------------------------------------------------ marking
 
-    def book_changed(self, ticker: str, received_at: datetime, ts_ms: int | None) -> None:
+    def book_changed(self, ticker: str, received_us: int, ts_ms: int | None) -> None:
         """The feed applied a snapshot (``ts_ms`` None) or a delta to ``ticker``'s book. On the hot path."""
-        self._updated[ticker] = (received_at, ts_ms)
+        self._updated[ticker] = (received_us, ts_ms)
         if ticker not in self._pending:
             self._pending[ticker] = None
         self._unreported.add(ticker)
@@ -111,7 +111,7 @@ class BookPublisher:
             "yes_ask": _level(top.yes_ask),
             "spread": format_price(top.spread) if top.spread is not None else None,
             "stale": book.market_ticker in client.stale,
-            "updated_at": updated_at.isoformat() if updated_at is not None else None,
+            "updated_at": from_epoch_us(updated_at).isoformat() if updated_at is not None else None,
             "ts_ms": ts_ms,
         }
 

@@ -24,6 +24,7 @@ from apps.kalshi.messages import OrderbookDelta
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.rest import KalshiRestError
 from apps.trader.core.bookpublisher import BookPublisher
+from apps.trader.core.clock import epoch_us, now_us
 from apps.trader.core.consolelog import ConsoleLog
 from apps.trader.core.crosscheckloop import CrossCheckLoop
 from apps.trader.core.eventbus import Event, EventBus
@@ -46,6 +47,10 @@ logger = logging.getLogger(__name__)
 EXPECTED_FAILURES = (HandshakeRejected, DiscoveryError, KalshiRestError)
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Coordinator:
     def __init__(
         self,
@@ -57,7 +62,7 @@ class Coordinator:
         recorder: Recorder | None = None,
         rest: ExchangeRest | None = None,
         background: dict[str, BackgroundTask] | None = None,
-        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        wall_clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.options = options
         self._client_factory = client_factory
@@ -66,6 +71,8 @@ class Coordinator:
         self._recorder = recorder
         self._rest = rest
         self._wall_clock = wall_clock
+        # The hot path takes integer microseconds: a datetime per message costs more than parsing it.
+        self._clock_us: Callable[[], int] = now_us if wall_clock is _utc_now else lambda: epoch_us(wall_clock())
         self.session_id: int | None = None
         self.client: FeedClient | None = None
         self._client_task: asyncio.Task[None] | None = None
@@ -370,11 +377,11 @@ class Coordinator:
 
     async def on_market_message(self, message: MarketMessage, book: OrderBook) -> None:
         """FeedListener: every applied snapshot and delta. Kept cheap: it is on the hot path."""
-        received_at = self._wall_clock()
+        received_us = self._clock_us()
         self.publisher.book_changed(
-            message.market_ticker, received_at, message.ts_ms if isinstance(message, OrderbookDelta) else None
+            message.market_ticker, received_us, message.ts_ms if isinstance(message, OrderbookDelta) else None
         )
-        await self.tap.on_market_message(message, received_at)
+        await self.tap.on_market_message(message, received_us)
 
     # ------------------------------------------------------------------------------------------ publishing
 

@@ -86,7 +86,9 @@ class Recorder(Protocol):
     are written. That wait is the back-pressure: the feed reader stops reading and the exchange sees it.
     """
 
-    async def record(self, session_id: int, message: MarketMessage, received_at: datetime) -> None: ...
+    async def record(self, session_id: int, message: MarketMessage, received_us: int) -> None:
+        """Append an applied message; ``received_us``: when it arrived, in microseconds since the Unix epoch
+        (an integer: exact, and far cheaper per message than a datetime)."""
 
     async def record_gap(
         self,

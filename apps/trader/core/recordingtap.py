@@ -13,6 +13,7 @@ from datetime import datetime
 
 from apps.kalshi.client import FeedEvent, FeedEventKind, MarketMessage
 from apps.kalshi.messages import OrderbookSnapshot
+from apps.trader.core.clock import from_epoch_us
 from apps.trader.core.ports import Recorder
 
 
@@ -36,7 +37,7 @@ class RecordingTap:
     def awaiting_snapshot(self) -> frozenset[str]:
         return frozenset(self._awaiting_snapshot)
 
-    async def on_market_message(self, message: MarketMessage, received_at: datetime) -> None:
+    async def on_market_message(self, message: MarketMessage, received_us: int) -> None:
         """Record one applied snapshot or delta. Awaiting the recorder is the back-pressure path: it returns
         at once unless the recorder is full."""
         if self._recorder is not None and self.session_id is not None:
@@ -47,11 +48,11 @@ class RecordingTap:
                 # did not deliver is lost, and the recording says so.
                 await self._record_feed_lost("resubscribe")
             self._last_recorded = (message.sid, message.seq)
-            await self._recorder.record(self.session_id, message, received_at)
+            await self._recorder.record(self.session_id, message, received_us)
             if self._awaiting_snapshot and isinstance(message, OrderbookSnapshot):
                 self._awaiting_snapshot.discard(message.market_ticker)
                 if not self._awaiting_snapshot:
-                    await self._recorder.mark_healed(self.session_id, healed_at=received_at)
+                    await self._recorder.mark_healed(self.session_id, healed_at=from_epoch_us(received_us))
 
     async def on_feed_event(self, event: FeedEvent) -> None:
         if self._recorder is not None and self.session_id is not None:

@@ -18,7 +18,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +241,7 @@ class Command(BaseCommand):
         recorder = DatabaseRecorder(using=alias, capacity=options["capacity"], batch_size=options["batch_size"])
         record = recorder.record
         sides: tuple[Side, Side] = ("yes", "no")
-        now = datetime.now
+        now_us = time.time_ns
         started = time.perf_counter()
         seq = 0
         for ticker in tickers:
@@ -250,7 +249,7 @@ class Command(BaseCommand):
             snapshot = OrderbookSnapshot(
                 sid=1, seq=seq, market_ticker=ticker, market_id="", yes=[(4200, 1250)], no=[(5500, 300)]
             )
-            await record(session_id, snapshot, now(UTC))
+            await record(session_id, snapshot, now_us() // 1_000)
         for i in range(rows):
             seq += 1
             message = OrderbookDelta(
@@ -263,7 +262,7 @@ class Command(BaseCommand):
                 side=sides[i & 1],
                 ts_ms=1_795_000_000_000 + i,
             )
-            await record(session_id, message, now(UTC))
+            await record(session_id, message, now_us() // 1_000)
         await recorder.flush()
         seconds = time.perf_counter() - started
         metrics = recorder.metrics()
