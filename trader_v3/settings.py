@@ -199,7 +199,7 @@ TRADER_HEARTBEAT_STALE_SECONDS: float = env.float("TRADER_HEARTBEAT_STALE_SECOND
 TRADER_FEED_IDLE_TIMEOUT: float = env.float("TRADER_FEED_IDLE_TIMEOUT", 30.0, minimum=1.0)
 # Changed books go to consoles as one event per tick, at most so many books a tick (the rest wait, oldest first).
 TRADER_ORDERBOOK_INTERVAL: float = env.float("TRADER_ORDERBOOK_INTERVAL", 0.05, minimum=0.01)
-TRADER_ORDERBOOKS_PER_TICK: int = env.int("TRADER_ORDERBOOKS_PER_TICK", 1000, minimum=1, maximum=100_000)
+TRADER_ORDERBOOKS_PER_TICK: int = env.int("TRADER_ORDERBOOKS_PER_TICK", 100, minimum=1, maximum=100_000)
 SIM_MESSAGE_RATE: float = env.float("SIM_MESSAGE_RATE", 50.0)
 # Faults for the built-in exchange, e.g. "drop_every=30,skip_seq_every=100,no_ping" (see apps/exchange/faults.py).
 SIM_FAULTS_SPEC: str = env.str("SIM_FAULTS", default="")

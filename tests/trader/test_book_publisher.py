@@ -93,13 +93,23 @@ async def test_the_heartbeat_takes_each_changed_top_once_and_removed_markets_are
     publisher, client = await a_publisher(bus, ["A", "B"])
     await client.feed(snapshot("A", 1, 1, yes=[("0.4200", "1.00")], no=[]))
     await client.feed(snapshot("B", 1, 2, yes=[("0.4200", "1.00")], no=[]))
-    assert sorted(top["market_ticker"] for top in publisher.take_unreported()) == ["A", "B"]
-    assert publisher.take_unreported() == []
+    assert sorted(top["market_ticker"] for top in publisher.take_unreported(100)) == ["A", "B"]
+    assert publisher.take_unreported(100) == []
     client.stale.add("A")
     publisher.markets_changed(["A"])  # stale now: shown again though its book did not move
-    assert [(top["market_ticker"], top["stale"]) for top in publisher.take_unreported()] == [("A", True)]
+    assert [(top["market_ticker"], top["stale"]) for top in publisher.take_unreported(100)] == [("A", True)]
 
     await client.feed(delta("B", 1, 3, "0.4200", "1.00"))
     publisher.forget(["B"])
-    assert publisher.take_unreported() == []
+    assert publisher.take_unreported(100) == []
     assert publisher.pending == 1  # A, still waiting for its tick
+
+
+async def test_the_heartbeat_takes_at_most_its_budget_of_tops_oldest_change_first(bus: EventBus) -> None:
+    publisher, client = await a_publisher(bus, ["A", "B", "C"])
+    for seq, ticker in enumerate(["C", "A", "B"], start=1):
+        await client.feed(snapshot(ticker, 1, seq, yes=[("0.4200", "1.00")], no=[]))
+    await client.feed(delta("C", 1, 4, "0.4200", "1.00"))  # C changed again: it keeps its place in line
+    assert [top["market_ticker"] for top in publisher.take_unreported(2)] == ["C", "A"]
+    assert [(top["market_ticker"], top["seq"]) for top in publisher.take_unreported(2)] == [("B", 3)]
+    assert publisher.take_unreported(2) == []

@@ -36,8 +36,8 @@ class BookPublisher:
         self.session_id: int | None = None
         self._pending: OrderedDict[str, None] = OrderedDict()
         """Markets changed since they were last published, oldest change first."""
-        self._unreported: set[str] = set()
-        """Markets changed since the last heartbeat took their tops."""
+        self._unreported: OrderedDict[str, None] = OrderedDict()
+        """Markets changed since the last heartbeat took their tops, oldest change first."""
         self._updated: dict[str, tuple[int, int | None]] = {}
         """Per market: when its book last changed, and the exchange's ts_ms of that change (None: a snapshot)."""
 
@@ -48,20 +48,22 @@ class BookPublisher:
         self._updated[ticker] = (received_us, ts_ms)
         if ticker not in self._pending:
             self._pending[ticker] = None
-        self._unreported.add(ticker)
+        if ticker not in self._unreported:
+            self._unreported[ticker] = None
 
     def markets_changed(self, tickers: Iterable[str]) -> None:
         """Something other than the book changed for these markets (they went stale): show them again."""
         for ticker in tickers:
             if ticker not in self._pending:
                 self._pending[ticker] = None
-            self._unreported.add(ticker)
+            if ticker not in self._unreported:
+                self._unreported[ticker] = None
 
     def forget(self, tickers: Iterable[str]) -> None:
         """Markets no longer watched: nothing more is published for them."""
         for ticker in tickers:
             self._pending.pop(ticker, None)
-            self._unreported.discard(ticker)
+            self._unreported.pop(ticker, None)
             self._updated.pop(ticker, None)
 
     @property
@@ -91,13 +93,20 @@ class BookPublisher:
             self._bus.emit(Event("orderbooks", {"session_id": self.session_id, "books": books}))
         return len(books)
 
-    def take_unreported(self) -> list[dict[str, Any]]:
-        """The tops of the markets that changed since the last call (for the heartbeat's MarketTop rows)."""
+    def take_unreported(self, limit: int) -> list[dict[str, Any]]:
+        """The tops of at most ``limit`` markets that changed since they were last taken, oldest change first
+        (for the heartbeat's MarketTop rows); the rest wait for the next heartbeat."""
         client = self._client()
         if client is None or not self._unreported:
             return []
-        changed, self._unreported = self._unreported, set()
-        return [self.top(book, client) for ticker in changed if (book := client.books.get(ticker)) is not None]
+        tops: list[dict[str, Any]] = []
+        unreported = self._unreported
+        while unreported and len(tops) < limit:
+            ticker, _ = unreported.popitem(last=False)
+            book = client.books.get(ticker)
+            if book is not None:
+                tops.append(self.top(book, client))
+        return tops
 
     def top(self, book: OrderBook, client: FeedClient) -> dict[str, Any]:
         """One market's top of book as consoles and MarketTop rows show it (no depth: the pages show none)."""

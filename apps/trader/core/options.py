@@ -18,8 +18,11 @@ class CoordinatorOptions:
     status_interval: float = 1.0
     orderbook_interval: float = 0.05
     """Changed books go to consoles as one ``orderbooks`` event per tick of this many seconds."""
-    orderbooks_per_tick: int = 1000
+    orderbooks_per_tick: int = 100
     """At most this many books per tick; the rest wait for the next ones, oldest change first."""
+    heartbeat_tops: int = 2000
+    """At most this many changed tops go into one heartbeat's MarketTop rows; the rest wait, oldest first, so the
+    heartbeat's cost stays bounded however many markets move (at 10,000 busy markets a top lags up to ~5 s)."""
     summary_interval: float = 5.0
     """How often an ORDERBOOK STATUS line goes to the console while ready."""
     timeouts: dict[State, float | None] = field(default_factory=lambda: dict(STATE_TIMEOUTS))
