@@ -451,6 +451,7 @@ class KalshiWebSocketClient:
         book = self.books.get(snapshot.market_ticker)
         if book is None:
             return  # a market removed while its snapshot was in flight
+        snapshot.market_ticker = book.market_ticker  # one string per market, not one per message
         book.apply_snapshot(snapshot)
         self.metrics.snapshots_received += 1
         if snapshot.market_ticker in self.stale and snapshot.id is not None:
@@ -473,6 +474,9 @@ class KalshiWebSocketClient:
         book = self.books.get(delta.market_ticker)
         if book is None:
             return
+        # The book's own string from here on: the recorder's buffer then holds one per market rather than
+        # one per row, and every later lookup finds its hash already computed.
+        delta.market_ticker = book.market_ticker
         if delta.market_ticker in self.stale:
             self.metrics.stale_deltas_dropped += 1
             return

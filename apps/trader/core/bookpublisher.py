@@ -8,11 +8,12 @@ rest wait for the next tick, oldest first, so a busy market cannot starve a quie
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from apps.kalshi.fixedpoint import format_price, format_size
+from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
 from apps.kalshi.messages import Level
 from apps.kalshi.orderbook import OrderBook
 from apps.trader.core.clock import from_epoch_us
@@ -118,14 +119,20 @@ class BookPublisher:
             "seq": book.seq,
             "yes_bid": _level(top.yes_bid),
             "yes_ask": _level(top.yes_ask),
-            "spread": format_price(top.spread) if top.spread is not None else None,
+            "spread": _price_text(top.spread) if top.spread is not None else None,
             "stale": book.market_ticker in client.stale,
             "updated_at": from_epoch_us(updated_at).isoformat() if updated_at is not None else None,
             "ts_ms": ts_ms,
         }
 
 
+# Tops are formatted thousands of times a second at 10,000 markets, from a few hundred distinct prices and
+# sizes: their texts are kept (bounded) instead of formatted again each time.
+_price_text = functools.lru_cache(maxsize=DOLLAR + 1)(format_price)
+_size_text = functools.lru_cache(maxsize=65_536)(format_size)
+
+
 def _level(level: Level | None) -> dict[str, str] | None:
     if level is None:
         return None
-    return {"price": format_price(level[0]), "size": format_size(level[1])}
+    return {"price": _price_text(level[0]), "size": _size_text(level[1])}
