@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import struct
 import time
@@ -280,24 +279,30 @@ class DjangoBatchWriter:
     """The default BatchWriter: the Django database ``using``, through COPY on PostgreSQL.
 
     Each batch also updates the per-market totals (RecordedMarket) in its transaction. While more rows
-    wait behind a batch, that update is deferred for up to ``totals_interval`` seconds and then covers
-    every batch since the last one: with 10,000 markets it is as many rows as a batch itself. Once the
-    writer catches up (and on close) the totals are current; only a process killed under load leaves
-    them behind its last second of rows, and ``recount_market_totals`` rebuilds them from the rows.
+    wait behind a batch, that update is deferred and then covers every batch since the last one: with
+    10,000 markets it is as many rows as a batch itself, so it waits at least ``totals_interval`` seconds
+    and long enough that it takes at most ``totals_share`` of the writer's time (its cost grows with the
+    number of markets, the batches' does not). Once the writer catches up (and on close) the totals are
+    current; only a process killed under load leaves them behind its last seconds of rows, and
+    ``recount_market_totals`` rebuilds them from the rows.
     """
 
-    def __init__(self, using: str = "default", *, totals_interval: float = 1.0) -> None:
+    def __init__(self, using: str = "default", *, totals_interval: float = 1.0, totals_share: float = 0.1) -> None:
         self.using = using
         self.totals_interval = totals_interval
+        self.totals_share = totals_share
         self._uncounted = _Uncounted()
         """Committed rows the totals do not count yet."""
         self._totals_written_at = time.monotonic()
+        self._totals_seconds = 0.0
+        """How long the last totals update took."""
 
     def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
         batch = _SplitBatch.of(rows)
         uncounted = self._uncounted.plus(batch.deltas, batch.snapshots)
         now = time.monotonic()
-        write_totals = not more_waiting or now - self._totals_written_at >= self.totals_interval
+        totals_due = max(self.totals_interval, self._totals_seconds / self.totals_share)
+        write_totals = not more_waiting or now - self._totals_written_at >= totals_due
         connection = connections[self.using]
         try:
             with transaction.atomic(using=self.using):
@@ -307,7 +312,9 @@ class DjangoBatchWriter:
                     self._insert(batch)
                 self._gaps_and_heals(batch)
                 if write_totals:
+                    started = time.monotonic()
                     self._write_totals(uncounted)
+                    totals_seconds = time.monotonic() - started
         except BaseException:
             # A broken connection must not be reused by the retry: the next attempt opens a fresh one.
             with contextlib.suppress(Exception):
@@ -319,6 +326,7 @@ class DjangoBatchWriter:
         if write_totals:
             self._uncounted = _Uncounted()
             self._totals_written_at = now
+            self._totals_seconds = totals_seconds
         else:
             self._uncounted = uncounted
 
@@ -352,10 +360,7 @@ class DjangoBatchWriter:
         if batch.snapshots:
             raw.executemany(
                 _sqlite_insert(RecordedSnapshot._meta.db_table, SnapshotRow),
-                [
-                    (*s[:6], json.dumps(_levels(s.yes)), json.dumps(_levels(s.no)), s.received_us)
-                    for s in batch.snapshots
-                ],
+                [(*s[:6], _levels_json(s.yes), _levels_json(s.no), s.received_us) for s in batch.snapshots],
             )
 
     def _gaps_and_heals(self, batch: _SplitBatch) -> None:
@@ -422,6 +427,11 @@ class DjangoBatchWriter:
 
 def _levels(levels: Sequence[Level]) -> list[list[int]]:
     return [list(level) for level in levels]
+
+
+def _levels_json(levels: Sequence[Level]) -> str:
+    """Levels as the JSON text a JSONField holds in SQLite (orjson writes tuples as arrays)."""
+    return orjson.dumps(levels).decode()
 
 
 # ---------------------------------------------------------------------------------------------- recorder
