@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,6 +19,42 @@ from apps.kalshi.orderbook import OrderBook
 from apps.trader.core.clock import from_epoch_us
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.ports import FeedClient
+
+
+class ChangedMarkets:
+    """Markets in the order they first changed since they were last taken; each at most once.
+
+    A set and a deque rather than an OrderedDict: at 10,000 markets nearly every message marks a market
+    not marked yet, and a set add plus a deque append cost half an OrderedDict insertion.
+    """
+
+    __slots__ = ("_marked", "_order")
+
+    def __init__(self) -> None:
+        self._marked: set[str] = set()
+        self._order: deque[str] = deque()
+        """The marked markets, oldest first; may also hold markets discarded since (skipped when taken)."""
+
+    def __len__(self) -> int:
+        return len(self._marked)
+
+    def mark(self, ticker: str) -> None:
+        if ticker not in self._marked:
+            self._marked.add(ticker)
+            self._order.append(ticker)
+
+    def discard(self, ticker: str) -> None:
+        self._marked.discard(ticker)
+
+    def take(self) -> str | None:
+        """The oldest marked market (unmarking it), None when none is."""
+        marked, order = self._marked, self._order
+        while order:
+            ticker = order.popleft()
+            if ticker in marked:
+                marked.remove(ticker)
+                return ticker
+        return None
 
 
 class BookPublisher:
@@ -35,9 +71,9 @@ class BookPublisher:
         self.interval = interval
         self.per_tick = per_tick
         self.session_id: int | None = None
-        self._pending: OrderedDict[str, None] = OrderedDict()
+        self._pending = ChangedMarkets()
         """Markets changed since they were last published, oldest change first."""
-        self._unreported: OrderedDict[str, None] = OrderedDict()
+        self._unreported = ChangedMarkets()
         """Markets changed since the last heartbeat took their tops, oldest change first."""
         self._updated: dict[str, tuple[int, int | None]] = {}
         """Per market: when its book last changed, and the exchange's ts_ms of that change (None: a snapshot)."""
@@ -47,24 +83,20 @@ class BookPublisher:
     def book_changed(self, ticker: str, received_us: int, ts_ms: int | None) -> None:
         """The feed applied a snapshot (``ts_ms`` None) or a delta to ``ticker``'s book. On the hot path."""
         self._updated[ticker] = (received_us, ts_ms)
-        if ticker not in self._pending:
-            self._pending[ticker] = None
-        if ticker not in self._unreported:
-            self._unreported[ticker] = None
+        self._pending.mark(ticker)
+        self._unreported.mark(ticker)
 
     def markets_changed(self, tickers: Iterable[str]) -> None:
         """Something other than the book changed for these markets (they went stale): show them again."""
         for ticker in tickers:
-            if ticker not in self._pending:
-                self._pending[ticker] = None
-            if ticker not in self._unreported:
-                self._unreported[ticker] = None
+            self._pending.mark(ticker)
+            self._unreported.mark(ticker)
 
     def forget(self, tickers: Iterable[str]) -> None:
         """Markets no longer watched: nothing more is published for them."""
         for ticker in tickers:
-            self._pending.pop(ticker, None)
-            self._unreported.pop(ticker, None)
+            self._pending.discard(ticker)
+            self._unreported.discard(ticker)
             self._updated.pop(ticker, None)
 
     @property
@@ -84,9 +116,8 @@ class BookPublisher:
         if client is None or not self._pending:
             return 0
         books: list[dict[str, Any]] = []
-        pending = self._pending
-        while pending and len(books) < self.per_tick:
-            ticker, _ = pending.popitem(last=False)
+        take = self._pending.take
+        while len(books) < self.per_tick and (ticker := take()) is not None:
             book = client.books.get(ticker)
             if book is not None:
                 books.append(self.top(book, client))
@@ -101,9 +132,8 @@ class BookPublisher:
         if client is None or not self._unreported:
             return []
         tops: list[dict[str, Any]] = []
-        unreported = self._unreported
-        while unreported and len(tops) < limit:
-            ticker, _ = unreported.popitem(last=False)
+        take = self._unreported.take
+        while len(tops) < limit and (ticker := take()) is not None:
             book = client.books.get(ticker)
             if book is not None:
                 tops.append(self.top(book, client))
