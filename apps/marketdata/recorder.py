@@ -278,16 +278,22 @@ def _postgres_timestamp(column: str) -> str:
     return f"to_timestamp({column} / 1000000) + ({column} %% 1000000) * interval '1 microsecond'"
 
 
+CHEAP_TOTALS = 1_000
+"""Markets whose totals a caught-up writer updates with any batch (a few milliseconds)."""
+
+
 class DjangoBatchWriter:
     """The default BatchWriter: the Django database ``using``, through COPY on PostgreSQL.
 
-    Each batch also updates the per-market totals (RecordedMarket) in its transaction. While more rows
-    wait behind a batch, that update is deferred and then covers every batch since the last one: with
-    10,000 markets it is as many rows as a batch itself, so it waits at least ``totals_interval`` seconds
-    and long enough that it takes at most ``totals_share`` of the writer's time (its cost grows with the
-    number of markets, the batches' does not). Once the writer catches up (and on close) the totals are
-    current; only a process killed under load leaves them behind its last seconds of rows, and
-    ``recount_market_totals`` rebuilds them from the rows.
+    Each batch also updates the per-market totals (RecordedMarket) in its transaction. That update covers
+    every market touched since the last one: with 10,000 markets it is as many rows as a batch itself, so
+    its cost grows with the number of markets while the batches' does not. It is therefore deferred until
+    it takes at most ``totals_share`` of the writer's time (judged by how long the last one took), and
+    while more rows wait behind a batch, for at least ``totals_interval`` seconds too. A writer that has
+    caught up writes them with its batch when they cover at most ``CHEAP_TOTALS`` markets; with more (on
+    PostgreSQL the reader is often the slower side, so the writer catches up with nearly every batch)
+    only as often as the share allows. On close the totals are current; only a process killed under load
+    leaves them behind its last seconds of rows, and ``recount_market_totals`` rebuilds them from the rows.
     """
 
     def __init__(self, using: str = "default", *, totals_interval: float = 1.0, totals_share: float = 0.1) -> None:
@@ -304,8 +310,11 @@ class DjangoBatchWriter:
         batch = _SplitBatch.of(rows)
         uncounted = self._uncounted.plus(batch.deltas, batch.snapshots)
         now = time.monotonic()
-        totals_due = max(self.totals_interval, self._totals_seconds / self.totals_share)
-        write_totals = not more_waiting or now - self._totals_written_at >= totals_due
+        totals_due = self._totals_seconds / self.totals_share
+        if more_waiting:
+            totals_due = max(totals_due, self.totals_interval)
+        cheap = not more_waiting and len(uncounted.last) <= CHEAP_TOTALS
+        write_totals = cheap or now - self._totals_written_at >= totals_due
         connection = connections[self.using]
         try:
             with transaction.atomic(using=self.using):
