@@ -16,7 +16,7 @@ from typing import Any
 from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
 from apps.kalshi.messages import Level
 from apps.kalshi.orderbook import OrderBook
-from apps.trader.core.clock import from_epoch_us
+from apps.trader.core.clock import iso_from_epoch_us
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.ports import FeedClient
 
@@ -151,7 +151,7 @@ class BookPublisher:
             "yes_ask": _level(top.yes_ask),
             "spread": _price_text(top.spread) if top.spread is not None else None,
             "stale": book.market_ticker in client.stale,
-            "updated_at": from_epoch_us(updated_at).isoformat() if updated_at is not None else None,
+            "updated_at": iso_from_epoch_us(updated_at) if updated_at is not None else None,
             "ts_ms": ts_ms,
         }
 
