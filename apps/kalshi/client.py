@@ -202,8 +202,9 @@ class KalshiWebSocketClient:
         # Markets join ``markets`` only once the exchange accepts them, so a ticker it refuses can never
         # be part of a (re)subscribe. Until then each has a future: None when accepted, else the reason.
         self._adding: dict[str, asyncio.Future[str | None]] = {}
-        self._unsent: list[str] = []
-        """Tickers of ``_adding`` waiting for a live subscription to be sent on."""
+        self._unsent: dict[str, None] = {}
+        """Tickers of ``_adding`` waiting for a live subscription to be sent on, in order (a dict: adding
+        or settling 10,000 markets must not search a list per ticker)."""
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -451,6 +452,7 @@ class KalshiWebSocketClient:
         book = self.books.get(snapshot.market_ticker)
         if book is None:
             return  # a market removed while its snapshot was in flight
+        snapshot.market_ticker = book.market_ticker  # one string per market, not one per message
         book.apply_snapshot(snapshot)
         self.metrics.snapshots_received += 1
         if snapshot.market_ticker in self.stale and snapshot.id is not None:
@@ -473,6 +475,9 @@ class KalshiWebSocketClient:
         book = self.books.get(delta.market_ticker)
         if book is None:
             return
+        # The book's own string from here on: the recorder's buffer then holds one per market rather than
+        # one per row, and every later lookup finds its hash already computed.
+        delta.market_ticker = book.market_ticker
         if delta.market_ticker in self.stale:
             self.metrics.stale_deltas_dropped += 1
             return
@@ -589,7 +594,7 @@ class KalshiWebSocketClient:
             future = self._adding.get(ticker)
             if future is None:
                 future = self._adding[ticker] = asyncio.get_running_loop().create_future()
-                self._unsent.append(ticker)
+                self._unsent[ticker] = None
             waiting[ticker] = future
         if self._ws is not None:
             await self._send_adds(self._ws)
@@ -622,10 +627,7 @@ class KalshiWebSocketClient:
             elif ticker not in self.books:
                 change.refused[ticker] = "not subscribed"
         removed = [t for t in dict.fromkeys(tickers) if t in self.books]
-        for ticker in removed:
-            self.markets.remove(ticker)
-            del self.books[ticker]
-            self.stale.discard(ticker)
+        self._drop_markets(removed)
         change.done.extend(removed)
         if removed and self._ws is not None and self._sid is not None:
             reply = await self._request(
@@ -641,11 +643,20 @@ class KalshiWebSocketClient:
                 change.done = [t for t in change.done if t not in change.refused]
         return change
 
+    def _drop_markets(self, tickers: list[str]) -> None:
+        """Stop watching ``tickers`` (all in ``books``): one pass over the market list, not one per ticker."""
+        if not tickers:
+            return
+        gone = set(tickers)
+        self.markets[:] = [t for t in self.markets if t not in gone]
+        for ticker in tickers:
+            del self.books[ticker]
+            self.stale.discard(ticker)
+
     def _settle_add(self, ticker: str, reason: str | None) -> None:
         """Answer a pending add: None means accepted."""
         future = self._adding.pop(ticker, None)
-        if ticker in self._unsent:
-            self._unsent.remove(ticker)
+        self._unsent.pop(ticker, None)
         if future is not None and not future.done():
             future.set_result(reason)
 
@@ -653,7 +664,7 @@ class KalshiWebSocketClient:
         """Send the adds waiting for a live subscription, as one add_markets command."""
         if not self._unsent or self._sid is None:
             return
-        tickers, self._unsent = self._unsent, []
+        tickers, self._unsent = list(self._unsent), {}
         await self._send(
             ws,
             "add_markets",
@@ -693,7 +704,8 @@ class KalshiWebSocketClient:
         if error.code == ERROR_UNKNOWN_SID:
             self._requeue(command)  # waits for the next ``subscribed``; sending on the same sid would loop
             return
-        named = [t for t in error.market_tickers if t in command.tickers]
+        sent = set(command.tickers)
+        named = [t for t in error.market_tickers if t in sent]
         reason = f"exchange error {error.code}: {error.msg}"
         for ticker in named or command.tickers:
             self._settle_add(ticker, reason)
@@ -703,7 +715,7 @@ class KalshiWebSocketClient:
 
     def _requeue(self, command: _Command) -> None:
         """Send a command's tickers still waiting for an answer again, on the next live subscription."""
-        self._unsent.extend(t for t in command.tickers if t in self._adding and t not in self._unsent)
+        self._unsent.update((t, None) for t in command.tickers if t in self._adding)
 
     def _refused_markets(self, error: ErrorReply) -> list[str]:
         return [t for t in error.market_tickers if t in self.books]
@@ -712,10 +724,7 @@ class KalshiWebSocketClient:
         """The exchange refused the subscribe because of some of its markets: drop those, report them and
         subscribe again with the rest, so one bad ticker never keeps the others from their data."""
         refused = self._refused_markets(error)
-        for ticker in refused:
-            self.markets.remove(ticker)
-            del self.books[ticker]
-            self.stale.discard(ticker)
+        self._drop_markets(refused)
         await self._listener.on_feed_event(
             FeedEvent(
                 FeedEventKind.REFUSED,

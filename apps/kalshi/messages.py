@@ -221,8 +221,14 @@ def _levels(msg: dict[str, Any], key: str, legacy_key: str) -> list[Level]:
     for pair in raw:
         if not isinstance(pair, list) or len(pair) != 2:
             raise MalformedMessage(f"{key!r} entries must be [price, size] pairs, got {pair!r}")
+        price = pair[0]
         try:
-            levels.append((parse_price(pair[0]), parse_size(pair[1])))
+            # Snapshots repeat the same few price strings: their parsed values are shared, not rebuilt.
+            units = _PRICES.get(price) if type(price) is str else None
+            if units is None:
+                units = parse_price(price)
+                _remember(_PRICES, price, units)
+            levels.append((units, parse_size(pair[1])))
         except FixedPointError as exc:
             raise MalformedMessage(f"{key!r}: {exc}") from exc
     return levels
@@ -373,6 +379,8 @@ def _fast_delta(frame: dict[str, Any]) -> OrderbookDelta | None:
     if type(msg) is not dict or type(sid) is not int or type(seq) is not int or sid < 1 or seq < 1:
         return None
     side = msg.get("side")
+    # The module's own "yes"/"no" from here on, not a new string per message.
+    side = _SIDES.get(side) if type(side) is str else None
     ticker = msg.get("market_ticker")
     price = msg.get("price_dollars")
     size = msg.get("delta_fp")
@@ -380,7 +388,7 @@ def _fast_delta(frame: dict[str, Any]) -> OrderbookDelta | None:
     market_id = msg.get("market_id")
     client_order_id = msg.get("client_order_id")
     if (
-        (side != "yes" and side != "no")
+        side is None
         or type(ticker) is not str
         or type(price) is not str
         or type(size) is not str
@@ -400,6 +408,8 @@ def _fast_delta(frame: dict[str, Any]) -> OrderbookDelta | None:
         return None
     return OrderbookDelta(sid, seq, ticker, market_id or "", price_units, size_units, side, ts_ms, client_order_id)
 
+
+_SIDES: dict[Any, Side] = {"yes": "yes", "no": "no"}
 
 # The same few price and size strings come again and again: their parsed values are kept (up to a bound).
 _PRICES: dict[str, int] = {}

@@ -69,9 +69,16 @@ class OrderBook:
         return ordered if depth is None else ordered[:depth]
 
     def top(self) -> TopOfBook:
-        yes_bid = max(self.yes.items()) if self.yes else None
-        no_bid = max(self.no.items()) if self.no else None
-        yes_ask = (DOLLAR - no_bid[0], no_bid[1]) if no_bid else None
+        # The best price is the highest key: max over the keys, not over (price, size) tuples made per level.
+        yes, no = self.yes, self.no
+        yes_bid = None
+        if yes:
+            best = max(yes)
+            yes_bid = (best, yes[best])
+        yes_ask = None
+        if no:
+            best = max(no)
+            yes_ask = (DOLLAR - best, no[best])
         return TopOfBook(yes_bid=yes_bid, yes_ask=yes_ask)
 
     def as_wire(self) -> dict[str, list[list[str]]]:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import orjson
 from channels.db import database_sync_to_async
 from django.db import DatabaseError, close_old_connections, connection, reset_queries, transaction
 from django.db.models import Q
@@ -80,6 +81,36 @@ def session_heartbeat(
     ConsoleLine rows (pass only new ones); each of ``tops`` has its MarketTop row written (pass only the
     ones that changed); the rows of ``markets_gone`` are deleted.
     """
+    _heartbeat_write(
+        session_id=session_id,
+        state=state,
+        state_entered_at=state_entered_at,
+        status=status,
+        counters=counters,
+        console=console,
+        tops=[(top["market_ticker"], _top_json(top)) for top in tops],
+        markets=markets,
+        markets_gone=markets_gone,
+    )
+
+
+def _top_json(top: dict[str, Any]) -> str:
+    return orjson.dumps(top).decode()
+
+
+def _heartbeat_write(
+    *,
+    session_id: int,
+    state: str,
+    state_entered_at: datetime,
+    status: dict[str, Any],
+    counters: dict[str, int],
+    console: Sequence[dict[str, Any]],
+    tops: Sequence[tuple[str, str]],
+    markets: list[str] | None,
+    markets_gone: Collection[str],
+) -> None:
+    """``session_heartbeat`` with the tops already as (ticker, JSON text)."""
     document = {key: value for key, value in status.items() if key not in _STATUS_IN_ROWS}
     fields: dict[str, Any] = {"markets": markets} if markets is not None else {}
     with transaction.atomic():
@@ -104,14 +135,25 @@ def session_heartbeat(
                 for line in console
             )
         if tops:
-            MarketTop.objects.bulk_create(
-                [MarketTop(session_id=session_id, market_ticker=top["market_ticker"], top=top) for top in tops],
-                update_conflicts=True,
-                unique_fields=("session", "market_ticker"),
-                update_fields=("top",),
-            )
+            market_tops_upsert(session_id, tops)
         if markets_gone:
             MarketTop.objects.filter(session_id=session_id, market_ticker__in=list(markets_gone)).delete()
+
+
+def market_tops_upsert(session_id: int, tops: Sequence[tuple[str, str]]) -> None:
+    """Write MarketTop rows from (ticker, top as JSON text), inserting or replacing each in one statement.
+
+    Raw SQL rather than ``bulk_create``: a heartbeat carries up to 2,000 tops, and the ORM's per-row model
+    instances, per-field preparation and client-side quoting cost more than the database's own work.
+    """
+    table = connection.ops.quote_name(MarketTop._meta.db_table)
+    value = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+    sql = (
+        f'INSERT INTO {table} (session_id, market_ticker, "top") VALUES (%s, %s, {value}) '
+        'ON CONFLICT (session_id, market_ticker) DO UPDATE SET "top" = excluded."top"'
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [(session_id, ticker, top) for ticker, top in tops])
 
 
 # What a heartbeat keeps out of the session row's status document: metrics go to latest_metrics, market
@@ -230,7 +272,8 @@ class _Written:
     sends the tops of the markets that changed; a top that came back to what is written costs no row)."""
 
     console_last: dict[str, Any] | None = None
-    tops: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tops: dict[str, str] = field(default_factory=dict)
+    """Ticker -> the top as written (JSON text, about 300 bytes): a fifth of the memory of the dict."""
 
 
 def _new_lines(console: Sequence[dict[str, Any]], last: dict[str, Any] | None) -> Sequence[dict[str, Any]]:
@@ -304,11 +347,12 @@ class DjangoSessionStore:
     ) -> None:
         written = self._written.setdefault(session_id, _Written())
         lines = _new_lines(console, written.console_last)
-        changed = [top for top in tops if written.tops.get(top["market_ticker"]) != top]
+        encoded = ((top["market_ticker"], _top_json(top)) for top in tops)
+        changed = [(ticker, text) for ticker, text in encoded if written.tops.get(ticker) != text]
         watched = set(markets) if markets is not None else None
         gone = [ticker for ticker in written.tops if ticker not in watched] if watched is not None else []
         await self._call(
-            session_heartbeat,
+            _heartbeat_write,
             session_id=session_id,
             state=state,
             state_entered_at=state_entered_at,
@@ -322,7 +366,7 @@ class DjangoSessionStore:
         # Only now: a heartbeat that failed (database down) is written whole by the next one.
         if lines:
             written.console_last = lines[-1]
-        written.tops.update((top["market_ticker"], top) for top in changed)
+        written.tops.update(changed)
         for ticker in gone:
             del written.tops[ticker]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from apps.trader.core.bookpublisher import BookPublisher
+from apps.trader.core.bookpublisher import BookPublisher, ChangedMarkets
 from apps.trader.core.clock import epoch_us
 from apps.trader.core.eventbus import EventBus
 from tests.support import eventually
@@ -113,3 +113,15 @@ async def test_the_heartbeat_takes_at_most_its_budget_of_tops_oldest_change_firs
     assert [top["market_ticker"] for top in publisher.take_unreported(2)] == ["C", "A"]
     assert [(top["market_ticker"], top["seq"]) for top in publisher.take_unreported(2)] == [("B", 3)]
     assert publisher.take_unreported(2) == []
+
+
+def test_changed_markets_come_out_oldest_first_once_each_and_never_after_a_discard() -> None:
+    changed = ChangedMarkets()
+    for ticker in ("A", "B", "A", "C", "B"):
+        changed.mark(ticker)
+    changed.discard("B")
+    assert len(changed) == 2
+    assert [changed.take(), changed.take(), changed.take()] == ["A", "C", None]
+    changed.mark("B")  # marked again after the discard: comes out once
+    changed.mark("B")
+    assert [changed.take(), changed.take()] == ["B", None]

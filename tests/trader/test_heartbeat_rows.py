@@ -61,7 +61,9 @@ class Statements:
         self.seen: list[tuple[str, tuple[Any, ...]]] = []
 
     def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        self.seen.append((sql, tuple(params or ())))
+        # executemany's parameters are one tuple per row: flattened, as one multi-row INSERT's would be.
+        flat = [value for row in params for value in row] if many else list(params or ())
+        self.seen.append((sql, tuple(flat)))
         return execute(sql, params, many, context)
 
     def touching(self, table: str) -> list[tuple[str, tuple[Any, ...]]]:
