@@ -78,7 +78,8 @@ class Page:
 def browser(chromium: str) -> Iterator[Any]:
     """Open URLs in a headless Chromium; yields ``open(url) -> Page``."""
     port = free_port()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helpers can still be writing the profile as the browser exits: leftovers are harmless.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [
                 chromium,
