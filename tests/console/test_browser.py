@@ -139,13 +139,21 @@ def test_the_console_shows_the_trader_live_filters_markets_and_follows_books(tmp
             lambda: page.value("document.getElementById('health-badge').dataset.health") == "healthy",
             what="the health badge to say healthy",
         )
-        dom = page.value("document.documentElement.outerHTML")
+
+        # Best bids and asks as Kalshi writes them: a 4-decimal price times a 2-decimal size. The simulated
+        # flow can empty one side of a book for a moment, so wait for a time when every side has a level.
+        def outer_html() -> str:
+            return str(page.value("document.documentElement.outerHTML"))
+
+        wait_for(
+            lambda: len(re.findall(r'<span class="px">\d\.\d{4}</span>', outer_html())) >= 6,
+            what="a best bid and a best ask in every row",
+        )
+        dom = outer_html()
         assert re.search(r'id="state-badge"[^>]*data-state="ready"', dom)
         assert re.search(r'id="socket-indicator"[^>]*data-socket="connected"', dom)
         assert page.rows() == MARKETS
         assert page.value("document.getElementById('markets-count').textContent") == "3"
-        # Best bids and asks as Kalshi writes them: a 4-decimal price times a 2-decimal size.
-        assert len(re.findall(r'<span class="px">\d\.\d{4}</span>', dom)) >= 6
         assert len(re.findall(r'<span class="sz">\d+\.\d{2}</span>', dom)) >= 6
         # The session's history was replayed into the console, in the product's line format.
         assert re.search(
