@@ -9,7 +9,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
+from apps.exchange.config import SimulatorConfig
+from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.signing import Credentials, generate_key_pair, load_private_key
 from tests.support import TEST_KEY_ID, StartSim
 

@@ -40,8 +40,8 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from apps.exchange import rest
+from apps.exchange.gateway import json_response, signed_request_problem
 from apps.exchange.market import event_ticker_for, market_id_for
-from apps.exchange.simulator import signed_request_problem
 from apps.kalshi.fixedpoint import CONTRACT, DOLLAR, format_price, format_size
 from apps.kalshi.messages import (
     CHANNEL_ORDERBOOK,
@@ -331,9 +331,9 @@ class StreamExchange:
         if not parts.path.startswith(rest.API_PREFIX + "/"):
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
         if problem:
-            return _json(connection, 401, rest.error_body("unauthorized", problem))
+            return json_response(connection, 401, rest.error_body("unauthorized", problem))
         status, body = self._rest(parts.path[len(rest.API_PREFIX) :].rstrip("/"), parts.query, request.headers)
-        return _json(connection, status, body)
+        return json_response(connection, status, body)
 
     def _rest(self, path: str, query: str, headers: Headers) -> rest.Reply:
         if path == "/exchange/status":
@@ -513,13 +513,6 @@ class StreamExchange:
                 await asyncio.sleep(self.ping_interval)
                 async with ws.send_context():
                     ws.protocol.send_ping(b"heartbeat")
-
-
-def _json(connection: ServerConnection, status: int, body: dict[str, Any]) -> Response:
-    response = connection.respond(status, json.dumps(body, separators=(",", ":")))
-    del response.headers["Content-Type"]
-    response.headers["Content-Type"] = "application/json"
-    return response
 
 
 # ---------------------------------------------------------------------------------------------- process

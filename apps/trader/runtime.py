@@ -12,8 +12,9 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from apps.exchange.config import SimulatorConfig
 from apps.exchange.faults import parse_faults
-from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
+from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.client import FeedListener, KalshiWebSocketClient
 from apps.kalshi.discovery import discover_markets
 from apps.kalshi.orderbook import OrderBook

@@ -6,8 +6,8 @@ from collections import defaultdict
 
 import pytest
 
+from apps.exchange.config import DEFAULT_MARKETS
 from apps.exchange.market import DECI_CENT, LINEAR_CENT, TAPERED_DECI_CENT, SimMarket, valid_prices
-from apps.exchange.simulator import DEFAULT_MARKETS
 from apps.kalshi.fixedpoint import CONTRACT, DOLLAR
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, parse_message
 from apps.kalshi.orderbook import OrderBook

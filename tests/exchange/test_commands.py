@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from apps.exchange.simulator import DEFAULT_MARKETS
+from apps.exchange.config import DEFAULT_MARKETS
 from apps.kalshi.messages import ERROR_TEXT
 from apps.kalshi.signing import Credentials
 from tests.exchange.helpers import drain, open_ws, recv, recv_n, recv_until, send, subscribe

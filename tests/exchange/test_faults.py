@@ -7,8 +7,8 @@ import socket
 import pytest
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
+from apps.exchange.config import DEFAULT_MARKETS
 from apps.exchange.faults import Faults
-from apps.exchange.simulator import DEFAULT_MARKETS
 from apps.kalshi.messages import MalformedMessage, parse_message
 from apps.kalshi.signing import Credentials
 from tests.exchange.helpers import (

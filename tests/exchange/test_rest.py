@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from apps.exchange.simulator import DEFAULT_MARKETS
+from apps.exchange.config import DEFAULT_MARKETS
 from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
 from apps.kalshi.signing import WS_PATH, Credentials, generate_key_pair, load_private_key
 from tests.exchange.helpers import http_get, http_json, now_ms, open_ws, recv_n, subscribe

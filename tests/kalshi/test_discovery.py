@@ -5,7 +5,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator
+from apps.exchange.config import DEFAULT_MARKETS
+from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.crosscheck import BookCrossChecker, compare_with_rest, diff_books
 from apps.kalshi.discovery import ExchangeClosed, NoOpenMarkets, discover_markets

@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator
+from apps.exchange.config import DEFAULT_MARKETS
+from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.fixedpoint import parse_price, parse_size
 from apps.kalshi.rest import ExchangeStatus, KalshiRestClient, KalshiRestError, MalformedResponse, MarketInfo

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
+from apps.exchange.config import SimulatorConfig
+from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.client import FeedListener, KalshiWebSocketClient
 from apps.kalshi.signing import Credentials

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import pytest
 from asgiref.sync import sync_to_async
 
-from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator
+from apps.exchange.config import DEFAULT_MARKETS
+from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW, ERROR_CHANNEL, OrderbookDelta, OrderbookSnapshot
 from apps.marketdata.models import RecordedGap
 from apps.marketdata.recorder import DatabaseRecorder, DjangoBatchWriter, RecordedRow

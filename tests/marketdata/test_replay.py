@@ -11,7 +11,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 
-from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
+from apps.exchange.config import SimulatorConfig
+from apps.exchange.simulator import ExchangeSimulator
 from apps.marketdata.recorder import DatabaseRecorder
 from apps.marketdata.replay import SessionReplay
 from apps.marketdata.selectors import Gap, Recorded, book_at, recorded_markets

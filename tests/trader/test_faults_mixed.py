@@ -7,8 +7,9 @@ import random
 
 import pytest
 
+from apps.exchange.config import SimulatorConfig
 from apps.exchange.faults import Faults
-from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
+from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW, ERROR_CHANNEL
 from apps.kalshi.signing import Credentials

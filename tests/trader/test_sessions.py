@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from apps.exchange.simulator import DEFAULT_MARKETS
+from apps.exchange.config import DEFAULT_MARKETS
 from apps.trader.models import TradingSession
 from apps.trader.selectors import session_sharing_markets
 from apps.trader.services import sessions_close_abandoned

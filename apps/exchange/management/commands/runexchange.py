@@ -10,9 +10,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.exchange.config import DEFAULT_MARKETS, SimulatorConfig
 from apps.exchange.faults import Faults
 from apps.exchange.keys import ensure_key_pair
-from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator, SimulatorConfig
+from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW, ERROR_CHANNEL
 from apps.kalshi.signing import KeyLoadError
 

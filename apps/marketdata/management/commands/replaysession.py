@@ -11,8 +11,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.exchange.config import SimulatorConfig
 from apps.exchange.keys import ensure_key_pair
-from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
+from apps.exchange.simulator import ExchangeSimulator
 from apps.marketdata.replay import SessionReplay
 from apps.marketdata.selectors import RecordingError, book_at, recorded_markets, session_resolve
 

@@ -15,8 +15,8 @@ from django.core.management.base import BaseCommand
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 
+from apps.exchange.config import DEFAULT_MARKETS
 from apps.exchange.keys import ensure_key_pair
-from apps.exchange.simulator import DEFAULT_MARKETS
 from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, is_loopback_host
 from apps.trader.config import TraderConfig, build_trader_config
 from apps.trader.embedded import bind_problem, serve_with_daphne

@@ -29,9 +29,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
+from apps.exchange.config import DEFAULT_MARKETS, SimulatorConfig
 from apps.exchange.faults import Faults
 from apps.exchange.keys import ensure_key_pair
-from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator, SimulatorConfig
+from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.environments import ConfigurationError, Environment
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW
 from apps.marketdata.models import RecordedDelta, RecordedSnapshot
