@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from apps.kalshi.fixedpoint import CONTRACT, DOLLAR, format_price
 from apps.kalshi.messages import Side
+from apps.kalshi.orderbook import OrderBook
 
 LINEAR_CENT = "linear_cent"
 DECI_CENT = "deci_cent"
@@ -76,6 +77,8 @@ class Change:
     delta: int
     trade: bool = False
     """True when the change is liquidity taken at the best level (it counts as volume)."""
+    seq: None = None
+    """No message carries a change when it is made: each subscriber's delta gets its own seq."""
 
 
 class SimMarket:
@@ -101,8 +104,8 @@ class SimMarket:
         self.status = "active"
         self.rng = rng
         self.prices = valid_prices(structure)
-        self.yes: dict[int, int] = {}
-        self.no: dict[int, int] = {}
+        self.book = OrderBook(ticker)
+        self.book.market_id = self.market_id
         # A plausible traded volume to start from, fixed per ticker (its own stream leaves the seeded book
         # and deltas unchanged), so discovery by 24 h volume has something to rank.
         self.volume = random.Random(f"volume:{ticker}").randint(1_000, 900_000) * CONTRACT
@@ -115,12 +118,20 @@ class SimMarket:
         self.fair = rng.randint(n * 15 // 100, n * 85 // 100)
         self._seed_book()
         self._history_size = max(1, history_size)
-        self._base_yes = dict(self.yes)
-        self._base_no = dict(self.no)
+        self._base = self.book.copy()
+        """The book before the oldest change still in ``_changes``."""
         self._base_event = 0
         self._changes: deque[tuple[int, Change]] = deque()
 
     # ------------------------------------------------------------------------------------------ book
+
+    @property
+    def yes(self) -> dict[int, int]:
+        return self.book.yes
+
+    @property
+    def no(self) -> dict[int, int]:
+        return self.book.no
 
     def _mirror(self, index: int) -> int:
         """The NO price of the YES price at ``index``: 1 - p, which is on the same (symmetric) grid."""
@@ -134,8 +145,8 @@ class SimMarket:
 
     def _seed_book(self) -> None:
         spacing = 1 if self.structure == LINEAR_CENT else 3
-        for side in ("yes", "no"):
-            levels = self.yes if side == "yes" else self.no
+        sides: tuple[Side, ...] = ("yes", "no")
+        for side in sides:
             offset = 0
             for _ in range(self.rng.randint(6, 14)):
                 offset += self.rng.randint(1, spacing + 1)
@@ -143,7 +154,7 @@ class SimMarket:
                 if not 0 <= index < len(self.prices):
                     break
                 price = self.prices[index] if side == "yes" else self._mirror(index)
-                levels[price] = levels.get(price, 0) + self._random_size()
+                self.book.apply_delta(Change(side, price, self._random_size()))
 
     def best(self, side: Side) -> int | None:
         levels = self.yes if side == "yes" else self.no
@@ -197,27 +208,18 @@ class SimMarket:
         return Change(side, price, self._random_size())
 
     def apply(self, change: Change, event: int) -> None:
-        """Apply a change and record it under the exchange-wide event number ``event``."""
-        levels = self.yes if change.side == "yes" else self.no
-        size = levels.get(change.price, 0) + change.delta
-        if size < 0:
-            raise ValueError(f"{self.ticker}: change {change} would make a negative size")
-        if size:
-            levels[change.price] = size
-        else:
-            del levels[change.price]
+        """Apply a change and record it under the exchange-wide event number ``event``.
+
+        BookInconsistent (a ValueError) when it would leave a negative size.
+        """
+        self.book.apply_delta(change)
         if change.trade:
             self.volume += -change.delta
             self.last_price = change.price if change.side == "yes" else DOLLAR - change.price
         self._changes.append((event, change))
         while len(self._changes) > self._history_size:
             old_event, old = self._changes.popleft()
-            base = self._base_yes if old.side == "yes" else self._base_no
-            new_size = base.get(old.price, 0) + old.delta
-            if new_size:
-                base[old.price] = new_size
-            else:
-                base.pop(old.price, None)
+            self._base.apply_delta(old)
             self._base_event = old_event
 
     def book_at_event(self, event: int) -> tuple[dict[int, int], dict[int, int]] | None:
@@ -227,15 +229,9 @@ class SimMarket:
         """
         if event < self._base_event:
             return None
-        yes = dict(self._base_yes)
-        no = dict(self._base_no)
+        book = self._base.copy()
         for change_event, change in self._changes:
             if change_event > event:
                 break
-            levels = yes if change.side == "yes" else no
-            size = levels.get(change.price, 0) + change.delta
-            if size:
-                levels[change.price] = size
-            else:
-                levels.pop(change.price, None)
-        return yes, no
+            book.apply_delta(change)
+        return book.yes, book.no

@@ -192,12 +192,7 @@ class ExchangeSimulator:
 
     def true_book(self, ticker: str) -> OrderBook:
         """A copy of the exchange's current book for ``ticker`` (KeyError if unknown)."""
-        market = self._markets[ticker]
-        book = OrderBook(ticker)
-        book.market_id = market.market_id
-        book.yes = dict(market.yes)
-        book.no = dict(market.no)
-        return book
+        return self._markets[ticker].book.copy()
 
     def book_at(self, ticker: str, sid: int, seq: int) -> OrderBook | None:
         """The book of ``ticker`` exactly as it was when message ``seq`` of subscription ``sid`` was issued.

@@ -151,13 +151,13 @@ def build_stream(markets: int, deltas: int, *, paced: int = 0, seed: int = 2026)
             no=sorted(book.no.items()),
         )
         add(_frame_bytes(snapshot_frame(snapshot)))
-        initial[ticker] = _copy(book)
+        initial[ticker] = book.copy()
     stamp = time.time_ns() // 1_000_000
     paced_frames: list[tuple[bytes, int]] = []
     flood_books: dict[str, OrderBook] = {}
     for number in range(deltas + paced):
         if number == deltas:
-            flood_books = {book.market_ticker: _copy(book) for book in books}
+            flood_books = {book.market_ticker: book.copy() for book in books}
         index = rng.randrange(markets)
         book = books[index]
         side: Side = "yes" if rng.getrandbits(1) else "no"
@@ -169,15 +169,9 @@ def build_stream(markets: int, deltas: int, *, paced: int = 0, seed: int = 2026)
         else:
             price = rng.choice(BID_PRICES)
             change = rng.randint(1, 20_000)
-        size = levels.get(price, 0) + change
-        if size:
-            levels[price] = size
-        else:
-            del levels[price]
-        book.seq = markets + number + 1
         delta = OrderbookDelta(
             sid=SID,
-            seq=book.seq,
+            seq=markets + number + 1,
             market_ticker=book.market_ticker,
             market_id=book.market_id,
             price=price,
@@ -185,6 +179,7 @@ def build_stream(markets: int, deltas: int, *, paced: int = 0, seed: int = 2026)
             side=side,
             ts_ms=stamp,
         )
+        book.apply_delta(delta)
         frame = _frame_bytes(delta_frame(delta))
         if number < deltas:
             add(frame)
@@ -200,16 +195,9 @@ def build_stream(markets: int, deltas: int, *, paced: int = 0, seed: int = 2026)
         snapshots=markets,
         flood_deltas=deltas,
         initial_books=initial,
-        flood_books=flood_books or {book.market_ticker: _copy(book) for book in books},
+        flood_books=flood_books or {book.market_ticker: book.copy() for book in books},
         final_books={book.market_ticker: book for book in books},
     )
-
-
-def _copy(book: OrderBook) -> OrderBook:
-    copy = OrderBook(book.market_ticker)
-    copy.market_id, copy.sid, copy.seq = book.market_id, book.sid, book.seq
-    copy.yes, copy.no = dict(book.yes), dict(book.no)
-    return copy
 
 
 def books_as_json(books: dict[str, OrderBook]) -> dict[str, Any]:

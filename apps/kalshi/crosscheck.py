@@ -11,8 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from apps.kalshi.fixedpoint import format_price, format_size
-from apps.kalshi.messages import Side
-from apps.kalshi.orderbook import OrderBook
+from apps.kalshi.orderbook import OrderBook, differing_levels
 from apps.kalshi.rest import KalshiRestClient, KalshiRestError
 
 FetchBook = Callable[[str], Awaitable[OrderBook]]
@@ -24,16 +23,10 @@ def diff_books(live: OrderBook, exchange: OrderBook) -> list[str]:
 
     Each line reads like "yes 0.4200: live 12.50, exchange 10.00"; a missing level reads "none".
     """
-    differences: list[str] = []
-    sides: tuple[Side, ...] = ("yes", "no")
-    for side in sides:
-        ours = live.yes if side == "yes" else live.no
-        theirs = exchange.yes if side == "yes" else exchange.no
-        for price in sorted(ours.keys() | theirs.keys(), reverse=True):
-            a, b = ours.get(price, 0), theirs.get(price, 0)
-            if a != b:
-                differences.append(f"{side} {format_price(price)}: live {_size(a)}, exchange {_size(b)}")
-    return differences
+    return [
+        f"{side} {format_price(price)}: live {_size(ours)}, exchange {_size(theirs)}"
+        for side, price, ours, theirs in differing_levels(live, exchange)
+    ]
 
 
 def _size(size: int) -> str:

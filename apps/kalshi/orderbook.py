@@ -7,14 +7,29 @@ ask is 1 - best NO bid (with ``use_yes_price`` false, the protocol's default).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
-from apps.kalshi.messages import Level, OrderbookDelta, OrderbookSnapshot, Side
+from apps.kalshi.messages import Level, OrderbookSnapshot, Side
 
 
 class BookInconsistent(ValueError):
     """A delta that would leave a negative size: the book no longer matches the exchange's."""
+
+
+class LevelChange(Protocol):
+    """What moves one level of a book: an ``OrderbookDelta``, or a change the simulator makes itself."""
+
+    @property
+    def side(self) -> Side: ...
+    @property
+    def price(self) -> int: ...
+    @property
+    def delta(self) -> int: ...
+    @property
+    def seq(self) -> int | None:
+        """The seq of the message that carried the change; None for one no message carried."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +64,13 @@ class OrderBook:
         self.yes = {price: size for price, size in snapshot.yes if size > 0}
         self.no = {price: size for price, size in snapshot.no if size > 0}
 
-    def apply_delta(self, delta: OrderbookDelta) -> None:
+    def apply_delta(self, delta: LevelChange) -> None:
+        """Add ``delta.delta`` to the size at ``delta.price``; a size of 0 removes the level.
+
+        The one way every book here moves: the client's, the simulator's markets and their history, the
+        stream exchange's. BookInconsistent (the book unchanged) when a size would go negative. On the
+        feed's hot path: kept to one dict lookup and one write.
+        """
         levels = self.yes if delta.side == "yes" else self.no
         size = levels.get(delta.price, 0) + delta.delta
         if size < 0:
@@ -61,6 +82,13 @@ class OrderBook:
         else:
             levels.pop(delta.price, None)
         self.seq = delta.seq
+
+    def copy(self) -> OrderBook:
+        """An independent book with the same levels, ids and position."""
+        copy = OrderBook(self.market_ticker)
+        copy.market_id, copy.sid, copy.seq = self.market_id, self.sid, self.seq
+        copy.yes, copy.no = dict(self.yes), dict(self.no)
+        return copy
 
     def levels(self, side: Side, depth: int | None = None) -> list[Level]:
         """Bids of one side, best (highest) first."""
@@ -98,6 +126,25 @@ class OrderBook:
             "yes_levels": [_level(level) for level in self.levels("yes", depth)],
             "no_levels": [_level(level) for level in self.levels("no", depth)],
         }
+
+
+def differing_levels(ours: OrderBook, theirs: OrderBook) -> list[tuple[Side, int, int, int]]:
+    """Every level whose size differs between two books, as (side, price, our size, their size) with 0 for
+    a missing level: YES side first then NO, best price first; empty when the books hold the same levels.
+
+    The one book comparison: the cross-check words it, replay turns it into the changes that make ``ours``
+    into ``theirs``.
+    """
+    differences: list[tuple[Side, int, int, int]] = []
+    sides: tuple[Side, ...] = ("yes", "no")
+    for side in sides:
+        a = ours.yes if side == "yes" else ours.no
+        b = theirs.yes if side == "yes" else theirs.no
+        for price in sorted(a.keys() | b.keys(), reverse=True):
+            size_a, size_b = a.get(price, 0), b.get(price, 0)
+            if size_a != size_b:
+                differences.append((side, price, size_a, size_b))
+    return differences
 
 
 def _level(level: Level | None) -> dict[str, str] | None:

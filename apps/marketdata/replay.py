@@ -19,7 +19,8 @@ from asgiref.sync import sync_to_async
 
 from apps.exchange.market import Change
 from apps.exchange.simulator import ExchangeSimulator
-from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
+from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot
+from apps.kalshi.orderbook import OrderBook, differing_levels
 from apps.marketdata.selectors import Recorded, first_snapshots, recording_page
 
 logger = logging.getLogger(__name__)
@@ -39,23 +40,11 @@ class ReplayStats:
     """Recorded deltas the exchange's book could not take (they would leave a negative size)."""
 
 
-def snapshot_changes(yes: dict[int, int], no: dict[int, int], snapshot: OrderbookSnapshot) -> list[Change]:
-    """The changes that take a book from (yes, no) to what ``snapshot`` shows."""
-    changes: list[Change] = []
-    sides: tuple[tuple[Side, dict[int, int], list[tuple[int, int]]], ...] = (
-        ("yes", yes, snapshot.yes),
-        ("no", no, snapshot.no),
-    )
-    for side, current, levels in sides:
-        target: dict[int, int] = {}
-        for price, size in levels:
-            if size > 0:
-                target[price] = size
-        for price in sorted(set(current) | set(target)):
-            difference = target.get(price, 0) - current.get(price, 0)
-            if difference:
-                changes.append(Change(side, price, difference))
-    return changes
+def snapshot_changes(book: OrderBook, snapshot: OrderbookSnapshot) -> list[Change]:
+    """The changes that take ``book`` to what ``snapshot`` shows."""
+    target = OrderBook(book.market_ticker)
+    target.apply_snapshot(snapshot)
+    return [Change(side, price, wanted - held) for side, price, held, wanted in differing_levels(book, target)]
 
 
 class SessionReplay:
@@ -138,7 +127,7 @@ class SessionReplay:
 
     def _move_to(self, ticker: str, snapshot: OrderbookSnapshot) -> int:
         book = self.exchange.true_book(ticker)
-        changes = snapshot_changes(book.yes, book.no, snapshot)
+        changes = snapshot_changes(book, snapshot)
         for change in changes:
             self.exchange.publish_change(ticker, change)
         return len(changes)
