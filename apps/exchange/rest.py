@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from apps.exchange.market import SimMarket, price_ranges
 from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
+from apps.kalshi.messages import wire_levels
 
 API_PREFIX = "/trade-api/v2"
 
@@ -149,7 +150,7 @@ def orderbook(market: SimMarket, query: Mapping[str, Sequence[str]]) -> Reply:
         best_first = sorted(levels.items(), reverse=True)
         if depth:
             best_first = best_first[:depth]
-        sides[side] = [[format_price(p), format_size(s)] for p, s in reversed(best_first)]
+        sides[side] = wire_levels(reversed(best_first))
     return 200, {"orderbook_fp": sides}
 
 

@@ -3,11 +3,16 @@
 Kalshi writes prices as dollar strings ("0.4200", up to 4 decimals on the book) and contract counts as
 strings with 2 decimals ("12.50"; fractional contracts exist). They are held here as integers:
 prices in 1/10,000 dollar and sizes in 1/100 contract, so arithmetic is exact and never goes through float.
+
+Kalshi removed its integer fields (whole cents, whole contracts) on 2026-03-12; ``price_field`` and
+``size_field`` still read them when the fixed-point field is absent, so old recordings and answers load.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 DOLLAR = 10_000
 """One dollar in price units (1/10,000 dollar)."""
@@ -59,6 +64,51 @@ def parse_price(text: object) -> int:
 def parse_size(text: object) -> int:
     """Parse a contract count string such as "12.50" or "-54.00" into 1/100 contract units."""
     return _parse(text, SIZE_DECIMALS, "size")
+
+
+def price_from_cents(cents: object, what: str = "price") -> int:
+    """A pre-2026 integer price in cents (42) as 1/10,000 dollar units (4200)."""
+    return _whole(cents, what) * (DOLLAR // 100)
+
+
+def size_from_contracts(count: object, what: str = "size") -> int:
+    """A pre-2026 integer count of whole contracts (12) as 1/100 contract units (1200)."""
+    return _whole(count, what) * CONTRACT
+
+
+def _whole(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FixedPointError(f"{what} must be an integer, got {type(value).__name__}")
+    return value
+
+
+def price_field(fields: Mapping[str, Any], name: str, legacy: str) -> int | None:
+    """The price in ``fields[name]`` (a dollar string) or, when that is absent, in ``fields[legacy]`` (the
+    pre-2026 integer cents); None when neither is there. FixedPointError naming the field when malformed."""
+    return _field(fields, name, parse_price, legacy, price_from_cents)
+
+
+def size_field(fields: Mapping[str, Any], name: str, legacy: str) -> int | None:
+    """The size in ``fields[name]`` (a contract string) or, when that is absent, in ``fields[legacy]`` (the
+    pre-2026 whole contracts); None when neither is there. FixedPointError naming the field when malformed."""
+    return _field(fields, name, parse_size, legacy, size_from_contracts)
+
+
+def _field(
+    fields: Mapping[str, Any],
+    name: str,
+    parse: Callable[[object], int],
+    legacy: str,
+    from_legacy: Callable[[object, str], int],
+) -> int | None:
+    text = fields.get(name)
+    if text is not None:
+        try:
+            return parse(text)
+        except FixedPointError as exc:
+            raise FixedPointError(f"{name}: {exc}") from None
+    value = fields.get(legacy)
+    return None if value is None else from_legacy(value, legacy)
 
 
 def _format(value: int, decimals: int) -> str:

@@ -7,18 +7,23 @@ Both the client and the built-in exchange use this module, so the wire shape is 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
 from apps.kalshi.fixedpoint import (
-    CONTRACT,
     FixedPointError,
     format_price,
     format_size,
     parse_price,
     parse_size,
+    price_field,
+    price_from_cents,
+    size_field,
+    size_from_contracts,
 )
 
 Side = Literal["yes", "no"]
@@ -239,13 +244,11 @@ def _legacy_levels(raw: Any, key: str) -> list[Level]:
         raise MalformedMessage(f"{key!r} must be a list of [cents, count] pairs")
     levels: list[Level] = []
     for pair in raw:
-        if (
-            not isinstance(pair, list)
-            or len(pair) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
-        ):
-            raise MalformedMessage(f"{key!r} entries must be [cents, count] integer pairs, got {pair!r}")
-        levels.append((pair[0] * 100, pair[1] * CONTRACT))
+        if isinstance(pair, list) and len(pair) == 2:
+            with contextlib.suppress(FixedPointError):
+                levels.append((price_from_cents(pair[0]), size_from_contracts(pair[1])))
+                continue
+        raise MalformedMessage(f"{key!r} entries must be [cents, count] integer pairs, got {pair!r}")
     return levels
 
 
@@ -268,20 +271,14 @@ def _parse_delta(frame: dict[str, Any]) -> OrderbookDelta:
     if side not in ("yes", "no"):
         raise MalformedMessage(f"'side' must be 'yes' or 'no', got {side!r}")
     try:
-        if "price_dollars" in msg:
-            price = parse_price(msg["price_dollars"])
-        elif isinstance(msg.get("price"), int):
-            price = msg["price"] * 100
-        else:
-            raise MalformedMessage("missing 'price_dollars'")
-        if "delta_fp" in msg:
-            delta = parse_size(msg["delta_fp"])
-        elif isinstance(msg.get("delta"), int):
-            delta = msg["delta"] * CONTRACT
-        else:
-            raise MalformedMessage("missing 'delta_fp'")
+        price = price_field(msg, "price_dollars", "price")
+        delta = size_field(msg, "delta_fp", "delta")
     except FixedPointError as exc:
         raise MalformedMessage(str(exc)) from exc
+    if price is None:
+        raise MalformedMessage("missing 'price_dollars'")
+    if delta is None:
+        raise MalformedMessage("missing 'delta_fp'")
     return OrderbookDelta(
         sid=_int(frame, "sid", minimum=1),
         seq=_int(frame, "seq", minimum=1),
@@ -474,16 +471,17 @@ def list_subscriptions_command(command_id: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- server frames
 
 
-def _wire_levels(levels: list[Level]) -> list[list[str]]:
+def wire_levels(levels: Iterable[Level]) -> list[list[str]]:
+    """Levels as Kalshi writes them: [["0.4200", "12.50"], ...], in the order given."""
     return [[format_price(price), format_size(size)] for price, size in levels]
 
 
 def snapshot_frame(snapshot: OrderbookSnapshot) -> dict[str, Any]:
     msg: dict[str, Any] = {"market_ticker": snapshot.market_ticker, "market_id": snapshot.market_id}
     if snapshot.yes:
-        msg["yes_dollars_fp"] = _wire_levels(snapshot.yes)
+        msg["yes_dollars_fp"] = wire_levels(snapshot.yes)
     if snapshot.no:
-        msg["no_dollars_fp"] = _wire_levels(snapshot.no)
+        msg["no_dollars_fp"] = wire_levels(snapshot.no)
     frame: dict[str, Any] = {
         "type": "orderbook_snapshot",
         "sid": snapshot.sid,

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from apps.kalshi.backoff import Backoff
-from apps.kalshi.fixedpoint import CONTRACT, DOLLAR, FixedPointError, parse_price, parse_size
+from apps.kalshi.fixedpoint import DOLLAR, FixedPointError, parse_price, parse_size, price_field, size_field
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.signing import Credentials
 
@@ -119,46 +119,23 @@ def _str_field(raw: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _legacy_int(raw: Mapping[str, Any], name: str) -> int | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {type(value).__name__}")
-    return value
-
-
 def _count_field(raw: Mapping[str, Any], name: str, legacy: str) -> int:
-    """A non-negative ``*_fp`` count; the pre-2026 integer field (whole contracts) is a fallback."""
-    if raw.get(name) is not None:
-        try:
-            value = parse_size(raw[name])
-        except FixedPointError as exc:
-            raise ValueError(f"{name}: {exc}") from None
-    else:
-        whole = _legacy_int(raw, legacy)
-        if whole is None:
-            return 0
-        value, name = whole * CONTRACT, legacy
+    """A non-negative ``*_fp`` count (the pre-2026 integer field as a fallback); 0 when absent."""
+    value = size_field(raw, name, legacy)
+    if value is None:
+        return 0
     if value < 0:
-        raise ValueError(f"{name} must not be negative, got {raw[name]!r}")
+        used = name if raw.get(name) is not None else legacy
+        raise ValueError(f"{used} must not be negative, got {raw[used]!r}")
     return value
 
 
 def _price_field(raw: Mapping[str, Any], name: str, legacy: str) -> int | None:
-    """A ``*_dollars`` price in 0..1; the pre-2026 integer field (cents) is a fallback."""
-    if raw.get(name) is not None:
-        try:
-            value = parse_price(raw[name])
-        except FixedPointError as exc:
-            raise ValueError(f"{name}: {exc}") from None
-    else:
-        cents = _legacy_int(raw, legacy)
-        if cents is None:
-            return None
-        value, name = cents * (DOLLAR // 100), legacy
-    if not 0 <= value <= DOLLAR:
-        raise ValueError(f"{name} must be between 0 and 1 dollar, got {raw[name]!r}")
+    """A ``*_dollars`` price in 0..1 (the pre-2026 integer cents as a fallback); None when absent."""
+    value = price_field(raw, name, legacy)
+    if value is not None and not 0 <= value <= DOLLAR:
+        used = name if raw.get(name) is not None else legacy
+        raise ValueError(f"{used} must be between 0 and 1 dollar, got {raw[used]!r}")
     return value
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from apps.kalshi.fixedpoint import format_price, format_size
-from apps.kalshi.messages import Level, OrderbookDelta, OrderbookSnapshot
+from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, wire_levels
 from apps.marketdata.selectors import Gap, Recorded
 
 FIELDS = (
@@ -32,10 +32,6 @@ FIELDS = (
     "received_at",
 )
 FORMATS = ("jsonl", "csv")
-
-
-def _wire(levels: list[Level]) -> list[list[str]]:
-    return [[format_price(price), format_size(size)] for price, size in levels]
 
 
 def _timestamp(value: datetime) -> str:
@@ -70,8 +66,8 @@ def export_records(items: Iterable[Recorded], *, market_ticker: str | None = Non
                 "side": None,
                 "price_dollars": None,
                 "delta_fp": None,
-                "yes_dollars_fp": _wire(message.yes),
-                "no_dollars_fp": _wire(message.no),
+                "yes_dollars_fp": wire_levels(message.yes),
+                "no_dollars_fp": wire_levels(message.no),
                 "ts_ms": None,
                 "received_at": received_at,
             }

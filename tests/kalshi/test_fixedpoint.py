@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from apps.kalshi.fixedpoint import FixedPointError, format_price, format_size, parse_price, parse_size
+from apps.kalshi.fixedpoint import (
+    FixedPointError,
+    format_price,
+    format_size,
+    parse_price,
+    parse_size,
+    price_field,
+    size_field,
+)
 
 
 @pytest.mark.parametrize(
@@ -36,3 +44,26 @@ def test_round_trip_never_goes_through_float() -> None:
     # 0.1 + 0.2 style errors would show up here if floats were involved.
     total = sum(parse_price("0.1000") for _ in range(3))
     assert format_price(total) == "0.3000"
+
+
+def test_it_reads_the_fixed_point_field_before_the_legacy_one() -> None:
+    fields = {"yes_bid_dollars": "0.4250", "yes_bid": 41, "volume_fp": "12.50", "volume": 12}
+    assert price_field(fields, "yes_bid_dollars", "yes_bid") == 4250
+    assert size_field(fields, "volume_fp", "volume") == 1250
+
+
+def test_it_falls_back_to_the_integer_fields_kalshi_removed() -> None:
+    fields = {"yes_bid": 42, "volume": 12}
+    assert price_field(fields, "yes_bid_dollars", "yes_bid") == 4200
+    assert size_field(fields, "volume_fp", "volume") == 1200
+    assert price_field({}, "yes_bid_dollars", "yes_bid") is None
+    assert size_field({"volume_fp": None}, "volume_fp", "volume") is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [({"price_dollars": 0.42}, "price_dollars"), ({"price": "42"}, "price"), ({"price": True}, "price")],
+)
+def test_a_malformed_field_is_named(fields: dict[str, object], named: str) -> None:
+    with pytest.raises(FixedPointError, match=named):
+        price_field(fields, "price_dollars", "price")

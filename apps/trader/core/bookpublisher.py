@@ -8,14 +8,11 @@ rest wait for the next tick, oldest first, so a busy market cannot starve a quie
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
-from apps.kalshi.messages import Level
-from apps.kalshi.orderbook import OrderBook
+from apps.kalshi.orderbook import OrderBook, level_text, price_text
 from apps.trader.core.clock import iso_from_epoch_us
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.ports import FeedClient
@@ -147,21 +144,10 @@ class BookPublisher:
             "market_ticker": book.market_ticker,
             "sid": book.sid,
             "seq": book.seq,
-            "yes_bid": _level(top.yes_bid),
-            "yes_ask": _level(top.yes_ask),
-            "spread": _price_text(top.spread) if top.spread is not None else None,
+            "yes_bid": level_text(top.yes_bid),
+            "yes_ask": level_text(top.yes_ask),
+            "spread": price_text(top.spread) if top.spread is not None else None,
             "stale": book.market_ticker in client.stale,
             "updated_at": iso_from_epoch_us(updated_at) if updated_at is not None else None,
             "ts_ms": ts_ms,
         }
-
-
-# Tops are formatted thousands of times a second at 10,000 markets from at most 10,001 distinct prices:
-# their texts are kept. Sizes are not: they hardly repeat, and a cache of them cost 2.7 MB for few hits.
-_price_text = functools.lru_cache(maxsize=DOLLAR + 1)(format_price)
-
-
-def _level(level: Level | None) -> dict[str, str] | None:
-    if level is None:
-        return None
-    return {"price": _price_text(level[0]), "size": format_size(level[1])}
