@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot
-from apps.kalshi.orderbook import BookInconsistent, OrderBook
+from apps.kalshi.orderbook import BookInconsistent, OrderBook, differing_levels
 
 
 def snapshot(yes: list[tuple[int, int]], no: list[tuple[int, int]], seq: int = 1) -> OrderbookSnapshot:
@@ -41,6 +41,7 @@ def test_a_delta_below_zero_means_the_book_is_wrong() -> None:
     book.apply_snapshot(snapshot(yes=[(4200, 100)], no=[]))
     with pytest.raises(BookInconsistent):
         book.apply_delta(delta(4200, -200, "yes", 2))
+    assert book.levels("yes") == [(4200, 100)] and book.seq == 1
 
 
 def test_summary_uses_kalshi_strings() -> None:
@@ -55,3 +56,19 @@ def test_summary_uses_kalshi_strings() -> None:
 def test_an_empty_book_has_no_top() -> None:
     top = OrderBook("M").top()
     assert top.yes_bid is None and top.yes_ask is None and top.spread is None
+
+
+def test_differing_levels_lists_each_side_best_price_first() -> None:
+    ours = OrderBook("M")
+    ours.apply_snapshot(snapshot(yes=[(4100, 100), (4200, 1250)], no=[(5000, 300)]))
+    theirs = ours.copy()
+    assert differing_levels(ours, theirs) == []
+    theirs.apply_delta(delta(4100, -100, "yes", 2))
+    theirs.apply_delta(delta(4300, 500, "yes", 3))
+    theirs.apply_delta(delta(5000, 200, "no", 4))
+    assert differing_levels(ours, theirs) == [
+        ("yes", 4300, 0, 500),
+        ("yes", 4100, 100, 0),
+        ("no", 5000, 300, 500),
+    ]
+    assert ours.levels("yes") == [(4200, 1250), (4100, 100)]  # the copy is independent
