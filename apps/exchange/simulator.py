@@ -1,9 +1,10 @@
-"""The built-in Kalshi exchange: an offline peer of Kalshi's WebSocket API v2 and a few REST endpoints.
+"""The built-in Kalshi exchange assembled from its parts; here its books move and each change goes out.
 
-Plain asyncio on ``websockets`` (no Django). This module puts the rooms together and moves the books;
-each other job has its own module: ``gateway`` (signed handshake, REST), ``connections`` (per-connection
-sending and pings), ``commands`` (subscription commands), ``sequencing`` (sids and seqs), ``faultschedule``
-(periodic drops and stalls), ``market`` (one market's book and its random walk), ``config``.
+An offline peer of Kalshi's WebSocket API v2 and a few REST endpoints, in plain asyncio on ``websockets``
+(no Django). Each other job has its own module: ``gateway`` (signed handshake, REST), ``connections``
+(per-connection sending and pings), ``commands`` (subscription commands), ``sequencing`` (sids and seqs),
+``faultschedule`` (periodic drops and stalls), ``market`` (one market's book and its random walk),
+``config`` and ``counts``.
 
 Protocol as in kalshi-protocol.md: fixed-point strings (``"0.4200"``, ``"12.50"``), one ``seq`` counter per
 ``sid`` (global across connections here, starting at 1, shared by all markets on that sid), a
