@@ -1,4 +1,4 @@
-"""The recording path: a bounded, batched, lossless writer of snapshots, deltas and gaps.
+"""The recording buffer: takes applied messages on the event loop and hands them to a batch writer, losing none.
 
 ``DatabaseRecorder`` implements the trader core's ``Recorder`` port. ``record`` turns a message into a
 typed row (``DeltaRow``, ``SnapshotRow``, ``GapRow``, ``HealRow``: the one definition of the layout) and
@@ -11,441 +11,39 @@ its own connection, on SQLite on Django's shared sync thread. Nothing is ever dr
 - a failed batch (a database outage) stays in memory and is retried with back-off until it is written;
 - ``flush`` returns only when every row recorded so far is in the database;
 - at a shutdown deadline, ``spill`` saves the rows not yet written to a file under ``DATA_DIR`` that
-  ``spill_load`` writes at the next start.
+  ``spill_load`` (``apps.marketdata.spill``) writes at the next start.
 
-Times travel as integer microseconds since the Unix epoch (UTC): exact, and cheap to take on the hot
-path; they become ``timestamptz`` only in the database. PostgreSQL gets snapshots and deltas through
-psycopg 3's binary ``COPY``; SQLite through ``executemany`` of one prepared INSERT per table on the raw
-connection, inside the batch's transaction.
+Times travel as integer microseconds since the Unix epoch (UTC): exact, and cheap to take on the hot path.
+The rows are defined in ``apps.marketdata.rows``; the database side is ``apps.marketdata.dbwriter``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any
 
-import orjson
 from asgiref.sync import sync_to_async
-from django.db import connections, transaction
+from django.db import connections
 
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.client import MarketMessage
-from apps.kalshi.messages import Level, OrderbookDelta
-from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket, RecordedSnapshot
-from apps.trader.core.clock import epoch_us, from_epoch_us
+from apps.kalshi.messages import OrderbookDelta
+from apps.marketdata.dbwriter import DjangoBatchWriter
+from apps.marketdata.rows import BatchWriter, DeltaRow, GapRow, HealRow, RecordedRow, SnapshotRow, levels_json, new_row
+from apps.marketdata.spill import spill_save
+from apps.trader.core.clock import epoch_us
 from apps.trader.core.tasks import STOP_TIMEOUT, cancel_and_wait
 
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------- rows
-# Each row's fields are its table's columns, in order (a ``*_us`` field is the ``*_at`` column).
-
-
-class DeltaRow(NamedTuple):
-    session_id: int
-    position: int
-    market_ticker: str
-    sid: int
-    seq: int
-    side: str
-    price: int
-    delta: int
-    ts_ms: int | None
-    received_us: int
-
-
-class SnapshotRow(NamedTuple):
-    session_id: int
-    position: int
-    market_ticker: str
-    sid: int
-    seq: int
-    command_id: int | None
-    yes: str
-    """The levels as the column holds them: JSON text ``[[price, size], ...]`` in units. Text rather than
-    tuples: a 10,000-market start buffers 10,000 snapshots, at a third of the memory, and the writer
-    passes it on as it is."""
-    no: str
-    received_us: int
-
-
-class GapRow(NamedTuple):
-    session_id: int
-    position: int
-    kind: str
-    sid: int | None
-    expected_seq: int | None
-    received_seq: int | None
-    markets: tuple[str, ...]
-    detected_us: int
-
-
-class HealRow(NamedTuple):
-    """The gaps of the session recorded before ``position`` are healed (a heal takes no position itself)."""
-
-    session_id: int
-    position: int
-    healed_us: int
-
-
-RecordedRow = DeltaRow | SnapshotRow | GapRow | HealRow
-ROW_KINDS: dict[str, type[RecordedRow]] = {"snapshot": SnapshotRow, "delta": DeltaRow, "gap": GapRow, "heal": HealRow}
-"""Kind names, as spill files and metrics write them."""
-_KIND_NAMES = {cls: name for name, cls in ROW_KINDS.items()}
-
-
-def _columns(row_type: type[tuple[Any, ...]]) -> str:
-    fields: tuple[str, ...] = row_type._fields  # type: ignore[attr-defined]
-    return ", ".join(f"{name[:-3]}_at" if name.endswith("_us") else name for name in fields)
-
-
-_new_row = cast(Callable[[type[DeltaRow], tuple[Any, ...]], DeltaRow], tuple.__new__)
-
-
-class BatchWriter(Protocol):
-    """Writes one batch of rows, in order, in one transaction; raises when it could not. Runs on a thread."""
-
-    def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
-        """``more_waiting``: more rows are queued behind this batch (the writer may defer bookkeeping)."""
-
-    def close(self) -> None:
-        """Finish deferred work and release the thread's database connection."""
-
-
-# ---------------------------------------------------------------------------------------------- writers
-
-_TIMESTAMPTZ_OID = 1184
-_POSTGRES_EPOCH_US = 946_684_800_000_000
-"""2000-01-01 UTC, where PostgreSQL's binary timestamps count from, in Unix microseconds."""
-_pack_int8 = struct.Struct(">q").pack
-
-# Binary COPY needs each column's exact type.
-_DELTA_TYPES = ("int8", "int8", "text", "int4", "int8", "text", "int4", "int8", "int8", "timestamptz")
-_SNAPSHOT_TYPES = ("int8", "int8", "text", "int4", "int8", "int8", "jsonb", "jsonb", "timestamptz")
-
-
-def _sqlite_timestamp(param: int) -> str:
-    """SQL turning parameter ``param`` (Unix microseconds) into the text Django stores a datetime as in
-    SQLite ("2026-11-24 09:30:00.010000", no fraction when it is zero), inside SQLite itself."""
-    return (
-        f"datetime(?{param} / 1000000, 'unixepoch') || "
-        f"CASE WHEN ?{param} % 1000000 THEN printf('.%06d', ?{param} % 1000000) ELSE '' END"
-    )
-
-
-def _sqlite_insert(table: str, row_type: type[tuple[Any, ...]]) -> str:
-    count = len(row_type._fields)  # type: ignore[attr-defined]
-    values = ", ".join([*(f"?{n}" for n in range(1, count)), _sqlite_timestamp(count)])
-    return f"INSERT INTO {table} ({_columns(row_type)}) VALUES ({values})"
-
-
-@functools.cache
-def _timestamptz_dumper() -> type[Any]:
-    from psycopg import pq
-    from psycopg.adapt import Dumper
-
-    class MicrosecondsDumper(Dumper):
-        """Unix microseconds (an int) straight to binary ``timestamptz``: no datetime per row."""
-
-        oid = _TIMESTAMPTZ_OID
-        format = pq.Format.BINARY
-
-        def dump(self, obj: Any) -> bytes:
-            return _pack_int8(obj - _POSTGRES_EPOCH_US)
-
-    return MicrosecondsDumper
-
-
-@dataclass(slots=True)
-class _SplitBatch:
-    """A batch sorted by kind in one pass."""
-
-    deltas: list[DeltaRow] = field(default_factory=list)
-    snapshots: list[SnapshotRow] = field(default_factory=list)
-    gaps: list[GapRow] = field(default_factory=list)
-    heals: list[HealRow] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, rows: Sequence[RecordedRow]) -> _SplitBatch:
-        batch = cls()
-        lists: dict[type, list[Any]] = {
-            DeltaRow: batch.deltas,
-            SnapshotRow: batch.snapshots,
-            GapRow: batch.gaps,
-            HealRow: batch.heals,
-        }
-        for row in rows:
-            lists[type(row)].append(row)
-        return batch
-
-
-class _MarketTotals(NamedTuple):
-    """A RecordedMarket upsert, in ``_MARKET_COLUMNS`` order."""
-
-    session_id: int
-    market_ticker: str
-    snapshots: int
-    deltas: int
-    first_position: int
-    last_position: int
-    last_sid: int
-    last_seq: int
-    first_received_us: int
-    last_received_us: int
-
-
-_market_key = itemgetter(0, 2)
-"""A recorded snapshot's or delta's (session_id, market_ticker)."""
-
-
-@dataclass(slots=True)
-class _Uncounted:
-    """What the per-market totals do not count yet: counts per market, and each market's first and last
-    row. Memory stays at two rows per market however many rows it covers; the merging runs in C."""
-
-    deltas: Counter[tuple[int, str]] = field(default_factory=Counter)
-    snapshots: Counter[tuple[int, str]] = field(default_factory=Counter)
-    first: dict[tuple[int, str], DeltaRow | SnapshotRow] = field(default_factory=dict)
-    last: dict[tuple[int, str], DeltaRow | SnapshotRow] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.last)
-
-    def plus(self, deltas: list[DeltaRow], snapshots: list[SnapshotRow]) -> _Uncounted:
-        """These counts followed by the rows of a batch (a new object: the batch may yet fail)."""
-        if not deltas and not snapshots:
-            return self
-        rows: list[DeltaRow | SnapshotRow] = [*deltas, *snapshots]
-        if snapshots:
-            rows.sort(key=itemgetter(0, 1))  # back into recording order: (session, position)
-        keys = list(map(_market_key, rows))
-        added = _Uncounted(Counter(self.deltas), Counter(self.snapshots), {}, dict(self.last))
-        added.deltas.update(map(_market_key, deltas))
-        added.snapshots.update(map(_market_key, snapshots))
-        added.last.update(zip(keys, rows, strict=True))
-        added.first = dict(zip(reversed(keys), reversed(rows), strict=True))
-        added.first.update(self.first)  # an earlier first row wins
-        return added
-
-    def totals(self) -> list[_MarketTotals]:
-        return [
-            _MarketTotals(
-                market[0],
-                market[1],
-                self.snapshots[market],
-                self.deltas[market],
-                self.first[market].position,
-                row.position,
-                row.sid,
-                row.seq,
-                self.first[market].received_us,
-                row.received_us,
-            )
-            for market, row in self.last.items()
-        ]
-
-
-_MARKET_COLUMNS = (
-    "session_id, market_ticker, snapshots, deltas, first_position, last_position, last_sid, last_seq, "
-    "first_received_at, last_received_at"
-)
-# Both backends share INSERT ... ON CONFLICT DO UPDATE (SQLite >= 3.24).
-_MARKET_UPSERT = (
-    "ON CONFLICT (session_id, market_ticker) DO UPDATE SET "
-    "snapshots = {table}.snapshots + excluded.snapshots, deltas = {table}.deltas + excluded.deltas, "
-    "last_position = excluded.last_position, last_sid = excluded.last_sid, last_seq = excluded.last_seq, "
-    "last_received_at = excluded.last_received_at"
-)
-_MARKET_ARRAY_TYPES = ("int8", "text", "int8", "int8", "int8", "int8", "int4", "int8", "int8", "int8")
-
-
-def _postgres_timestamp(column: str) -> str:
-    """SQL turning ``column`` (Unix microseconds) into timestamptz, exactly (whole seconds, then the rest).
-    Written for psycopg's placeholders, where %% is a literal %."""
-    return f"to_timestamp({column} / 1000000) + ({column} %% 1000000) * interval '1 microsecond'"
-
-
-CHEAP_TOTALS = 1_000
-"""Markets whose totals a caught-up writer updates with any batch (a few milliseconds)."""
-
-
-class DjangoBatchWriter:
-    """The default BatchWriter: the Django database ``using``, through COPY on PostgreSQL.
-
-    Each batch also updates the per-market totals (RecordedMarket) in its transaction. That update covers
-    every market touched since the last one: with 10,000 markets it is as many rows as a batch itself, so
-    its cost grows with the number of markets while the batches' does not. It is therefore deferred until
-    it takes at most ``totals_share`` of the writer's time (judged by how long the last one took), and
-    while more rows wait behind a batch, for at least ``totals_interval`` seconds too. A writer that has
-    caught up writes them with its batch when they cover at most ``CHEAP_TOTALS`` markets; with more (on
-    PostgreSQL the reader is often the slower side, so the writer catches up with nearly every batch)
-    only as often as the share allows. On close the totals are current; only a process killed under load
-    leaves them behind its last seconds of rows, and ``recount_market_totals`` rebuilds them from the rows.
-    """
-
-    def __init__(self, using: str = "default", *, totals_interval: float = 1.0, totals_share: float = 0.1) -> None:
-        self.using = using
-        self.totals_interval = totals_interval
-        self.totals_share = totals_share
-        self._uncounted = _Uncounted()
-        """Committed rows the totals do not count yet."""
-        self._totals_written_at = time.monotonic()
-        self._totals_seconds = 0.0
-        """How long the last totals update took."""
-
-    def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
-        batch = _SplitBatch.of(rows)
-        uncounted = self._uncounted.plus(batch.deltas, batch.snapshots)
-        now = time.monotonic()
-        totals_due = self._totals_seconds / self.totals_share
-        if more_waiting:
-            totals_due = max(totals_due, self.totals_interval)
-        cheap = not more_waiting and len(uncounted.last) <= CHEAP_TOTALS
-        write_totals = cheap or now - self._totals_written_at >= totals_due
-        connection = connections[self.using]
-        try:
-            with transaction.atomic(using=self.using):
-                if connection.vendor == "postgresql":
-                    self._copy(batch)
-                else:
-                    self._insert(batch)
-                self._gaps_and_heals(batch)
-                if write_totals:
-                    started = time.monotonic()
-                    self._write_totals(uncounted)
-                    totals_seconds = time.monotonic() - started
-        except BaseException:
-            # A broken connection must not be reused by the retry: the next attempt opens a fresh one.
-            with contextlib.suppress(Exception):
-                connection.close()
-            raise
-        finally:
-            # With DEBUG on, Django keeps the last 9,000 statements.
-            connection.queries_log.clear()
-        if write_totals:
-            self._uncounted = _Uncounted()
-            self._totals_written_at = now
-            self._totals_seconds = totals_seconds
-        else:
-            self._uncounted = uncounted
-
-    def _copy(self, batch: _SplitBatch) -> None:
-        if not batch.deltas and not batch.snapshots:
-            return
-        from psycopg.types.json import Jsonb
-
-        with connections[self.using].cursor() as django_cursor:
-            cursor = django_cursor.cursor
-            cursor.adapters.register_dumper(None, _timestamptz_dumper())
-            if batch.deltas:
-                sql = f"COPY {RecordedDelta._meta.db_table} ({_columns(DeltaRow)}) FROM STDIN (FORMAT BINARY)"
-                with cursor.copy(sql) as copy:
-                    copy.set_types(list(_DELTA_TYPES))
-                    write = copy.write_row
-                    for row in batch.deltas:
-                        write(row)
-            if batch.snapshots:
-                sql = f"COPY {RecordedSnapshot._meta.db_table} ({_columns(SnapshotRow)}) FROM STDIN (FORMAT BINARY)"
-                with cursor.copy(sql) as copy:
-                    copy.set_types(list(_SNAPSHOT_TYPES))
-                    for s in batch.snapshots:
-                        copy.write_row((*s[:6], Jsonb(s.yes, _as_is), Jsonb(s.no, _as_is), s.received_us))
-
-    def _insert(self, batch: _SplitBatch) -> None:
-        connection = connections[self.using]
-        raw = connection.connection  # opened by the transaction around this call
-        if batch.deltas:
-            raw.executemany(_sqlite_insert(RecordedDelta._meta.db_table, DeltaRow), batch.deltas)
-        if batch.snapshots:
-            raw.executemany(_sqlite_insert(RecordedSnapshot._meta.db_table, SnapshotRow), batch.snapshots)
-
-    def _gaps_and_heals(self, batch: _SplitBatch) -> None:
-        if batch.gaps:
-            RecordedGap.objects.using(self.using).bulk_create(
-                [
-                    RecordedGap(
-                        session_id=g.session_id,
-                        position=g.position,
-                        kind=g.kind,
-                        sid=g.sid,
-                        expected_seq=g.expected_seq,
-                        received_seq=g.received_seq,
-                        markets=list(g.markets),
-                        detected_at=from_epoch_us(g.detected_us),
-                    )
-                    for g in batch.gaps
-                ]
-            )
-        for heal in batch.heals:
-            RecordedGap.objects.using(self.using).filter(
-                session_id=heal.session_id, position__lt=heal.position, healed_at__isnull=True
-            ).update(healed_at=from_epoch_us(heal.healed_us))
-
-    def _write_totals(self, uncounted: _Uncounted) -> None:
-        if not uncounted:
-            return
-        totals = uncounted.totals()
-        table = RecordedMarket._meta.db_table
-        upsert = _MARKET_UPSERT.format(table=table)
-        connection = connections[self.using]
-        if connection.vendor == "postgresql":
-            # One set-based statement for the whole batch (10,000 markets are 10,000 rows): the columns go
-            # as arrays and unnest turns them back into rows.
-            arrays = ", ".join(f"%s::{kind}[]" for kind in _MARKET_ARRAY_TYPES)
-            sql = (
-                f"INSERT INTO {table} ({_MARKET_COLUMNS}) SELECT t.session_id, t.market_ticker, t.snapshots, "
-                "t.deltas, t.first_position, t.last_position, t.last_sid, t.last_seq, "
-                f"{_postgres_timestamp('t.first_us')}, {_postgres_timestamp('t.last_us')} FROM unnest({arrays}) "
-                "AS t(session_id, market_ticker, snapshots, deltas, first_position, last_position, last_sid, "
-                f"last_seq, first_us, last_us) {upsert}"
-            )
-            from psycopg import Cursor
-
-            # A server-side binding cursor: the arrays go in binary, not quoted into the SQL text.
-            with Cursor(connection.connection) as cursor:
-                cursor.execute(sql, [list(column) for column in zip(*totals, strict=True)])
-        else:
-            values = ", ".join([*(f"?{n}" for n in range(1, 9)), _sqlite_timestamp(9), _sqlite_timestamp(10)])
-            sql = f"INSERT INTO {table} ({_MARKET_COLUMNS}) VALUES ({values}) {upsert}"
-            connection.connection.executemany(sql, totals)
-
-    def close(self) -> None:
-        try:
-            if self._uncounted:
-                with transaction.atomic(using=self.using):
-                    self._write_totals(self._uncounted)
-                self._uncounted = _Uncounted()
-        except Exception:
-            logger.exception("recording: the per-market totals of the last second could not be written")
-        finally:
-            connections[self.using].close()
-
-
-def levels_json(levels: Sequence[Level] | Sequence[list[int]]) -> str:
-    """Levels as a snapshot row carries them: JSON text ``[[price, size], ...]`` (orjson writes tuples as
-    arrays)."""
-    return orjson.dumps(levels).decode()
-
-
-def _as_is(text: str) -> str:
-    """The JSON dumper for text that is JSON already."""
-    return text
-
-
-# ---------------------------------------------------------------------------------------------- recorder
 
 
 @dataclass
@@ -519,7 +117,7 @@ class DatabaseRecorder:
         self._positions[session_id] = position
         # tuple.__new__ builds the row without the NamedTuple constructor's argument handling (3x cheaper).
         if isinstance(message, OrderbookDelta):
-            row: RecordedRow = _new_row(
+            row: RecordedRow = new_row(
                 DeltaRow,
                 (
                     session_id,
@@ -651,14 +249,7 @@ class DatabaseRecorder:
         self._drained.set()
         if not rows:
             return 0, None
-        directory.mkdir(parents=True, exist_ok=True)
-        sessions = "-".join(str(s) for s in sorted({row.session_id for row in rows}))
-        path = directory / f"recording-{sessions}-{int(time.time())}.jsonl"
-        with path.open("wb") as file:
-            for row in rows:
-                # One JSON array per line: the kind's name, then the row's fields in order.
-                file.write(orjson.dumps([_KIND_NAMES[type(row)], *row]) + b"\n")
-        return len(rows), path
+        return len(rows), spill_save(rows, directory)
 
     @property
     def queued(self) -> int:
@@ -782,124 +373,3 @@ class DatabaseRecorder:
         """On the writer's thread: write the batch, then count its rows by kind for the metrics."""
         self._writer(batch, more_waiting=more_waiting)
         return Counter(map(type, batch))
-
-
-# ---------------------------------------------------------------------------------------------- spill files
-
-
-def spill_load(path: Path, writer: BatchWriter | None = None, *, batch_size: int = 10_000) -> int:
-    """Write the rows of a file ``DatabaseRecorder.spill`` saved, skipping any already in the database,
-    then delete the file. Returns how many rows were written. Runs synchronously (a management command)."""
-    writer = writer if writer is not None else DjangoBatchWriter()
-    with path.open("rb") as file:
-        rows = [_spilled_row(orjson.loads(line)) for line in file if line.strip()]
-    written = _written_positions(rows)
-    rows = [row for row in rows if type(row) is HealRow or (row.session_id, row.position) not in written]
-    for start in range(0, len(rows), batch_size):
-        writer(rows[start : start + batch_size])
-    # The process that saved the file may have committed rows whose per-market totals it could not write.
-    for session_id in sorted({row.session_id for row in rows}):
-        recount_market_totals(session_id)
-    path.unlink()
-    return sum(1 for row in rows if type(row) is not HealRow)
-
-
-def recount_market_totals(session_id: int, using: str = "default") -> int:
-    """Rebuild a session's per-market totals (RecordedMarket) from its recorded rows, e.g. after its
-    process died under load before writing the last ones. Returns how many markets it has."""
-    snapshots, deltas = RecordedSnapshot._meta.db_table, RecordedDelta._meta.db_table
-    # For each market: counts, and the first and last row by position (window functions: both backends).
-    sql = f"""
-        WITH rows AS (
-            SELECT market_ticker, position, sid, seq, received_at, 1 AS snapshot FROM {snapshots}
-            WHERE session_id = %s
-            UNION ALL
-            SELECT market_ticker, position, sid, seq, received_at, 0 AS snapshot FROM {deltas}
-            WHERE session_id = %s
-        ), ranked AS (
-            SELECT rows.*,
-                ROW_NUMBER() OVER (PARTITION BY market_ticker ORDER BY position) AS from_first,
-                ROW_NUMBER() OVER (PARTITION BY market_ticker ORDER BY position DESC) AS from_last,
-                SUM(snapshot) OVER (PARTITION BY market_ticker) AS snapshots,
-                COUNT(*) OVER (PARTITION BY market_ticker) AS total
-            FROM rows
-        )
-        SELECT last.market_ticker, last.snapshots, last.total - last.snapshots, first.position, last.position,
-            last.sid, last.seq, first.received_at, last.received_at
-        FROM ranked AS last JOIN ranked AS first
-            ON first.market_ticker = last.market_ticker AND first.from_first = 1
-        WHERE last.from_last = 1
-    """
-    with transaction.atomic(using=using):
-        with connections[using].cursor() as cursor:
-            cursor.execute(sql, [session_id, session_id])
-            found = cursor.fetchall()
-        markets = RecordedMarket.objects.using(using)
-        markets.filter(session_id=session_id).delete()
-        markets.bulk_create(
-            RecordedMarket(
-                session_id=session_id,
-                market_ticker=ticker,
-                snapshots=snapshot_count,
-                deltas=delta_count,
-                first_position=first_position,
-                last_position=last_position,
-                last_sid=last_sid,
-                last_seq=last_seq,
-                first_received_at=_from_database(first_received_at),
-                last_received_at=_from_database(last_received_at),
-            )
-            for (
-                ticker,
-                snapshot_count,
-                delta_count,
-                first_position,
-                last_position,
-                last_sid,
-                last_seq,
-                first_received_at,
-                last_received_at,
-            ) in found
-        )
-    return len(found)
-
-
-def _from_database(value: datetime | str) -> datetime:
-    """A timestamp read through a raw cursor: aware from PostgreSQL; naive UTC (or its text) from SQLite."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-_EARLIER_SPILL_KINDS: tuple[type[RecordedRow], ...] = (SnapshotRow, DeltaRow, GapRow, HealRow)
-"""Files spilled before rows had kind names: a kind number first and an ISO 8601 time last."""
-
-
-def _spilled_row(values: list[Any]) -> RecordedRow:
-    kind = values[0]
-    if isinstance(kind, int):
-        fields = [*values[1:-1], epoch_us(datetime.fromisoformat(values[-1]))]
-        row_type = _EARLIER_SPILL_KINDS[kind]
-    else:
-        fields = values[1:]
-        row_type = ROW_KINDS[kind]
-    row = row_type(*fields)
-    if isinstance(row, GapRow):
-        return row._replace(markets=tuple(row.markets))
-    if isinstance(row, SnapshotRow) and not isinstance(row.yes, str):
-        # Spilled before snapshot rows carried their levels as JSON text.
-        return row._replace(yes=levels_json(row.yes), no=levels_json(row.no))
-    return row
-
-
-def _written_positions(rows: Sequence[RecordedRow]) -> set[tuple[int, int]]:
-    """(session, position) of the given rows that are already in the database."""
-    written: set[tuple[int, int]] = set()
-    for session_id in {row.session_id for row in rows}:
-        positions = [row.position for row in rows if row.session_id == session_id and type(row) is not HealRow]
-        if not positions:
-            continue
-        span = {"session_id": session_id, "position__gte": min(positions), "position__lte": max(positions)}
-        for model in (RecordedSnapshot, RecordedDelta, RecordedGap):
-            found = model.objects.filter(**span).values_list("position", flat=True)
-            written.update((session_id, position) for position in found)
-    return written

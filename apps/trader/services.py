@@ -18,7 +18,7 @@ from django.db import DatabaseError, close_old_connections, connection, reset_qu
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.marketdata.recorder import spill_load
+from apps.marketdata.spill import spill_load
 from apps.trader.core.statemachine import Transition
 from apps.trader.models import ConsoleLine, MarketTop, StateTransition, TradingSession
 

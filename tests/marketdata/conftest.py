@@ -10,7 +10,8 @@ from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
-from apps.marketdata.recorder import DjangoBatchWriter, RecordedRow
+from apps.marketdata.dbwriter import DjangoBatchWriter
+from apps.marketdata.rows import RecordedRow
 from apps.marketdata.selectors import Recorded, recording_messages
 from apps.trader.core.clock import epoch_us
 from apps.trader.models import TradingSession

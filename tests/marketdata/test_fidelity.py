@@ -13,8 +13,10 @@ from asgiref.sync import sync_to_async
 from apps.exchange.config import DEFAULT_MARKETS
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW, ERROR_CHANNEL, OrderbookDelta, OrderbookSnapshot
+from apps.marketdata.dbwriter import DjangoBatchWriter
 from apps.marketdata.models import RecordedGap
-from apps.marketdata.recorder import DatabaseRecorder, DjangoBatchWriter, RecordedRow
+from apps.marketdata.recorder import DatabaseRecorder
+from apps.marketdata.rows import RecordedRow
 from apps.marketdata.selectors import BookReplayer, Gap, Recorded, book_at, recording_messages
 from apps.trader.core.coordinator import Coordinator
 from apps.trader.core.states import State
