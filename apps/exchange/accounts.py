@@ -1,0 +1,98 @@
+"""Accounts of the built-in exchange: cash, and per market a signed position with its cost, realized P&L and fees.
+
+A position is positive for YES contracts and negative for NO (Kalshi's ``position_fp``). A fill that meets
+the opposite holding closes it first: a YES bought against NO held releases the pair's dollar, which is the
+same as selling the NO at 1 - price; only the rest opens. Money is integer micro-dollars, counts 1/100
+contract, prices 1/10,000 dollar (``apps.exchange.matching``), so every figure is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from apps.exchange.matching import Fill, outcome_cost
+from apps.kalshi.fixedpoint import DOLLAR
+
+MICRO_DOLLAR = 1_000_000
+"""One dollar in money units."""
+
+
+@dataclass(slots=True)
+class Position:
+    position: int = 0
+    """Signed, 1/100 contract: positive YES, negative NO."""
+    cost: int = 0
+    """What the open position cost (its cost basis), micro-dollars."""
+    realized_pnl: int = 0
+    fees_paid: int = 0
+    volume: int = 0
+    """Contracts traded, 1/100 contract."""
+    last_updated_us: int = 0
+
+
+@dataclass(slots=True)
+class Settlement:
+    ticker: str
+    result: Literal["yes", "no"]
+    yes_count: int
+    no_count: int
+    revenue: int
+    """Micro-dollars paid out: $1 per winning contract."""
+    settled_us: int
+
+
+@dataclass(slots=True)
+class Account:
+    owner: str
+    balance: int
+    """Cash, micro-dollars."""
+    positions: dict[str, Position] = field(default_factory=dict)
+    settlements: list[Settlement] = field(default_factory=list)
+
+    def position(self, ticker: str) -> Position:
+        return self.positions.setdefault(ticker, Position())
+
+    def apply_fill(self, fill: Fill) -> Position:
+        """Move cash and the position for one of this account's fills."""
+        held = self.position(fill.ticker)
+        # A bid adds YES (+), an ask adds NO (-); it first closes what is held the other way.
+        direction = 1 if fill.side == "bid" else -1
+        closing = min(fill.count, max(0, -direction * held.position))
+        opening = fill.count - closing
+        if closing:
+            # Closing k of the opposite outcome pays what that outcome is worth at this trade's price.
+            proceeds = outcome_cost("ask" if fill.side == "bid" else "bid", closing, fill.price)
+            size = abs(held.position)
+            released = held.cost if closing == size else held.cost * closing // size
+            held.cost -= released
+            held.realized_pnl += proceeds - released
+            held.position += direction * closing
+            self.balance += proceeds
+        if opening:
+            cost = outcome_cost(fill.side, opening, fill.price)
+            held.cost += cost
+            held.position += direction * opening
+            self.balance -= cost
+        self.balance -= fill.fee
+        held.fees_paid += fill.fee  # kept apart from realized_pnl, as Kalshi's positions report them
+        held.volume += fill.count
+        held.last_updated_us = fill.ts_us
+        return held
+
+    def settle(self, ticker: str, result: Literal["yes", "no"], *, now_us: int = 0) -> Settlement | None:
+        """Pay $1 per winning contract of ``ticker`` and close the position; None if nothing was held."""
+        held = self.positions.get(ticker)
+        if held is None or held.position == 0:
+            return None
+        yes_count, no_count = max(0, held.position), max(0, -held.position)
+        won = yes_count if result == "yes" else no_count
+        revenue = won * DOLLAR  # 1/100 contract x 1/10,000 dollar = micro-dollars
+        held.realized_pnl += revenue - held.cost
+        held.cost = 0
+        held.position = 0
+        held.last_updated_us = now_us
+        self.balance += revenue
+        settlement = Settlement(ticker, result, yes_count, no_count, revenue, now_us)
+        self.settlements.append(settlement)
+        return settlement
