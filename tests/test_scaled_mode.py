@@ -16,7 +16,8 @@ from django.test import Client
 from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
-from tests.processes import RunningWorker, http_get, services_env, start_runtrader, start_web_worker, wait_for
+from tests.processes import RunningWorker, http_get, services_env, start_runtrader, start_web_worker
+from tests.support import eventually_blocking
 from trader_v3.asgi import application
 
 MARKETS = "KXFED-26DEC-T4.25,KXCPI-26DEC-T0.3"
@@ -120,7 +121,7 @@ def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> Non
     workers = [start_web_worker(env), start_web_worker(env)]
     try:
         for worker in workers:
-            wait_for(
+            eventually_blocking(
                 lambda w=worker: fleet(w)["health"]["status"] == "healthy" and len(fleet(w)["shards"]) == 2,
                 what=f"{worker.base_url} to see two healthy shards",
             )
@@ -147,7 +148,9 @@ def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> Non
         assert result["added"] == [ADDED]
         assert result["session_id"] == owners[SHARDS["a"]]["session"]["id"]
         for worker in workers:
-            wait_for(lambda w=worker: ADDED in shards_by_market(w, fleet(w)), what=f"{worker.base_url} to show {ADDED}")
+            eventually_blocking(
+                lambda w=worker: ADDED in shards_by_market(w, fleet(w)), what=f"{worker.base_url} to show {ADDED}"
+            )
             by_market = shards_by_market(worker, fleet(worker))
             assert by_market[ADDED]["session"]["id"] == result["session_id"]
             assert fleet(worker)["market_counts"]["total"] == 3  # one shard took it, not both
@@ -156,7 +159,7 @@ def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> Non
         code, stderr = shards["a"].stop()
         assert code == 0, stderr[-3000:]
         for worker in workers:
-            wait_for(
+            eventually_blocking(
                 lambda w=worker: fleet(w)["health"]["status"] == "degraded",
                 what=f"{worker.base_url} to see shard a stop",
             )
