@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support import eventually_blocking
 
 ROOT = Path(__file__).resolve().parents[1]
 _CONSOLE_LINE = re.compile(r"Console: (http://\S+/v3-trader)")
@@ -50,10 +53,7 @@ def http_get(url: str) -> tuple[int, str]:
 
 def wait_until_healthy(base: str) -> None:
     """Wait until ``base``/v3/health answers 200, failing after 15 s."""
-    deadline = time.monotonic() + 15
-    while http_get(f"{base}/v3/health")[0] != 200:
-        assert time.monotonic() < deadline, "the trader did not become healthy"
-        time.sleep(0.1)
+    eventually_blocking(lambda: http_get(f"{base}/v3/health")[0] == 200, seconds=15, what="the trader to be healthy")
 
 
 @dataclass
@@ -76,10 +76,30 @@ class RunningTrader:
         return code, self.process.stderr.read() if self.process.stderr else ""
 
 
+_migrated_sqlite: Path | None = None
+
+
+def migrate(env: dict[str, str]) -> None:
+    """Bring ``env``'s database up to date. A fresh SQLite file is a copy of one migrated once per test
+    process: ``manage.py migrate`` is a Django start plus every migration, seconds on a busy machine."""
+    global _migrated_sqlite
+    database_url = env.get("DATABASE_URL", "")
+    target = Path(database_url.removeprefix("sqlite:///")) if database_url.startswith("sqlite:///") else None
+    if target is None or target.exists():
+        migrated = manage(env, "migrate", "--noinput")
+        assert migrated.returncode == 0, migrated.stderr
+        return
+    if _migrated_sqlite is None:
+        template = Path(tempfile.mkdtemp(prefix="trader-v3-migrated-")) / "template.sqlite3"
+        migrated = manage({**env, "DATABASE_URL": f"sqlite:///{template}"}, "migrate", "--noinput")
+        assert migrated.returncode == 0, migrated.stderr
+        _migrated_sqlite = template
+    shutil.copyfile(_migrated_sqlite, target)
+
+
 def start_runtrader(env: dict[str, str], *args: str) -> RunningTrader:
     """Migrate, start ``runtrader ARGS`` and, unless --no-web, wait for the console URL it prints."""
-    migrated = manage(env, "migrate", "--noinput")
-    assert migrated.returncode == 0, migrated.stderr
+    migrate(env)
     process = subprocess.Popen(
         [sys.executable, "-u", "manage.py", "runtrader", *args],
         cwd=ROOT,
@@ -152,15 +172,6 @@ def start_web_worker(env: dict[str, str]) -> RunningWorker:
             time.sleep(0.1)
     worker.stop()
     raise AssertionError("the web worker did not answer within 30 s")
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 30.0, what: str = "condition") -> None:
-    """Poll ``condition()`` until it holds; fail naming ``what`` after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def run_database_url(port: int | None = None) -> str:

@@ -21,7 +21,7 @@ import pytest
 
 from apps.console import limits
 from tests.console.flood_asgi import MESSAGES, SIZE
-from tests.processes import ROOT, RunningTrader, manage, project_env, start_runtrader, wait_until_healthy
+from tests.processes import ROOT, RunningTrader, migrate, project_env, start_runtrader, wait_until_healthy
 
 Address = tuple[str, int]
 
@@ -45,7 +45,7 @@ def trader(module_tmp: Path) -> Iterator[Address]:
 def start_worker(tmp: Path, app: str, *options: str) -> Iterator[Address]:
     """``python -m apps.console.webserver OPTIONS APP`` on a listening socket handed to it (no port race)."""
     env = project_env(tmp)
-    assert manage(env, "migrate", "--noinput").returncode == 0
+    migrate(env)
     listener = socket.create_server(("127.0.0.1", 0))
     process = subprocess.Popen(
         [sys.executable, "-m", "apps.console.webserver", "--fd", str(listener.fileno()), *options, app],

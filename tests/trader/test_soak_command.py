@@ -8,14 +8,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.processes import manage, project_env
+from tests.processes import manage, migrate, project_env
 
 ROW = re.compile(r"^\s+\d+:\d\d\s+\d+\.\d\s+(warm-up|[+-]\d+\.\d %)(\s+[\d,]+){6}\s+\w+$")
 
 
 def test_it_runs_the_trader_under_faults_and_reports_memory_books_and_rows(tmp_path: Path) -> None:
     env = project_env(tmp_path)
-    assert manage(env, "migrate", "--noinput").returncode == 0
+    migrate(env)
 
     result = manage(
         env,
