@@ -51,7 +51,11 @@ async def inject_every_fault(sim: ExchangeSimulator, coordinator: Coordinator, w
 
     async def back_to_live(what: str) -> None:
         await eventually(lambda: live(coordinator), seconds=10, what=f"live books after {what}")
-        await asyncio.sleep(0.15)  # some deltas on the fresh subscription
+        applied = coordinator.session_counters()["deltas_received"]
+        await eventually(
+            lambda: coordinator.session_counters()["deltas_received"] >= applied + 20,
+            what=f"deltas on the fresh subscription after {what}",
+        )
 
     await back_to_live("start")
     # Always on from here: skipped seqs (gaps), malformed and oversized frames. (rest_429 is left out: the
@@ -60,7 +64,11 @@ async def inject_every_fault(sim: ExchangeSimulator, coordinator: Coordinator, w
     faults.malformed_every = 41
     faults.oversized_every = 150
     faults.oversized_bytes = 50_000
-    await asyncio.sleep(0.3)
+    injected = sim.stats["faults"]
+    await eventually(
+        lambda: all(sim.stats["faults"][kind] > injected[kind] for kind in ("skip_seq", "malformed", "oversized")),
+        what="a skipped seq, a malformed and an oversized frame",
+    )
     await eventually(lambda: coordinator.session_counters()["gaps"] >= 1, what="a seq gap")
     await back_to_live("seq gaps")
 
@@ -82,7 +90,8 @@ async def inject_every_fault(sim: ExchangeSimulator, coordinator: Coordinator, w
     # Short data stalls (pings go on), then a stall with no pings: the client calls the socket dead.
     faults.stall_for = 0.1
     faults.stall_every = 0.15
-    await asyncio.sleep(0.4)
+    stalls = sim.stats["faults"]["stall"]
+    await eventually(lambda: sim.stats["faults"]["stall"] >= stalls + 2, what="two short stalls")
     faults.stall_every = None
     reconnects = coordinator.session_counters()["reconnects"]
     faults.stall = True
