@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,15 +19,23 @@ StartSim = Callable[..., Awaitable[ExchangeSimulator]]
 """``await start_sim(**SimulatorConfig overrides)``: a started simulator, stopped after the test."""
 
 
-async def eventually(condition: Callable[[], bool], seconds: float = 10.0, what: str = "condition") -> None:
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], seconds: float = 10.0, what: str = "condition"
+) -> None:
     """Wait until ``condition()`` holds; fail naming ``what`` after ``seconds``.
 
     The one way a test waits for something it cannot be told about (a counter, a row, a state). ``seconds``
     is a ceiling for a failing run, never a pause: a passing test returns as soon as the condition holds.
+    ``condition`` may be a coroutine function (an async ORM read).
     """
+
+    async def holds() -> bool:
+        result = condition()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
     try:
         async with asyncio.timeout(seconds):
-            while not condition():
+            while not await holds():
                 await asyncio.sleep(0.005)
     except TimeoutError:
         raise AssertionError(f"timed out after {seconds:g} s waiting for {what}") from None
