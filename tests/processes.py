@@ -161,17 +161,22 @@ def start_web_worker(env: dict[str, str]) -> RunningWorker:
         text=True,
     )
     worker = RunningWorker(process, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"the web worker ended early: {process.stderr.read() if process.stderr else ''}")
         try:
             http_get(f"{worker.base_url}/v3/health")
-            return worker
         except OSError:
-            time.sleep(0.1)
-    worker.stop()
-    raise AssertionError("the web worker did not answer within 30 s")
+            return False
+        return True
+
+    try:
+        eventually_blocking(answers, seconds=30, what="the web worker to answer")
+    except AssertionError:
+        worker.stop()
+        raise
+    return worker
 
 
 def run_database_url(port: int | None = None) -> str:

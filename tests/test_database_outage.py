@@ -68,6 +68,12 @@ class Output:
         return "".join(self.lines)
 
 
+def unwritten_piled_up(trader: RunningTrader) -> bool:
+    """Whether the trader holds recorded rows and a session write (a heartbeat) it could not write."""
+    metrics = json.loads(http_get(f"{trader.base_url}/v3/status")[1])["metrics"]
+    return bool(metrics["recorder_queued"] > 0 and metrics["database"]["pending_writes"] >= 1)
+
+
 def start_trader(tmp_path: Path, proxy: TcpProxy) -> tuple[RunningTrader, dict[str, str]]:
     env = project_env(tmp_path, DATABASE_URL=run_database_url(proxy.port), SIM_MESSAGE_RATE="100")
     trader = start_runtrader(env, "--port", "0", "--markets", MARKETS)
@@ -147,7 +153,7 @@ def test_a_20_s_outage_heals_and_a_sigterm_while_the_database_is_away_saves_the_
             eventually_blocking(
                 lambda: probe(trader.base_url, down).status == 503, seconds=5, what="the second outage seen"
             )
-            time.sleep(3)  # rows and a heartbeat pile up unwritten
+            eventually_blocking(lambda: unwritten_piled_up(trader), seconds=10, what="rows and a heartbeat unwritten")
         finally:
             code, stderr = sigterm(trader, output)
         assert code == 0, stderr

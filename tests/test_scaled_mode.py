@@ -17,7 +17,7 @@ from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
 from tests.processes import RunningWorker, http_get, services_env, start_runtrader, start_web_worker
-from tests.support import eventually_blocking
+from tests.support import eventually, eventually_blocking
 from trader_v3.asgi import application
 
 MARKETS = "KXFED-26DEC-T4.25,KXCPI-26DEC-T0.3"
@@ -57,10 +57,12 @@ async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: P
         assert status.json()["session"]["markets_total"] == 2
         page = await sync_to_async(client.get)("/v3/status?markets=1")
         assert [book["market_ticker"] for book in page.json()["markets"]] == ["KXCPI-26DEC-T0.3", "KXFED-26DEC-T4.25"]
+
         # The ready status can reach this process before the heartbeat row written with it: allow a moment.
-        async with asyncio.timeout(5):
-            while (await sync_to_async(client.get)("/v3/health")).status_code != 200:
-                await asyncio.sleep(0.1)
+        async def healthy() -> bool:
+            return bool((await sync_to_async(client.get)("/v3/health")).status_code == 200)
+
+        await eventually(healthy, seconds=5, what="the worker's health from the heartbeat row")
         await communicator.send_json_to({"type": "request_history"})
         while (message := await communicator.receive_json_from(timeout=5))["type"] != "history_replay":
             pass

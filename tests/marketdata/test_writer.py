@@ -114,7 +114,7 @@ async def test_it_makes_the_feed_wait_when_the_buffer_is_full() -> None:
 
     reader = asyncio.create_task(feed())
     await eventually(lambda: recorder.metrics()["backpressure_waits"] > 0)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # not a wait for anything: a window in which the reader must stay blocked
     assert not reader.done(), "the feed reader must wait while the database does not keep up"
     assert recorder.queued <= recorder.capacity
     assert recorder.metrics()["oldest_unwritten_age"] is not None
