@@ -138,7 +138,7 @@ async def test_stop_leaves_behind_a_task_that_never_ends_and_says_so(caplog: pyt
         tasks.append(asyncio.current_task())  # type: ignore[arg-type]
         while not release.is_set():
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(3600)
+                await release.wait()
 
     supervisor = Supervisor(lambda name, reason: None)
     supervisor.start("stubborn", stubborn)
