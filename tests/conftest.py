@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
+from django.test import override_settings
 
 from apps.exchange.config import SimulatorConfig
 from apps.exchange.simulator import ExchangeSimulator
@@ -42,6 +43,14 @@ def _close_worker_thread_connections(django_db_setup: None, django_db_blocker: A
     yield
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all)())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quick_password_hashing() -> Iterator[None]:
+    """Users made in this process get a cheap hash: PBKDF2's million rounds cost about a second per user here,
+    and no test is about the hash's strength."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(scope="session")

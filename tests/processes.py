@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support import eventually_blocking
 
 ROOT = Path(__file__).resolve().parents[1]
 _CONSOLE_LINE = re.compile(r"Console: (http://\S+/v3-trader)")
 
 
+_BYTECODE_CACHE = Path(tempfile.gettempdir()) / "trader-v3-test-bytecode"
+"""Where the processes tests start keep compiled modules when the environment forbids writing them beside
+the sources (PYTHONDONTWRITEBYTECODE): otherwise every one of about a hundred processes compiles the
+project again, a fifth of its start-up."""
+
+
 def project_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """This process's environment without trader settings, with its own data folder and SQLite file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "TRADER_", "ENVIRONMENT", "REDIS"))}
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):
+        env.setdefault("PYTHONPYCACHEPREFIX", str(_BYTECODE_CACHE))
     env.update(DATA_DIR=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path / 'trader.sqlite3'}")
     env.update(extra)
     return env
@@ -50,10 +61,7 @@ def http_get(url: str) -> tuple[int, str]:
 
 def wait_until_healthy(base: str) -> None:
     """Wait until ``base``/v3/health answers 200, failing after 15 s."""
-    deadline = time.monotonic() + 15
-    while http_get(f"{base}/v3/health")[0] != 200:
-        assert time.monotonic() < deadline, "the trader did not become healthy"
-        time.sleep(0.1)
+    eventually_blocking(lambda: http_get(f"{base}/v3/health")[0] == 200, seconds=15, what="the trader to be healthy")
 
 
 @dataclass
@@ -76,10 +84,30 @@ class RunningTrader:
         return code, self.process.stderr.read() if self.process.stderr else ""
 
 
+_migrated_sqlite: Path | None = None
+
+
+def migrate(env: dict[str, str]) -> None:
+    """Bring ``env``'s database up to date. A fresh SQLite file is a copy of one migrated once per test
+    process: ``manage.py migrate`` is a Django start plus every migration, seconds on a busy machine."""
+    global _migrated_sqlite
+    database_url = env.get("DATABASE_URL", "")
+    target = Path(database_url.removeprefix("sqlite:///")) if database_url.startswith("sqlite:///") else None
+    if target is None or target.exists():
+        migrated = manage(env, "migrate", "--noinput")
+        assert migrated.returncode == 0, migrated.stderr
+        return
+    if _migrated_sqlite is None:
+        template = Path(tempfile.mkdtemp(prefix="trader-v3-migrated-")) / "template.sqlite3"
+        migrated = manage({**env, "DATABASE_URL": f"sqlite:///{template}"}, "migrate", "--noinput")
+        assert migrated.returncode == 0, migrated.stderr
+        _migrated_sqlite = template
+    shutil.copyfile(_migrated_sqlite, target)
+
+
 def start_runtrader(env: dict[str, str], *args: str) -> RunningTrader:
     """Migrate, start ``runtrader ARGS`` and, unless --no-web, wait for the console URL it prints."""
-    migrated = manage(env, "migrate", "--noinput")
-    assert migrated.returncode == 0, migrated.stderr
+    migrate(env)
     process = subprocess.Popen(
         [sys.executable, "-u", "manage.py", "runtrader", *args],
         cwd=ROOT,
@@ -141,26 +169,22 @@ def start_web_worker(env: dict[str, str]) -> RunningWorker:
         text=True,
     )
     worker = RunningWorker(process, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"the web worker ended early: {process.stderr.read() if process.stderr else ''}")
         try:
             http_get(f"{worker.base_url}/v3/health")
-            return worker
         except OSError:
-            time.sleep(0.1)
-    worker.stop()
-    raise AssertionError("the web worker did not answer within 30 s")
+            return False
+        return True
 
-
-def wait_for(condition: Callable[[], bool], seconds: float = 30.0, what: str = "condition") -> None:
-    """Poll ``condition()`` until it holds; fail naming ``what`` after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
-        time.sleep(0.2)
+    try:
+        eventually_blocking(answers, seconds=30, what="the web worker to answer")
+    except AssertionError:
+        worker.stop()
+        raise
+    return worker
 
 
 def run_database_url(port: int | None = None) -> str:

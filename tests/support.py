@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,11 +19,35 @@ StartSim = Callable[..., Awaitable[ExchangeSimulator]]
 """``await start_sim(**SimulatorConfig overrides)``: a started simulator, stopped after the test."""
 
 
-async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Wait until ``condition()`` holds, failing with a timeout after ``seconds``."""
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.01)
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], seconds: float = 10.0, what: str = "condition"
+) -> None:
+    """Wait until ``condition()`` holds; fail naming ``what`` after ``seconds``.
+
+    The one way a test waits for something it cannot be told about (a counter, a row, a state). ``seconds``
+    is a ceiling for a failing run, never a pause: a passing test returns as soon as the condition holds.
+    ``condition`` may be a coroutine function (an async ORM read).
+    """
+
+    async def holds() -> bool:
+        result = condition()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
+    try:
+        async with asyncio.timeout(seconds):
+            while not await holds():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {seconds:g} s waiting for {what}") from None
+
+
+def eventually_blocking(condition: Callable[[], bool], seconds: float = 30.0, what: str = "condition") -> None:
+    """``eventually`` for a test with no event loop (one that drives a subprocess over HTTP)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def sim_trader_config(credentials: Credentials, public_key_pem: bytes, **overrides: Any) -> TraderConfig:

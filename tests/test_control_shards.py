@@ -16,7 +16,7 @@ from apps.trader.models import TradingSession
 from apps.trader.runtime import TraderRuntime
 from apps.trader.selectors import sessions_live
 from tests.processes import services_env, start_runtrader
-from tests.support import sim_trader_config
+from tests.support import eventually, sim_trader_config
 from trader_v3.asgi import application
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -53,9 +53,11 @@ async def test_a_request_reaches_only_the_shard_that_owns_the_market(tmp_path: P
     # Shard A is a runtrader process; shard B runs in this process, started after A (runtrader closes the
     # sessions it finds running when it starts). Each shard has its own built-in exchange.
     shard_a = await asyncio.to_thread(start_runtrader, env, "--no-web", "--markets", f"{FED},{CPI}")
-    async with asyncio.timeout(30):
-        while not await live_sessions():
-            await asyncio.sleep(0.2)
+
+    async def any_live() -> bool:
+        return bool(await live_sessions())
+
+    await eventually(any_live, seconds=30, what="shard A's session")
     private, public = ensure_key_pair(tmp_path)
     shard_b = TraderRuntime(
         sim_trader_config(
@@ -73,9 +75,7 @@ async def test_a_request_reaches_only_the_shard_that_owns_the_market(tmp_path: P
             live[:] = await live_sessions()
             return len(live) == 2 and all(s.current_state == "ready" for s in live)
 
-        async with asyncio.timeout(30):
-            while not await both_ready():
-                await asyncio.sleep(0.2)
+        await eventually(both_ready, seconds=30, what="both shards ready")
         a = next(s.pk for s in live if s.markets == [FED, CPI])
         assert shard_b.coordinator is not None
         b = shard_b.coordinator.session_id
@@ -98,9 +98,10 @@ async def test_a_request_reaches_only_the_shard_that_owns_the_market(tmp_path: P
             row = await TradingSession.objects.aget(pk=a)
             return list(row.markets)
 
-        async with asyncio.timeout(10):
-            while await a_markets() != [FED, ETH]:
-                await asyncio.sleep(0.2)
+        async def a_markets_written() -> bool:
+            return await a_markets() == [FED, ETH]
+
+        await eventually(a_markets_written, what="shard A's market list written")
     finally:
         await communicator.disconnect()
         shard_b.request_shutdown("done")

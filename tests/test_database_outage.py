@@ -12,7 +12,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from django.db import connection
 from apps.marketdata.models import RecordedDelta, RecordedSnapshot
 from apps.trader.models import StateTransition, TradingSession
 from tests.processes import RunningTrader, http_get, project_env, run_database_url, start_runtrader
+from tests.support import eventually_blocking
 from tests.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -53,13 +53,6 @@ def probe_every_second(base_url: str, seconds: float, since: float) -> list[Prob
     return probes
 
 
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
-        time.sleep(0.2)
-
-
 class Output:
     """Reads a process's stderr as it comes: an unread pipe fills up and stops the process writing its log."""
 
@@ -75,10 +68,17 @@ class Output:
         return "".join(self.lines)
 
 
+def unreachable_lines(output: Output) -> int:
+    """How many times the trader has said its session writes fail (a heartbeat is then held unwritten)."""
+    return sum("DATABASE: database unreachable" in line for line in output.lines)
+
+
 def start_trader(tmp_path: Path, proxy: TcpProxy) -> tuple[RunningTrader, dict[str, str]]:
     env = project_env(tmp_path, DATABASE_URL=run_database_url(proxy.port), SIM_MESSAGE_RATE="100")
     trader = start_runtrader(env, "--port", "0", "--markets", MARKETS)
-    wait_for(lambda: probe(trader.base_url, time.monotonic()).status == 200, 15, "healthy after start")
+    eventually_blocking(
+        lambda: probe(trader.base_url, time.monotonic()).status == 200, seconds=15, what="healthy after start"
+    )
     return trader, env
 
 
@@ -108,7 +108,9 @@ def outage(trader: RunningTrader, proxy: TcpProxy, seconds: float) -> list[Probe
     assert all(p.status == 503 and "database unreachable" in p.reason for p in probes if p.at >= first_down.at), probes
     # Healed by itself within 10 s of the database's return.
     returned = time.monotonic()
-    wait_for(lambda: probe(trader.base_url, returned).status == 200, 10, "healthy again after the outage")
+    eventually_blocking(
+        lambda: probe(trader.base_url, returned).status == 200, seconds=10, what="healthy again after the outage"
+    )
     return probes
 
 
@@ -145,10 +147,16 @@ def test_a_20_s_outage_heals_and_a_sigterm_while_the_database_is_away_saves_the_
         output = Output(trader)
         try:
             outage(trader, proxy, 20)
+            said_unreachable = unreachable_lines(output)
             proxy.cut()
             down = time.monotonic()
-            wait_for(lambda: probe(trader.base_url, down).status == 503, 5, "the second outage seen")
-            time.sleep(3)  # rows and a heartbeat pile up unwritten
+            eventually_blocking(
+                lambda: probe(trader.base_url, down).status == 503, seconds=5, what="the second outage seen"
+            )
+            # Rows (100 deltas/s) and a heartbeat pile up unwritten: the trader says so once a write fails.
+            eventually_blocking(
+                lambda: unreachable_lines(output) > said_unreachable, seconds=10, what="the trader to see the outage"
+            )
         finally:
             code, stderr = sigterm(trader, output)
         assert code == 0, stderr
@@ -161,7 +169,9 @@ def test_a_20_s_outage_heals_and_a_sigterm_while_the_database_is_away_saves_the_
         # The next start writes what was saved, then runs as usual.
         second = start_runtrader(env, "--port", "0", "--markets", MARKETS)
         second_output = Output(second)
-        wait_for(lambda: probe(second.base_url, time.monotonic()).status == 200, 15, "the next start healthy")
+        eventually_blocking(
+            lambda: probe(second.base_url, time.monotonic()).status == 200, seconds=15, what="the next start healthy"
+        )
         code, stderr = sigterm(second, second_output)
     assert code == 0, stderr
     assert "saved at an earlier shutdown" in stderr

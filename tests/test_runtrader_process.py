@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,17 @@ from typing import Any
 import pytest
 
 from tests.processes import http_get, project_env, shell_line, start_runtrader
+from tests.support import eventually_blocking
 
 
 def test_runtrader_serves_the_console_reaches_ready_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     trader = start_runtrader(project_env(tmp_path), "--port", "0")
     try:
         base = trader.base_url
-        health = (0, "")
-        while health[0] != 200 and time.monotonic() - trader.started_at < 10:
-            time.sleep(0.1)
-            health = http_get(f"{base}/v3/health")
-        assert health[0] == 200, health  # ready, with a fresh heartbeat, within 10 s of starting
+        # Ready, with a fresh heartbeat, within 10 s of starting.
+        within = max(0.0, 10 - (time.monotonic() - trader.started_at))
+        eventually_blocking(lambda: http_get(f"{base}/v3/health")[0] == 200, seconds=within, what="healthy")
+        health = http_get(f"{base}/v3/health")
         assert json.loads(health[1])["status"] == "healthy"
 
         status, page = http_get(trader.console_url)
@@ -47,6 +48,12 @@ def test_runtrader_serves_the_console_reaches_ready_and_exits_0_on_sigterm(tmp_p
     assert "Traceback" not in stderr
 
 
+def session_written(tmp_path: Path) -> bool:
+    """Whether the trader has opened its session: it is starting, and may not be ready yet."""
+    with sqlite3.connect(tmp_path / "trader.sqlite3") as db:
+        return bool(db.execute("select count(*) from trader_tradingsession").fetchone()[0])
+
+
 def _first_ws_message(url: str, *, origin: str) -> dict[str, Any]:
     from websockets.sync.client import connect
     from websockets.typing import Origin
@@ -60,7 +67,7 @@ def _first_ws_message(url: str, *, origin: str) -> dict[str, Any]:
 def test_a_signal_before_ready_still_closes_the_session(tmp_path: Path, sig: signal.Signals) -> None:
     env = project_env(tmp_path)
     trader = start_runtrader(env, "--no-web")
-    time.sleep(2.5)
+    eventually_blocking(lambda: session_written(tmp_path), seconds=20, what="the session row")
     code, stderr = trader.stop(sig)
     assert code == 0, stderr
     row = "from apps.trader.models import TradingSession as T; s = T.objects.get(); print(s.status, s.current_state)"

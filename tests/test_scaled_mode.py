@@ -16,7 +16,8 @@ from django.test import Client
 from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
-from tests.processes import RunningWorker, http_get, services_env, start_runtrader, start_web_worker, wait_for
+from tests.processes import RunningWorker, http_get, services_env, start_runtrader, start_web_worker
+from tests.support import eventually, eventually_blocking
 from trader_v3.asgi import application
 
 MARKETS = "KXFED-26DEC-T4.25,KXCPI-26DEC-T0.3"
@@ -56,10 +57,12 @@ async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: P
         assert status.json()["session"]["markets_total"] == 2
         page = await sync_to_async(client.get)("/v3/status?markets=1")
         assert [book["market_ticker"] for book in page.json()["markets"]] == ["KXCPI-26DEC-T0.3", "KXFED-26DEC-T4.25"]
+
         # The ready status can reach this process before the heartbeat row written with it: allow a moment.
-        async with asyncio.timeout(5):
-            while (await sync_to_async(client.get)("/v3/health")).status_code != 200:
-                await asyncio.sleep(0.1)
+        async def healthy() -> bool:
+            return bool((await sync_to_async(client.get)("/v3/health")).status_code == 200)
+
+        await eventually(healthy, seconds=5, what="the worker's health from the heartbeat row")
         await communicator.send_json_to({"type": "request_history"})
         while (message := await communicator.receive_json_from(timeout=5))["type"] != "history_replay":
             pass
@@ -120,7 +123,7 @@ def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> Non
     workers = [start_web_worker(env), start_web_worker(env)]
     try:
         for worker in workers:
-            wait_for(
+            eventually_blocking(
                 lambda w=worker: fleet(w)["health"]["status"] == "healthy" and len(fleet(w)["shards"]) == 2,
                 what=f"{worker.base_url} to see two healthy shards",
             )
@@ -147,7 +150,9 @@ def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> Non
         assert result["added"] == [ADDED]
         assert result["session_id"] == owners[SHARDS["a"]]["session"]["id"]
         for worker in workers:
-            wait_for(lambda w=worker: ADDED in shards_by_market(w, fleet(w)), what=f"{worker.base_url} to show {ADDED}")
+            eventually_blocking(
+                lambda w=worker: ADDED in shards_by_market(w, fleet(w)), what=f"{worker.base_url} to show {ADDED}"
+            )
             by_market = shards_by_market(worker, fleet(worker))
             assert by_market[ADDED]["session"]["id"] == result["session_id"]
             assert fleet(worker)["market_counts"]["total"] == 3  # one shard took it, not both
@@ -156,7 +161,7 @@ def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> Non
         code, stderr = shards["a"].stop()
         assert code == 0, stderr[-3000:]
         for worker in workers:
-            wait_for(
+            eventually_blocking(
                 lambda w=worker: fleet(w)["health"]["status"] == "degraded",
                 what=f"{worker.base_url} to see shard a stop",
             )

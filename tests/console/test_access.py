@@ -128,7 +128,7 @@ async def test_outside_sim_the_socket_is_refused_to_a_visitor_and_a_member(paper
         communicator = await socket_for(client)
         connected, _ = await communicator.connect()
         assert not connected, persona
-        await communicator.wait()
+        await communicator.disconnect()  # as the server does once the close is sent
 
 
 async def test_outside_sim_the_owner_gets_the_stream(paper: None) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.processes import free_port, http_get, project_env, start_runtrader, wait_for, wait_until_healthy
+from tests.processes import free_port, http_get, project_env, start_runtrader, wait_until_healthy
+from tests.support import eventually_blocking
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MARKETS = ["KXBTCD-26DEC31-T100000", "KXCPI-26DEC-T0.3", "KXFED-26DEC-T4.25"]  # the `make run` default, sorted
@@ -106,7 +107,7 @@ def browser(chromium: str) -> Iterator[Any]:
             return [t for t in found if t.get("type") == "page"]
 
         def open_page(url: str) -> Page:
-            wait_for(lambda: _answers(targets), seconds=30, what="Chromium's DevTools endpoint")
+            eventually_blocking(lambda: _answers(targets), seconds=30, what="Chromium's DevTools endpoint")
             url_of_tab = targets()[0]["webSocketDebuggerUrl"]
             page = Page(sockets.enter_context(connect(url_of_tab, max_size=None, open_timeout=30)))
             page.call("Page.enable")
@@ -134,8 +135,8 @@ def test_the_console_shows_the_trader_live_filters_markets_and_follows_books(tmp
         wait_until_healthy(trader.base_url)
         page = browser(trader.console_url)
         live = f"{ROWS}.filter((tr) => tr.dataset.stale === 'false').length"
-        wait_for(lambda: page.value(live) == 3, what="three live market rows")
-        wait_for(
+        eventually_blocking(lambda: page.value(live) == 3, what="three live market rows")
+        eventually_blocking(
             lambda: page.value("document.getElementById('health-badge').dataset.health") == "healthy",
             what="the health badge to say healthy",
         )
@@ -145,7 +146,7 @@ def test_the_console_shows_the_trader_live_filters_markets_and_follows_books(tmp
         def outer_html() -> str:
             return str(page.value("document.documentElement.outerHTML"))
 
-        wait_for(
+        eventually_blocking(
             lambda: len(re.findall(r'<span class="px">\d\.\d{4}</span>', outer_html())) >= 6,
             what="a best bid and a best ask in every row",
         )
@@ -168,29 +169,29 @@ def test_the_console_shows_the_trader_live_filters_markets_and_follows_books(tmp
         seq_cell = "Number(document.querySelector('tr[data-ticker=\"KXFED-26DEC-T4.25\"] .col-seq').textContent)"
         seq = page.value(seq_cell)
         assert isinstance(seq, int) and seq > 0
-        wait_for(lambda: page.value(seq_cell) > seq, what="the KXFED row to show a newer seq")
+        eventually_blocking(lambda: page.value(seq_cell) > seq, what="the KXFED row to show a newer seq")
         assert page.value("document.body.dataset.marketsPages") == pages
 
         # Typing in the filter box asks the server for the matching rows.
         page.type_into("#market-filter", "cpi")
-        wait_for(lambda: page.rows() == ["KXCPI-26DEC-T0.3"], what="only the CPI row")
+        eventually_blocking(lambda: page.rows() == ["KXCPI-26DEC-T0.3"], what="only the CPI row")
         assert page.value("document.getElementById('markets-range').textContent") == "1–1 of 1 matching “cpi”"
-        wait_for(
+        eventually_blocking(
             lambda: page.value(f"{ROWS}[0].querySelector('.px') !== null"),
             what="the filtered row to show its book",
         )
         page.type_into("#market-filter", "NOPE")
-        wait_for(lambda: page.rows() == [], what="no rows for a filter nothing matches")
+        eventually_blocking(lambda: page.rows() == [], what="no rows for a filter nothing matches")
         assert page.value("document.getElementById('markets-empty').hidden") is False
         page.type_into("#market-filter", "")
-        wait_for(lambda: page.rows() == MARKETS, what="every row back once the filter is empty")
+        eventually_blocking(lambda: page.rows() == MARKETS, what="every row back once the filter is empty")
 
         # The row's remove button takes a market from the trader; the form adds it back.
         page.value(f"document.querySelector('tr[data-ticker=\"{MARKETS[0]}\"] button.remove-market').click()")
-        wait_for(lambda: page.rows() == MARKETS[1:], what=f"the {MARKETS[0]} row to go")
+        eventually_blocking(lambda: page.rows() == MARKETS[1:], what=f"the {MARKETS[0]} row to go")
         page.type_into("#market-input", MARKETS[0])
         page.value("document.querySelector('#market-form button[type=submit]').click()")
-        wait_for(lambda: page.rows() == MARKETS, what=f"the {MARKETS[0]} row to come back")
-        wait_for(lambda: page.value(live) == 3, what="the added market to go live")
+        eventually_blocking(lambda: page.rows() == MARKETS, what=f"the {MARKETS[0]} row to come back")
+        eventually_blocking(lambda: page.value(live) == 3, what="the added market to go live")
     finally:
         trader.stop()

@@ -12,8 +12,10 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,7 +23,8 @@ import pytest
 
 from apps.console import limits
 from tests.console.flood_asgi import MESSAGES, SIZE
-from tests.processes import ROOT, RunningTrader, manage, project_env, start_runtrader, wait_until_healthy
+from tests.processes import ROOT, RunningTrader, migrate, project_env, start_runtrader, wait_until_healthy
+from tests.support import eventually_blocking
 
 Address = tuple[str, int]
 
@@ -42,10 +45,17 @@ def trader(module_tmp: Path) -> Iterator[Address]:
     assert "Traceback" not in stderr, stderr[-3000:]
 
 
-def start_worker(tmp: Path, app: str, *options: str) -> Iterator[Address]:
+@dataclass
+class Worker:
+    address: Address
+    log: list[str]
+    """The worker's stderr lines so far, read as they come."""
+
+
+def start_worker(tmp: Path, app: str, *options: str) -> Iterator[Worker]:
     """``python -m apps.console.webserver OPTIONS APP`` on a listening socket handed to it (no port race)."""
     env = project_env(tmp)
-    assert manage(env, "migrate", "--noinput").returncode == 0
+    migrate(env)
     listener = socket.create_server(("127.0.0.1", 0))
     process = subprocess.Popen(
         [sys.executable, "-m", "apps.console.webserver", "--fd", str(listener.fileno()), *options, app],
@@ -56,23 +66,29 @@ def start_worker(tmp: Path, app: str, *options: str) -> Iterator[Address]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert process.stderr is not None
+    log: list[str] = []
+    reader = threading.Thread(target=log.extend, args=(process.stderr,), daemon=True)
+    reader.start()
     try:
-        yield listener.getsockname()
+        yield Worker(listener.getsockname(), log)
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=30)
+        process.wait(timeout=30)
+        reader.join(timeout=5)
         listener.close()
-        assert "Traceback" not in stderr, stderr[-3000:]
+        assert "Traceback" not in "".join(log), "".join(log)[-3000:]
 
 
 @pytest.fixture(scope="module")
 def worker(module_tmp: Path) -> Iterator[Address]:
     """A web worker serving the trader's app with a 1 s request deadline."""
-    yield from start_worker(module_tmp, "trader_v3.asgi:application", "--request-timeout", "1")
+    for running in start_worker(module_tmp, "trader_v3.asgi:application", "--request-timeout", "1"):
+        yield running.address
 
 
 @pytest.fixture
-def flood_worker(tmp_path: Path) -> Iterator[Address]:
+def flood_worker(tmp_path: Path) -> Iterator[Worker]:
     """A web worker serving an app that floods every socket, closing one with over 100 KB unread."""
     yield from start_worker(tmp_path, "tests.console.flood_asgi:application", "--max-unsent-bytes", "100000")
 
@@ -222,9 +238,12 @@ def test_a_worker_answers_the_probes_from_the_traders_rows(trader: Address, work
     assert exchange(worker, get("/v3/health", "HEAD")).startswith(b"HTTP/1.1 200 ")
 
 
-def test_a_console_that_does_not_read_is_cut_off(flood_worker: Address) -> None:
-    sock = open_socket(flood_worker, receive_buffer=4096)
-    time.sleep(2)  # the app floods; the client reads nothing
+def test_a_console_that_does_not_read_is_cut_off(flood_worker: Worker) -> None:
+    sock = open_socket(flood_worker.address, receive_buffer=4096)
+    # The app floods; the client reads nothing until the worker says it closed the socket.
+    eventually_blocking(
+        lambda: any("bytes sent to it are unread" in line for line in flood_worker.log), what="the worker to cut it off"
+    )
     received = read_to_end(sock)
     sock.close()
     # Cut off long before the app's MESSAGES * SIZE bytes: what the kernels held, plus the 100 KB allowance.

@@ -100,14 +100,6 @@ async def drain(ws: ClientConnection, quiet: float = 0.2) -> list[Frame_]:
             return frames
 
 
-async def wait_for(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.01)
-
-
 async def subscribe(
     ws: ClientConnection,
     tickers: list[str],

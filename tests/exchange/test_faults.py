@@ -20,9 +20,8 @@ from tests.exchange.helpers import (
     recv_until,
     send,
     subscribe,
-    wait_for,
 )
-from tests.support import StartSim
+from tests.support import StartSim, eventually
 
 FED, CPI = DEFAULT_MARKETS[:2]
 
@@ -47,7 +46,7 @@ async def test_drop_every_aborts_connections_at_runtime(start_sim: StartSim, cre
     assert closed.rcvd is None
     assert sim.stats["faults"]["drop"] >= 1
     sim.faults.drop_every = None
-    await wait_for(lambda: sim.stats["connections"] == 0)
+    await eventually(lambda: sim.stats["connections"] == 0, what="no connections")
     ws = await open_ws(sim, credentials)
     await subscribe(ws, [FED])
     await recv_n(ws, 5)
@@ -57,7 +56,7 @@ async def test_drop_every_aborts_connections_at_runtime(start_sim: StartSim, cre
 async def test_drop_connections_now(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
     first, second = await open_ws(sim, credentials), await open_ws(sim, credentials)
-    await wait_for(lambda: sim.stats["connections"] == 2)
+    await eventually(lambda: sim.stats["connections"] == 2, what="two connections")
     assert sim.drop_connections() == 2
     for ws in (first, second):
         assert isinstance(await _read_until_closed(ws), ConnectionClosedError)
@@ -103,25 +102,25 @@ async def test_stall_stops_data_but_not_pings(start_sim: StartSim, credentials: 
 
 async def test_periodic_stalls(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim(message_rate=1000.0, faults=Faults(stall_every=0.1, stall_for=0.05))
-    await wait_for(lambda: sim.stats["faults"]["stall"] >= 2, within=3.0)
+    await eventually(lambda: sim.stats["faults"]["stall"] >= 2, seconds=3.0, what="two stalls")
 
 
 async def test_heartbeat_pings_and_no_ping(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim(ping_interval=0.05)
     ws = await open_ws(sim, credentials)
-    await wait_for(lambda: len(ws.pings) >= 3)
+    await eventually(lambda: len(ws.pings) >= 3, what="three pings")
     assert set(ws.pings) == {b"heartbeat"}
     # The client's own pings are answered.
     pong = await ws.ping(b"")
     await asyncio.wait_for(pong, 2)
     sim.faults = Faults(no_ping=True)  # replacing the whole object works too
-    await asyncio.sleep(0.1)
+    skipped = sim.stats["faults"]["no_ping"]
+    await eventually(lambda: sim.stats["faults"]["no_ping"] > skipped, what="a skipped ping")
     count = len(ws.pings)
-    await asyncio.sleep(0.3)
+    await eventually(lambda: sim.stats["faults"]["no_ping"] >= skipped + 4, what="three more skipped pings")
     assert len(ws.pings) == count
-    assert sim.stats["faults"]["no_ping"] >= 3
     sim.faults.no_ping = False
-    await wait_for(lambda: len(ws.pings) > count)
+    await eventually(lambda: len(ws.pings) > count, what="pings again")
     await ws.close()
 
 
@@ -221,7 +220,7 @@ async def test_slow_reader_overflow_gets_error_25(start_sim: StartSim, credentia
     ws = await open_ws(sim, credentials, sock=sock, max_queue=1)
     (sid,), _ = await subscribe(ws, [FED, CPI])
     # Stop reading until the exchange gives up on this subscription.
-    await wait_for(lambda: sim.stats["faults"]["buffer_overflow"] >= 1, within=10.0)
+    await eventually(lambda: sim.stats["faults"]["buffer_overflow"] >= 1, what="a buffer overflow")
     frames = await recv_until(ws, lambda f: f["type"] == "error", within=10.0)
     assert frames[-1] == {
         "type": "error",

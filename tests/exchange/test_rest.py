@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import re
 
 import pytest
@@ -9,7 +8,7 @@ from apps.exchange.config import DEFAULT_MARKETS
 from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
 from apps.kalshi.signing import WS_PATH, Credentials, generate_key_pair, load_private_key
 from tests.exchange.helpers import http_get, http_json, now_ms, open_ws, recv_n, subscribe
-from tests.support import StartSim
+from tests.support import StartSim, eventually
 
 FED, CPI, BTC, NBA, ETH, NY = DEFAULT_MARKETS
 PRICE = re.compile(r"^\d\.\d{4}$")
@@ -143,7 +142,7 @@ async def test_orderbook_depth_and_contents(start_sim: StartSim, credentials: Cr
 
 
 async def test_exchange_status_open_and_closed(start_sim: StartSim, credentials: Credentials) -> None:
-    sim = await start_sim(message_rate=5000.0)
+    sim = await start_sim(message_rate=5000.0, ping_interval=0.02)
     status, body = await http_json(sim, "/trade-api/v2/exchange/status", credentials)
     assert (status, body) == (
         200,
@@ -155,9 +154,9 @@ async def test_exchange_status_open_and_closed(start_sim: StartSim, credentials:
     sim.set_exchange_status(False)
     _, body = await http_json(sim, "/trade-api/v2/exchange/status", credentials)
     assert (body["exchange_active"], body["trading_active"]) == (False, False)
-    # Closed: books stand still.
-    deltas = sim.stats["deltas_sent"]
-    await asyncio.sleep(0.1)
+    # Closed: books stand still (for five pings, 0.1 s: some 500 deltas were it open).
+    deltas, pings = sim.stats["deltas_sent"], sim.stats["pings_sent"]
+    await eventually(lambda: sim.stats["pings_sent"] >= pings + 5, what="five pings while closed")
     assert sim.stats["deltas_sent"] == deltas
     sim.set_exchange_status(True)
     await recv_n(ws, 5)

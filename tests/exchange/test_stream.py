@@ -20,7 +20,7 @@ from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.rest import KalshiRestClient
 from apps.kalshi.signing import WS_PATH, Credentials, generate_key_pair, load_private_key
 from tests.exchange.helpers import PingRecordingConnection
-from tests.support import TEST_KEY_ID
+from tests.support import TEST_KEY_ID, eventually
 
 StartStream = Callable[..., AsyncIterator[StreamExchange]]
 
@@ -93,8 +93,7 @@ async def test_paced_deltas_carry_the_time_they_were_sent(exchange: StreamExchan
         for _ in range(stream.flood_messages + 1):
             await ws.recv()
         await asyncio.sleep(0)  # the flood's last write returns before it is marked sent
-        while exchange.pace(1000) == 0:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: exchange.pace(1000) > 0, what="the paced part to start")
         paced_from = time.time_ns() // 1_000_000
         stamps = []
         for _ in range(len(stream.paced)):
@@ -156,9 +155,7 @@ async def test_it_pings_like_kalshi_and_answers_a_client_ping(
         ) as ws:
             assert isinstance(ws, PingRecordingConnection)
             await asyncio.wait_for(await ws.ping(b""), timeout=5)  # the pong came back
-            deadline = time.monotonic() + 5
-            while not ws.pings and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)  # Pings are taken off the socket as they arrive
+            await eventually(lambda: bool(ws.pings), seconds=5, what="a ping")  # taken off the socket as they arrive
             assert ws.pings[0] == b"heartbeat"
     finally:
         await served.stop()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from apps.exchange.simulator import ExchangeSimulator
+from apps.kalshi.backoff import Backoff
 from apps.kalshi.client import ConnectionStatus, FeedEvent, FeedEventKind, KalshiWebSocketClient, MarketMessage
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW, ERROR_CHANNEL
 from apps.kalshi.orderbook import OrderBook
@@ -45,8 +46,6 @@ async def exchange(start_sim: StartSim) -> ExchangeSimulator:
 def make_client(credentials: Credentials, exchange: ExchangeSimulator) -> Callable[..., KalshiWebSocketClient]:
 
     def make(listener: Listener, **options: Any) -> KalshiWebSocketClient:
-        from apps.kalshi.backoff import Backoff
-
         return KalshiWebSocketClient(
             url=exchange.ws_url,
             credentials=credentials,
@@ -154,14 +153,16 @@ async def test_malformed_and_oversized_frames_are_counted_and_survived(make_clie
 
 async def test_a_data_stall_with_pings_is_quiet_not_dead(make_client, exchange) -> None:
     listener = Listener()
-    client = make_client(listener, idle_timeout=0.8)
+    client = make_client(listener, idle_timeout=0.6)
     task = asyncio.create_task(client.run())
     try:
         await eventually(lambda: not client.stale and client.status is ConnectionStatus.CONNECTED)
         exchange.faults.stall = True
-        await asyncio.sleep(1.5)  # longer than the idle timeout, but pings keep arriving
+        pings_at_stall = exchange.stats["pings_sent"]
+        # Five pings 0.2 s apart: a data silence well past the idle timeout, with pings arriving throughout.
+        await eventually(lambda: exchange.stats["pings_sent"] >= pings_at_stall + 5, what="five pings in the stall")
         assert client.metrics.reconnects == 0
-        assert (client.silent_for() or 0) < 0.8
+        assert (client.silent_for() or 0) < 0.6
         exchange.faults.stall = False
         await eventually(lambda: client.metrics.deltas_received > 10)
         assert_books_equal_the_exchange(client, exchange)
@@ -188,9 +189,17 @@ async def test_a_silent_socket_is_dead_and_reconnected(make_client, exchange) ->
 async def test_a_reader_too_slow_for_the_exchange_is_cut_off_with_error_25_and_recovers(
     start_sim: StartSim, credentials: Credentials
 ) -> None:
-    sim = await start_sim(message_rate=3000.0, seed=5, outbound_limit=100, socket_send_buffer=4096)
+    # The client's kernel buffer (megabytes once autotuned) fills before the exchange's queue: a fast feed
+    # overflows in well under a second where 3,000 messages/s took over ten.
+    sim = await start_sim(message_rate=30_000.0, seed=5, outbound_limit=100, socket_send_buffer=4096)
     listener = Listener(delay=0.004)
-    client = KalshiWebSocketClient(url=sim.ws_url, credentials=credentials, markets=list(MARKETS), listener=listener)
+    client = KalshiWebSocketClient(
+        url=sim.ws_url,
+        credentials=credentials,
+        markets=list(MARKETS),
+        listener=listener,
+        backoff=Backoff(initial=0.05, cap=0.2),
+    )
 
     def heal() -> None:
         listener.delay = 0.0

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -86,18 +86,6 @@ class FlakyWriter:
 
     def close(self) -> None:
         self.inner.close()
-
-
-@pytest.fixture
-def wait_until() -> Callable[..., Any]:
-    import asyncio
-
-    async def wait(condition: Callable[[], bool], within: float = 10.0) -> None:
-        async with asyncio.timeout(within):
-            while not condition():
-                await asyncio.sleep(0.005)
-
-    return wait
 
 
 @pytest.fixture(autouse=True)

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from apps.exchange.config import SimulatorConfig
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.backoff import Backoff
-from apps.kalshi.client import FeedListener, KalshiWebSocketClient
 from apps.kalshi.signing import Credentials
 from apps.marketdata.recorder import DatabaseRecorder
-from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
+from apps.trader.core.coordinator import Coordinator
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.ports import SessionStore
 from apps.trader.core.states import State
-from apps.trader.services import DjangoSessionStore
+from tests.trader.builders import build_coordinator, exchange_clients
 
 
 async def start_simulator(key_pair: tuple[bytes, bytes], **overrides: Any) -> ExchangeSimulator:
@@ -43,39 +40,18 @@ def recording_coordinator(
     store: SessionStore | None = None,
     idle_timeout: float = 30.0,
 ) -> Coordinator:
-    def factory(listener: FeedListener, subscribed: list[str]) -> KalshiWebSocketClient:
-        return KalshiWebSocketClient(
-            url=sim.ws_url,
-            credentials=credentials,
-            markets=subscribed,
-            listener=listener,
-            backoff=Backoff(initial=0.02, cap=0.1),
-            idle_timeout=idle_timeout,
-        )
-
-    return Coordinator(
-        options=CoordinatorOptions(
-            environment="sim",
-            markets=markets,
-            exchange_url=sim.ws_url,
-            status_interval=0.1,
-            orderbook_interval=0.05,
-            error_backoff=Backoff(initial=0.05, cap=0.2),
-        ),
-        client_factory=factory,
-        store=store or DjangoSessionStore(),
-        bus=EventBus(),
-        recorder=recorder,
+    clients = exchange_clients(
+        sim.ws_url, credentials, backoff=Backoff(initial=0.02, cap=0.1), idle_timeout=idle_timeout
     )
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
-    try:
-        async with asyncio.timeout(within):
-            while not condition():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
+    return build_coordinator(
+        clients,
+        bus=EventBus(),
+        store=store,
+        recorder=recorder,
+        markets=markets,
+        exchange_url=sim.ws_url,
+        error_backoff=Backoff(initial=0.05, cap=0.2),
+    )
 
 
 def live(coordinator: Coordinator) -> bool:

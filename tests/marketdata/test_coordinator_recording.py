@@ -11,7 +11,8 @@ from apps.marketdata.models import RecordedDelta, RecordedSnapshot
 from apps.marketdata.recorder import DatabaseRecorder
 from apps.trader.models import TradingSession
 from apps.trader.services import DjangoSessionStore
-from tests.marketdata.harness import live, recording_coordinator, start_simulator, wait_until
+from tests.marketdata.harness import live, recording_coordinator, start_simulator
+from tests.support import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,10 +47,10 @@ async def test_shutdown_writes_every_buffered_row_before_the_session_is_closed(s
     coordinator = recording_coordinator(sim, sim_credentials, recorder, markets=MARKETS, store=store)
     run = asyncio.create_task(coordinator.run())
     try:
-        await wait_until(lambda: live(coordinator), what="live books")
+        await eventually(lambda: live(coordinator), what="live books")
         sim.faults.skip_seq_every = 25
-        await wait_until(lambda: coordinator.session_counters()["gaps"] >= 1, what="a gap")
-        await wait_until(lambda: live(coordinator) and coordinator.session_counters()["deltas_received"] > 60)
+        await eventually(lambda: coordinator.session_counters()["gaps"] >= 1, what="a gap")
+        await eventually(lambda: live(coordinator) and coordinator.session_counters()["deltas_received"] > 60)
         metrics = coordinator.metrics()
         assert metrics["recorder_queued"] > 0
         assert metrics["recorder_written"] == 0

@@ -20,7 +20,8 @@ from apps.marketdata.rows import RecordedRow
 from apps.marketdata.selectors import BookReplayer, Gap, Recorded, book_at, recording_messages
 from apps.trader.core.coordinator import Coordinator
 from apps.trader.core.states import State
-from tests.marketdata.harness import live, recording_coordinator, start_simulator, wait_until
+from tests.marketdata.harness import live, recording_coordinator, start_simulator
+from tests.support import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,8 +53,12 @@ async def inject_every_fault(sim: ExchangeSimulator, coordinator: Coordinator, w
     faults = sim.faults
 
     async def back_to_live(what: str) -> None:
-        await wait_until(lambda: live(coordinator), within=10, what=f"live books after {what}")
-        await asyncio.sleep(0.15)  # some deltas on the fresh subscription
+        await eventually(lambda: live(coordinator), seconds=10, what=f"live books after {what}")
+        applied = coordinator.session_counters()["deltas_received"]
+        await eventually(
+            lambda: coordinator.session_counters()["deltas_received"] >= applied + 20,
+            what=f"deltas on the fresh subscription after {what}",
+        )
 
     await back_to_live("start")
     # Always on from here: skipped seqs (gaps), malformed and oversized frames. (rest_429 is left out: the
@@ -62,34 +67,39 @@ async def inject_every_fault(sim: ExchangeSimulator, coordinator: Coordinator, w
     faults.malformed_every = 41
     faults.oversized_every = 150
     faults.oversized_bytes = 50_000
-    await asyncio.sleep(0.3)
-    await wait_until(lambda: coordinator.session_counters()["gaps"] >= 1, what="a seq gap")
+    injected = sim.stats["faults"]
+    await eventually(
+        lambda: all(sim.stats["faults"][kind] > injected[kind] for kind in ("skip_seq", "malformed", "oversized")),
+        what="a skipped seq, a malformed and an oversized frame",
+    )
+    await eventually(lambda: coordinator.session_counters()["gaps"] >= 1, what="a seq gap")
     await back_to_live("seq gaps")
 
     # Subscriptions ended by the exchange with code 10, then code 25.
     for code in (ERROR_CHANNEL, ERROR_BUFFER_OVERFLOW):
         faults.error_code = code
         faults.error_every = 60
-        await wait_until(lambda code=code: errors(coordinator, code) >= 1, what=f"error {code}")  # type: ignore[misc]
+        await eventually(lambda code=code: errors(coordinator, code) >= 1, what=f"error {code}")  # type: ignore[misc]
         faults.error_every = None
         await back_to_live(f"error {code}")
 
     # Connections dropped without a close frame.
     reconnects = coordinator.session_counters()["reconnects"]
     faults.drop_every = 0.25
-    await wait_until(lambda: coordinator.session_counters()["reconnects"] > reconnects, what="a dropped connection")
+    await eventually(lambda: coordinator.session_counters()["reconnects"] > reconnects, what="a dropped connection")
     faults.drop_every = None
     await back_to_live("drop")
 
     # Short data stalls (pings go on), then a stall with no pings: the client calls the socket dead.
     faults.stall_for = 0.1
     faults.stall_every = 0.15
-    await asyncio.sleep(0.4)
+    stalls = sim.stats["faults"]["stall"]
+    await eventually(lambda: sim.stats["faults"]["stall"] >= stalls + 2, what="two short stalls")
     faults.stall_every = None
     reconnects = coordinator.session_counters()["reconnects"]
     faults.stall = True
     faults.no_ping = True
-    await wait_until(lambda: coordinator.session_counters()["reconnects"] > reconnects, what="an idle timeout")
+    await eventually(lambda: coordinator.session_counters()["reconnects"] > reconnects, what="an idle timeout")
     faults.stall = False
     faults.no_ping = False
     await back_to_live("silence")
@@ -97,7 +107,7 @@ async def inject_every_fault(sim: ExchangeSimulator, coordinator: Coordinator, w
     # Refused handshakes: the trader goes to error and recovers through startup.
     faults.reject_handshake = True
     sim.drop_connections()
-    await wait_until(lambda: coordinator.machine.state is State.ERROR, what="the error state")
+    await eventually(lambda: coordinator.machine.state is State.ERROR, what="the error state")
     faults.reject_handshake = False
     await back_to_live("refused handshakes")
 
@@ -107,7 +117,7 @@ async def inject_every_fault(sim: ExchangeSimulator, coordinator: Coordinator, w
     writer.running.clear()
     sim.config.message_rate = 4000.0
     try:
-        await wait_until(lambda: sim.stats["faults"]["buffer_overflow"] > overflows, within=15, what="an overflow")
+        await eventually(lambda: sim.stats["faults"]["buffer_overflow"] > overflows, seconds=15, what="an overflow")
     finally:
         sim.config.message_rate = 300.0
         writer.running.set()

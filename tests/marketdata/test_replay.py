@@ -17,7 +17,8 @@ from apps.marketdata.recorder import DatabaseRecorder
 from apps.marketdata.replay import SessionReplay
 from apps.marketdata.selectors import Gap, Recorded, book_at, recorded_markets
 from tests.marketdata.conftest import SCRIPT, a_new_session, at, record_script, recorded_session
-from tests.marketdata.harness import live, recording_coordinator, wait_until
+from tests.marketdata.harness import live, recording_coordinator
+from tests.support import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,9 +88,9 @@ async def test_serving_a_session_lets_the_trader_record_the_same_books(sim_key_p
     trader = recording_coordinator(exchange, sim_credentials, recorder, markets=markets)
     run = asyncio.create_task(trader.run())
     try:
-        await wait_until(lambda: live(trader), what="the trader live on the replay")
+        await eventually(lambda: live(trader), what="the trader live on the replay")
         stats = await replay_.run()
-        await wait_until(
+        await eventually(
             lambda: trader.client is not None and trader.client.metrics.deltas_received >= stats.changes,
             what="the replayed changes",
         )

@@ -30,6 +30,7 @@ from tests.marketdata.conftest import (
     recorded_session,
     snapshot,
 )
+from tests.support import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,7 +99,7 @@ async def test_it_heals_only_the_gaps_recorded_before_the_heal() -> None:
     assert healed == [(at(1),), (None,)]
 
 
-async def test_it_makes_the_feed_wait_when_the_buffer_is_full(wait_until) -> None:
+async def test_it_makes_the_feed_wait_when_the_buffer_is_full() -> None:
     session = await a_new_session()
     writer = GatedWriter()
     recorder = DatabaseRecorder(capacity=10, batch_size=5, flush_interval=0.01, writer=writer)
@@ -109,8 +110,8 @@ async def test_it_makes_the_feed_wait_when_the_buffer_is_full(wait_until) -> Non
             await recorder.record(session.pk, message, at_us(message.seq))
 
     reader = asyncio.create_task(feed())
-    await wait_until(lambda: recorder.metrics()["backpressure_waits"] > 0)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: recorder.metrics()["backpressure_waits"] > 0)
+    await asyncio.sleep(0.05)  # not a wait for anything: a window in which the reader must stay blocked
     assert not reader.done(), "the feed reader must wait while the database does not keep up"
     assert recorder.queued <= recorder.capacity
     assert recorder.metrics()["oldest_unwritten_age"] is not None
@@ -127,7 +128,7 @@ async def test_it_makes_the_feed_wait_when_the_buffer_is_full(wait_until) -> Non
     assert recorder.metrics()["queued"] == 0
 
 
-async def test_a_reader_cancelled_while_it_waits_loses_nothing(wait_until) -> None:
+async def test_a_reader_cancelled_while_it_waits_loses_nothing() -> None:
     session = await a_new_session()
     writer = GatedWriter()
     recorder = DatabaseRecorder(capacity=4, batch_size=2, flush_interval=0.01, writer=writer)
@@ -138,7 +139,7 @@ async def test_a_reader_cancelled_while_it_waits_loses_nothing(wait_until) -> No
             await recorder.record(session.pk, message, at_us(message.seq))
 
     reader = asyncio.create_task(feed())
-    await wait_until(lambda: recorder.metrics()["backpressure_waits"] > 0)
+    await eventually(lambda: recorder.metrics()["backpressure_waits"] > 0)
     reader.cancel()
     handed_over = recorder.queued
     writer.gate.set()
@@ -177,7 +178,7 @@ async def test_flush_writes_everything_without_waiting_for_a_full_batch() -> Non
     await recorder.close()
 
 
-async def test_status_shows_the_age_of_the_oldest_unwritten_row(wait_until) -> None:
+async def test_status_shows_the_age_of_the_oldest_unwritten_row() -> None:
     session = await a_new_session()
     now = [at(0)]
     writer = GatedWriter()

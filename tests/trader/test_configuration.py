@@ -6,11 +6,13 @@ operator would run it, in its own process.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,12 @@ def a_key(tmp_path: Path, bits: int = 2048) -> Path:
 
 @pytest.fixture
 def ports() -> Iterator[dict[str, str]]:
+    with loopback_ports() as ports:
+        yield ports
+
+
+@contextlib.contextmanager
+def loopback_ports() -> Iterator[dict[str, str]]:
     """``closed``: a loopback port nothing listens on. ``silent``: one that accepts and never answers."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -197,16 +205,43 @@ CASES = [
 ]
 
 
+Case = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
+"""A case's arguments and environment, as a key."""
+
+
+@pytest.fixture(scope="module")
+def case_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[Case, tuple[subprocess.CompletedProcess[str], dict[str, str]]]]:
+    """Every case's runtrader, run side by side up front: each is its own process as before, but the
+    processes' start-up (and the silent ports' timeouts) overlap instead of adding up."""
+    with loopback_ports() as loopback:
+
+        def run(args: tuple[str, ...], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+            tmp_path = tmp_path_factory.mktemp("case")
+            values = {**loopback}
+            if "{key}" in env.values():
+                values["key"] = str(a_key(tmp_path))
+            if "{small_key}" in env.values():
+                values["small_key"] = str(a_key(tmp_path, bits=1024))  # the smallest cryptography makes; 512 alike
+            return runtrader(tmp_path, *args, **{name: value.format(**values) for name, value in env.items()}), values
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = {
+                (args, tuple(env.items())): pool.submit(run, args, env)
+                for args, env, _ in (param.values for param in CASES)  # type: ignore[attr-defined]
+            }
+            yield {key: future.result() for key, future in futures.items()}
+
+
 @pytest.mark.parametrize(("args", "env", "line"), CASES)
 def test_a_malformed_setting_is_one_line_naming_it_and_exit_2(
-    tmp_path: Path, ports: dict[str, str], args: tuple[str, ...], env: dict[str, str], line: str
+    case_runs: dict[Case, tuple[subprocess.CompletedProcess[str], dict[str, str]]],
+    args: tuple[str, ...],
+    env: dict[str, str],
+    line: str,
 ) -> None:
-    values = {**ports}
-    if "{key}" in env.values():
-        values["key"] = str(a_key(tmp_path))
-    if "{small_key}" in env.values():
-        values["small_key"] = str(a_key(tmp_path, bits=1024))  # the smallest cryptography makes; 512 fails alike
-    result = runtrader(tmp_path, *args, **{name: value.format(**values) for name, value in env.items()})
+    result, values = case_runs[args, tuple(env.items())]
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -246,16 +281,17 @@ def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_database_and_redis_are_both_named(tmp_path: Path, ports: dict[str, str]) -> None:
+    # A closed port answers at once; a silent one's timeout is covered case by case above.
     result = runtrader(
         tmp_path,
-        DATABASE_URL=f"postgres://u:{SECRET}@127.0.0.1:{ports['silent']}/x",
+        DATABASE_URL=f"postgres://u:{SECRET}@127.0.0.1:{ports['closed']}/x",
         REDIS_URL=f"redis://:{SECRET}@127.0.0.1:{ports['closed']}/0",
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2, result.stderr
     assert lines[0].startswith(
-        f"configuration error: DATABASE_URL: cannot connect to PostgreSQL at 127.0.0.1:{ports['silent']}"
+        f"configuration error: DATABASE_URL: cannot connect to PostgreSQL at 127.0.0.1:{ports['closed']}"
     )
     assert lines[1].startswith(
         f"configuration error: REDIS_URL: cannot connect to Redis at 127.0.0.1:{ports['closed']}"

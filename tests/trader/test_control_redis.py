@@ -6,19 +6,19 @@ import asyncio
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
+from channels_redis.core import RedisChannelLayer
 
 from apps.exchange.keys import ensure_key_pair
 from apps.kalshi.signing import Credentials, load_private_key
 from apps.trader.core.states import State
 from apps.trader.runtime import TraderRuntime
-from tests.support import eventually, sim_trader_config
+from tests.support import eventually, eventually_blocking, sim_trader_config
 from tests.trader.conftest import EventLog
 from trader_v3.asgi import application
 from trader_v3.layers import redis_channel_layer
@@ -49,15 +49,14 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        eventually_blocking(self.answers, seconds=10, what="redis-server to listen")
+
+    def answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         if self.process is not None:
@@ -100,9 +99,28 @@ async def add_market(ticker: str) -> dict[str, Any]:
         await communicator.disconnect()
 
 
+def test_the_layers_sockets_outlast_channels_redis_blocking_read() -> None:
+    """redis-py's default 5 s socket timeout equals channels-redis's 5 s BZPOPMIN: every idle receive() failed."""
+    [host] = redis_channel_layer("redis://127.0.0.1:6379/0", prefix="p", capacity=1, expiry=1)["CONFIG"]["hosts"]
+    assert host["socket_timeout"] > RedisChannelLayer.brpop_timeout
+
+
 async def test_the_control_listener_survives_idle_time_and_a_redis_restart(
-    private_redis: PrivateRedis, tmp_path: Path
+    private_redis: PrivateRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Idle reads end every brpop_timeout; shortened so the listener sits through several of them in a second.
+    # (That the sockets outlast the real 5 s read is checked above.)
+    idle_reads_done = 0
+    blocking_read = RedisChannelLayer._brpop_with_clean
+
+    async def counted_read(self: RedisChannelLayer, *args: Any, **kwargs: Any) -> Any:
+        nonlocal idle_reads_done
+        result = await blocking_read(self, *args, **kwargs)
+        idle_reads_done += result is None
+        return result
+
+    monkeypatch.setattr(RedisChannelLayer, "brpop_timeout", 0.3)
+    monkeypatch.setattr(RedisChannelLayer, "_brpop_with_clean", counted_read)
     private, public = ensure_key_pair(tmp_path)
     config = sim_trader_config(
         Credentials(key_id="sim-local-key", private_key=load_private_key(private.read_bytes())),
@@ -119,8 +137,9 @@ async def test_the_control_listener_survives_idle_time_and_a_redis_restart(
 
     try:
         await eventually(lambda: runtime.coordinator is not None and runtime.coordinator.machine.state is State.READY)
-        # Longer than redis-py's default 5 s socket timeout: an idle listener used to die right here.
-        await asyncio.sleep(6)
+        # Several blocking reads that found nothing: an idle listener used to die right here.
+        idle_reads_before = idle_reads_done
+        await eventually(lambda: idle_reads_done >= idle_reads_before + 3, what="three idle blocking reads")
         reply = await add_market("KXCPI-26DEC-T0.3")
         assert reply["type"] == "control_result" and reply["data"]["added"] == ["KXCPI-26DEC-T0.3"], reply
 

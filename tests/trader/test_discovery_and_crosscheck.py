@@ -14,6 +14,7 @@ from apps.trader.models import StateTransition, TradingSession
 from apps.trader.runtime import TraderRuntime
 from tests.support import eventually as wait_for
 from tests.support import sim_trader_config
+from tests.trader.conftest import EventLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,13 +30,17 @@ async def test_discovery_subscribes_to_the_busiest_open_markets(
     key_pair: tuple[bytes, bytes], credentials: Credentials
 ) -> None:
     runtime = TraderRuntime(sim_trader_config(credentials, key_pair[1], discover=2))
+    log = EventLog()
+    runtime.bus.subscribe("log", log, kinds={"trader_status"})
     run = asyncio.create_task(runtime.run(handle_signals=False))
     try:
         await wait_for(lambda: runtime.coordinator is not None and runtime.coordinator.machine.state is State.READY)
         expected = await top_by_volume(runtime.exchange, credentials, 2)  # type: ignore[arg-type]
         assert runtime.coordinator.options.markets == expected
         assert sorted(runtime.coordinator.client.books) == sorted(expected)
-        await asyncio.sleep(1.2)  # one heartbeat
+        # One status report once ready queues a heartbeat; the session is closed only after it is written.
+        reports_when_ready = len(log.events)
+        await wait_for(lambda: len(log.events) > reports_when_ready, what="a status report (and heartbeat)")
     finally:
         runtime.request_shutdown("done")
         await run

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 
 from apps.trader.core.eventbus import Event, EventBus
+from tests.support import eventually
 
 
 def event(n: int) -> Event:
@@ -27,7 +28,7 @@ async def test_a_slow_subscriber_delays_no_other_and_never_the_publisher() -> No
     # Every event was queued (or made way) before any subscriber ran: the publisher never waited for one.
     assert fast == []
     assert bus.metrics()["subscribers"]["slow"]["dropped"] == 90
-    await asyncio.wait_for(_until(lambda: len(fast) == 100), 2.0)
+    await eventually(lambda: len(fast) == 100, seconds=2.0, what="every event to the fast subscriber")
     assert fast == list(range(100))
     metrics = bus.metrics()["subscribers"]
     assert metrics["slow"]["dropped"] == 90  # its queue holds ten; the oldest of the rest made way
@@ -43,7 +44,7 @@ async def test_errors_and_timeouts_are_counted_per_subscriber() -> None:
         raise RuntimeError("boom")
 
     async def stuck(e: Event) -> None:
-        await asyncio.sleep(10)
+        await asyncio.Event().wait()  # never answers: only the callback timeout ends it
 
     bus.subscribe("broken", broken)
     bus.subscribe("stuck", stuck)
@@ -100,11 +101,6 @@ async def test_subscribers_can_choose_event_kinds() -> None:
     await bus.drain()
     assert seen == ["trader_status"]
     await bus.close()
-
-
-async def _until(condition: object) -> None:
-    while not condition():  # type: ignore[operator]
-        await asyncio.sleep(0.005)
 
 
 async def test_close_ends_a_subscriber_that_lost_its_cancellation() -> None:

@@ -64,7 +64,7 @@ async def test_every_fault_mixed_then_healed_leaves_exact_books(
         await wait_for(lambda: coordinator.machine.state is State.READY)
         for _ in range(25):  # about five seconds of chaos
             sim.faults = random_faults(rng)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # how long each mix lasts: the chaos's pace, not a wait for anything
         sim.faults = Faults()
         await wait_for(lambda: coordinator.machine.state is State.READY and not coordinator.client.stale, 20)
         await wait_for(lambda: coordinator.client.metrics.deltas_received > 0)

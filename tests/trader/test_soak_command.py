@@ -8,25 +8,25 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.processes import manage, project_env
+from tests.processes import manage, migrate, project_env
 
 ROW = re.compile(r"^\s+\d+:\d\d\s+\d+\.\d\s+(warm-up|[+-]\d+\.\d %)(\s+[\d,]+){6}\s+\w+$")
 
 
 def test_it_runs_the_trader_under_faults_and_reports_memory_books_and_rows(tmp_path: Path) -> None:
     env = project_env(tmp_path)
-    assert manage(env, "migrate", "--noinput").returncode == 0
+    migrate(env)
 
     result = manage(
         env,
-        *("soak", "--minutes", "0.1", "--rate", "500", "--faults", "--fault-period", "2"),
-        *("--interval", "2", "--warmup", "2", "--heal-timeout", "60"),
+        *("soak", "--minutes", "0.05", "--rate", "500", "--faults", "--fault-period", "1"),
+        *("--interval", "1", "--warmup", "1", "--heal-timeout", "60"),
         timeout=180,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("Soak: 0.1 min at 500 msgs/s, with faults")
+    assert lines[0].startswith("Soak: 0.05 min at 500 msgs/s, with faults")
     assert lines[2].startswith("Trader: runtrader pid ")
     assert lines[3].split() == [
         "time",

@@ -138,7 +138,7 @@ async def test_stop_leaves_behind_a_task_that_never_ends_and_says_so(caplog: pyt
         tasks.append(asyncio.current_task())  # type: ignore[arg-type]
         while not release.is_set():
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(3600)
+                await release.wait()
 
     supervisor = Supervisor(lambda name, reason: None)
     supervisor.start("stubborn", stubborn)
@@ -167,10 +167,12 @@ async def test_an_unknown_market_is_dropped_and_the_trader_is_ready_on_the_rest(
         await eventually(lambda: coordinator.machine.state is State.READY)
         assert coordinator.options.markets == [MARKETS[0], MARKETS[1]]
         await eventually(lambda: any(s["metrics"]["markets_total"] == 2 for s in log.of("trader_status")))
+
         # The session row follows the market list (written when it changes).
-        async with asyncio.timeout(10):
-            while (await TradingSession.objects.aget(pk=coordinator.session_id)).markets != MARKETS[:2]:
-                await asyncio.sleep(0.02)
+        async def row_markets_written() -> bool:
+            return bool((await TradingSession.objects.aget(pk=coordinator.session_id)).markets == MARKETS[:2])
+
+        await eventually(row_markets_written, what="the session row's market list")
         lines = [c["message"] for c in log.of("console")]
         assert f"MARKETS: the exchange refused {UNKNOWN}: exchange error 11: Invalid parameter" in lines
 
