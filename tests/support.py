@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+
+from django.conf import settings
 
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.environments import Environment
@@ -37,6 +40,7 @@ def sim_trader_config(credentials: Credentials, public_key_pem: bytes, **overrid
         "web_host": "127.0.0.1",
         "web_port": 0,
         "exchange_public_key_pem": public_key_pem,
+        "unwritten_dir": Path(settings.DATA_DIR) / "unwritten",
     }
     fields.update(overrides)
     return TraderConfig(**fields)

@@ -42,10 +42,10 @@ from django.db import connections, transaction
 
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.client import MarketMessage
+from apps.kalshi.clock import epoch_us, from_epoch_us
 from apps.kalshi.messages import Level, OrderbookDelta
+from apps.kalshi.tasks import STOP_TIMEOUT, cancel_and_wait
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket, RecordedSnapshot
-from apps.trader.core.clock import epoch_us, from_epoch_us
-from apps.trader.core.tasks import STOP_TIMEOUT, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from apps.kalshi.backoff import Backoff
+from apps.kalshi.clock import epoch_us
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket
 from apps.marketdata.recorder import (
@@ -20,7 +21,6 @@ from apps.marketdata.recorder import (
     spill_load,
 )
 from apps.marketdata.selectors import Gap
-from apps.trader.core.clock import epoch_us
 from tests.marketdata.conftest import (
     FlakyWriter,
     GatedWriter,

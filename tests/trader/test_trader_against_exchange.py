@@ -9,16 +9,22 @@ import pytest
 
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.signing import Credentials
+from apps.trader.config import TraderConfig
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.states import State
 from apps.trader.models import MarketTop, StateTransition, TradingSession
-from apps.trader.runtime import TraderRuntime
+from apps.trader.runtime import TraderRuntime, load_trader_config
 from tests.support import eventually as wait_for
 from tests.support import sim_trader_config
 from tests.trader.builders import MARKETS, coordinator_for
 from tests.trader.conftest import EventLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def config_from_settings(settings: Any, *, markets: list[str]) -> TraderConfig:
+    """The TraderConfig ``runtrader`` builds from these settings (sim, no web app)."""
+    return load_trader_config(settings, markets=",".join(markets), web=False)
 
 
 async def test_it_reaches_ready_writes_rows_broadcasts_and_shuts_down_cleanly(
@@ -164,12 +170,10 @@ async def test_the_runtime_starts_the_built_in_exchange_and_broadcasts_to_the_ch
     assert session.exchange_url.startswith("ws://127.0.0.1:")
 
 
-async def test_sim_faults_from_settings_reach_the_built_in_exchange(
-    key_pair: tuple[bytes, bytes], credentials: Credentials, settings: Any
-) -> None:
-    settings.SIM_FAULTS_SPEC = "skip_seq_every=10"
+async def test_sim_faults_from_settings_reach_the_built_in_exchange(settings: Any) -> None:
+    settings.SIM_FAULTS = "skip_seq_every=10"
     settings.SIM_MESSAGE_RATE = 300.0
-    runtime = TraderRuntime(sim_trader_config(credentials, key_pair[1], markets=MARKETS[:2]))
+    runtime = TraderRuntime(config_from_settings(settings, markets=MARKETS[:2]))
     run = asyncio.create_task(runtime.run(handle_signals=False))
     try:
         await wait_for(lambda: runtime.coordinator is not None and runtime.coordinator.client is not None)
@@ -203,12 +207,10 @@ async def test_markets_added_at_runtime_survive_a_recovery_from_error(
         await run
 
 
-async def test_the_book_tick_and_its_bound_come_from_settings(
-    key_pair: tuple[bytes, bytes], credentials: Credentials, settings: Any
-) -> None:
+async def test_the_book_tick_and_its_bound_come_from_settings(settings: Any) -> None:
     settings.TRADER_ORDERBOOK_INTERVAL = 0.2
     settings.TRADER_ORDERBOOKS_PER_TICK = 1
-    runtime = TraderRuntime(sim_trader_config(credentials, key_pair[1], markets=MARKETS[:2]))
+    runtime = TraderRuntime(config_from_settings(settings, markets=MARKETS[:2]))
     run = asyncio.create_task(runtime.run(handle_signals=False))
     try:
         await wait_for(lambda: runtime.coordinator is not None)

@@ -13,10 +13,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from apps.kalshi.clock import iso_from_epoch_us
 from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
 from apps.kalshi.messages import Level
 from apps.kalshi.orderbook import OrderBook
-from apps.trader.core.clock import iso_from_epoch_us
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.ports import FeedClient
 

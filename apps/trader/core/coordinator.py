@@ -19,12 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apps.kalshi.client import FeedEvent, FeedEventKind, HandshakeRejected, MarketChange, MarketMessage
+from apps.kalshi.clock import epoch_us, now_us
 from apps.kalshi.discovery import DiscoveryError
 from apps.kalshi.messages import OrderbookDelta
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.rest import KalshiRestError
+from apps.kalshi.tasks import cancel_and_wait
 from apps.trader.core.bookpublisher import BookPublisher
-from apps.trader.core.clock import epoch_us, now_us
 from apps.trader.core.consolelog import ConsoleLog
 from apps.trader.core.crosscheckloop import CrossCheckLoop
 from apps.trader.core.eventbus import Event, EventBus
@@ -37,7 +38,6 @@ from apps.trader.core.statemachine import StateMachine, Transition
 from apps.trader.core.states import State
 from apps.trader.core.statusreporter import StatusReporter
 from apps.trader.core.supervisor import BackgroundTask, Supervisor
-from apps.trader.core.tasks import cancel_and_wait
 
 __all__ = ["EXPECTED_FAILURES", "Coordinator", "CoordinatorOptions"]
 

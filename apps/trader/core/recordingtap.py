@@ -12,8 +12,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from apps.kalshi.client import FeedEvent, FeedEventKind, MarketMessage
+from apps.kalshi.clock import from_epoch_us
 from apps.kalshi.messages import OrderbookSnapshot
-from apps.trader.core.clock import from_epoch_us
 from apps.trader.core.ports import Recorder
 
 

@@ -47,6 +47,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
 from apps.exchange.keys import ensure_key_pair
+from apps.exchange.management.commands.soak import free_port
 from apps.exchange.stream import books_from_json
 from apps.kalshi import messages as wire
 from apps.kalshi.orderbook import OrderBook
@@ -54,7 +55,6 @@ from apps.kalshi.signing import WS_PATH, Credentials, load_private_key
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedSnapshot
 from apps.marketdata.selectors import BookReplayer, recording_messages
 from apps.trader.config import SIM_KEY_ID
-from apps.trader.management.commands.soak import free_port
 from apps.trader.models import StateTransition, TradingSession
 from apps.trader.selectors import market_tops
 

@@ -12,9 +12,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.exchange.keys import ensure_key_pair
+from apps.exchange.replay import SessionReplay
 from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
-from apps.marketdata.replay import SessionReplay
-from apps.marketdata.selectors import RecordingError, book_at, recorded_markets, session_resolve
+from apps.marketdata.selectors import RecordingError, book_at, recorded_markets
+from apps.trader.selectors import session_resolve
 
 
 def _speed(text: str) -> float:
