@@ -33,13 +33,14 @@ def bind_problem(host: str, port: int) -> str | None:
 
 
 def serve_with_daphne(
-    main: Callable[[], Awaitable[int]],
+    main: Callable[[], Awaitable[None]],
     *,
     host: str,
     port: int,
     on_listening: Callable[[str, int], None],
 ) -> int:
-    """Serve ``trader_v3.asgi`` on host:port while ``main()`` runs; return main's exit code."""
+    """Serve ``trader_v3.asgi`` on host:port while ``main()`` runs; return the exit code: 0 when it ended,
+    1 when it raised."""
     # Imports Daphne's server, which installs Twisted's asyncio reactor: before anything imports the reactor.
     from apps.console.webserver import ConsoleServer  # isort: skip
     from daphne.endpoints import build_endpoint_description_strings
@@ -65,7 +66,8 @@ def serve_with_daphne(
                     on_listening(bound_host, bound_port)
                     break
                 await asyncio.sleep(0.01)
-            outcome["code"] = await main()
+            await main()
+            outcome["code"] = 0
         except Exception:
             logger.exception("the trader stopped on an unexpected error")
             outcome["code"] = 1

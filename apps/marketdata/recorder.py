@@ -41,8 +41,8 @@ from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 
 from apps.kalshi.backoff import Backoff
-from apps.kalshi.client import MarketMessage
 from apps.kalshi.clock import epoch_us, from_epoch_us
+from apps.kalshi.feed import MarketMessage
 from apps.kalshi.messages import Level, OrderbookDelta
 from apps.kalshi.tasks import STOP_TIMEOUT, cancel_and_wait
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket, RecordedSnapshot

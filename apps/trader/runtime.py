@@ -21,17 +21,19 @@ from channels.layers import get_channel_layer
 from apps.exchange.faults import parse_faults
 from apps.exchange.keys import ensure_key_pair
 from apps.exchange.simulator import DEFAULT_MARKETS, ExchangeSimulator, SimulatorConfig
-from apps.kalshi.client import FeedListener, KalshiWebSocketClient
-from apps.kalshi.discovery import discover_markets
+from apps.kalshi.client import KalshiWebSocketClient
+from apps.kalshi.discovery import DiscoveryError, discover_markets
 from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment
+from apps.kalshi.feed import FeedListener
 from apps.kalshi.orderbook import OrderBook
-from apps.kalshi.rest import KalshiRestClient
+from apps.kalshi.rest import KalshiRestClient, KalshiRestError
 from apps.marketdata.recorder import DatabaseRecorder
 from apps.trader.broadcast import ChannelLayerBroadcaster
 from apps.trader.config import TraderConfig, build_trader_config
 from apps.trader.control import ControlListener
 from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
+from apps.trader.core.ports import ExchangeRequestFailed
 from apps.trader.services import DjangoSessionStore
 
 logger = logging.getLogger(__name__)
@@ -100,7 +102,10 @@ class KalshiExchangeRest:
         self._client = client
 
     async def discover(self, count: int) -> list[str]:
-        return await discover_markets(self._client, count)
+        try:
+            return await discover_markets(self._client, count)
+        except (DiscoveryError, KalshiRestError) as exc:
+            raise ExchangeRequestFailed(str(exc)) from exc
 
     async def orderbook(self, ticker: str) -> OrderBook:
         return await self._client.orderbook(ticker)
@@ -128,8 +133,8 @@ class TraderRuntime:
         self._pending_shutdown = ""
         self.control: ControlListener | None = None
 
-    async def run(self, *, handle_signals: bool = True) -> int:
-        """Run until shutdown; returns the exit code."""
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Run until shutdown."""
         config = self.config
         self.bus.subscribe(
             "channel_layer", ChannelLayerBroadcaster(get_channel_layer(), config.console_group), queue_size=5000
@@ -175,7 +180,7 @@ class TraderRuntime:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, self.request_shutdown, f"received {sig.name}")
-            return await self.coordinator.run()
+            await self.coordinator.run()
         finally:
             # The coordinator has written (or saved) the recording by its shutdown deadline; whatever came
             # after is saved too rather than waiting for a database that does not answer.

@@ -8,7 +8,8 @@ from typing import Any
 
 from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
 from apps.kalshi.backoff import Backoff
-from apps.kalshi.client import FeedListener, KalshiWebSocketClient
+from apps.kalshi.client import KalshiWebSocketClient
+from apps.kalshi.feed import FeedListener
 from apps.kalshi.signing import Credentials
 from apps.marketdata.recorder import DatabaseRecorder
 from apps.trader.core.coordinator import Coordinator, CoordinatorOptions

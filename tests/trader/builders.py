@@ -12,13 +12,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from apps.kalshi.client import (
+from apps.kalshi.client import KalshiWebSocketClient
+from apps.kalshi.feed import (
     ClientMetrics,
     ConnectionStatus,
     FeedEvent,
     FeedEventKind,
     FeedListener,
-    KalshiWebSocketClient,
     MarketChange,
     MarketMessage,
 )

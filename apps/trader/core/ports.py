@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from apps.kalshi.client import ClientMetrics, ConnectionStatus, FeedListener, MarketChange, MarketMessage
+from apps.kalshi.feed import ClientMetrics, ConnectionStatus, FeedListener, MarketChange, MarketMessage
 from apps.kalshi.orderbook import OrderBook
 from apps.trader.core.statemachine import Transition
 
@@ -69,11 +69,20 @@ class FeedClient(Protocol):
     async def resync(self, tickers: list[str]) -> None: ...
 
 
+class ExchangeRequestFailed(Exception):
+    """The exchange's REST side refused or could not answer (closed, an HTTP error, a malformed body).
+
+    The message is the exchange's answer, shown as it is; the core treats it as the exchange's side of
+    things rather than a bug, whichever client the port wraps.
+    """
+
+
 class ExchangeRest(Protocol):
     """The exchange's REST side, for market discovery and the optional book cross-check."""
 
     async def discover(self, count: int) -> list[str]:
-        """The ``count`` open markets with the highest 24 h volume; raises ExchangeClosed when closed."""
+        """The ``count`` open markets with the highest 24 h volume; raises ExchangeRequestFailed when the
+        exchange is closed, has no open market or does not answer."""
         ...
 
     async def orderbook(self, ticker: str) -> OrderBook: ...

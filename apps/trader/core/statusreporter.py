@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from apps.kalshi.client import ClientMetrics
+from apps.kalshi.feed import ClientMetrics
 from apps.trader.core.bookpublisher import BookPublisher
 from apps.trader.core.consolelog import ConsoleLog
 from apps.trader.core.eventbus import Event, EventBus

@@ -178,7 +178,8 @@ class Command(BaseCommand):
                 sig, lambda signum, _frame: runtime.request_shutdown(f"received {signal.Signals(signum).name}")
             )
         if not config.web:
-            return asyncio.run(runtime.run())
+            asyncio.run(runtime.run())
+            return 0
 
         def announce(host: str, port: int) -> None:
             shown = f"[{host}]" if ":" in host else host
