@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "apps.marketdata",
     "apps.exchange",
     "apps.console",
+    "apps.workbench",
 ]
 
 MIDDLEWARE = [

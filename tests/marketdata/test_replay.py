@@ -11,10 +11,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 
-from apps.exchange.replay import SessionReplay
 from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
 from apps.marketdata.recorder import DatabaseRecorder
 from apps.marketdata.selectors import Gap, Recorded, book_at, recorded_markets
+from apps.workbench.replay import SessionReplay
 from tests.marketdata.conftest import SCRIPT, a_new_session, at, record_script, recorded_session
 from tests.marketdata.harness import live, recording_coordinator, wait_until
 

@@ -47,7 +47,6 @@ from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
 from apps.exchange.keys import ensure_key_pair
-from apps.exchange.management.commands.soak import free_port
 from apps.exchange.stream import books_from_json
 from apps.kalshi import messages as wire
 from apps.kalshi.orderbook import OrderBook
@@ -57,6 +56,7 @@ from apps.marketdata.selectors import BookReplayer, recording_messages
 from apps.trader.config import SIM_KEY_ID
 from apps.trader.models import StateTransition, TradingSession
 from apps.trader.selectors import market_tops
+from apps.workbench.management.commands.soak import free_port
 
 DEFAULT_MESSAGES = 150_000
 LIMIT_RUNS = 3

@@ -12,10 +12,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.exchange.keys import ensure_key_pair
-from apps.exchange.replay import SessionReplay
 from apps.exchange.simulator import ExchangeSimulator, SimulatorConfig
 from apps.marketdata.selectors import RecordingError, book_at, recorded_markets
 from apps.trader.selectors import session_resolve
+from apps.workbench.replay import SessionReplay
 
 
 def _speed(text: str) -> float:
