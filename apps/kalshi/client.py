@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ from apps.kalshi.feed import (
     FeedEvent,
     FeedEventKind,
     FeedListener,
+    FeedStatus,
     HandshakeRejected,
     MarketChange,
     MarketMessage,
@@ -690,6 +692,17 @@ class KalshiWebSocketClient:
         return reply.result() if reply in done and not reply.cancelled() else None
 
     # ----------------------------------------------------------------------------------------- status
+
+    def feed_status(self) -> FeedStatus:
+        """A copy of the connection's state and counters as of now."""
+        return FeedStatus(
+            connection=self.status,
+            stale_markets=len(self.stale),
+            counters=copy.deepcopy(self.metrics),
+            last_message_at=self.last_message_at,
+            uptime=self.uptime(),
+            silent_for=self.silent_for(),
+        )
 
     def silent_for(self) -> float | None:
         """Seconds since any bytes (data or pings) arrived on the current connection."""

@@ -79,6 +79,22 @@ class ClientMetrics:
     errors_by_code: Counter[int] = field(default_factory=Counter)
 
 
+@dataclass(frozen=True)
+class FeedStatus:
+    """The feed client at one moment, for status reports: a copy, so it never changes under its reader."""
+
+    connection: ConnectionStatus
+    stale_markets: int
+    """Markets whose book waits for a fresh snapshot."""
+    counters: ClientMetrics
+    last_message_at: float | None
+    """Wall-clock time (epoch seconds) of the last message; None before the first."""
+    uptime: float | None
+    """Seconds the current connection has held; None while not connected."""
+    silent_for: float | None
+    """Seconds since any bytes arrived on the current connection, pings included; None while not connected."""
+
+
 @dataclass
 class MarketChange:
     """What came of a request to add or remove markets, ticker by ticker."""

@@ -42,7 +42,7 @@ class PausableWriter:
 
 def errors(coordinator: Coordinator, code: int) -> int:
     client = coordinator.client
-    return client.metrics.errors_by_code[code] if client else 0
+    return client.feed_status().counters.errors_by_code[code] if client else 0
 
 
 async def inject_every_fault(sim: ExchangeSimulator, coordinator: Coordinator, writer: PausableWriter) -> None:

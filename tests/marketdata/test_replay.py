@@ -89,7 +89,7 @@ async def test_serving_a_session_lets_the_trader_record_the_same_books(sim_key_p
         await wait_until(lambda: live(trader), what="the trader live on the replay")
         stats = await replay_.run()
         await wait_until(
-            lambda: trader.client is not None and trader.client.metrics.deltas_received >= stats.changes,
+            lambda: trader.client is not None and trader.client.feed_status().counters.deltas_received >= stats.changes,
             what="the replayed changes",
         )
     finally:

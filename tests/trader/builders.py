@@ -7,6 +7,7 @@ Stand-ins take real-shaped frames (parsed by the protocol module), keep real Ord
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from apps.kalshi.feed import (
     FeedEvent,
     FeedEventKind,
     FeedListener,
+    FeedStatus,
     MarketChange,
     MarketMessage,
 )
@@ -155,11 +157,16 @@ class StandInClient:
     async def close(self) -> None:
         self._closed.set()
 
-    def uptime(self) -> float | None:
-        return 1.0 if self.status is ConnectionStatus.CONNECTED else None
-
-    def silent_for(self) -> float | None:
-        return 0.0
+    def feed_status(self) -> FeedStatus:
+        connected = self.status is ConnectionStatus.CONNECTED
+        return FeedStatus(
+            connection=self.status,
+            stale_markets=len(self.stale),
+            counters=copy.deepcopy(self.metrics),
+            last_message_at=self.last_message_at,
+            uptime=1.0 if connected else None,
+            silent_for=0.0,
+        )
 
     async def feed(self, message: MarketMessage) -> None:
         book = self.books.setdefault(message.market_ticker, OrderBook(message.market_ticker))

@@ -37,7 +37,9 @@ async def test_it_reaches_ready_writes_rows_broadcasts_and_shuts_down_cleanly(
 
     await wait_for(lambda: coordinator.machine.state is State.READY)
     await wait_for(lambda: any(b["market_ticker"] == MARKETS[0] for o in log.of("orderbooks") for b in o["books"]))
-    await wait_for(lambda: coordinator.client is not None and coordinator.client.metrics.deltas_received > 20)
+    await wait_for(
+        lambda: coordinator.client is not None and coordinator.client.feed_status().counters.deltas_received > 20
+    )
     await wait_for(lambda: bool(log.of("trader_status")) and log.of("trader_status")[-1]["state"] == "ready")
     coordinator.request_shutdown("test is over")
     await run
@@ -96,7 +98,7 @@ async def test_a_dropped_connection_goes_back_to_connecting_and_recovers(
 
     lost = next(t for t in log.of("state_transition") if t["from_state"] == "ready")
     assert "reconnecting, attempt 1 in" in lost["context"]
-    assert coordinator.client is not None and coordinator.client.metrics.reconnects == 1
+    assert coordinator.client is not None and coordinator.client.feed_status().counters.reconnects == 1
     assert any("CONNECTION" in line["message"] for line in log.of("console"))
 
 
@@ -177,7 +179,7 @@ async def test_sim_faults_from_settings_reach_the_built_in_exchange(settings: An
     run = asyncio.create_task(runtime.run(handle_signals=False))
     try:
         await wait_for(lambda: runtime.coordinator is not None and runtime.coordinator.client is not None)
-        await wait_for(lambda: runtime.coordinator.client.metrics.gaps_detected >= 2)
+        await wait_for(lambda: runtime.coordinator.client.feed_status().counters.gaps_detected >= 2)
         assert runtime.exchange.faults.skip_seq_every == 10
     finally:
         runtime.request_shutdown("done")

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from apps.kalshi.feed import ClientMetrics, ConnectionStatus, FeedListener, MarketChange, MarketMessage
+from apps.kalshi.feed import FeedListener, FeedStatus, MarketChange, MarketMessage
 from apps.kalshi.orderbook import OrderBook
 from apps.trader.core.statemachine import Transition
 
@@ -46,21 +46,19 @@ class SessionStore(Protocol):
 class FeedClient(Protocol):
     """The exchange connection: KalshiWebSocketClient, or a stand-in in tests."""
 
-    url: str
     markets: list[str]
     books: dict[str, OrderBook]
+    """The live books, applied in place as messages arrive (the book publisher and cross-check read them)."""
     stale: set[str]
-    metrics: ClientMetrics
-    status: ConnectionStatus
-    last_message_at: float | None
+    """Markets whose book waits for a fresh snapshot."""
 
     async def run(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    def uptime(self) -> float | None: ...
-
-    def silent_for(self) -> float | None: ...
+    def feed_status(self) -> FeedStatus:
+        """The connection's state and counters as of now, as a copy."""
+        ...
 
     async def add_markets(self, tickers: list[str], *, wait: float = ...) -> MarketChange: ...
 
