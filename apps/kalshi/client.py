@@ -23,8 +23,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.feed import (
-    ClientMetrics,
     ConnectionStatus,
+    FeedCounters,
     FeedEvent,
     FeedEventKind,
     FeedListener,
@@ -100,7 +100,7 @@ class KalshiWebSocketClient:
         self.markets: list[str] = list(dict.fromkeys(markets))
         self.books: dict[str, OrderBook] = {ticker: OrderBook(ticker) for ticker in self.markets}
         self.stale: set[str] = set(self.markets)
-        self.metrics = ClientMetrics()
+        self.metrics = FeedCounters()
         self.status = ConnectionStatus.DISCONNECTED
         self.connected_since: float | None = None
         """Monotonic time the current connection opened."""
@@ -725,8 +725,8 @@ def _close_reason(exc: ConnectionClosed) -> str:
 
 
 __all__ = [
-    "ClientMetrics",
     "ConnectionStatus",
+    "FeedCounters",
     "FeedEvent",
     "FeedEventKind",
     "FeedListener",

@@ -63,7 +63,9 @@ class HandshakeRejected(Exception):
 
 
 @dataclass
-class ClientMetrics:
+class FeedCounters:
+    """What one feed client has counted since it was built (every connection it made)."""
+
     messages_received: int = 0
     bytes_received: int = 0
     snapshots_received: int = 0
@@ -86,7 +88,7 @@ class FeedStatus:
     connection: ConnectionStatus
     stale_markets: int
     """Markets whose book waits for a fresh snapshot."""
-    counters: ClientMetrics
+    counters: FeedCounters
     last_message_at: float | None
     """Wall-clock time (epoch seconds) of the last message; None before the first."""
     uptime: float | None

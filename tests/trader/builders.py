@@ -15,8 +15,8 @@ from typing import Any
 
 from apps.kalshi.client import KalshiWebSocketClient
 from apps.kalshi.feed import (
-    ClientMetrics,
     ConnectionStatus,
+    FeedCounters,
     FeedEvent,
     FeedEventKind,
     FeedListener,
@@ -145,7 +145,7 @@ class StandInClient:
         self.markets = list(markets)
         self.books: dict[str, OrderBook] = {}
         self.stale: set[str] = set(markets)
-        self.metrics = ClientMetrics()
+        self.metrics = FeedCounters()
         self.status = ConnectionStatus.CONNECTING
         self.last_message_at: float | None = None
         self.resynced: list[list[str]] = []

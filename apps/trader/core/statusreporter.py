@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from apps.kalshi.feed import ClientMetrics, FeedStatus
+from apps.kalshi.feed import FeedCounters, FeedStatus
 from apps.trader.core.bookpublisher import BookPublisher
 from apps.trader.core.consolelog import ConsoleLog
 from apps.trader.core.eventbus import Event, EventBus
@@ -106,7 +106,7 @@ class StatusReporter:
     def summary_line(self) -> str:
         """The ORDERBOOK STATUS console line, from counters only."""
         feed = self._feed()
-        m = feed.counters if feed else ClientMetrics()
+        m = feed.counters if feed else FeedCounters()
         connected = self._markets_connected(feed)
         uptime = (feed.uptime if feed else None) or 0.0
         return (
@@ -237,7 +237,7 @@ class StatusReporter:
         }
 
 
-def _client_counters(metrics: ClientMetrics) -> dict[str, int]:
+def _client_counters(metrics: FeedCounters) -> dict[str, int]:
     """The session counters (TradingSession fields) one feed client contributes."""
     return {
         "messages_received": metrics.messages_received,
