@@ -41,6 +41,13 @@ def sim_trader_config(credentials: Credentials, public_key_pem: bytes, **overrid
         "web_port": 0,
         "exchange_public_key_pem": public_key_pem,
         "unwritten_dir": Path(settings.DATA_DIR) / "unwritten",
+        "console_group": settings.CONSOLE_GROUP,
+        "heartbeat_stale_after": settings.TRADER_HEARTBEAT_STALE_SECONDS,
+        "feed_idle_timeout": settings.TRADER_FEED_IDLE_TIMEOUT,
+        "orderbook_interval": settings.TRADER_ORDERBOOK_INTERVAL,
+        "orderbooks_per_tick": settings.TRADER_ORDERBOOKS_PER_TICK,
+        "sim_message_rate": settings.SIM_MESSAGE_RATE,
+        "sim_faults": "",
     }
     fields.update(overrides)
     return TraderConfig(**fields)

@@ -28,34 +28,38 @@ MAX_DISCOVER = 500_000
 """Kalshi takes up to 500,000 market subscriptions on one connection (kalshi-protocol.md §0)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TraderConfig:
+    """One run of the trader as settings and ``runtrader``'s options describe it, checked."""
+
     environment: Environment
     markets: list[str]
     ws_url: str
     """Empty in sim when the built-in exchange is started: its URL is known once it listens."""
     api_url: str
     credentials: Credentials = field(repr=False)
-    start_exchange: bool
-    web: bool
-    web_host: str
-    web_port: int
-    exchange_public_key_pem: bytes = field(default=b"", repr=False)
     discover: int = 0
     """Pick this many markets by 24 h volume from REST instead of a fixed list."""
     crosscheck_interval: float | None = None
-    sim_message_rate: float = 50.0
-    """Messages a second the built-in exchange sends (SIM_MESSAGE_RATE)."""
-    sim_faults: str = ""
-    """Faults for the built-in exchange as SIM_FAULTS spells them; the composition root parses and checks them."""
-    heartbeat_stale_after: float = 10.0
-    feed_idle_timeout: float = 30.0
-    orderbook_interval: float = 0.05
-    orderbooks_per_tick: int = 100
-    console_group: str = "trader_v3.console"
+    web: bool
+    web_host: str
+    web_port: int
+    console_group: str
     """The channel-layer group every console joins."""
-    unwritten_dir: Path = Path("data/unwritten")
-    """Where a trader saves what the database missed at shutdown; the next ``runtrader`` writes it."""
+    heartbeat_stale_after: float
+    feed_idle_timeout: float
+    orderbook_interval: float
+    orderbooks_per_tick: int
+    unwritten_dir: Path
+    """Where a trader saves what the database missed at shutdown (DATA_DIR/unwritten); the next ``runtrader``
+    writes it."""
+    start_exchange: bool
+    """Sim without KALSHI_WS_URL: the trader runs the built-in exchange itself."""
+    exchange_public_key_pem: bytes = field(default=b"", repr=False)
+    sim_message_rate: float
+    """Messages a second the built-in exchange sends (SIM_MESSAGE_RATE)."""
+    sim_faults: str
+    """Faults for the built-in exchange as SIM_FAULTS spells them; the composition root parses and checks them."""
 
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
