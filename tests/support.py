@@ -6,7 +6,10 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+
+from django.conf import settings
 
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.environments import Environment
@@ -63,6 +66,14 @@ def sim_trader_config(credentials: Credentials, public_key_pem: bytes, **overrid
         "web_host": "127.0.0.1",
         "web_port": 0,
         "exchange_public_key_pem": public_key_pem,
+        "unwritten_dir": Path(settings.DATA_DIR) / "unwritten",
+        "console_group": settings.CONSOLE_GROUP,
+        "heartbeat_stale_after": settings.TRADER_HEARTBEAT_STALE_SECONDS,
+        "feed_idle_timeout": settings.TRADER_FEED_IDLE_TIMEOUT,
+        "orderbook_interval": settings.TRADER_ORDERBOOK_INTERVAL,
+        "orderbooks_per_tick": settings.TRADER_ORDERBOOKS_PER_TICK,
+        "sim_message_rate": settings.SIM_MESSAGE_RATE,
+        "sim_faults": "",
     }
     fields.update(overrides)
     return TraderConfig(**fields)

@@ -14,7 +14,6 @@ from typing import Any
 
 import environ
 
-from apps.exchange.faults import parse_faults
 from apps.kalshi.environments import (
     DEFAULT_URLS,
     ConfigurationError,
@@ -73,6 +72,7 @@ INSTALLED_APPS = [
     "apps.marketdata",
     "apps.exchange",
     "apps.console",
+    "apps.workbench",
 ]
 
 MIDDLEWARE = [
@@ -202,12 +202,8 @@ TRADER_ORDERBOOK_INTERVAL: float = env.float("TRADER_ORDERBOOK_INTERVAL", 0.05, 
 TRADER_ORDERBOOKS_PER_TICK: int = env.int("TRADER_ORDERBOOKS_PER_TICK", 100, minimum=1, maximum=100_000)
 SIM_MESSAGE_RATE: float = env.float("SIM_MESSAGE_RATE", 50.0)
 # Faults for the built-in exchange, e.g. "drop_every=30,skip_seq_every=100,no_ping" (see apps/exchange/faults.py).
-SIM_FAULTS_SPEC: str = env.str("SIM_FAULTS", default="")
-try:
-    parse_faults(SIM_FAULTS_SPEC)
-except ValueError as exc:
-    env.problem(f"SIM_FAULTS: {exc}")
-    SIM_FAULTS_SPEC = ""
+# Only the trader's composition root parses them (apps/trader/runtime.py), when it checks its configuration.
+SIM_FAULTS: str = env.str("SIM_FAULTS", default="")
 CONSOLE_GROUP = "trader_v3.console"
 
 LOGGING = {

@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from apps.kalshi.backoff import Backoff
+from apps.kalshi.feed import (
+    ConnectionStatus,
+    FeedCounters,
+    FeedEvent,
+    FeedEventKind,
+    FeedListener,
+    FeedStatus,
+    HandshakeRejected,
+    MarketChange,
+    MarketMessage,
+)
 from apps.kalshi.messages import (
     CHANNEL_ORDERBOOK,
     ERROR_AUTH_REQUIRED,
@@ -45,49 +55,6 @@ from apps.kalshi.signing import WS_PATH, Credentials
 
 logger = logging.getLogger(__name__)
 
-MarketMessage = OrderbookSnapshot | OrderbookDelta
-
-
-class ConnectionStatus(StrEnum):
-    CONNECTED = "connected"
-    CONNECTING = "connecting"
-    DISCONNECTED = "disconnected"
-
-
-class FeedEventKind(StrEnum):
-    CONNECTED = "connected"
-    SYNCED = "synced"
-    """Every market has a current snapshot."""
-    DISCONNECTED = "disconnected"
-    """The connection ended or could not be made; ``attempt`` and ``delay`` say when the next try is."""
-    FATAL = "fatal"
-    """Retrying cannot help (the handshake was refused); the client stops."""
-    GAP = "gap"
-    NOTICE = "notice"
-    REFUSED = "refused"
-    """The exchange refused ``markets`` when subscribing; they were dropped and the rest subscribed again."""
-
-
-@dataclass(frozen=True)
-class FeedEvent:
-    kind: FeedEventKind
-    reason: str = ""
-    attempt: int = 0
-    delay: float = 0.0
-    level: str = "info"
-    sid: int | None = None
-    """GAP: the subscription whose seq jumped."""
-    expected_seq: int | None = None
-    received_seq: int | None = None
-    markets: tuple[str, ...] = ()
-    """GAP: the markets marked stale; SYNCED: the markets now live."""
-
-
-class FeedListener(Protocol):
-    async def on_feed_event(self, event: FeedEvent) -> None: ...
-
-    async def on_market_message(self, message: MarketMessage, book: OrderBook) -> None: ...
-
 
 class _WatchedConnection(ClientConnection):
     """A client connection that notes when any bytes last arrived, pings included.
@@ -101,42 +68,6 @@ class _WatchedConnection(ClientConnection):
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
         super().data_received(data)
-
-
-class HandshakeRejected(Exception):
-    """The exchange refused the signed handshake (HTTP 401/403)."""
-
-
-@dataclass
-class ClientMetrics:
-    messages_received: int = 0
-    bytes_received: int = 0
-    snapshots_received: int = 0
-    deltas_received: int = 0
-    malformed_frames: int = 0
-    gaps_detected: int = 0
-    resyncs: int = 0
-    duplicates_ignored: int = 0
-    stale_deltas_dropped: int = 0
-    inconsistent_books: int = 0
-    reconnects: int = 0
-    connect_attempts: int = 0
-    other_sid_ignored: int = 0
-    resubscribes: int = 0
-    unknown_types: Counter[str] = field(default_factory=Counter)
-    errors_by_code: Counter[int] = field(default_factory=Counter)
-
-
-@dataclass
-class MarketChange:
-    """What came of a request to add or remove markets, ticker by ticker."""
-
-    done: list[str] = field(default_factory=list)
-    """Added (the exchange accepted them) or removed."""
-    refused: dict[str, str] = field(default_factory=dict)
-    """Ticker -> why not, in the exchange's words where it answered."""
-    pending: list[str] = field(default_factory=list)
-    """Sent, but the exchange had not answered within the wait; its answer still applies when it comes."""
 
 
 @dataclass
@@ -169,7 +100,7 @@ class KalshiWebSocketClient:
         self.markets: list[str] = list(dict.fromkeys(markets))
         self.books: dict[str, OrderBook] = {ticker: OrderBook(ticker) for ticker in self.markets}
         self.stale: set[str] = set(self.markets)
-        self.metrics = ClientMetrics()
+        self.metrics = FeedCounters()
         self.status = ConnectionStatus.DISCONNECTED
         self.connected_since: float | None = None
         """Monotonic time the current connection opened."""
@@ -215,7 +146,6 @@ class KalshiWebSocketClient:
         """
         while not self._closing.is_set():
             self.status = ConnectionStatus.CONNECTING
-            self.metrics.connect_attempts += 1
             reason = await self._connect_and_read()
             self._on_connection_lost()
             if self._closing.is_set():
@@ -390,7 +320,6 @@ class KalshiWebSocketClient:
         if isinstance(message, OrderbookDelta | OrderbookSnapshot):
             if message.sid != self._sid:
                 # A subscription we replaced or lost: its messages must not touch the books.
-                self.metrics.other_sid_ignored += 1
                 return
             verdict, expected = self._check_seq(message.sid, message.seq)
             if verdict == "old":
@@ -484,7 +413,6 @@ class KalshiWebSocketClient:
         try:
             book.apply_delta(delta)
         except BookInconsistent as exc:
-            self.metrics.inconsistent_books += 1
             logger.warning("resyncing: %s", exc)
             await self._resync(ws, [delta.market_ticker])
             return
@@ -765,6 +693,17 @@ class KalshiWebSocketClient:
 
     # ----------------------------------------------------------------------------------------- status
 
+    def feed_status(self) -> FeedStatus:
+        """A copy of the connection's state and counters as of now."""
+        return FeedStatus(
+            connection=self.status,
+            stale_markets=len(self.stale),
+            counters=copy.deepcopy(self.metrics),
+            last_message_at=self.last_message_at,
+            uptime=self.uptime(),
+            silent_for=self.silent_for(),
+        )
+
     def silent_for(self) -> float | None:
         """Seconds since any bytes (data or pings) arrived on the current connection."""
         return None if self._ws is None else time.monotonic() - self._ws.last_received
@@ -786,8 +725,8 @@ def _close_reason(exc: ConnectionClosed) -> str:
 
 
 __all__ = [
-    "ClientMetrics",
     "ConnectionStatus",
+    "FeedCounters",
     "FeedEvent",
     "FeedEventKind",
     "FeedListener",

@@ -464,10 +464,6 @@ def update_subscription_command(command_id: int, sid: int, action: str, market_t
     }
 
 
-def list_subscriptions_command(command_id: int) -> dict[str, Any]:
-    return {"id": command_id, "cmd": "list_subscriptions"}
-
-
 # ---------------------------------------------------------------------------------------------- server frames
 
 

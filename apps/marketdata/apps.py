@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 
 
-class MarketDataConfig(AppConfig):
+class MarketDataAppConfig(AppConfig):
     name = "apps.marketdata"
     label = "marketdata"
     verbose_name = "Market data"

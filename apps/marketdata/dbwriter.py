@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 
 from django.db import connections, transaction
 
+from apps.kalshi.clock import from_epoch_us
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket, RecordedSnapshot
 from apps.marketdata.rows import DeltaRow, GapRow, HealRow, RecordedRow, SnapshotRow, column_names
-from apps.trader.core.clock import from_epoch_us
 
 logger = logging.getLogger(__name__)
 

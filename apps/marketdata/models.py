@@ -18,7 +18,8 @@ from typing import Any
 
 from django.db import models
 
-from apps.trader.models import TradingSession
+SESSION_MODEL = "trader.TradingSession"
+"""The session a recording belongs to, named lazily: the trader's app sits above this one and imports it."""
 
 
 def _empty_list() -> list[Any]:
@@ -31,7 +32,7 @@ class RecordedSnapshot(models.Model):
     pk = models.CompositePrimaryKey("session", "position")
     # The composite key starts with session_id, so it already indexes "one session in receive order".
     session = models.ForeignKey(
-        TradingSession, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+        SESSION_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
     position = models.BigIntegerField(help_text="Place in the session's receive order (shared with deltas, gaps).")
     market_ticker = models.CharField(max_length=100)
@@ -61,7 +62,7 @@ class RecordedDelta(models.Model):
 
     pk = models.CompositePrimaryKey("session", "position")
     session = models.ForeignKey(
-        TradingSession, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+        SESSION_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
     position = models.BigIntegerField(help_text="Place in the session's receive order (shared with snapshots, gaps).")
     market_ticker = models.CharField(max_length=100)
@@ -90,7 +91,7 @@ class RecordedGap(models.Model):
         RESUBSCRIBE = "resubscribe", "Subscription replaced"
 
     session = models.ForeignKey(
-        TradingSession, on_delete=models.CASCADE, related_name="recorded_gaps", db_constraint=False
+        SESSION_MODEL, on_delete=models.CASCADE, related_name="recorded_gaps", db_constraint=False
     )
     position = models.BigIntegerField(help_text="Place in the session's receive order.")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SEQ)
@@ -117,7 +118,7 @@ class RecordedMarket(models.Model):
     """Per-market totals of a session's recording, kept up to date by the writer (see DjangoBatchWriter)."""
 
     session = models.ForeignKey(
-        TradingSession, on_delete=models.CASCADE, related_name="recorded_markets", db_constraint=False
+        SESSION_MODEL, on_delete=models.CASCADE, related_name="recorded_markets", db_constraint=False
     )
     market_ticker = models.CharField(max_length=100)
     snapshots = models.BigIntegerField(default=0)

@@ -35,13 +35,13 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from apps.kalshi.backoff import Backoff
-from apps.kalshi.client import MarketMessage
+from apps.kalshi.clock import epoch_us
+from apps.kalshi.feed import MarketMessage
 from apps.kalshi.messages import OrderbookDelta
+from apps.kalshi.tasks import STOP_TIMEOUT, cancel_and_wait
 from apps.marketdata.dbwriter import DjangoBatchWriter
 from apps.marketdata.rows import BatchWriter, DeltaRow, GapRow, HealRow, RecordedRow, SnapshotRow, levels_json, new_row
 from apps.marketdata.spill import spill_save
-from apps.trader.core.clock import epoch_us
-from apps.trader.core.tasks import STOP_TIMEOUT, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 

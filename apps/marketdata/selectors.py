@@ -20,7 +20,6 @@ from django.db.models import Max, Sum
 from apps.kalshi.messages import Level, OrderbookDelta, OrderbookSnapshot
 from apps.kalshi.orderbook import OrderBook
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket, RecordedSnapshot
-from apps.trader.models import TradingSession
 
 
 class RecordingError(ValueError):
@@ -47,23 +46,6 @@ class Recorded:
     received_at: datetime
     """When the trader received it (for a gap: when it was detected)."""
     message: OrderbookSnapshot | OrderbookDelta | Gap
-
-
-def session_resolve(reference: str) -> TradingSession:
-    """A session by id, or the most recently started one for "latest"."""
-    if reference == "latest":
-        session = TradingSession.objects.order_by("-started_at", "-id").first()
-        if session is None:
-            raise RecordingError("there are no sessions yet")
-        return session
-    try:
-        pk = int(reference)
-    except ValueError:
-        raise RecordingError(f"a session is an id or 'latest', not {reference!r}") from None
-    try:
-        return TradingSession.objects.get(pk=pk)
-    except TradingSession.DoesNotExist:
-        raise RecordingError(f"there is no session {pk}") from None
 
 
 def recording_totals(*, session_id: int, market_ticker: str | None = None) -> dict[str, int]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from apps.kalshi.clock import epoch_us
 from apps.marketdata.dbwriter import DjangoBatchWriter, recount_market_totals
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedSnapshot
 from apps.marketdata.rows import (
@@ -23,7 +24,6 @@ from apps.marketdata.rows import (
     SnapshotRow,
     levels_json,
 )
-from apps.trader.core.clock import epoch_us
 
 
 def spill_save(rows: Sequence[RecordedRow], directory: Path) -> Path:

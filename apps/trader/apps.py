@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 
 
-class TraderConfig(AppConfig):
+class TraderAppConfig(AppConfig):
     name = "apps.trader"
     label = "trader"
     verbose_name = "Trader"

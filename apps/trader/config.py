@@ -1,7 +1,11 @@
-"""The trader's run configuration, built from settings and ``runtrader`` options and checked up front.
+"""The trader's run configuration, built once from settings and ``runtrader`` options and checked up front.
 
-Every rule is checked here, before any connection is opened; a broken one raises ConfigurationError
-with one line per broken rule naming the variable. Key material is loaded here and never printed.
+``TraderConfig`` is the only way the trader's parts learn their settings: the composition root
+(``apps/trader/runtime.py``) hands each part what it needs from it, and nothing else of the trader reads
+``django.conf.settings`` for a run. Settings have already checked each variable's form (URLs against the
+environment, ranges); here the rules between them are checked, before any connection is opened; a broken
+one raises ConfigurationError with one line per broken rule naming the variable. Key material is loaded
+here and never printed.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, check_url
+from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment
 from apps.kalshi.signing import Credentials, KeyLoadError, load_private_key
 from apps.kalshi.tickers import InvalidTicker, parse_ticker_list
 
@@ -24,22 +28,38 @@ MAX_DISCOVER = 500_000
 """Kalshi takes up to 500,000 market subscriptions on one connection (kalshi-protocol.md §0)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TraderConfig:
+    """One run of the trader as settings and ``runtrader``'s options describe it, checked."""
+
     environment: Environment
     markets: list[str]
     ws_url: str
     """Empty in sim when the built-in exchange is started: its URL is known once it listens."""
     api_url: str
     credentials: Credentials = field(repr=False)
-    start_exchange: bool
-    web: bool
-    web_host: str
-    web_port: int
-    exchange_public_key_pem: bytes = field(default=b"", repr=False)
     discover: int = 0
     """Pick this many markets by 24 h volume from REST instead of a fixed list."""
     crosscheck_interval: float | None = None
+    web: bool
+    web_host: str
+    web_port: int
+    console_group: str
+    """The channel-layer group every console joins."""
+    heartbeat_stale_after: float
+    feed_idle_timeout: float
+    orderbook_interval: float
+    orderbooks_per_tick: int
+    unwritten_dir: Path
+    """Where a trader saves what the database missed at shutdown (DATA_DIR/unwritten); the next ``runtrader``
+    writes it."""
+    start_exchange: bool
+    """Sim without KALSHI_WS_URL: the trader runs the built-in exchange itself."""
+    exchange_public_key_pem: bytes = field(default=b"", repr=False)
+    sim_message_rate: float
+    """Messages a second the built-in exchange sends (SIM_MESSAGE_RATE)."""
+    sim_faults: str
+    """Faults for the built-in exchange as SIM_FAULTS spells them; the composition root parses and checks them."""
 
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -148,13 +168,8 @@ def build_trader_config(
     credentials: Credentials | None
     if environment is Environment.SIM:
         start_exchange = not ws_url
-        if not start_exchange:
-            try:
-                check_url(environment, "KALSHI_WS_URL", ws_url, websocket=True)
-            except ConfigurationError as exc:
-                problems.append(str(exc))
-            if (discover or crosscheck) and not api_url:
-                problems.append("KALSHI_API_URL is required for --discover or --crosscheck with KALSHI_WS_URL")
+        if not start_exchange and (discover or crosscheck) and not api_url:
+            problems.append("KALSHI_API_URL is required for --discover or --crosscheck with KALSHI_WS_URL")
         if sim_keys is None:
             raise ConfigurationError("the simulator key pair is missing")
         private_path, public_path = sim_keys
@@ -189,4 +204,12 @@ def build_trader_config(
         exchange_public_key_pem=public_pem,
         discover=discover,
         crosscheck_interval=crosscheck,
+        sim_message_rate=settings.SIM_MESSAGE_RATE,
+        sim_faults=settings.SIM_FAULTS,
+        heartbeat_stale_after=settings.TRADER_HEARTBEAT_STALE_SECONDS,
+        feed_idle_timeout=settings.TRADER_FEED_IDLE_TIMEOUT,
+        orderbook_interval=settings.TRADER_ORDERBOOK_INTERVAL,
+        orderbooks_per_tick=settings.TRADER_ORDERBOOKS_PER_TICK,
+        console_group=settings.CONSOLE_GROUP,
+        unwritten_dir=Path(settings.DATA_DIR) / "unwritten",
     )

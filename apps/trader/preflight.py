@@ -11,7 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.migrations.executor import MigrationExecutor
 
 CONNECT_TIMEOUT = 3
 """Seconds per service; libpq's minimum connect_timeout is 2."""
@@ -81,3 +82,10 @@ def service_problems() -> list[str]:
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="preflight") as pool:
         checks = [pool.submit(database_problem), pool.submit(redis_problem, settings.REDIS_URL)]
         return [problem for check in checks if (problem := check.result())]
+
+
+def unapplied_migrations() -> list[str]:
+    """Names of migrations the database still lacks; the trader cannot record into an old schema."""
+    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return [f"{migration.app_label}.{migration.name}" for migration, _backwards in plan]

@@ -1,4 +1,11 @@
-"""Wiring: builds the trader's parts from a TraderConfig and runs them on the current event loop."""
+"""The trader's composition root: builds a running trader from one TraderConfig and runs it.
+
+``load_trader_config`` turns settings and ``runtrader``'s options into the TraderConfig (once, checked up
+front); ``TraderRuntime`` builds every part from it (the built-in exchange in sim, the feed client, the
+recorder, the session store, the console broadcaster, the coordinator) and runs them on the current event
+loop. This is the one module of the trader that knows the exchange simulator, and the only one of a run
+that reads settings.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +17,55 @@ from pathlib import Path
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.conf import settings
 
-from apps.exchange.config import SimulatorConfig
+from apps.exchange.config import DEFAULT_MARKETS, SimulatorConfig
 from apps.exchange.faults import parse_faults
+from apps.exchange.keys import ensure_key_pair
 from apps.exchange.simulator import ExchangeSimulator
-from apps.kalshi.client import FeedListener, KalshiWebSocketClient
-from apps.kalshi.discovery import discover_markets
+from apps.kalshi.client import KalshiWebSocketClient
+from apps.kalshi.discovery import DiscoveryError, discover_markets
+from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment
+from apps.kalshi.feed import FeedListener
 from apps.kalshi.orderbook import OrderBook
-from apps.kalshi.rest import KalshiRestClient
+from apps.kalshi.rest import KalshiRestClient, KalshiRestError
 from apps.marketdata.recorder import DatabaseRecorder
 from apps.trader.broadcast import ChannelLayerBroadcaster
-from apps.trader.config import TraderConfig
+from apps.trader.config import TraderConfig, build_trader_config
 from apps.trader.control import ControlListener
 from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
+from apps.trader.core.ports import ExchangeRequestFailed
 from apps.trader.services import DjangoSessionStore
 
 logger = logging.getLogger(__name__)
 
 
-def unwritten_dir() -> Path:
-    """Where a trader saves what the database missed at shutdown; the next ``runtrader`` writes it."""
-    return Path(settings.DATA_DIR) / "unwritten"
+def load_trader_config(settings: Any, **options: Any) -> TraderConfig:
+    """The run's TraderConfig from settings and ``runtrader``'s options (see ``build_trader_config``).
+
+    In sim it supplies what only the simulator knows: its key pair under DATA_DIR, its default markets and
+    the check of SIM_FAULTS. Raises ConfigurationError listing every broken rule.
+    """
+    sim = settings.ENVIRONMENT is Environment.SIM
+    # Checked beside the other rules, so one run reports every broken one.
+    problems: list[str] = []
+    if sim:
+        try:
+            parse_faults(settings.SIM_FAULTS)
+        except ValueError as exc:
+            problems.append(f"SIM_FAULTS: {exc}")
+    try:
+        config = build_trader_config(
+            settings,
+            sim_markets=list(DEFAULT_MARKETS),
+            sim_keys=ensure_key_pair(Path(settings.DATA_DIR)) if sim else None,
+            **options,
+        )
+    except ConfigurationError as exc:
+        raise ConfigurationProblems([*exc.problems, *problems]) from None
+    if problems:
+        raise ConfigurationProblems(problems)
+    return config
 
 
 def client_factory(config: TraderConfig, ws_url: str) -> Callable[[FeedListener, list[str]], KalshiWebSocketClient]:
@@ -42,7 +75,7 @@ def client_factory(config: TraderConfig, ws_url: str) -> Callable[[FeedListener,
             credentials=config.credentials,
             markets=markets,
             listener=listener,
-            idle_timeout=settings.TRADER_FEED_IDLE_TIMEOUT,
+            idle_timeout=config.feed_idle_timeout,
         )
 
     return build
@@ -55,8 +88,8 @@ async def start_exchange(config: TraderConfig) -> ExchangeSimulator:
             port=0,
             public_key_pem=config.exchange_public_key_pem,
             key_id=config.credentials.key_id,
-            message_rate=settings.SIM_MESSAGE_RATE,
-            faults=parse_faults(settings.SIM_FAULTS_SPEC),
+            message_rate=config.sim_message_rate,
+            faults=parse_faults(config.sim_faults),
         )
     )
     await exchange.start()
@@ -70,7 +103,10 @@ class KalshiExchangeRest:
         self._client = client
 
     async def discover(self, count: int) -> list[str]:
-        return await discover_markets(self._client, count)
+        try:
+            return await discover_markets(self._client, count)
+        except (DiscoveryError, KalshiRestError) as exc:
+            raise ExchangeRequestFailed(str(exc)) from exc
 
     async def orderbook(self, ticker: str) -> OrderBook:
         return await self._client.orderbook(ticker)
@@ -98,11 +134,11 @@ class TraderRuntime:
         self._pending_shutdown = ""
         self.control: ControlListener | None = None
 
-    async def run(self, *, handle_signals: bool = True) -> int:
-        """Run until shutdown; returns the exit code."""
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Run until shutdown."""
         config = self.config
         self.bus.subscribe(
-            "channel_layer", ChannelLayerBroadcaster(get_channel_layer(), settings.CONSOLE_GROUP), queue_size=5000
+            "channel_layer", ChannelLayerBroadcaster(get_channel_layer(), config.console_group), queue_size=5000
         )
         ws_url, api_url = config.ws_url, config.api_url
         rest: KalshiExchangeRest | None = None
@@ -123,13 +159,13 @@ class TraderRuntime:
                     environment=config.environment.value,
                     markets=list(config.markets),  # the coordinator adds and removes markets
                     exchange_url=ws_url,
-                    heartbeat_stale_after=settings.TRADER_HEARTBEAT_STALE_SECONDS,
-                    feed_idle_timeout=settings.TRADER_FEED_IDLE_TIMEOUT,
-                    orderbook_interval=settings.TRADER_ORDERBOOK_INTERVAL,
-                    orderbooks_per_tick=settings.TRADER_ORDERBOOKS_PER_TICK,
+                    heartbeat_stale_after=config.heartbeat_stale_after,
+                    feed_idle_timeout=config.feed_idle_timeout,
+                    orderbook_interval=config.orderbook_interval,
+                    orderbooks_per_tick=config.orderbooks_per_tick,
                     discover=config.discover,
                     crosscheck_interval=config.crosscheck_interval,
-                    spill_dir=unwritten_dir(),
+                    spill_dir=config.unwritten_dir,
                     control_address=control_address,
                 ),
                 client_factory=client_factory(config, ws_url),
@@ -145,11 +181,11 @@ class TraderRuntime:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, self.request_shutdown, f"received {sig.name}")
-            return await self.coordinator.run()
+            await self.coordinator.run()
         finally:
             # The coordinator has written (or saved) the recording by its shutdown deadline; whatever came
             # after is saved too rather than waiting for a database that does not answer.
-            await self.recorder.close(give_up_after=2.0, spill_dir=unwritten_dir())
+            await self.recorder.close(give_up_after=2.0, spill_dir=config.unwritten_dir)
             self.store.close()
             await self.bus.close()
             if rest is not None:

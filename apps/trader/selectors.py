@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.marketdata.selectors import RecordingError
 from apps.trader.core.health import Health, evaluate_health
 from apps.trader.models import ConsoleLine, MarketTop, StateTransition, TradingSession
 
@@ -314,3 +315,20 @@ def console_history() -> dict[str, Any]:
         "console": console_recent(session=session),
         "shards": [shard_status(s) for s in shards],
     }
+
+
+def session_resolve(reference: str) -> TradingSession:
+    """A session by id, or the most recently started one for "latest"."""
+    if reference == "latest":
+        session = TradingSession.objects.order_by("-started_at", "-id").first()
+        if session is None:
+            raise RecordingError("there are no sessions yet")
+        return session
+    try:
+        pk = int(reference)
+    except ValueError:
+        raise RecordingError(f"a session is an id or 'latest', not {reference!r}") from None
+    try:
+        return TradingSession.objects.get(pk=pk)
+    except TradingSession.DoesNotExist:
+        raise RecordingError(f"there is no session {pk}") from None

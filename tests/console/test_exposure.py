@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from apps.console.management.commands.runtrader import Command
 from apps.kalshi.environments import Environment
 from apps.kalshi.signing import Credentials
-from apps.trader.management.commands.runtrader import Command
 from tests.processes import manage, project_env, shell_line
 from tests.support import sim_trader_config
 

@@ -13,8 +13,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from apps.exchange.stream import StreamExchange, build_stream
-from apps.kalshi.client import FeedEvent, KalshiWebSocketClient, MarketMessage
+from apps.kalshi.client import KalshiWebSocketClient
 from apps.kalshi.discovery import discover_markets
+from apps.kalshi.feed import FeedEvent, MarketMessage
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, parse_message, subscribe_command
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.rest import KalshiRestClient

@@ -10,7 +10,8 @@ import pytest
 
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.backoff import Backoff
-from apps.kalshi.client import ConnectionStatus, FeedEvent, FeedEventKind, KalshiWebSocketClient, MarketMessage
+from apps.kalshi.client import KalshiWebSocketClient
+from apps.kalshi.feed import ConnectionStatus, FeedEvent, FeedEventKind, MarketMessage
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW, ERROR_CHANNEL
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.signing import Credentials

@@ -12,7 +12,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.backoff import Backoff
-from apps.kalshi.client import ConnectionStatus, FeedEventKind, KalshiWebSocketClient
+from apps.kalshi.client import KalshiWebSocketClient
+from apps.kalshi.feed import ConnectionStatus, FeedEventKind
 from apps.kalshi.messages import ERROR_INVALID_PARAMETER
 from apps.kalshi.signing import Credentials
 from tests.kalshi.test_client_faults import Listener, assert_books_equal_the_exchange

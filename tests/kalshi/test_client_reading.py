@@ -7,7 +7,8 @@ import json
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from apps.kalshi.client import FeedEvent, KalshiWebSocketClient, MarketMessage
+from apps.kalshi.client import KalshiWebSocketClient
+from apps.kalshi.feed import FeedEvent, MarketMessage
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.signing import Credentials
 from tests.support import eventually

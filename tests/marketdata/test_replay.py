@@ -14,8 +14,8 @@ from django.core.management import CommandError, call_command
 from apps.exchange.config import SimulatorConfig
 from apps.exchange.simulator import ExchangeSimulator
 from apps.marketdata.recorder import DatabaseRecorder
-from apps.marketdata.replay import SessionReplay
 from apps.marketdata.selectors import Gap, Recorded, book_at, recorded_markets
+from apps.workbench.replay import SessionReplay
 from tests.marketdata.conftest import SCRIPT, a_new_session, at, record_script, recorded_session
 from tests.marketdata.harness import live, recording_coordinator
 from tests.support import eventually
@@ -91,7 +91,7 @@ async def test_serving_a_session_lets_the_trader_record_the_same_books(sim_key_p
         await eventually(lambda: live(trader), what="the trader live on the replay")
         stats = await replay_.run()
         await eventually(
-            lambda: trader.client is not None and trader.client.metrics.deltas_received >= stats.changes,
+            lambda: trader.client is not None and trader.client.feed_status().counters.deltas_received >= stats.changes,
             what="the replayed changes",
         )
     finally:

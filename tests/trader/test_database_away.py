@@ -90,7 +90,7 @@ async def test_the_console_and_health_show_the_outage_and_every_transition_is_wr
     await wait_for(lambda: coordinator.status()["health"]["status"] == "healthy", seconds=5)
     assert any(line["message"].startswith("DATABASE: database reachable again") for line in log.of("console"))
     coordinator.request_shutdown("test is over")
-    assert await run == 0
+    await run
 
     written = [
         (t.from_state, t.to_state)
@@ -118,7 +118,7 @@ async def test_a_shutdown_while_the_database_is_away_keeps_its_deadline_and_save
 
     coordinator.request_shutdown("test is over")
     started = time.monotonic()
-    assert await run == 0
+    await run
     assert time.monotonic() - started < 4.0  # the shutdown deadline (2 s) holds with the store away
     session = await TradingSession.objects.aget(pk=coordinator.session_id)
     assert session.status == "running"  # nothing reached the database...

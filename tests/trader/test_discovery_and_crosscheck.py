@@ -96,7 +96,7 @@ async def test_a_book_that_drifts_from_the_exchange_is_found_and_resynced(
         await wait_for(lambda: not coordinator.client.stale)
         truth = sim.true_book("KXFED-26DEC-T4.25")
         assert coordinator.client.books["KXFED-26DEC-T4.25"].as_wire() == truth.as_wire()
-        assert coordinator.client.metrics.resyncs >= 1
+        assert coordinator.client.feed_status().counters.resyncs >= 1
     finally:
         runtime.request_shutdown("done")
         await run

@@ -67,7 +67,7 @@ async def test_every_fault_mixed_then_healed_leaves_exact_books(
             await asyncio.sleep(0.2)  # how long each mix lasts: the chaos's pace, not a wait for anything
         sim.faults = Faults()
         await wait_for(lambda: coordinator.machine.state is State.READY and not coordinator.client.stale, 20)
-        await wait_for(lambda: coordinator.client.metrics.deltas_received > 0)
+        await wait_for(lambda: coordinator.client.feed_status().counters.deltas_received > 0)
         client = coordinator.client
         for ticker in MARKETS:
             book = client.books[ticker]
@@ -80,7 +80,7 @@ async def test_every_fault_mixed_then_healed_leaves_exact_books(
         await run
         await sim.stop()
 
-    metrics = client.metrics
+    metrics = client.feed_status().counters
     assert metrics.gaps_detected > 0 and metrics.resyncs > 0
     assert metrics.reconnects > 0
     assert metrics.malformed_frames > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from apps.kalshi.client import FeedEvent, FeedEventKind
+from apps.kalshi.feed import FeedEvent, FeedEventKind
 from apps.kalshi.orderbook import OrderBook
 from apps.trader.core.bookpublisher import BookPublisher
 from apps.trader.core.crosscheckloop import CrossCheckLoop

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from apps.kalshi.client import FeedEvent, FeedEventKind
-from apps.trader.core.clock import epoch_us
+from apps.kalshi.clock import epoch_us
+from apps.kalshi.feed import FeedEvent, FeedEventKind
 from apps.trader.core.recordingtap import RecordingTap
 from tests.trader.builders import MARKETS, ListRecorder, delta, snapshot
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from apps.kalshi.client import FeedEventKind
+from apps.kalshi.feed import FeedEventKind
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.states import State
 from tests.support import eventually

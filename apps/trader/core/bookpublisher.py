@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from apps.kalshi.clock import iso_from_epoch_us
 from apps.kalshi.orderbook import OrderBook, level_text, price_text
-from apps.trader.core.clock import iso_from_epoch_us
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.ports import FeedClient
 

@@ -18,33 +18,38 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from apps.kalshi.client import FeedEvent, FeedEventKind, HandshakeRejected, MarketChange, MarketMessage
-from apps.kalshi.discovery import DiscoveryError
+from apps.kalshi.clock import epoch_us, now_us
+from apps.kalshi.feed import FeedEvent, FeedEventKind, HandshakeRejected, MarketChange, MarketMessage
 from apps.kalshi.messages import OrderbookDelta
 from apps.kalshi.orderbook import OrderBook
-from apps.kalshi.rest import KalshiRestError
+from apps.kalshi.tasks import cancel_and_wait
 from apps.trader.core.bookpublisher import BookPublisher
-from apps.trader.core.clock import epoch_us, now_us
 from apps.trader.core.consolelog import ConsoleLog
 from apps.trader.core.crosscheckloop import CrossCheckLoop
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.marketcontrol import MarketControl
 from apps.trader.core.options import CoordinatorOptions
-from apps.trader.core.ports import ExchangeRest, FeedClient, FeedClientFactory, Recorder, SessionStore
+from apps.trader.core.ports import (
+    ExchangeRequestFailed,
+    ExchangeRest,
+    FeedClient,
+    FeedClientFactory,
+    Recorder,
+    SessionStore,
+)
 from apps.trader.core.recordingtap import RecordingTap
 from apps.trader.core.sessionwriter import SessionWriter
 from apps.trader.core.statemachine import StateMachine, Transition
 from apps.trader.core.states import State
 from apps.trader.core.statusreporter import StatusReporter
 from apps.trader.core.supervisor import BackgroundTask, Supervisor
-from apps.trader.core.tasks import cancel_and_wait
 
 __all__ = ["EXPECTED_FAILURES", "Coordinator", "CoordinatorOptions"]
 
 logger = logging.getLogger(__name__)
 
 # Failures that come from the exchange's side (refused key, closed exchange, REST errors) rather than a bug.
-EXPECTED_FAILURES = (HandshakeRejected, DiscoveryError, KalshiRestError)
+EXPECTED_FAILURES = (HandshakeRejected, ExchangeRequestFailed)
 
 
 def _utc_now() -> datetime:
@@ -136,8 +141,8 @@ class Coordinator:
 
     # ------------------------------------------------------------------------------------------ the loop
 
-    async def run(self) -> int:
-        """Run until shutdown; returns the process exit code (0 for a requested shutdown)."""
+    async def run(self) -> None:
+        """Run the state loop until shutdown, then close the session (or save what could not be written)."""
         self.session_id = await self._store.session_start(
             environment=self.options.environment,
             markets=self.options.markets,
@@ -172,7 +177,6 @@ class Coordinator:
             except TimeoutError:
                 logger.error("shutdown took longer than %s s; session %s may not be closed", limit, self.session_id)
             await self._writer.close()
-        return 0
 
     async def _close(self, deadline: float) -> None:
         """Stop the feed, write what can be written before ``deadline`` (monotonic) and close the session.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from apps.kalshi.client import FeedEvent, MarketChange
+from apps.kalshi.feed import FeedEvent, MarketChange
 from apps.trader.core.bookpublisher import BookPublisher
 from apps.trader.core.options import CoordinatorOptions
 from apps.trader.core.ports import FeedClient

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from apps.kalshi.client import ClientMetrics, ConnectionStatus, FeedListener, MarketChange, MarketMessage
+from apps.kalshi.feed import FeedListener, FeedStatus, MarketChange, MarketMessage
 from apps.kalshi.orderbook import OrderBook
 from apps.trader.core.statemachine import Transition
 
@@ -46,21 +46,19 @@ class SessionStore(Protocol):
 class FeedClient(Protocol):
     """The exchange connection: KalshiWebSocketClient, or a stand-in in tests."""
 
-    url: str
     markets: list[str]
     books: dict[str, OrderBook]
+    """The live books, applied in place as messages arrive (the book publisher and cross-check read them)."""
     stale: set[str]
-    metrics: ClientMetrics
-    status: ConnectionStatus
-    last_message_at: float | None
+    """Markets whose book waits for a fresh snapshot."""
 
     async def run(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    def uptime(self) -> float | None: ...
-
-    def silent_for(self) -> float | None: ...
+    def feed_status(self) -> FeedStatus:
+        """The connection's state and counters as of now, as a copy."""
+        ...
 
     async def add_markets(self, tickers: list[str], *, wait: float = ...) -> MarketChange: ...
 
@@ -69,11 +67,20 @@ class FeedClient(Protocol):
     async def resync(self, tickers: list[str]) -> None: ...
 
 
+class ExchangeRequestFailed(Exception):
+    """The exchange's REST side refused or could not answer (closed, an HTTP error, a malformed body).
+
+    The message is the exchange's answer, shown as it is; the core treats it as the exchange's side of
+    things rather than a bug, whichever client the port wraps.
+    """
+
+
 class ExchangeRest(Protocol):
     """The exchange's REST side, for market discovery and the optional book cross-check."""
 
     async def discover(self, count: int) -> list[str]:
-        """The ``count`` open markets with the highest 24 h volume; raises ExchangeClosed when closed."""
+        """The ``count`` open markets with the highest 24 h volume; raises ExchangeRequestFailed when the
+        exchange is closed, has no open market or does not answer."""
         ...
 
     async def orderbook(self, ticker: str) -> OrderBook: ...

@@ -11,9 +11,9 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
-from apps.kalshi.client import FeedEvent, FeedEventKind, MarketMessage
+from apps.kalshi.clock import from_epoch_us
+from apps.kalshi.feed import FeedEvent, FeedEventKind, MarketMessage
 from apps.kalshi.messages import OrderbookSnapshot
-from apps.trader.core.clock import from_epoch_us
 from apps.trader.core.ports import Recorder
 
 

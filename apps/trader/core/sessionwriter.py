@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from apps.kalshi.tasks import STOP_TIMEOUT, cancel_and_wait
 from apps.trader.core.ports import SessionStore
 from apps.trader.core.statemachine import Transition
-from apps.trader.core.tasks import STOP_TIMEOUT, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 

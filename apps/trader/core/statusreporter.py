@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from apps.kalshi.client import ClientMetrics
+from apps.kalshi.feed import FeedCounters, FeedStatus
 from apps.trader.core.bookpublisher import BookPublisher
 from apps.trader.core.consolelog import ConsoleLog
 from apps.trader.core.eventbus import Event, EventBus
@@ -105,10 +105,10 @@ class StatusReporter:
 
     def summary_line(self) -> str:
         """The ORDERBOOK STATUS console line, from counters only."""
-        client = self._client()
-        m = client.metrics if client else ClientMetrics()
-        connected = self._markets_connected(client)
-        uptime = (client.uptime() if client else None) or 0.0
+        feed = self._feed()
+        m = feed.counters if feed else FeedCounters()
+        connected = self._markets_connected(feed)
+        uptime = (feed.uptime if feed else None) or 0.0
         return (
             f"ORDERBOOK STATUS: Markets: {connected} | Snapshots: {m.snapshots_received} | "
             f"Deltas: {m.deltas_received} | Uptime: {uptime:.1f}s"
@@ -118,21 +118,26 @@ class StatusReporter:
 
     def client_finished(self, client: FeedClient) -> None:
         """A client is being replaced: its totals stay in the session's counters."""
-        for name, value in _client_counters(client.metrics).items():
+        for name, value in _client_counters(client.feed_status().counters).items():
             self._finished_clients[name] = self._finished_clients.get(name, 0) + value
 
     def session_counters(self) -> dict[str, int]:
         """The session's feed totals, summed over every client it has run (one per start after an error)."""
         totals = dict(self._finished_clients)
-        client = self._client()
-        if client is not None:
-            for name, value in _client_counters(client.metrics).items():
+        feed = self._feed()
+        if feed is not None:
+            for name, value in _client_counters(feed.counters).items():
                 totals[name] = totals.get(name, 0) + value
         return totals
 
-    def _update_rates(self) -> None:
+    def _feed(self) -> FeedStatus | None:
+        """The current feed client's state and counters as of now; None before the first client."""
         client = self._client()
-        metrics = client.metrics if client else None
+        return client.feed_status() if client is not None else None
+
+    def _update_rates(self) -> None:
+        feed = self._feed()
+        metrics = feed.counters if feed else None
         now = time.monotonic()
         messages = metrics.messages_received if metrics else 0
         deltas = metrics.deltas_received if metrics else 0
@@ -145,31 +150,31 @@ class StatusReporter:
             }
         self._rate_base = (now, messages, deltas)
 
-    def _markets_connected(self, client: FeedClient | None) -> int:
-        if client is None or client.uptime() is None:
+    def _markets_connected(self, feed: FeedStatus | None) -> int:
+        if feed is None or feed.uptime is None:
             return 0
-        return len(self.options.markets) - len(client.stale)
+        return len(self.options.markets) - feed.stale_markets
 
     # ------------------------------------------------------------------------------------------ documents
 
     def metrics(self) -> dict[str, Any]:
         """The metrics of the moment: feed counters, connection, market counts, the event bus and the recorder."""
-        client = self._client()
-        m = client.metrics if client else None
-        last = client.last_message_at if client else None
-        uptime = client.uptime() if client else None
-        silent = client.silent_for() if client else None
+        feed = self._feed()
+        m = feed.counters if feed else None
+        last = feed.last_message_at if feed else None
+        uptime = feed.uptime if feed else None
+        silent = feed.silent_for if feed else None
         bus = self._bus.metrics()
         return {
-            "markets_connected": self._markets_connected(client),
+            "markets_connected": self._markets_connected(feed),
             "markets_total": len(self.options.markets),
-            "stale_markets": len(client.stale) if client and uptime is not None else 0,
+            "stale_markets": feed.stale_markets if feed and uptime is not None else 0,
             "snapshots_received": m.snapshots_received if m else 0,
             "deltas_received": m.deltas_received if m else 0,
             "messages_received": m.messages_received if m else 0,
             "bytes_received": m.bytes_received if m else 0,
             "connection_uptime": round(uptime, 1) if uptime is not None else None,
-            "ws_connection_status": client.status.value if client else "disconnected",
+            "ws_connection_status": feed.connection.value if feed else "disconnected",
             "last_message_time": datetime.fromtimestamp(last, UTC).isoformat() if last else None,
             "socket_silent_seconds": round(silent, 1) if silent is not None else None,
             **self._rates,
@@ -232,7 +237,7 @@ class StatusReporter:
         }
 
 
-def _client_counters(metrics: ClientMetrics) -> dict[str, int]:
+def _client_counters(metrics: FeedCounters) -> dict[str, int]:
     """The session counters (TradingSession fields) one feed client contributes."""
     return {
         "messages_received": metrics.messages_received,

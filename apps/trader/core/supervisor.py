@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from apps.kalshi.backoff import Backoff
-from apps.trader.core.tasks import STOP_TIMEOUT, cancel_and_wait
+from apps.kalshi.tasks import STOP_TIMEOUT, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 

@@ -33,24 +33,24 @@ def bind_problem(host: str, port: int) -> str | None:
 
 
 def serve_with_daphne(
-    main: Callable[[], Awaitable[int]],
+    main: Callable[[], Awaitable[None]],
     *,
     host: str,
     port: int,
     on_listening: Callable[[str, int], None],
 ) -> int:
-    """Serve ``trader_v3.asgi`` on host:port while ``main()`` runs; return main's exit code."""
+    """Serve the project's ASGI application (the ASGI_APPLICATION setting) on host:port while ``main()``
+    runs; returns the exit code: 0 when ``main()`` ended, 1 when it raised."""
     # Imports Daphne's server, which installs Twisted's asyncio reactor: before anything imports the reactor.
     from apps.console.webserver import ConsoleServer  # isort: skip
+    from channels.routing import get_default_application
     from daphne.endpoints import build_endpoint_description_strings
     from twisted.internet import reactor
-
-    from trader_v3.asgi import application
 
     twisted: Any = reactor  # the module-level reactor is typed as a bare module attribute
 
     server = ConsoleServer(
-        application=application,
+        application=get_default_application(),
         endpoints=build_endpoint_description_strings(host=host, port=port),
         signal_handlers=False,  # the trader turns SIGINT/SIGTERM into its shutdown state
         websocket_timeout=24 * 3600,
@@ -65,7 +65,8 @@ def serve_with_daphne(
                     on_listening(bound_host, bound_port)
                     break
                 await asyncio.sleep(0.01)
-            outcome["code"] = await main()
+            await main()
+            outcome["code"] = 0
         except Exception:
             logger.exception("the trader stopped on an unexpected error")
             outcome["code"] = 1

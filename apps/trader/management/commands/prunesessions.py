@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from apps.marketdata.services import parse_age, sessions_delete, sessions_prunable
+from apps.trader.pruning import parse_age, sessions_delete, sessions_prunable
 
 
 class Command(BaseCommand):

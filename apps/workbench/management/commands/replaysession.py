@@ -14,8 +14,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from apps.exchange.config import SimulatorConfig
 from apps.exchange.keys import ensure_key_pair
 from apps.exchange.simulator import ExchangeSimulator
-from apps.marketdata.replay import SessionReplay
-from apps.marketdata.selectors import RecordingError, book_at, recorded_markets, session_resolve
+from apps.marketdata.selectors import RecordingError, book_at, recorded_markets
+from apps.trader.selectors import session_resolve
+from apps.workbench.replay import SessionReplay
 
 
 def _speed(text: str) -> float:

@@ -7,32 +7,20 @@ import logging
 import signal
 import sys
 from argparse import ArgumentParser
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.migrations.executor import MigrationExecutor
 
-from apps.exchange.config import DEFAULT_MARKETS
-from apps.exchange.keys import ensure_key_pair
+from apps.console.embedded import bind_problem, serve_with_daphne
 from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, is_loopback_host
-from apps.trader.config import TraderConfig, build_trader_config
-from apps.trader.embedded import bind_problem, serve_with_daphne
-from apps.trader.preflight import service_problems
-from apps.trader.runtime import TraderRuntime, unwritten_dir
+from apps.trader.config import TraderConfig
+from apps.trader.preflight import service_problems, unapplied_migrations
+from apps.trader.runtime import TraderRuntime, load_trader_config
 from apps.trader.selectors import session_sharing_markets
 from apps.trader.services import sessions_close_abandoned, unwritten_load_all
 
 logger = logging.getLogger(__name__)
-
-
-def unapplied_migrations() -> list[str]:
-    """Names of migrations the database still lacks; the trader cannot record into an old schema."""
-    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
-    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    return [f"{migration.app_label}.{migration.name}" for migration, _backwards in plan]
 
 
 class Command(BaseCommand):
@@ -101,9 +89,9 @@ class Command(BaseCommand):
         exposure = self.exposure_warning(config)
         if exposure:
             self.stderr.write(exposure)
-        for line in unwritten_load_all(directory=unwritten_dir()):
+        for line in unwritten_load_all(directory=config.unwritten_dir):
             logger.warning("saved at an earlier shutdown: %s", line)
-        stale_after = settings.TRADER_HEARTBEAT_STALE_SECONDS
+        stale_after = config.heartbeat_stale_after
         closed = sessions_close_abandoned(environment=config.environment.value, stale_after=stale_after)
         if closed:
             logger.warning("marked %d session(s) left running by an earlier process as failed", closed)
@@ -141,17 +129,13 @@ class Command(BaseCommand):
                 f"--env {requested} must be given on the manage.py command line "
                 f"(settings loaded {settings.ENVIRONMENT})"
             )
-        data_dir = Path(settings.DATA_DIR)
-        sim_keys = ensure_key_pair(data_dir) if settings.ENVIRONMENT is Environment.SIM else None
-        config = build_trader_config(
+        config = load_trader_config(
             settings,
             markets=options.get("markets"),
             web=not options.get("no_web"),
             host=options.get("host"),
             port=options.get("port"),
             confirm_production=bool(options.get("confirm_production")),
-            sim_markets=list(DEFAULT_MARKETS),
-            sim_keys=sim_keys,
             discover=options.get("discover"),
             crosscheck=options.get("crosscheck"),
         )
@@ -194,7 +178,8 @@ class Command(BaseCommand):
                 sig, lambda signum, _frame: runtime.request_shutdown(f"received {signal.Signals(signum).name}")
             )
         if not config.web:
-            return asyncio.run(runtime.run())
+            asyncio.run(runtime.run())
+            return 0
 
         def announce(host: str, port: int) -> None:
             shown = f"[{host}]" if ":" in host else host

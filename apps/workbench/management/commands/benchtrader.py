@@ -54,9 +54,9 @@ from apps.kalshi.signing import WS_PATH, Credentials, load_private_key
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedSnapshot
 from apps.marketdata.selectors import BookReplayer, recording_messages
 from apps.trader.config import SIM_KEY_ID
-from apps.trader.management.commands.soak import free_port
 from apps.trader.models import StateTransition, TradingSession
 from apps.trader.selectors import market_tops
+from apps.workbench.management.commands.soak import free_port
 
 DEFAULT_MESSAGES = 150_000
 LIMIT_RUNS = 3

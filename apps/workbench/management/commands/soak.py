@@ -31,15 +31,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.exchange.config import DEFAULT_MARKETS, SimulatorConfig
 from apps.exchange.faults import Faults
-from apps.exchange.keys import ensure_key_pair
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.environments import ConfigurationError, Environment
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW
 from apps.marketdata.models import RecordedDelta, RecordedSnapshot
 from apps.marketdata.selectors import RecordingError, book_at
-from apps.trader.config import build_trader_config
-from apps.trader.management.commands.runtrader import unapplied_migrations
 from apps.trader.models import TradingSession
+from apps.trader.preflight import unapplied_migrations
+from apps.trader.runtime import load_trader_config
 from apps.trader.selectors import market_tops, shard_status
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -173,15 +172,13 @@ class Command(BaseCommand):
         if unknown:
             raise CommandError(f"--markets: not simulator markets: {', '.join(unknown)}")
         try:
-            config = build_trader_config(
+            config = load_trader_config(
                 settings,
                 markets=",".join(markets) or None,
                 web=True,
                 host="127.0.0.1",
                 port=None,
                 confirm_production=False,
-                sim_markets=list(DEFAULT_MARKETS),
-                sim_keys=ensure_key_pair(Path(settings.DATA_DIR)),
                 discover=0,
                 crosscheck=None,
             )

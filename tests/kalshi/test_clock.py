@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from apps.trader.core.clock import from_epoch_us, iso_from_epoch_us
+from apps.kalshi.clock import from_epoch_us, iso_from_epoch_us
 
 
 def test_the_iso_text_of_an_instant_is_what_isoformat_writes() -> None:

@@ -1,4 +1,4 @@
-"""Writes on recordings that are not the recorder's: pruning old sessions."""
+"""Pruning: deleting finished sessions older than an age, with their transitions and recordings."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from apps.marketdata.export import FIELDS, FORMATS, Progress, TextSink, export_records, write_records
-from apps.marketdata.selectors import RecordingError, recording_messages, recording_totals, session_resolve
+from apps.marketdata.selectors import RecordingError, recording_messages, recording_totals
+from apps.trader.selectors import session_resolve
 
 
 class Command(BaseCommand):

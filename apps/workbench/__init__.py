@@ -1,0 +1,1 @@
+"""Commands that run the whole trader against the built-in exchange: soak, benchmarks and session replay."""
