@@ -111,6 +111,9 @@ class KalshiExchangeRest:
     async def orderbook(self, ticker: str) -> OrderBook:
         return await self._client.orderbook(ticker)
 
+    def metrics(self) -> dict[str, int]:
+        return self._client.metrics.as_dict()
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

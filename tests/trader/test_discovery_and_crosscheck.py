@@ -41,6 +41,10 @@ async def test_discovery_subscribes_to_the_busiest_open_markets(
         # One status report once ready queues a heartbeat; the session is closed only after it is written.
         reports_when_ready = len(log.events)
         await wait_for(lambda: len(log.events) > reports_when_ready, what="a status report (and heartbeat)")
+        # The status counts the trader's REST requests (discovery's), which the exchange served.
+        metrics = log.of("trader_status")[-1]["metrics"]
+        assert 0 < metrics["rest_requests"] <= runtime.exchange.stats["rest_requests"]  # type: ignore[union-attr]
+        assert (metrics["rest_retries_429"], metrics["rest_errors"]) == (0, 0)
     finally:
         runtime.request_shutdown("done")
         await run
@@ -70,6 +74,30 @@ async def test_a_closed_exchange_is_waited_for_not_a_crash(
     assert closed.from_state == "initializing"
     assert "the exchange is closed" in closed.context
     assert [r.to_state for r in rows][-2:] == ["ready", "shutdown"]
+
+
+async def test_rate_limited_discovery_retries_and_the_status_counts_the_retries(
+    key_pair: tuple[bytes, bytes], credentials: Credentials, exchange: ExchangeSimulator
+) -> None:
+    exchange.config.faults.rest_429 = 2
+    runtime = TraderRuntime(
+        sim_trader_config(
+            credentials, key_pair[1], discover=1, start_exchange=False, ws_url=exchange.ws_url, api_url=exchange.api_url
+        )
+    )
+    log = EventLog()
+    runtime.bus.subscribe("log", log, kinds={"trader_status"})
+    run = asyncio.create_task(runtime.run(handle_signals=False))
+    try:
+        await wait_for(lambda: runtime.coordinator is not None and runtime.coordinator.machine.state is State.READY)
+        await wait_for(lambda: bool(log.of("trader_status")), what="a status report")
+        metrics = log.of("trader_status")[-1]["metrics"]
+        assert metrics["rest_retries_429"] == 2
+        assert metrics["rest_requests"] >= 3  # the two refused requests and the one answered
+        assert metrics["rest_errors"] == 0
+    finally:
+        runtime.request_shutdown("done")
+        await run
 
 
 async def test_a_book_that_drifts_from_the_exchange_is_found_and_resynced(

@@ -81,6 +81,9 @@ async def test_a_book_that_stays_wrong_is_resynced_and_counted() -> None:
 
         orderbook = staticmethod(exchange_book)
 
+        def metrics(self) -> dict[str, int]:
+            return {}
+
     lines = Lines()
     loop = CrossCheckLoop(Rest(), lambda: client, lambda: True, lines, interval=60.0)
     assert loop.metrics() == {}

@@ -110,7 +110,6 @@ class Coordinator:
                 self.console,
                 interval=options.crosscheck_interval,
             )
-        crosscheck = self.crosscheck
         self.reporter = StatusReporter(
             options=options,
             machine=lambda: self.machine,
@@ -120,7 +119,7 @@ class Coordinator:
             console=self.console,
             publisher=self.publisher,
             recorder=recorder,
-            extra_metrics=crosscheck.metrics if crosscheck is not None else dict,
+            extra_metrics=self._extra_metrics,
             # An add the exchange accepted after its requester stopped waiting shows in the next report.
             before_report=self.market_control.sync,
             wall_clock=wall_clock,
@@ -423,6 +422,14 @@ class Coordinator:
 
     def metrics(self) -> dict[str, Any]:
         return self.reporter.metrics()
+
+    def _extra_metrics(self) -> dict[str, Any]:
+        """The cross-check's metrics and the REST side's counts (``rest_requests``, ``rest_retries_429``,
+        ``rest_errors``), when there is a REST side."""
+        extra = self.crosscheck.metrics() if self.crosscheck is not None else {}
+        if self._rest is not None:
+            extra |= {f"rest_{name}": value for name, value in self._rest.metrics().items()}
+        return extra
 
     def session_counters(self) -> dict[str, int]:
         return self.reporter.session_counters()

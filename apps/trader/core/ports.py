@@ -85,6 +85,10 @@ class ExchangeRest(Protocol):
 
     async def orderbook(self, ticker: str) -> OrderBook: ...
 
+    def metrics(self) -> dict[str, int]:
+        """Counts of the REST side for the status document (requests, 429 retries, errors)."""
+        ...
+
 
 class Recorder(Protocol):
     """The lossless recording path: every applied snapshot and delta, and the gaps between them, in order.
