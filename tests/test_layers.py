@@ -61,10 +61,10 @@ def test_settings_import_no_app_but_the_protocol() -> None:
     assert imported_apps(ROOT / "trader_v3" / "settings.py") == {"kalshi"}
 
 
-def test_the_trader_core_loads_without_django_or_the_websocket_library() -> None:
+def test_the_trader_core_loads_without_django_or_the_network_libraries() -> None:
     probe = (
         "import sys, apps.trader.core.coordinator; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'websockets'}))"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'websockets', 'httpx'}))"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

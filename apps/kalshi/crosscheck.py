@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from apps.kalshi.fixedpoint import format_price, format_size
 from apps.kalshi.orderbook import OrderBook, differing_levels
-from apps.kalshi.rest import KalshiRestClient, KalshiRestError
+from apps.kalshi.resterrors import KalshiRestError
+
+if TYPE_CHECKING:
+    from apps.kalshi.rest import KalshiRestClient
 
 FetchBook = Callable[[str], Awaitable[OrderBook]]
 """Fetch the exchange's current book of a ticker, e.g. ``KalshiRestClient.orderbook``."""

@@ -21,6 +21,7 @@ import httpx
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.fixedpoint import DOLLAR, FixedPointError, parse_price, parse_size, price_field, size_field
 from apps.kalshi.orderbook import OrderBook
+from apps.kalshi.resterrors import KalshiRestError, MalformedResponse
 from apps.kalshi.signing import Credentials
 
 MAX_MARKETS_LIMIT = 1000
@@ -33,21 +34,6 @@ _MESSAGE_LIMIT = 300
 def default_backoff() -> Backoff:
     """Back-off for 429s: 0.2 s doubling to 5 s, so eight retries give the bucket about 20 s to refill."""
     return Backoff(initial=0.2, cap=5.0, jitter=0.2)
-
-
-class KalshiRestError(Exception):
-    """A REST call that failed: an HTTP error status, a transport failure (status 0) or too many 429s."""
-
-    def __init__(self, status: int, path: str, message: str) -> None:
-        self.status = status
-        self.path = path
-        self.message = message
-        where = f"GET {path}"
-        super().__init__(f"{where}: HTTP {status}: {message}" if status else f"{where}: {message}")
-
-
-class MalformedResponse(KalshiRestError):
-    """A successful response whose body does not have the documented shape; the message names the field."""
 
 
 @dataclass

@@ -27,7 +27,8 @@ from apps.kalshi.discovery import DiscoveryError, discover_markets
 from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment
 from apps.kalshi.feed import FeedListener
 from apps.kalshi.orderbook import OrderBook
-from apps.kalshi.rest import KalshiRestClient, KalshiRestError
+from apps.kalshi.rest import KalshiRestClient
+from apps.kalshi.resterrors import KalshiRestError
 from apps.marketdata.recorder import DatabaseRecorder
 from apps.trader.broadcast import ChannelLayerBroadcaster
 from apps.trader.config import TraderConfig, build_trader_config

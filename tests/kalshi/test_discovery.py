@@ -12,7 +12,8 @@ from apps.kalshi.crosscheck import BookCrossChecker, compare_with_rest, diff_boo
 from apps.kalshi.discovery import ExchangeClosed, NoOpenMarkets, discover_markets
 from apps.kalshi.fixedpoint import CONTRACT, format_price, format_size, parse_size
 from apps.kalshi.orderbook import OrderBook
-from apps.kalshi.rest import KalshiRestClient, KalshiRestError
+from apps.kalshi.rest import KalshiRestClient
+from apps.kalshi.resterrors import KalshiRestError
 from apps.kalshi.signing import Credentials
 from tests.exchange.helpers import http_json
 from tests.support import StartSim

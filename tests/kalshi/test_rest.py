@@ -12,7 +12,8 @@ from apps.exchange.config import DEFAULT_MARKETS
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.fixedpoint import parse_price, parse_size
-from apps.kalshi.rest import ExchangeStatus, KalshiRestClient, KalshiRestError, MalformedResponse, MarketInfo
+from apps.kalshi.rest import ExchangeStatus, KalshiRestClient, MarketInfo
+from apps.kalshi.resterrors import KalshiRestError, MalformedResponse
 from apps.kalshi.signing import HEADER_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP, Credentials, load_private_key, verify
 from apps.kalshi.signing import generate_key_pair as new_key_pair
 from tests.exchange.helpers import http_json
