@@ -49,7 +49,9 @@ def errors(coordinator: Coordinator, code: int) -> int:
     return client.feed_status().counters.errors_by_code[code] if client else 0
 
 
-async def inject_every_fault(sim: ExchangeSimulator, coordinator: Coordinator, writer: PausableWriter) -> None:
+async def inject_every_fault(
+    sim: ExchangeSimulator, coordinator: Coordinator, recorder: DatabaseRecorder, writer: PausableWriter
+) -> None:
     faults = sim.faults
 
     async def back_to_live(what: str) -> None:
@@ -114,10 +116,19 @@ async def inject_every_fault(sim: ExchangeSimulator, coordinator: Coordinator, w
     # The database stops answering while the exchange speeds up: the recorder fills, the reader waits,
     # the exchange's outbound queue overflows and it ends the subscription with 25.
     overflows = sim.stats["faults"]["buffer_overflow"]
+    waits = recorder.metrics()["backpressure_waits"]
     writer.running.clear()
     sim.config.message_rate = 4000.0
     try:
-        await eventually(lambda: sim.stats["faults"]["buffer_overflow"] > overflows, seconds=15, what="an overflow")
+        # Both, in either order: on a loaded machine the exchange's queue can overflow before the recorder
+        # is full; the fresh subscription then fills it.
+        await eventually(
+            lambda: (
+                sim.stats["faults"]["buffer_overflow"] > overflows and recorder.metrics()["backpressure_waits"] > waits
+            ),
+            seconds=15,
+            what="an overflow and the feed waiting for the recorder",
+        )
     finally:
         sim.config.message_rate = 300.0
         writer.running.set()
@@ -141,7 +152,7 @@ async def test_every_rebuilt_book_equals_the_exchanges_book_under_every_fault(si
     coordinator = recording_coordinator(sim, sim_credentials, recorder, markets=MARKETS, idle_timeout=0.6)
     run = asyncio.create_task(coordinator.run())
     try:
-        await inject_every_fault(sim, coordinator, writer)
+        await inject_every_fault(sim, coordinator, recorder, writer)
     finally:
         coordinator.request_shutdown("test over")
         await asyncio.wait_for(run, timeout=30)
