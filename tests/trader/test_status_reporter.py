@@ -101,3 +101,17 @@ async def test_the_orderbook_status_line_reads_counters() -> None:
         "ORDERBOOK STATUS: Markets: 1 | Snapshots: 1 | Deltas: 1 | Uptime: 1.0s"  # B has had no snapshot yet
     )
     await bus.close()
+
+
+async def test_the_status_shows_resubscriptions_and_message_types_the_client_did_not_know() -> None:
+    bus = EventBus()
+    clients = StandInClients()
+    coordinator = build_coordinator(clients, bus=bus, store=MemoryStore(), markets=["A"])
+    assert (coordinator.reporter.metrics()["resubscribes"], coordinator.reporter.metrics()["unknown_types"]) == (0, {})
+    coordinator.client = client = clients(coordinator, ["A"])
+    client.metrics.resubscribes = 2
+    client.metrics.unknown_types.update(["market_lifecycle_v2", "market_lifecycle_v2", "trade"])
+    metrics = coordinator.reporter.metrics()
+    assert metrics["resubscribes"] == 2
+    assert metrics["unknown_types"] == {"market_lifecycle_v2": 2, "trade": 1}
+    await bus.close()
