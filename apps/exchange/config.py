@@ -42,7 +42,9 @@ class SimulatorConfig:
 
     host: str = "127.0.0.1"
     port: int = 0
-    """0 picks a free port; read it back from ``sim.port`` after ``start()``."""
+    """The WebSocket API's port; 0 picks a free one (read it back from ``sim.port`` after ``start()``)."""
+    rest_port: int = 0
+    """The REST API's port; 0 picks a free one (``sim.rest_port``, and ``sim.api_url``, after ``start()``)."""
     public_key_pem: bytes = b""
     """Handshake and REST signatures are verified against this key (required)."""
     key_id: str | None = None

@@ -37,9 +37,34 @@ MARKET_STATUSES = frozenset(
 Reply = tuple[int, dict[str, Any]]
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
+def error_body(code: str, message: str, details: str = "") -> dict[str, Any]:
     """Kalshi's REST error envelope."""
-    return {"error": {"code": code, "message": message}}
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+TOO_MANY_REQUESTS: dict[str, Any] = {"error": "too many requests"}
+"""A 429's body: unlike other errors, a bare string."""
+
+_READ_ONLY_PATHS = ("/markets", "/exchange/status")
+
+
+def route_write(method: str, path: str) -> Reply:
+    """Answer a request that is not a GET under /trade-api/v2 (``path`` without query string).
+
+    The legacy order mutations (create, cancel, amend, decrease, batch under ``/portfolio/orders``) get what
+    Kalshi has been reported to send since June 2026: an error body naming the V2 endpoints, with a 2xx
+    status and no order, so a client must not take a 2xx alone for success.
+    """
+    rest = path[len(API_PREFIX) :].rstrip("/")
+    if rest == "/portfolio/orders" or rest.startswith("/portfolio/orders/"):
+        return 200, error_body(
+            "deprecated_v1_order_endpoint",
+            "Please switch to the V2 endpoints",
+            "https://docs.kalshi.com/api-reference/orders/create-order-v2",
+        )
+    if rest in _READ_ONLY_PATHS or rest.startswith("/markets/"):
+        return 405, error_body("method_not_allowed", f"{method} is not allowed on {path}")
+    return 404, error_body("not_found", "not found")
 
 
 def _bad_request(message: str) -> Reply:

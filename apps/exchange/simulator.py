@@ -42,6 +42,7 @@ from apps.exchange.counts import FaultCounts, TrafficCounts
 from apps.exchange.faults import Faults
 from apps.exchange.faultschedule import FaultScheduler
 from apps.exchange.gateway import Gateway
+from apps.exchange.httpserver import HttpServer
 from apps.exchange.market import LINEAR_CENT, PRICE_LEVEL_STRUCTURES, Change, SimMarket
 from apps.exchange.sequencing import Sequencer
 from apps.kalshi.fixedpoint import DOLLAR
@@ -104,6 +105,7 @@ class ExchangeSimulator:
             config, drop_connections=self.drop_connections, fault_counts=self._fault_counts
         )
         self._server: Server | None = None
+        self._rest_server: HttpServer | None = None
         self._port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -138,6 +140,12 @@ class ExchangeSimulator:
             logger=logging.getLogger("apps.exchange.websockets"),
         )
         self._port = self._server.sockets[0].getsockname()[1]
+        self._rest_server = HttpServer(self._gateway.rest, self.config.host, self.config.rest_port)
+        try:
+            await self._rest_server.start()
+        except OSError:
+            self._server.close()
+            raise
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name="exchange-ticks"),
             asyncio.create_task(self._fault_schedule.run(), name="exchange-faults"),
@@ -154,6 +162,8 @@ class ExchangeSimulator:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._rest_server is not None:
+            await self._rest_server.stop()
         self._server.close()
         try:
             await asyncio.wait_for(self._server.wait_closed(), timeout=3.0)
@@ -169,17 +179,22 @@ class ExchangeSimulator:
         return self._port
 
     @property
-    def _netloc(self) -> str:
+    def rest_port(self) -> int:
+        if self._rest_server is None:
+            raise RuntimeError("the simulator is not started")
+        return self._rest_server.port
+
+    def _netloc(self, port: int) -> str:
         host = self.config.host
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self._netloc}{WS_PATH}"
+        return f"ws://{self._netloc(self.port)}{WS_PATH}"
 
     @property
     def api_url(self) -> str:
-        return f"http://{self._netloc}{rest.API_PREFIX}"
+        return f"http://{self._netloc(self.rest_port)}{rest.API_PREFIX}"
 
     @property
     def markets(self) -> list[str]:

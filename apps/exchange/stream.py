@@ -1,7 +1,7 @@
 """The stream exchange: serves one pre-built, valid Kalshi orderbook stream as fast as the reader takes it.
 
-Plain asyncio on ``websockets`` (no Django), for benchmarks. WebSocket and REST share one port, as with
-the simulator: the handshake and every REST call must carry a valid RSA-PSS signature.
+Plain asyncio on ``websockets`` (no Django), for benchmarks. WebSocket and its few REST GETs share one
+port: the handshake and every REST call must carry a valid RSA-PSS signature.
 
 The stream is built before anyone connects, as pre-framed WebSocket bytes, so sending costs the exchange
 next to nothing per message. A subscription to every market of the stream gets ``subscribed`` (sid 1),
@@ -40,7 +40,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from apps.exchange import rest
-from apps.exchange.gateway import json_response, signed_request_problem
+from apps.exchange.gateway import signed_request_problem
 from apps.exchange.market import event_ticker_for, market_id_for
 from apps.kalshi.fixedpoint import CONTRACT, DOLLAR, format_price, format_size
 from apps.kalshi.messages import (
@@ -85,6 +85,14 @@ def stream_ticker(index: int) -> str:
 def _frame_bytes(message: dict[str, Any]) -> bytes:
     payload = json.dumps(message, separators=(",", ":")).encode()
     return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
+def json_response(connection: ServerConnection, status: int, body: dict[str, Any]) -> Response:
+    """A compact JSON answer with the one Content-Type Kalshi sends."""
+    response = connection.respond(status, json.dumps(body, separators=(",", ":")))
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json"
+    return response
 
 
 @dataclass

@@ -132,17 +132,28 @@ async def http_get(
     credentials: Credentials | None,
     *,
     headers: dict[str, str] | None = None,
+    method: str = "GET",
+    body: bytes = b"",
+    port: int | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """A minimal HTTP/1.1 GET over a raw socket: (status, lower-cased headers, body)."""
+    """A minimal HTTP/1.1 request over a raw socket, to the REST port unless ``port`` says otherwise:
+    (status, lower-cased headers, body)."""
     if headers is None:
-        headers = credentials.headers("GET", urlsplit(path_and_query).path, now_ms()) if credentials else {}
-    reader, writer = await asyncio.open_connection(sim.config.host, sim.port, family=socket.AF_INET)
-    lines = [f"GET {path_and_query} HTTP/1.1", f"Host: {sim.config.host}:{sim.port}", "Connection: close"]
+        headers = credentials.headers(method, urlsplit(path_and_query).path, now_ms()) if credentials else {}
+    port = sim.rest_port if port is None else port
+    reader, writer = await asyncio.open_connection(sim.config.host, port, family=socket.AF_INET)
+    lines = [f"{method} {path_and_query} HTTP/1.1", f"Host: {sim.config.host}:{port}", "Connection: close"]
+    if body or method != "GET":
+        lines.append(f"Content-Length: {len(body)}")
     lines += [f"{k}: {v}" for k, v in headers.items()]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     await writer.drain()
     raw = await asyncio.wait_for(reader.read(), 5)
     writer.close()
+    return parse_response(raw)
+
+
+def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     head, _, body = raw.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     response_headers = {}

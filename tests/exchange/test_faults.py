@@ -239,5 +239,6 @@ async def test_rest_429_for_the_first_k_requests(start_sim: StartSim, credential
     results = [await http_get(sim, path, credentials) for _ in range(3)]
     assert [status for status, _, _ in results] == [429, 429, 200]
     assert all("retry-after" not in headers for _, headers, _ in results)
+    assert json.loads(results[0][2]) == {"error": "too many requests"}
     assert sim.stats["faults"]["rest_429"] == 2
     assert sim.faults.rest_429 == 0

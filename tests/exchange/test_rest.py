@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 
 import pytest
@@ -7,7 +9,7 @@ import pytest
 from apps.exchange.config import DEFAULT_MARKETS
 from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
 from apps.kalshi.signing import WS_PATH, Credentials, generate_key_pair, load_private_key
-from tests.exchange.helpers import http_get, http_json, now_ms, open_ws, recv_n, subscribe
+from tests.exchange.helpers import http_get, http_json, now_ms, open_ws, parse_response, recv_n, subscribe
 from tests.support import StartSim, eventually
 
 FED, CPI, BTC, NBA, ETH, NY = DEFAULT_MARKETS
@@ -190,3 +192,66 @@ async def test_market_with_a_dot_in_its_ticker(start_sim: StartSim, credentials:
     status, body = await http_json(sim, f"/trade-api/v2/markets/{FED}", credentials)
     assert status == 200
     assert body["market"]["ticker"] == FED
+
+
+async def test_rest_has_its_own_port_and_the_websocket_port_serves_only_the_websocket(
+    start_sim: StartSim, credentials: Credentials
+) -> None:
+    sim = await start_sim()
+    assert sim.rest_port != sim.port
+    assert sim.api_url == f"http://{sim.config.host}:{sim.rest_port}/trade-api/v2"
+    status, _, body = await http_get(sim, "/trade-api/v2/markets", credentials, port=sim.port)
+    assert status == 404 and b"only the WebSocket" in body
+    status, _, _ = await http_get(sim, "/trade-api/v2/markets", credentials)
+    assert status == 200
+
+
+async def test_every_method_is_signed_over_its_method_and_path(start_sim: StartSim, credentials: Credentials) -> None:
+    sim = await start_sim()
+    path = "/trade-api/v2/portfolio/orders"
+    signed_as_get = credentials.headers("GET", path, now_ms())
+    status, _, body = await http_get(sim, path, None, method="POST", body=b"{}", headers=signed_as_get)
+    assert status == 401 and b"invalid signature" in body
+    # A legacy order call, properly signed, gets Kalshi's answer since the V2 switch: a 2xx with an error.
+    status, _, body = await http_get(sim, path, credentials, method="POST", body=b'{"ticker": "X"}')
+    assert status == 200
+    assert json.loads(body)["error"]["code"] == "deprecated_v1_order_endpoint"
+    status, _, body = await http_get(sim, f"{path}/some-order-id", credentials, method="DELETE")
+    assert json.loads(body)["error"]["code"] == "deprecated_v1_order_endpoint"
+    status, _, body = await http_get(sim, "/trade-api/v2/markets", credentials, method="POST")
+    assert status == 405 and json.loads(body)["error"]["code"] == "method_not_allowed"
+
+
+async def test_the_rest_port_keeps_connections_alive_and_refuses_malformed_or_huge_requests(
+    start_sim: StartSim, credentials: Credentials
+) -> None:
+    sim = await start_sim()
+    reader, writer = await asyncio.open_connection(sim.config.host, sim.rest_port)
+    path = "/trade-api/v2/exchange/status"
+    for _ in range(2):  # two requests on one connection
+        signed = credentials.headers("GET", path, now_ms())
+        head = [f"GET {path} HTTP/1.1", "Host: sim", *(f"{k}: {v}" for k, v in signed.items())]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        assert status_line.startswith(b"HTTP/1.1 200")
+        headers = {}
+        while (line := await reader.readline()) != b"\r\n":
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        assert json.loads(await reader.readexactly(int(headers["content-length"])))["exchange_active"] is True
+    writer.close()
+
+    reader, writer = await asyncio.open_connection(sim.config.host, sim.rest_port)
+    writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+    status, _, body = parse_response(await asyncio.wait_for(reader.read(), 5))
+    assert status == 400 and json.loads(body)["error"]["code"] == "bad_request"
+    writer.close()
+
+    # A body over the limit is refused from its announced length, before any of it is read.
+    reader, writer = await asyncio.open_connection(sim.config.host, sim.rest_port)
+    writer.write(b"POST /trade-api/v2/portfolio/events/orders HTTP/1.1\r\nHost: sim\r\nContent-Length: 2000000\r\n\r\n")
+    status, _, _ = parse_response(await asyncio.wait_for(reader.read(), 5))
+    assert status == 413
+    writer.close()
+    status, _, _ = await http_get(sim, path, credentials)
+    assert status == 200  # the exchange goes on serving

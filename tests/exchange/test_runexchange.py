@@ -10,6 +10,7 @@ from pathlib import Path
 
 from websockets.asyncio.client import connect
 
+from apps.kalshi.rest import KalshiRestClient
 from apps.kalshi.signing import WS_PATH, Credentials, load_private_key
 from tests.exchange.helpers import now_ms
 
@@ -23,6 +24,8 @@ async def test_runexchange_serves_with_the_data_folder_key_and_stops_on_sigterm(
         "manage.py",
         "runexchange",
         "--port",
+        "0",
+        "--rest-port",
         "0",
         "--seed",
         "3",
@@ -61,6 +64,8 @@ async def test_runexchange_serves_with_the_data_folder_key_and_stops_on_sigterm(
             )
             replies = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(3)]
         assert [r["type"] for r in replies] == ["subscribed", "orderbook_snapshot", "orderbook_delta"]
+        async with KalshiRestClient(match.group(2), credentials) as api:
+            assert (await api.exchange_status()).exchange_active
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
             rest, _ = await process.communicate()

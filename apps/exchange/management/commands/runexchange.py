@@ -37,7 +37,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-        parser.add_argument("--port", type=int, default=8007, help="port to bind, 0 = any free (default 8007)")
+        parser.add_argument(
+            "--port", type=int, default=8007, help="the WebSocket API's port, 0 = any free (default 8007)"
+        )
+        parser.add_argument(
+            "--rest-port", type=int, default=8008, help="the REST API's port, 0 = any free (default 8008)"
+        )
         parser.add_argument(
             "--markets",
             default="",
@@ -130,6 +135,7 @@ class Command(BaseCommand):
         config = SimulatorConfig(
             host=options["host"],
             port=options["port"],
+            rest_port=options["rest_port"],
             public_key_pem=public_key_pem,
             key_id=options["key_id"],
             markets=markets,
