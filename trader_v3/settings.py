@@ -124,9 +124,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the console read while the trader writes; the timeout rides out short write locks.
+    # WAL lets the console read while the trader writes; the timeout rides out short write locks. A
+    # transaction takes the write lock when it begins (IMMEDIATE): a deferred one that read first (the
+    # admin's delete collects before it deletes) cannot wait for the lock and fails with "database is
+    # locked" as soon as the trader has committed in between.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
 
 REDIS_URL = env.redis_url("REDIS_URL")
@@ -163,6 +170,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Times to the second (the locale's default shows minutes only).
+FORMAT_MODULE_PATH = ["trader_v3.formats"]
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
