@@ -55,7 +55,14 @@ def transition_record(*, session_id: int, transition: Transition) -> StateTransi
             metrics=transition.metrics,
             timestamp=transition.timestamp,
         )
-        fields: dict[str, Any] = {"current_state": transition.to_state.value, "heartbeat_at": timezone.now()}
+        # The metrics of the moment go on the session too, so health agrees with the new state at once
+        # (the socket is connected when `ready` is entered) instead of a beat later.
+        latest = TradingSession.objects.filter(pk=session_id).values_list("latest_metrics", flat=True).first()
+        fields: dict[str, Any] = {
+            "current_state": transition.to_state.value,
+            "heartbeat_at": timezone.now(),
+            "latest_metrics": {**(latest or {}), **transition.metrics},
+        }
         if transition.from_state != transition.to_state:
             fields["state_entered_at"] = transition.timestamp
         TradingSession.objects.filter(pk=session_id).update(**fields)

@@ -181,9 +181,13 @@ class StandInClient:
         await self.listener.on_market_message(message, book)
 
     async def event(self, kind: FeedEventKind, **fields: Any) -> None:
+        event = FeedEvent(kind, **fields)
         if kind is FeedEventKind.SYNCED:
             self.status = ConnectionStatus.CONNECTED
-        await self.listener.on_feed_event(FeedEvent(kind, **fields))
+        elif kind is FeedEventKind.GAP:  # as the real client: counted, and its markets stale until a snapshot
+            self.metrics.gaps_detected += 1
+            self.stale.update(event.markets)
+        await self.listener.on_feed_event(event)
 
     async def add_markets(self, tickers: list[str], *, wait: float = 5.0) -> MarketChange:
         self.markets += [t for t in tickers if t not in self.markets]
