@@ -225,6 +225,8 @@ class MemoryStore:
         self.answering.set()
         self.transitions: list[Transition] = []
         self.heartbeats: list[dict[str, Any]] = []
+        self.heartbeat_calls = 0
+        """Heartbeat writes begun (written or still waiting)."""
         self.ended: dict[str, Any] | None = None
 
     async def session_start(
@@ -237,6 +239,7 @@ class MemoryStore:
         self.transitions.append(transition)
 
     async def session_heartbeat(self, *, session_id: int, **fields: Any) -> None:
+        self.heartbeat_calls += 1
         await self.answering.wait()
         self.heartbeats.append(fields)
 
