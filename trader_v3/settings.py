@@ -104,7 +104,9 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.database("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'trader.sqlite3'}")}
+# One SQLite file per environment by default: a sim session never shows up in (or blocks) paper's history.
+DEFAULT_DATABASE_FILE = DATA_DIR / f"trader-{ENVIRONMENT.value}.sqlite3"
+DATABASES = {"default": env.database("DATABASE_URL", default=f"sqlite:///{DEFAULT_DATABASE_FILE}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # psycopg 3's pool: the trader and web workers reuse connections instead of opening one per request.
     # Every wait is short so a database outage is seen within seconds and nobody queues behind it: a

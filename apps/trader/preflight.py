@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
@@ -89,3 +90,11 @@ def unapplied_migrations() -> list[str]:
     executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
     return [f"{migration.app_label}.{migration.name}" for migration, _backwards in plan]
+
+
+def uses_default_database() -> bool:
+    """Whether the trader records into its environment's own SQLite file (no DATABASE_URL given)."""
+    database = connections[DEFAULT_DB_ALIAS].settings_dict
+    return database["ENGINE"] == "django.db.backends.sqlite3" and str(database["NAME"]) == str(
+        settings.DEFAULT_DATABASE_FILE
+    )

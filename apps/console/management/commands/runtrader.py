@@ -10,12 +10,13 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from apps.console.embedded import bind_problem, serve_with_daphne
 from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, is_loopback_host
 from apps.trader.config import TraderConfig
-from apps.trader.preflight import service_problems, unapplied_migrations
+from apps.trader.preflight import service_problems, unapplied_migrations, uses_default_database
 from apps.trader.runtime import TraderRuntime, load_trader_config
 from apps.trader.selectors import session_sharing_markets
 from apps.trader.services import sessions_close_abandoned, unwritten_load_all
@@ -79,11 +80,17 @@ class Command(BaseCommand):
             self.fail(exc.problems)
         self.fail(service_problems())
         pending = unapplied_migrations()
-        if pending:
+        if pending and uses_default_database():
+            # The environment's own SQLite file belongs to this trader: bring it up to date, as `make run`
+            # does for sim, so `--env paper` works on a fresh data folder too.
+            call_command("migrate", interactive=False, verbosity=0)
+            self.stdout.write(f"Database: applied {len(pending)} migration(s) to {settings.DEFAULT_DATABASE_FILE}")
+        elif pending:
             self.fail(
                 [
                     f"DATABASE_URL: the database lacks {len(pending)} migration(s) "
-                    f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
+                    f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run "
+                    f"`ENVIRONMENT={settings.ENVIRONMENT} python manage.py migrate` with the same DATABASE_URL"
                 ]
             )
         exposure = self.exposure_warning(config)
