@@ -224,6 +224,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.log_level("LOG_LEVEL", default="INFO")},
     "loggers": {
+        # Django's own handler for "django" (printing when DEBUG is on) would print every request error a
+        # second time beside the root handler: one handler, the root's.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
         "websockets": {"level": "WARNING"},

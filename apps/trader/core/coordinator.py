@@ -253,8 +253,9 @@ class Coordinator:
             return self._fail(f"{type(exc).__name__} in {state.value}: {exc}")
 
     def _fail(self, reason: str) -> tuple[State, str]:
+        # The reason travels as the context of the transition into error, which consoles show at error
+        # level: a console line of its own would show it twice.
         self._last_error = reason
-        self.console("error", f"ERROR: {reason}")
         return State.ERROR, reason
 
     def _background_failed(self, name: str, reason: str) -> None:
@@ -393,7 +394,8 @@ class Coordinator:
         self._bus.emit(Event("state_transition", {**transition.as_event(), "session_id": self.session_id}))
         if self.session_id is not None:
             self._writer.transition(transition)
-        logger.info(
+        logger.log(
+            logging.ERROR if transition.to_state is State.ERROR else logging.INFO,
             "STATE TRANSITION: %s → %s | %s",
             transition.from_state.value,
             transition.to_state.value,
