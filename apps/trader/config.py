@@ -156,11 +156,18 @@ def build_trader_config(
     if host_problem:
         problems.append(f"{'--host' if host else 'TRADER_WEB_HOST'}: {host_problem}")
     ws_url, api_url = settings.KALSHI_WS_URL, settings.KALSHI_API_URL
-    discover = settings.TRADER_DISCOVER if discover is None else discover
+    # A flag overrides its setting and the setting it conflicts with; two choices at one level are refused.
+    if discover and markets is not None:
+        problems.append("--discover picks the markets itself: leave out --markets")
+    elif discover is None and markets is None and settings.TRADER_DISCOVER and settings.TRADER_MARKETS:
+        problems.append(
+            "TRADER_DISCOVER picks the markets itself: leave TRADER_MARKETS empty "
+            "(or choose on the command line with --markets or --discover)"
+        )
+    if discover is None:
+        discover = 0 if markets is not None else settings.TRADER_DISCOVER
     if discover < 0 or discover > MAX_DISCOVER:
         problems.append(f"--discover / TRADER_DISCOVER must be 1..{MAX_DISCOVER} markets (0 for off); got {discover}")
-    if discover and markets:
-        problems.append("--discover picks the markets itself: leave out --markets")
     crosscheck = settings.TRADER_CROSSCHECK_INTERVAL if crosscheck is None else crosscheck
     if crosscheck is not None and not (1 <= crosscheck < math.inf):
         problems.append(f"--crosscheck / TRADER_CROSSCHECK_INTERVAL must be at least 1 second; got {crosscheck}")
