@@ -356,19 +356,15 @@ class Order:
         )
 
     def placement(self) -> Placement:
-        """What a create would have answered for this order, rebuilt from it (``recovered``)."""
-        filled_cost = self.taker_fill_cost + self.maker_fill_cost
-        fees = self.taker_fees + self.maker_fees
-        # Per contract: micro-dollars x 100 / (1/100 contract), rounded down like any sub-micro amount.
-        average_price = filled_cost * 100 // self.fill_count if self.fill_count else None
-        average_fee = fees * 100 // self.fill_count if self.fill_count else None
+        """What is known of a create whose answer was lost, from the order it placed (``recovered``).
+
+        The averages are left out: the order's fill costs do not say which leg's price they are in.
+        """
         return Placement(
             order_id=self.order_id,
             client_order_id=self.client_order_id,
             fill_count=self.fill_count,
             remaining_count=self.remaining_count,
-            average_fill_price=average_price,
-            average_fee_paid=average_fee,
             recovered=True,
         )
 
