@@ -67,6 +67,7 @@ class PrivateFeed:
         market_tickers: list[str] | None = None,
         backoff: Backoff | None = None,
         open_timeout: float = 10.0,
+        subscribe_timeout: float = 10.0,
         keepalive: float = 20.0,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
@@ -81,6 +82,7 @@ class PrivateFeed:
         self._market_tickers = list(market_tickers or [])
         self._backoff = backoff or Backoff()
         self._open_timeout = open_timeout
+        self._subscribe_timeout = subscribe_timeout
         self._keepalive = keepalive
         self._wall_clock_ms = wall_clock_ms
         self._closing = asyncio.Event()
@@ -182,29 +184,44 @@ class PrivateFeed:
         self._waiting = []
         subscribed: set[str] = set()
         await ws.send(json.dumps(subscribe_private_command(1, self._market_tickers)))
-        async for frame in ws:
-            try:
-                message = parse_message(frame)
-                private = parse_private_frame(message.raw) if isinstance(message, OtherMessage) else None
-            except MalformedMessage as exc:
-                self.counters.malformed_frames += 1
-                logger.warning("malformed private frame ignored: %s", exc)
-                continue
-            if private is not None:
-                self.counters.messages_received += 1
-                if self._live:
-                    await self._listener.on_private_message(private)
-                else:
-                    self._waiting.append(private)
-            elif isinstance(message, Subscribed) and message.channel in PRIVATE_CHANNELS:
-                subscribed.add(message.channel)
-                if subscribed == set(PRIVATE_CHANNELS) and self._reconciling is None:
-                    self._backoff.reset()
-                    self._reconciling = asyncio.get_running_loop().create_task(self._go_live(ws))
-            elif isinstance(message, ErrorReply):
-                reason = f"the exchange refused the private subscription: error {message.code} ({message.msg})"
-                await self._listener.on_feed_event(FeedEvent(FeedEventKind.NOTICE, reason=reason, level="error"))
-                return reason
+        # A subscription the exchange never confirms would leave the account unreconciled: drop and retry.
+        loop = asyncio.get_running_loop()
+        closing: list[asyncio.Task[None]] = []
+
+        def give_up() -> None:
+            if self._reconciling is None:
+                closing.append(loop.create_task(ws.close()))
+
+        overdue = loop.call_later(self._subscribe_timeout, give_up)
+        try:
+            async for frame in ws:
+                try:
+                    message = parse_message(frame)
+                    private = parse_private_frame(message.raw) if isinstance(message, OtherMessage) else None
+                except MalformedMessage as exc:
+                    self.counters.malformed_frames += 1
+                    logger.warning("malformed private frame ignored: %s", exc)
+                    continue
+                if private is not None:
+                    self.counters.messages_received += 1
+                    if self._live:
+                        await self._listener.on_private_message(private)
+                    else:
+                        self._waiting.append(private)
+                elif isinstance(message, Subscribed) and message.channel in PRIVATE_CHANNELS:
+                    subscribed.add(message.channel)
+                    if subscribed == set(PRIVATE_CHANNELS) and self._reconciling is None:
+                        self._backoff.reset()
+                        self._reconciling = asyncio.get_running_loop().create_task(self._go_live(ws))
+                elif isinstance(message, ErrorReply):
+                    reason = f"the exchange refused the private subscription: error {message.code} ({message.msg})"
+                    await self._listener.on_feed_event(FeedEvent(FeedEventKind.NOTICE, reason=reason, level="error"))
+                    return reason
+        finally:
+            overdue.cancel()
+        if closing:
+            missing = ", ".join(c for c in PRIVATE_CHANNELS if c not in subscribed)
+            return f"the exchange did not confirm the subscription to {missing} within {self._subscribe_timeout:g} s"
         return "connection closed"
 
     async def _go_live(self, ws: ClientConnection) -> None:

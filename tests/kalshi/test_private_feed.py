@@ -37,6 +37,8 @@ class PrivateServer:
         self.connections: list[ServerConnection] = []
         self.commands: list[dict[str, Any]] = []
         self.server: Server | None = None
+        self.confirm: list[str] | None = None
+        """The channels a subscribe is confirmed for; None: all it names."""
 
     @property
     def url(self) -> str:
@@ -53,7 +55,8 @@ class PrivateServer:
         async for raw in ws:
             command = json.loads(raw)
             self.commands.append(command)
-            for sid, channel in enumerate(command["params"]["channels"], start=1):
+            channels = command["params"]["channels"]
+            for sid, channel in enumerate(channels if self.confirm is None else self.confirm, start=1):
                 await ws.send(
                     json.dumps({"type": "subscribed", "id": command["id"], "msg": {"channel": channel, "sid": sid}})
                 )
@@ -251,3 +254,27 @@ async def test_the_rules_are_checked_before_every_connect(
         with pytest.raises(TradingRefused, match="local is market data only"):
             await asyncio.wait_for(task, 5)
         assert len(server.connections) == 1
+
+
+async def test_a_subscription_never_confirmed_is_dropped_and_tried_again(
+    server: PrivateServer, fake: FakeKalshi, credentials: Credentials
+) -> None:
+    server.confirm = ["fill", "user_orders"]
+    recorder = Recorder()
+    async with trading_client(credentials, fake.transport()) as trading:
+        feed = PrivateFeed(
+            url=server.url,
+            credentials=credentials,
+            permission=SIM,
+            trading=trading,
+            listener=recorder,
+            backoff=fast(),
+            subscribe_timeout=0.2,
+        )
+        task = await run_feed(feed)
+        await eventually(lambda: len(server.connections) == 2, what="a second connection")
+        server.confirm = None
+        await eventually(lambda: len(recorder.snapshots()) == 1, what="a snapshot once every channel is confirmed")
+        dropped = next(e for e in recorder.events if e.kind is FeedEventKind.DISCONNECTED)
+        assert dropped.reason == "the exchange did not confirm the subscription to market_positions within 0.2 s"
+        await stop(feed, task)
