@@ -484,3 +484,20 @@ async def test_the_rules_are_checked_again_before_every_request(client: KalshiTr
         await client.create_order(OrderRequest.buy_yes(FED, 100, 4200))
     assert len(fake.requests) == 1
     assert fake.placed() == 0
+
+
+async def test_sending_the_same_request_again_returns_the_order_it_placed(
+    client: KalshiTradingClient, fake: FakeKalshi
+) -> None:
+    request = OrderRequest.buy_yes(FED, 500, 4200)
+    for _ in range(4):
+        fake.fail_next("POST", "/portfolio/events/orders", after=True, response=kalshi_error(502, "bad_gateway", "x"))
+    with pytest.raises(KalshiRestError):
+        await client.create_order(request)
+    order_id = next(iter(fake.orders))
+    fake.orders[order_id].update(fill_count_fp="2.00", remaining_count_fp="3.00")
+    placement = await client.create_order(request)
+    assert fake.placed() == 1
+    assert (placement.order_id, placement.fill_count, placement.remaining_count) == (order_id, 200, 300)
+    assert placement.recovered
+    assert (placement.average_fill_price, placement.average_fee_paid) == (None, None)
