@@ -32,6 +32,7 @@ from apps.kalshi.feed import (
     HandshakeRejected,
     MarketChange,
     MarketMessage,
+    reconnect_until_closed,
 )
 from apps.kalshi.messages import (
     CHANNEL_ORDERBOOK,
@@ -144,29 +145,26 @@ class KalshiWebSocketClient:
 
         Raises HandshakeRejected when the exchange refuses the credentials, since retrying cannot help.
         """
-        while not self._closing.is_set():
-            self.status = ConnectionStatus.CONNECTING
-            reason = await self._connect_and_read()
-            self._on_connection_lost()
-            if self._closing.is_set():
-                break
-            delay = self._backoff.next_delay()
-            self.metrics.reconnects += 1
-            await self._listener.on_feed_event(
-                FeedEvent(
-                    FeedEventKind.DISCONNECTED,
-                    reason=reason,
-                    attempt=self._backoff.attempt,
-                    delay=delay,
-                    level="warning",
-                )
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=delay)
+        await reconnect_until_closed(
+            self._connect_once,
+            closing=self._closing,
+            backoff=self._backoff,
+            on_feed_event=self._listener.on_feed_event,
+            on_reconnect=self._count_reconnect,
+        )
         self.status = ConnectionStatus.DISCONNECTED
         for ticker in list(self._adding):
             self._settle_add(ticker, "the feed client stopped before the exchange answered")
         self._unsent.clear()
+
+    async def _connect_once(self) -> str:
+        self.status = ConnectionStatus.CONNECTING
+        reason = await self._connect_and_read()
+        self._on_connection_lost()
+        return reason
+
+    def _count_reconnect(self) -> None:
+        self.metrics.reconnects += 1
 
     async def close(self) -> None:
         self._closing.set()

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.environments import TradingPermission, TradingRefused, check_trading_url
-from apps.kalshi.feed import ConnectionStatus, FeedEvent, FeedEventKind, HandshakeRejected
+from apps.kalshi.feed import ConnectionStatus, FeedEvent, FeedEventKind, HandshakeRejected, reconnect_until_closed
 from apps.kalshi.messages import ErrorReply, MalformedMessage, OtherMessage, Subscribed, parse_message
 from apps.kalshi.privatemessages import PRIVATE_CHANNELS, PrivateMessage, parse_private_frame, subscribe_private_command
 from apps.kalshi.resterrors import KalshiRestError
@@ -99,26 +99,23 @@ class PrivateFeed:
         Raises HandshakeRejected when the exchange refuses the credentials, and TradingRefused when the
         trading rules no longer allow the URL: retrying cannot help either.
         """
-        while not self._closing.is_set():
-            check_trading_url(self.permission, self.url, websocket=True)
-            self.status = ConnectionStatus.CONNECTING
-            reason = await self._connect_and_read()
-            self.status = ConnectionStatus.DISCONNECTED
-            if self._closing.is_set():
-                break
-            delay = self._backoff.next_delay()
-            self.counters.reconnects += 1
-            await self._listener.on_feed_event(
-                FeedEvent(
-                    FeedEventKind.DISCONNECTED,
-                    reason=reason,
-                    attempt=self._backoff.attempt,
-                    delay=delay,
-                    level="warning",
-                )
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=delay)
+        await reconnect_until_closed(
+            self._connect_once,
+            closing=self._closing,
+            backoff=self._backoff,
+            on_feed_event=self._listener.on_feed_event,
+            on_reconnect=self._count_reconnect,
+        )
+
+    async def _connect_once(self) -> str:
+        check_trading_url(self.permission, self.url, websocket=True)
+        self.status = ConnectionStatus.CONNECTING
+        reason = await self._connect_and_read()
+        self.status = ConnectionStatus.DISCONNECTED
+        return reason
+
+    def _count_reconnect(self) -> None:
+        self.counters.reconnects += 1
 
     async def close(self) -> None:
         self._closing.set()
