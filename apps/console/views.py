@@ -68,6 +68,7 @@ def console_page(request: HttpRequest) -> HttpResponse:
             "ws_path": "/v3/ws",
             "state": session.current_state if session else "",
             "session_id": session.pk if session else None,
+            "replay_of": session.replay_of_id if session else None,
             "markets": [book["market_ticker"] for book in page["markets"]],
             "markets_total": page["markets_total"],
             "page_size": CONSOLE_PAGE_SIZE,

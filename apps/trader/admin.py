@@ -4,7 +4,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Model, QuerySet
+from django.db.models import CASCADE, Model, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -130,8 +130,8 @@ class TradingSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ids = [session.pk for session in sessions]
         counts: dict[str, int] = {str(TradingSession._meta.verbose_name_plural): len(sessions)}
         perms_needed: set[str] = set()
-        for related in _cascaded_models():
-            count = related.objects.filter(session__in=ids).count()  # type: ignore[attr-defined]
+        for related, field in _cascaded_relations():
+            count = related._default_manager.filter(**{f"{field}__in": ids}).count()
             if not count:
                 continue
             meta = related._meta
@@ -147,9 +147,14 @@ MARKET_FILTER_LIMIT = 100
 """Above this many distinct markets the sidebar offers no market links."""
 
 
-def _cascaded_models() -> list[type[Model]]:
-    """The models whose rows go with a deleted session."""
-    return [relation.related_model for relation in TradingSession._meta.related_objects]
+def _cascaded_relations() -> list[tuple[type[Model], str]]:
+    """(model, its field naming the session) for each kind of row that goes with a deleted session (a replay
+    of it stays, and forgets what it replayed)."""
+    return [
+        (relation.related_model, relation.field.name)
+        for relation in TradingSession._meta.related_objects
+        if relation.on_delete is CASCADE
+    ]
 
 
 def _flatten(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:

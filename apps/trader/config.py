@@ -60,6 +60,8 @@ class TraderConfig:
     """Messages a second the built-in exchange sends (SIM_MESSAGE_RATE)."""
     sim_faults: str
     """Faults for the built-in exchange as SIM_FAULTS spells them; the composition root parses and checks them."""
+    replay_of: int | None = None
+    """The exchange at ``ws_url`` replays this recorded session (``replaysession --console``)."""
 
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")

@@ -171,6 +171,7 @@ class TraderRuntime:
                     crosscheck_interval=config.crosscheck_interval,
                     spill_dir=config.unwritten_dir,
                     control_address=control_address,
+                    replay_of=config.replay_of,
                 ),
                 client_factory=client_factory(config, ws_url),
                 store=self.store,

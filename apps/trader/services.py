@@ -29,10 +29,16 @@ _T = TypeVar("_T")
 
 
 def session_start(
-    *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+    *,
+    environment: str,
+    markets: list[str],
+    exchange_url: str,
+    control_address: str = "",
+    replay_of: int | None = None,
 ) -> TradingSession:
     now = timezone.now()
     return TradingSession.objects.create(
+        replay_of_id=replay_of,
         environment=environment,
         markets=markets,
         exchange_url=exchange_url,
@@ -326,7 +332,13 @@ class DjangoSessionStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def session_start(
-        self, *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+        self,
+        *,
+        environment: str,
+        markets: list[str],
+        exchange_url: str,
+        control_address: str = "",
+        replay_of: int | None = None,
     ) -> int:
         session = await self._call(
             session_start,
@@ -334,6 +346,7 @@ class DjangoSessionStore:
             markets=markets,
             exchange_url=exchange_url,
             control_address=control_address,
+            replay_of=replay_of,
         )
         return int(session.pk)
 

@@ -230,7 +230,13 @@ class MemoryStore:
         self.ended: dict[str, Any] | None = None
 
     async def session_start(
-        self, *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+        self,
+        *,
+        environment: str,
+        markets: list[str],
+        exchange_url: str,
+        control_address: str = "",
+        replay_of: int | None = None,
     ) -> int:
         return 1
 

@@ -147,6 +147,7 @@ class Coordinator:
             markets=self.options.markets,
             exchange_url=self.options.exchange_url,
             control_address=self.options.control_address,
+            replay_of=self.options.replay_of,
         )
         for component in (self.console, self.publisher, self.tap):
             component.session_id = self.session_id
@@ -154,7 +155,8 @@ class Coordinator:
         self._writer.start(self.session_id)
         self.console(
             "info",
-            f"Session {self.session_id} started in {self.options.environment}",
+            f"Session {self.session_id} started in {self.options.environment}"
+            + (f", replaying session {self.options.replay_of}" if self.options.replay_of else ""),
             f"markets: {_listed(self.options.markets)}",
         )
         background: dict[str, BackgroundTask] = {"status": self.reporter.run, "orderbooks": self.publisher.run}

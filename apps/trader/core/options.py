@@ -43,5 +43,7 @@ class CoordinatorOptions:
     """How long adding or removing markets waits for the exchange's answer."""
     control_address: str = ""
     """The channel this trader takes control requests on, recorded on its session row."""
+    replay_of: int | None = None
+    """The recorded session the exchange replays (the session row says so); None for a live exchange."""
     task_restart_backoff: Callable[[], Backoff] = lambda: Backoff(initial=1.0, cap=30.0)
     """Back-off between restarts of a crashed background task."""

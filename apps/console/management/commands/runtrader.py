@@ -10,13 +10,12 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from apps.console.embedded import bind_problem, serve_with_daphne
 from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, is_loopback_host
 from apps.trader.config import TraderConfig
-from apps.trader.preflight import service_problems, unapplied_migrations, uses_default_database
+from apps.trader.preflight import database_up_to_date, service_problems
 from apps.trader.runtime import TraderRuntime, load_trader_config
 from apps.trader.selectors import session_sharing_markets
 from apps.trader.services import sessions_close_abandoned, unwritten_load_all
@@ -79,20 +78,10 @@ class Command(BaseCommand):
         except ConfigurationError as exc:
             self.fail(exc.problems)
         self.fail(service_problems())
-        pending = unapplied_migrations()
-        if pending and uses_default_database():
-            # The environment's own SQLite file belongs to this trader: bring it up to date, as `make run`
-            # does for sim, so `--env paper` works on a fresh data folder too.
-            call_command("migrate", interactive=False, verbosity=0)
-            self.stdout.write(f"Database: applied {len(pending)} migration(s) to {settings.DEFAULT_DATABASE_FILE}")
-        elif pending:
-            self.fail(
-                [
-                    f"DATABASE_URL: the database lacks {len(pending)} migration(s) "
-                    f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run "
-                    f"`ENVIRONMENT={settings.ENVIRONMENT} python manage.py migrate` with the same DATABASE_URL"
-                ]
-            )
+        done, problem = database_up_to_date()
+        self.fail([problem] if problem else [])
+        if done:
+            self.stdout.write(done)
         exposure = self.exposure_warning(config)
         if exposure:
             self.stderr.write(exposure)
