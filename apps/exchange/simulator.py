@@ -280,17 +280,24 @@ class ExchangeSimulator:
     # ------------------------------------------------------------------------------------------ data
 
     def publish_change(self, ticker: str, change: Change, ts_ms: int | None = None) -> None:
-        """Apply one book change and send it to every subscriber of the market, as a generated one is.
+        """Have the house make one book change and send what it did to every subscriber of the market, as a
+        generated one is.
 
         Public so a change decided elsewhere (a recorded session being replayed) moves the book too.
         ValueError when it would leave a negative size.
         """
         market = self._markets[ticker]
-        market.apply(change, self._sequencer.next_event())
+        market.house_change(change)
+        self._publish_book(market, ts_ms)
+
+    def _publish_book(self, market: SimMarket, ts_ms: int | None = None) -> None:
+        """Send the matching book's level changes since the last call as orderbook deltas."""
         ts_ms = int(time.time() * 1000) if ts_ms is None else ts_ms
-        for sub in self._connections.subscriptions():
-            if sub.active and sub.channel == CHANNEL_ORDERBOOK and market.ticker in sub.tickers:
-                self._send_delta(sub, market, change, ts_ms)
+        for change in market.take_changes():
+            market.apply(change, self._sequencer.next_event())
+            for sub in self._connections.subscriptions():
+                if sub.active and sub.channel == CHANNEL_ORDERBOOK and market.ticker in sub.tickers:
+                    self._send_delta(sub, market, change, ts_ms)
 
     def _send_delta(self, sub: Subscription, market: SimMarket, change: Change, ts_ms: int) -> None:
         seq = self._sequencer.issue(sub.log)
@@ -334,7 +341,8 @@ class ExchangeSimulator:
         if not active:
             return False
         market = self._markets[self._schedule_rng.choice(active)]
-        self.publish_change(market.ticker, market.next_change())
+        market.house_change(market.next_change())
+        self._publish_book(market)
         return True
 
     async def _tick_loop(self) -> None:
