@@ -118,6 +118,7 @@ class SimMarket:
         self.status = "active"
         self.rng = rng
         self.prices = valid_prices(structure)
+        self.price_set = frozenset(self.prices)
         self.book = OrderBook(ticker)
         """The public book: the matching book's levels, moved only by ``apply``."""
         self.book.market_id = self.market_id
