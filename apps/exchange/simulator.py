@@ -88,6 +88,8 @@ class ExchangeSimulator:
                 history_size=config.history_size,
             )
         for ticker in config.maker_fee_markets:
+            if ticker not in self._markets:
+                raise ValueError(f"maker_fee_markets: unknown market {ticker!r}")
             self._markets[ticker].matching.maker_fee_rate = MAKER_FEE_RATE_CHARGED
         self._schedule_rng = self._rng("schedule")
         self.exchange_active = True
