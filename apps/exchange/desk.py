@@ -100,6 +100,10 @@ class Desk:
         self._accounts: dict[str, Account] = {}
         self._orders: dict[str, Order] = {}
         """Every user order ever placed, by id, in placement order."""
+        self._open: dict[str, dict[str, Order]] = {}
+        """Per owner, orders that may still rest (pruned as they are found done): what reserves cash."""
+        self._expiring: dict[str, Order] = {}
+        """Orders placed with an expiration time that may still rest."""
         self._client_ids: dict[tuple[str, str], str] = {}
         self._fills: dict[str, list[Fill]] = {}
         self.on_event: Callable[[DeskEvent], None] = lambda event: None
@@ -118,11 +122,14 @@ class Desk:
     def reserved(self, owner: str) -> int:
         """Cash held back for the owner's resting orders, micro-dollars."""
         account = self.account(owner)
+        candidates = self._open.get(owner, {})
         total = 0
-        for order in self._orders.values():
-            if order.owner == owner and order.status == "resting":
-                rate = self._markets[order.ticker].matching.maker_fee_rate
-                total += self._opening_cost(account, order.ticker, order.side, order.remaining_count, order.price, rate)
+        for order in list(candidates.values()):
+            if order.status != "resting":
+                del candidates[order.order_id]
+                continue
+            rate = self._markets[order.ticker].matching.maker_fee_rate
+            total += self._opening_cost(account, order.ticker, order.side, order.remaining_count, order.price, rate)
         return total
 
     def available(self, owner: str) -> int:
@@ -181,6 +188,10 @@ class Desk:
         )
         placement = market.matching.submit(order, position=held.position if held else 0, now_us=now)
         self._orders[order.order_id] = order
+        if order.status == "resting":
+            self._open.setdefault(owner, {})[order.order_id] = order
+            if order.expiration_time is not None:
+                self._expiring[order.order_id] = order
         if order.client_order_id:
             self._client_ids[(owner, order.client_order_id)] = order.order_id
         market.record_trades(placement.fills)
@@ -201,7 +212,7 @@ class Desk:
     def cancel_all(self, owner: str) -> list[Order]:
         """Cancel every resting order of ``owner`` (in every market); returns them."""
         self.expire()
-        resting = [o for o in self._orders.values() if o.owner == owner and o.status == "resting"]
+        resting = [o for o in self._open.get(owner, {}).values() if o.status == "resting"]
         for order in resting:
             self.cancel(owner, order.order_id)
         return resting
@@ -268,6 +279,8 @@ class Desk:
         )
         if expiration_time != KEEP:
             order.expiration_time = expiration_time or None
+            if order.expiration_time is not None:
+                self._expiring[order.order_id] = order
         if updated_client_order_id and updated_client_order_id != order.client_order_id:
             self._client_ids.pop((owner, order.client_order_id), None)
             order.client_order_id = updated_client_order_id
@@ -280,11 +293,13 @@ class Desk:
     def expire(self, now_us: int | None = None) -> int:
         """Cancel resting orders whose expiration time has come; returns how many."""
         now = self._now_us() if now_us is None else now_us
-        due = [
-            o
-            for o in self._orders.values()
-            if o.status == "resting" and o.expiration_time is not None and o.expiration_time * 1_000_000 <= now
-        ]
+        due = []
+        for order in list(self._expiring.values()):
+            if order.status != "resting" or order.expiration_time is None:
+                del self._expiring[order.order_id]
+            elif order.expiration_time * 1_000_000 <= now:
+                del self._expiring[order.order_id]
+                due.append(order)
         for order in due:
             self._markets[order.ticker].matching.cancel(order.order_id, reason="ExpiryCancel", now_us=now)
             self.on_event(OrderUpdate(order))

@@ -27,7 +27,7 @@ from apps.exchange.config import SimulatorConfig
 from apps.exchange.counts import FaultCounts, TrafficCounts
 from apps.exchange.desk import Desk
 from apps.exchange.httpserver import HttpRequest, HttpResponse
-from apps.exchange.market import SimMarket
+from apps.exchange.market import HOUSE_OWNERS, SimMarket
 from apps.exchange.ratelimit import TokenBucket
 from apps.kalshi.signing import (
     HEADER_KEY,
@@ -177,6 +177,8 @@ class Gateway:
     async def _portfolio(self, request: HttpRequest, path: str) -> HttpResponse:
         """A trading request for the account of its signing key."""
         owner = request.headers[HEADER_KEY]
+        if owner in HOUSE_OWNERS:
+            return _json(401, rest.error_body("unauthorized", "this key id is reserved"))
         kind, tokens = portfolio.cost(request.method, path, request.body)
         if not self._bucket(owner, kind).take(tokens):
             self._traffic.rate_limited += 1
