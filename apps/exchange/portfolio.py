@@ -10,6 +10,7 @@ money with 6), ``*_fp`` and V2 counts with 2 decimals.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -44,6 +45,14 @@ class BadRequest(Exception):
 # ---------------------------------------------------------------------------------------------- formats
 
 
+_USER_ID_NAMESPACE = uuid.UUID("0b7f2d0e-5c1a-4d8e-9a63-2f4e8c1d7b55")
+
+
+def user_id_for(owner: str) -> str:
+    """The ``user_id`` an account shows: stable per API key, but not the key id (a secret) itself."""
+    return str(uuid.uuid5(_USER_ID_NAMESPACE, owner))
+
+
 def rfc3339(us: int) -> str:
     return datetime.fromtimestamp(us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -64,7 +73,7 @@ def order_body(order: Order) -> dict[str, Any]:
     side, action = _legacy(order.side)
     return {
         "order_id": order.order_id,
-        "user_id": order.owner,
+        "user_id": user_id_for(order.owner),
         "client_order_id": order.client_order_id,
         "ticker": order.ticker,
         "outcome_side": order.outcome_side,
@@ -209,7 +218,7 @@ def private_message(event: DeskEvent, now_ms: int) -> tuple[str, str, str, str, 
         return "fill", "fill", fill.owner, fill.ticker, msg
     held = event.position
     msg = {
-        "user_id": event.owner,
+        "user_id": user_id_for(event.owner),
         "market_ticker": event.ticker,
         "position_fp": format_size(held.position),
         "position_cost_dollars": format_money(held.cost),

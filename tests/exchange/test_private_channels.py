@@ -55,7 +55,9 @@ async def test_private_channels_carry_my_orders_fills_and_positions_without_seq(
     assert status == 201
     # The maker's own connection hears of its order; mine hears nothing of it.
     resting = await recv(outsider_ws)
-    assert (resting["type"], resting["msg"]["status"], resting["msg"]["user_id"]) == ("user_order", "resting", "maker")
+    maker_id = resting["msg"]["user_id"]
+    assert (resting["type"], resting["msg"]["status"]) == ("user_order", "resting")
+    assert "maker" not in maker_id  # the key id is a secret: user_id stands for it
 
     status, placed = await api(sim, credentials, "POST", ORDERS, order("bid", "0.60", "5.00", client_order_id="c-7"))
     assert status == 201
@@ -88,7 +90,8 @@ async def test_private_channels_carry_my_orders_fills_and_positions_without_seq(
     )
     # The maker hears its ask executed, not my order.
     executed = await recv(outsider_ws)
-    assert (executed["msg"]["status"], executed["msg"]["user_id"]) == ("executed", "maker")
+    assert (executed["msg"]["status"], executed["msg"]["user_id"]) == ("executed", maker_id)
+    assert mine["user_id"] == position["user_id"] != maker_id
 
     status, _ = await api(sim, credentials, "DELETE", f"{ORDERS}/{placed['order_id']}")
     canceled = await recv(ws)

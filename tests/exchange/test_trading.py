@@ -373,3 +373,22 @@ async def test_the_write_bucket_answers_429_when_empty(start_sim: StartSim, cred
     other = another_account(sim2, "other")
     status, _ = await api(sim2, other, "POST", f"{ORDERS}/batched", {"orders": [order("bid", "0.01", "1.00")] * 3})
     assert status == 429
+
+
+async def test_makers_pay_a_quarter_rate_fee_only_where_the_market_charges_it(
+    start_sim: StartSim, credentials: Credentials
+) -> None:
+    sim = await start_sim(maker_fee_markets=[FED])
+    clear_book(sim, FED)
+    clear_book(sim, CPI)
+    maker = another_account(sim, "maker")
+    for ticker in (FED, CPI):
+        await place(sim, maker, order("ask", "0.50", "100.00", ticker=ticker))
+        await place(sim, credentials, order("bid", "0.50", "100.00", ticker=ticker))
+    _, body = await api(sim, maker, "GET", "/portfolio/fills")
+    fees = {f["ticker"]: f["fee_cost"] for f in body["fills"]}
+    assert fees == {FED: "0.437500", CPI: "0.000000"}  # 0.0175 x 100 x 0.25
+    _, body = await api(sim, credentials, "GET", "/portfolio/fills")
+    assert {f["fee_cost"] for f in body["fills"]} == {"1.750000"}  # takers pay 0.07 x 100 x 0.25 everywhere
+    # The maker reserved its fee while resting and paid it: 2 x $50 of NO, plus $0.4375.
+    assert await balance(sim, maker) == dollars(START - 100_000_000 - 437_500)
