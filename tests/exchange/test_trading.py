@@ -392,3 +392,32 @@ async def test_makers_pay_a_quarter_rate_fee_only_where_the_market_charges_it(
     assert {f["fee_cost"] for f in body["fills"]} == {"1.750000"}  # takers pay 0.07 x 100 x 0.25 everywhere
     # The maker reserved its fee while resting and paid it: 2 x $50 of NO, plus $0.4375.
     assert await balance(sim, maker) == dollars(START - 100_000_000 - 437_500)
+
+
+async def test_a_paused_exchange_refuses_orders_but_still_cancels(
+    market: ExchangeSimulator, credentials: Credentials
+) -> None:
+    sim = market
+    placed = await place(sim, credentials, order("bid", "0.40", "1.00"))
+    sim.set_exchange_status(True, trading_active=False)
+    status, body = await api(sim, credentials, "POST", ORDERS, order("bid", "0.40", "1.00"))
+    assert (status, body["error"]["code"]) == (503, "trading_is_paused")
+    status, _ = await api(sim, credentials, "DELETE", f"{ORDERS}/{placed['order_id']}")
+    assert status == 200
+
+
+async def test_the_settle_control_call_checks_its_market_and_result(
+    market: ExchangeSimulator, credentials: Credentials
+) -> None:
+    sim = market
+    for path, body, expected in (
+        (f"/sim/markets/{FED}/settle", b'{"result": "maybe"}', 400),
+        ("/sim/markets/NOPE-1/settle", b'{"result": "no"}', 404),
+        (f"/sim/markets/{FED}/resolve", b'{"result": "no"}', 404),
+    ):
+        status, _, _ = await http_get(sim, path, credentials, method="POST", body=body)
+        assert status == expected, path
+    status, _, _ = await http_get(sim, f"/sim/markets/{FED}/settle", None, method="POST", body=b'{"result": "no"}')
+    assert status == 401  # signed like every other call
+    status, body = await api(sim, credentials, "GET", f"/markets/{FED}")
+    assert body["market"]["status"] == "active"
