@@ -124,26 +124,41 @@ class Desk:
         account = self.account(owner)
         candidates = self._open.get(owner, {})
         total = 0
+        # What is held can be closed once: the oldest resting orders that close it use it up first.
+        closable: dict[tuple[str, BookSide], int] = {}
         for order in list(candidates.values()):
             if order.status != "resting":
                 del candidates[order.order_id]
                 continue
+            key = (order.ticker, order.side)
+            if key not in closable:
+                closable[key] = _closable(account, order.ticker, order.side)
+            closing = min(order.remaining_count, closable[key])
+            closable[key] -= closing
             rate = self._markets[order.ticker].matching.maker_fee_rate
-            total += self._opening_cost(account, order.ticker, order.side, order.remaining_count, order.price, rate)
+            total += self._opening_cost(order.side, order.remaining_count, closing, order.price, rate)
         return total
+
+    def _free_to_close(self, owner: str, ticker: str, side: BookSide, *, besides: str = "") -> int:
+        """What is held that the owner's resting ``side`` orders in ``ticker`` (other than ``besides``) do
+        not already close."""
+        claimed = sum(
+            o.remaining_count
+            for o in self._open.get(owner, {}).values()
+            if o.status == "resting" and o.ticker == ticker and o.side == side and o.order_id != besides
+        )
+        return max(0, _closable(self.account(owner), ticker, side) - claimed)
 
     def available(self, owner: str) -> int:
         """Cash not held back for resting orders: what a new order may use (Kalshi's ``balance``)."""
         return self.account(owner).balance - self.reserved(owner)
 
     @staticmethod
-    def _opening_cost(account: Account, ticker: str, side: BookSide, count: int, price: int, fee_rate: int) -> int:
-        """What filling ``count`` at ``price`` could cost at most: the part that opens a position (what
-        closes one pays out instead) and the fee on all of it. A better fill price costs less, fee included."""
-        held = account.positions.get(ticker)
-        position = held.position if held else 0
-        closable = max(0, -position) if side == "bid" else max(0, position)
-        opening = max(0, count - closable)
+    def _opening_cost(side: BookSide, count: int, closing: int, price: int, fee_rate: int) -> int:
+        """What filling ``count`` at ``price`` could cost at most: the part beyond ``closing`` opens a
+        position (what closes one pays out instead), and the fee is on all of it. A better fill price costs
+        less, fee included."""
+        opening = max(0, count - closing)
         fee = trade_fee(count, price, fee_rate) if fee_rate else 0
         return outcome_cost(side, opening, price) + fee
 
@@ -169,7 +184,8 @@ class Desk:
             raise OrderRejected("order_already_exists", "an order with this client_order_id already exists", status=409)
         account = self.account(owner)
         rate = market.matching.taker_fee_rate
-        if self._opening_cost(account, new.ticker, new.side, new.count, new.price, rate) > self.available(owner):
+        closing = self._free_to_close(owner, new.ticker, new.side)
+        if self._opening_cost(new.side, new.count, closing, new.price, rate) > self.available(owner):
             raise OrderRejected("available_balance_too_low", "available balance too low for this order")
         held = account.positions.get(new.ticker)
         order = Order(
@@ -269,8 +285,9 @@ class Desk:
             raise OrderRejected("invalid_order", "Expiration timestamp must be in the future")
         account = self.account(owner)
         rate = market.matching.taker_fee_rate
-        before = self._opening_cost(account, ticker, side, order.remaining_count, order.price, rate)
-        after = self._opening_cost(account, ticker, side, count - order.fill_count, price, rate)
+        closing = self._free_to_close(owner, ticker, side, besides=order_id)
+        before = self._opening_cost(side, order.remaining_count, closing, order.price, rate)
+        after = self._opening_cost(side, count - order.fill_count, closing, price, rate)
         if after - before > self.available(owner):
             raise OrderRejected("available_balance_too_low", "available balance too low for this order")
         held = account.positions.get(ticker)
@@ -398,6 +415,14 @@ class Desk:
             raise OrderRejected("invalid_order", "price must lie strictly between 0 and 1")
         if price not in market.price_set:
             raise OrderRejected("invalid_order", "price is not on the market's price grid", market.structure)
+
+
+def _closable(account: Account, ticker: str, side: BookSide) -> int:
+    """How much of ``account``'s position in ``ticker`` a ``side`` order would close: NO for a bid, YES
+    for an ask."""
+    held = account.positions.get(ticker)
+    position = held.position if held else 0
+    return max(0, -position) if side == "bid" else max(0, position)
 
 
 def _check_count(count: int) -> None:

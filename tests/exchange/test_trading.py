@@ -421,3 +421,20 @@ async def test_the_settle_control_call_checks_its_market_and_result(
     assert status == 401  # signed like every other call
     status, body = await api(sim, credentials, "GET", f"/markets/{FED}")
     assert body["market"]["status"] == "active"
+
+
+async def test_orders_that_close_a_position_reserve_no_cash_but_each_contract_closes_once(
+    start_sim: StartSim, credentials: Credentials
+) -> None:
+    sim = await start_sim(starting_balance=10_000_000)  # $10
+    clear_book(sim, FED)
+    maker = another_account(sim, "maker")
+    await place(sim, maker, order("ask", "0.30", "10.00"))
+    await place(sim, credentials, order("bid", "0.30", "10.00"))  # 10 YES: $3 and $0.147 of fee
+    assert await balance(sim, credentials) == "6.853000"
+    await place(sim, credentials, order("ask", "0.70", "10.00"))  # sells what is held: nothing to reserve
+    assert await balance(sim, credentials) == "6.853000"
+    await place(sim, credentials, order("ask", "0.70", "5.00"))  # would open 5 NO at 0.30
+    assert await balance(sim, credentials) == "5.353000"
+    status, body = await api(sim, credentials, "POST", ORDERS, order("ask", "0.70", "18.00"))  # $5.40 of NO
+    assert (status, body["error"]["code"]) == (400, "available_balance_too_low")
