@@ -384,6 +384,13 @@ class Desk:
             raise OrderRejected("not_found", "order not found", status=404)
         return order
 
+    def order_by_client_id(self, owner: str, client_order_id: str) -> Order:
+        """The owner's order placed with ``client_order_id`` (404 OrderRejected when there is none)."""
+        order_id = self._client_ids.get((owner, client_order_id))
+        if order_id is None:
+            raise OrderRejected("not_found", "order not found", status=404)
+        return self.order(owner, order_id)
+
     def fills(self, owner: str) -> list[Fill]:
         """The owner's fills, newest first."""
         return list(reversed(self._fills.get(owner, [])))

@@ -57,6 +57,7 @@ async def test_a_create_answered_500_was_placed_and_its_retry_is_refused_as_a_du
     assert (status, body["error"]["code"]) == (409, "order_already_exists")
     _, body = await api(sim, credentials, "GET", "/portfolio/orders")
     assert len(body["orders"]) == 1
+    assert sim.desk.order_by_client_id(credentials.key_id, "once").order_id == body["orders"][0]["order_id"]
     assert sim.stats["faults"]["accept_then_5xx"] == 1
 
 
