@@ -13,7 +13,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
 
-from apps.console import limits
+from apps.console import limits, presence
 from apps.console.access import may_watch
 from apps.console.views import CONSOLE_PAGE_SIZE
 from apps.kalshi.environments import Environment
@@ -36,6 +36,8 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     group = settings.CONSOLE_GROUP
     closing = False
     """Set once this side has closed the socket: nothing more is sent or answered."""
+    counted = False
+    """Whether this socket is in the process's count of connected consoles (from accept to disconnect)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -52,6 +54,8 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.refusals = limits.TokenBucket(limits.REFUSAL_BURST, limits.REFUSAL_PER_SECOND)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        self.counted = True
+        presence.console_joined()
         # The newcomer alone gets the story so far, read from the rows the trader wrote.
         await self._send_history()
 
@@ -70,6 +74,9 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json({"type": "history_replay", "data": history})
 
     async def disconnect(self, code: int) -> None:
+        if self.counted:
+            self.counted = False
+            presence.console_left()
         for timer in self._awaiting.values():
             timer.cancel()
         await self.channel_layer.group_discard(self.group, self.channel_name)

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from apps.console.embedded import bind_problem, serve_with_daphne
+from apps.console.presence import consoles_connected
 from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, is_loopback_host
 from apps.trader.config import TraderConfig
 from apps.trader.preflight import service_problems, unapplied_migrations
@@ -65,6 +66,24 @@ class Command(BaseCommand):
             action="store_true",
             help="Run only the trader; serve the console from separate web workers "
             "(`python -m apps.console.webserver trader_v3.asgi:application`) joined by REDIS_URL.",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="N",
+            help="Serve Prometheus metrics at http://HOST:N/metrics (default TRADER_METRICS_PORT; off). 0 picks a "
+            "free port, printed at start.",
+        )
+        parser.add_argument(
+            "--metrics-host",
+            metavar="H",
+            help="Interface for the metrics port (default TRADER_METRICS_HOST, 127.0.0.1). Outside sim a host "
+            "beyond loopback also needs --metrics-expose: the port has no login.",
+        )
+        parser.add_argument(
+            "--metrics-expose",
+            action="store_true",
+            help="Allow --metrics-host beyond loopback outside sim (or TRADER_METRICS_EXPOSE=yes).",
         )
         parser.add_argument(
             "--confirm-production",
@@ -138,6 +157,9 @@ class Command(BaseCommand):
             confirm_production=bool(options.get("confirm_production")),
             discover=options.get("discover"),
             crosscheck=options.get("crosscheck"),
+            metrics_port=options.get("metrics_port"),
+            metrics_host=options.get("metrics_host"),
+            metrics_expose=bool(options.get("metrics_expose")),
         )
         problems = []
         if config.web and not is_loopback_host(config.web_host) and not settings.ALLOWED_HOSTS_SET:
@@ -148,6 +170,16 @@ class Command(BaseCommand):
         problem = bind_problem(config.web_host, config.web_port) if config.web else None
         if problem:
             problems.append(problem)
+        if config.metrics_port:  # 0 takes any free port: nothing to check
+            problem = bind_problem(
+                config.metrics_host,
+                config.metrics_port,
+                host_variable="TRADER_METRICS_HOST",
+                port_variable="TRADER_METRICS_PORT",
+                port_option="--metrics-port",
+            )
+            if problem:
+                problems.append(problem)
         if problems:
             raise ConfigurationProblems(problems)
         return config
@@ -163,6 +195,11 @@ class Command(BaseCommand):
         )
         return f"warning: the web app listens on {config.web_host}, beyond loopback: {who}"
 
+    def announce_metrics(self, host: str, port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        self.stdout.write(f"Metrics: http://{shown}:{port}/metrics")
+        self.stdout.flush()
+
     def describe(self, config: TraderConfig) -> str:
         exchange = "built-in simulator on loopback" if config.start_exchange else config.ws_url
         markets = ", ".join(config.markets) or f"the top {config.discover} by 24 h volume"
@@ -170,7 +207,11 @@ class Command(BaseCommand):
 
     def run(self, config: TraderConfig) -> int:
         """Run until shutdown; returns the exit code."""
-        runtime = TraderRuntime(config)
+        runtime = TraderRuntime(
+            config,
+            consoles=consoles_connected if config.web else None,
+            on_metrics_listening=self.announce_metrics,
+        )
         # Until the trader's loop installs its own handlers, a signal is kept and honoured as soon as the
         # trader runs: a SIGTERM right after start still closes the session and exits 0.
         for sig in (signal.SIGINT, signal.SIGTERM):
