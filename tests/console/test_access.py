@@ -88,6 +88,23 @@ def test_outside_sim_the_owner_sees_the_console_and_the_status(paper: None, owne
     assert owner.get("/v3/status").json()["session"]["id"] == session.pk
 
 
+def test_metrics_follow_the_status_rule_outside_sim(
+    paper: None, visitor: Client, member: Client, owner: Client
+) -> None:
+    session = a_trader()
+    assert visitor.get("/metrics").status_code == 401
+    assert member.get("/metrics").status_code == 403
+    response = owner.get("/metrics")
+    assert response.status_code == 200
+    assert f'trader_state{{environment="sim",shard="{session.pk}",state="ready"}} 1.0' in response.content.decode()
+
+
+def test_in_sim_a_visitor_gets_the_metrics(visitor: Client) -> None:
+    session = a_trader()
+    text = visitor.get("/metrics").content.decode()
+    assert f'trader_feed_deltas_total{{environment="sim",shard="{session.pk}"}} 5.0' in text
+
+
 def test_the_owner_logs_in_with_a_password_and_lands_on_the_console(paper: None) -> None:
     User.objects.create_user("owner", password="a long passphrase 7", is_staff=True)
     client = Client(enforce_csrf_checks=True)
