@@ -105,9 +105,8 @@ class Command(BaseCommand):
                     f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
                 ]
             )
-        exposure = self.exposure_warning(config)
-        if exposure:
-            self.stderr.write(exposure)
+        for warning in self.exposure_warnings(config):
+            self.stderr.write(warning)
         for line in unwritten_load_all(directory=config.unwritten_dir):
             logger.warning("saved at an earlier shutdown: %s", line)
         stale_after = config.heartbeat_stale_after
@@ -184,16 +183,22 @@ class Command(BaseCommand):
             raise ConfigurationProblems(problems)
         return config
 
-    def exposure_warning(self, config: TraderConfig) -> str:
-        """A warning line when the web app listens beyond loopback, else ''."""
-        if not config.web or is_loopback_host(config.web_host):
-            return ""
-        who = (
-            "anyone who can reach it sees the sim console"
-            if config.environment is Environment.SIM
-            else ("the console, its socket and /v3/status need a staff login")
-        )
-        return f"warning: the web app listens on {config.web_host}, beyond loopback: {who}"
+    def exposure_warnings(self, config: TraderConfig) -> list[str]:
+        """A warning line for the web app and one for the metrics port when they listen beyond loopback."""
+        warnings = []
+        if config.web and not is_loopback_host(config.web_host):
+            who = (
+                "anyone who can reach it sees the sim console"
+                if config.environment is Environment.SIM
+                else ("the console, its socket and /v3/status need a staff login")
+            )
+            warnings.append(f"warning: the web app listens on {config.web_host}, beyond loopback: {who}")
+        if config.metrics_port is not None and not is_loopback_host(config.metrics_host):
+            warnings.append(
+                f"warning: the metrics port listens on {config.metrics_host}, beyond loopback: anyone who can "
+                "reach it reads the trader's metrics (it has no login)"
+            )
+        return warnings
 
     def announce_metrics(self, host: str, port: int) -> None:
         shown = f"[{host}]" if ":" in host else host
