@@ -253,6 +253,12 @@ SCRAPE_WAIT = 2.0
 def on_loop(loop: asyncio.AbstractEventLoop, read: Callable[[], T], timeout: float = SCRAPE_WAIT) -> T:
     """``read()`` run on ``loop``'s thread, waited for from another: the trader's objects change only on its
     loop, so a scrape thread never reads them half-changed."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        return read()  # already on the loop: waiting for it here would never end
     future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
     def call() -> None:
