@@ -217,9 +217,10 @@ class TraderRuntime:
         loop = asyncio.get_running_loop()
         collector = TraderCollector(lambda: on_loop(loop, lambda: live_shards(coordinator)), consoles=self._consoles)
         server = MetricsServer(collector, host=host, port=port)
-        logger.info("metrics on http://%s:%d/metrics", host, server.port)
         if self._on_metrics_listening is not None:
             self._on_metrics_listening(host, server.port)
+        else:
+            logger.info("metrics on http://%s:%d/metrics", host, server.port)
         return server
 
     async def _listen_for_control(self, layer: Any, address: str) -> None:

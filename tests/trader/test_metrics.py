@@ -26,7 +26,7 @@ from tests.support import eventually
 from tests.support import metric_one_hot as one_hot
 from tests.support import metric_samples as samples
 from tests.support import metric_value as value
-from tests.trader.builders import MARKETS, StandInClients, build_coordinator, delta, snapshot
+from tests.trader.builders import MARKETS, MemoryStore, StandInClients, build_coordinator, delta, snapshot
 from tests.trader.conftest import EventLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -163,3 +163,33 @@ async def test_a_scrape_before_the_session_exists_shows_no_shard(bus: EventBus) 
         await server.close()
     assert not [s for s in found if s.name.startswith("trader_")]
     assert value(found, "process_resident_memory_bytes") > 0
+
+
+async def test_while_the_database_does_not_answer_the_trader_s_own_port_still_tells(bus: EventBus) -> None:
+    stand_ins, store = StandInClients(), MemoryStore()
+    coordinator = build_coordinator(stand_ins, bus=bus, store=store, database_slow_after=0.2)
+    run = asyncio.create_task(coordinator.run())
+    loop = asyncio.get_running_loop()
+    server = MetricsServer(
+        TraderCollector(lambda: on_loop(loop, lambda: live_shards(coordinator))), host="127.0.0.1", port=0
+    )
+    try:
+        await eventually(lambda: coordinator.machine.state is State.CONNECTING)
+        client = stand_ins.last
+        await client.event(FeedEventKind.SYNCED, markets=tuple(MARKETS))
+        await eventually(lambda: coordinator.machine.state is State.READY)
+        store.answering.clear()
+        await client.feed(snapshot(MARKETS[0], 1, 1, yes=[("0.4200", "10.00")], no=[("0.5500", "5.00")]))
+
+        async def unhealthy() -> bool:
+            return one_hot(await scrape(server), "trader_health", "status") == ["unhealthy"]
+
+        await eventually(unhealthy, what="the port to say the trader is unhealthy")
+        found = await scrape(server)
+        assert one_hot(found, "trader_state", "state") == ["ready"]  # the feed and the books stay live
+        assert value(found, "trader_feed_messages_total") == 1
+    finally:
+        store.answering.set()
+        coordinator.request_shutdown("done")
+        await run
+        await server.close()
