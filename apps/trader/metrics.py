@@ -31,10 +31,10 @@ SHARD_LABELS = ["shard", "environment"]
 
 FEED_COUNTERS = (
     # (metric, session counter, help): session totals, summed over every feed client the session ran.
-    ("trader_feed_messages_total", "messages_received", "Messages received from the exchange (pings excluded)."),
+    ("trader_feed_messages_total", "messages_received", "Messages of every type from the exchange."),
     ("trader_feed_snapshots_total", "snapshots_received", "Orderbook snapshots applied."),
     ("trader_feed_deltas_total", "deltas_received", "Orderbook deltas applied."),
-    ("trader_feed_received_bytes_total", "bytes_received", "Bytes of exchange messages received."),
+    ("trader_feed_received_bytes_total", "bytes_received", "Bytes of the messages received from the exchange."),
     ("trader_feed_gaps_total", "gaps", "Sequence gaps detected on a subscription."),
     ("trader_feed_resyncs_total", "resyncs", "Markets healed with a fresh snapshot after a gap."),
     ("trader_feed_reconnects_total", "reconnects", "Connections to the exchange made again after one was lost."),
