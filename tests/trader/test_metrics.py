@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ async def test_it_serves_the_trader_s_figures_as_v3_status_shows_them(bus: Event
         await client.event(FeedEventKind.SYNCED, markets=tuple(MARKETS))
         for seq in range(2, 7):
             await client.feed(delta(MARKETS[0], 1, seq, "0.4300", "1.00"))
+        client.metrics.errors_by_code.update({25: 2, 10: 1})  # as the client counts the exchange's error frames
         await eventually(lambda: coordinator.machine.state is State.READY)
 
         async def heartbeat_caught_up() -> bool:
@@ -107,6 +109,9 @@ async def test_it_serves_the_trader_s_figures_as_v3_status_shows_them(bus: Event
         assert value(found, "trader_state_transitions_total", to_state="ready") == 1
         assert one_hot(found, "trader_health", "status") == [status["health"]["status"]]
         assert value(found, "trader_recorder_written_rows_total") == 8
+        errors = status["metrics"]["errors_by_code"]
+        assert value(found, "trader_feed_errors_total", code="25") == errors["25"] == 2
+        assert value(found, "trader_feed_errors_total", code="10") == errors["10"] == 1
         # Every batch write the recorder made is in the histogram's +Inf bucket.
         batches = status["metrics"]["recorder"]["batches"]
         assert value(found, "trader_recorder_write_duration_seconds_bucket", le="+Inf") == batches > 0
@@ -193,3 +198,35 @@ async def test_while_the_database_does_not_answer_the_trader_s_own_port_still_te
         coordinator.request_shutdown("done")
         await run
         await server.close()
+
+
+async def test_a_gap_shows_as_a_stale_market_and_a_degraded_shard(bus: EventBus) -> None:
+    stand_ins = StandInClients()
+    coordinator = build_coordinator(stand_ins, bus=bus, store=MemoryStore())
+    run = asyncio.create_task(coordinator.run())
+    loop = asyncio.get_running_loop()
+    server = MetricsServer(
+        TraderCollector(lambda: on_loop(loop, lambda: live_shards(coordinator))), host="127.0.0.1", port=0
+    )
+    try:
+        await eventually(lambda: coordinator.machine.state is State.CONNECTING)
+        client = stand_ins.last
+        for ticker in MARKETS:
+            await client.feed(snapshot(ticker, 1, 1, yes=[("0.4200", "10.00")], no=[("0.5500", "5.00")]))
+        await client.event(FeedEventKind.SYNCED, markets=tuple(MARKETS))
+        await eventually(lambda: coordinator.machine.state is State.READY)
+        # As the client does on a seq jump: count it, mark the subscription's markets stale, say so.
+        client.metrics.gaps_detected += 1
+        client.stale.add(MARKETS[1])
+        await client.event(FeedEventKind.GAP, sid=1, expected_seq=2, received_seq=4, markets=(MARKETS[1],))
+        client.last_message_at = time.time() - 30  # the exchange has been quiet for half a minute
+        found = await scrape(server)
+    finally:
+        coordinator.request_shutdown("done")
+        await run
+        await server.close()
+    assert value(found, "trader_feed_gaps_total") == 1
+    assert (value(found, "trader_markets_live"), value(found, "trader_markets_stale")) == (2, 1)
+    assert one_hot(found, "trader_health", "status") == ["degraded"]
+    assert value(found, "trader_feed_connected") == 1
+    assert value(found, "trader_feed_last_message_age_seconds") >= 30
