@@ -43,6 +43,8 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._awaiting: dict[str, asyncio.Task[None]] = {}
         """Control requests sent to a trader, by request id: each a timer that reports "no trader answered"."""
+        self._last_seqs: dict[str, int] = {}
+        """The last live event number seen from each trader (its broadcaster's origin)."""
 
     async def connect(self) -> None:
         if not may_watch(self.scope.get("user")):
@@ -262,8 +264,18 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self._forward("console", event)
 
     async def _forward(self, kind: str, event: dict[str, Any]) -> None:
+        self._count_missed(event.get("seq"), event.get("origin"))
         message: dict[str, Any] = {"type": kind, "data": event["data"]}
         for key in ("seq", "origin"):  # lets the browser count, per trader, events the channel layer dropped
             if key in event:
                 message[key] = event[key]
         await self.send_json(message)
+
+    def _count_missed(self, seq: Any, origin: Any) -> None:
+        """Count, for the metrics, the events of a trader (``origin``) that never reached this socket."""
+        if not isinstance(seq, int) or not isinstance(origin, str):
+            return
+        last = self._last_seqs.get(origin)
+        if last is not None and seq > last + 1:
+            presence.events_missed(seq - last - 1)
+        self._last_seqs[origin] = seq  # a lower number: the trader restarted, counting starts again

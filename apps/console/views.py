@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from apps.console.access import may_watch
-from apps.console.presence import consoles_connected
+from apps.console.presence import console_counts
 from apps.trader.core.health import Health
 from apps.trader.metrics import TraderCollector
 from apps.trader.selectors import (
@@ -176,7 +176,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     ``--metrics-port`` (loopback) instead.
     """
     registry = CollectorRegistry()
-    registry.register(TraderCollector(lambda: [shard_status(s) for s in shards_current()], consoles=consoles_connected))
+    registry.register(TraderCollector(lambda: [shard_status(s) for s in shards_current()], consoles=console_counts))
     encode, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encode(registry), content_type=content_type)
 

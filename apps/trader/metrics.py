@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -71,6 +72,14 @@ def live_shards(coordinator: Coordinated) -> list[ShardStatus]:
     ]
 
 
+@dataclass(frozen=True)
+class ConsoleCounts:
+    """The console sockets of one process (its web app): open now, and live events they missed."""
+
+    connected: int
+    missed_events: int
+
+
 class TraderCollector:
     """A prometheus_client collector over shard documents read at each scrape."""
 
@@ -78,7 +87,7 @@ class TraderCollector:
         self,
         shards: Callable[[], list[ShardStatus]],
         *,
-        consoles: Callable[[], int] | None = None,
+        consoles: Callable[[], ConsoleCounts] | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._shards = shards
@@ -88,11 +97,16 @@ class TraderCollector:
     def collect(self) -> Iterator[Metric]:
         yield from shard_families(self._shards(), now=self._wall_clock())
         if self._consoles is not None:
-            consoles = GaugeMetricFamily(
-                "trader_consoles_connected", "Console WebSockets open on this process's web app."
+            counts = self._consoles()
+            yield GaugeMetricFamily(
+                "trader_consoles_connected", "Console WebSockets open on this process's web app.", counts.connected
             )
-            consoles.add_metric([], self._consoles())
-            yield consoles
+            yield CounterMetricFamily(
+                "trader_console_missed_events_total",
+                "Live events the channel layer dropped on the way to this process's consoles (seen as jumps in "
+                "each trader's event numbers).",
+                counts.missed_events,
+            )
 
 
 def shard_families(shards: list[ShardStatus], *, now: datetime) -> list[Metric]:

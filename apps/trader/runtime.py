@@ -36,7 +36,7 @@ from apps.trader.control import ControlListener
 from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.ports import ExchangeRequestFailed
-from apps.trader.metrics import MetricsServer, TraderCollector, live_shards, on_loop
+from apps.trader.metrics import ConsoleCounts, MetricsServer, TraderCollector, live_shards, on_loop
 from apps.trader.services import DjangoSessionStore
 
 logger = logging.getLogger(__name__)
@@ -133,10 +133,10 @@ class TraderRuntime:
         self,
         config: TraderConfig,
         *,
-        consoles: Callable[[], int] | None = None,
+        consoles: Callable[[], ConsoleCounts] | None = None,
         on_metrics_listening: Callable[[str, int], None] | None = None,
     ) -> None:
-        """``consoles``: how many consoles the process's web app serves, for the metrics (None without one);
+        """``consoles``: the consoles the process's web app serves, for the metrics (None without a web app);
         ``on_metrics_listening(host, port)`` is called once the metrics port listens."""
         self.config = config
         self._consoles = consoles

@@ -10,7 +10,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
-from apps.console.presence import consoles_connected
+from apps.console.presence import console_counts
 from apps.kalshi.environments import Environment
 from tests.console.test_probes import a_trader
 from trader_v3.asgi import application
@@ -141,26 +141,26 @@ async def socket_for(client: Client) -> WebsocketCommunicator:
 
 
 async def test_outside_sim_the_socket_is_refused_to_a_visitor_and_a_member(paper: None) -> None:
-    before = consoles_connected()
+    before = console_counts().connected
     for persona in ("visitor", "member"):
         client = await sync_to_async(browser)(None if persona == "visitor" else persona)
         communicator = await socket_for(client)
         connected, _ = await communicator.connect()
         assert not connected, persona
-        assert consoles_connected() == before  # a refused socket is no console
+        assert console_counts().connected == before  # a refused socket is no console
         await communicator.disconnect()  # as the server does once the close is sent
-    assert consoles_connected() == before
+    assert console_counts().connected == before
 
 
 async def test_outside_sim_the_owner_gets_the_stream(paper: None) -> None:
-    before = consoles_connected()
+    before = console_counts().connected
     communicator = await socket_for(await sync_to_async(browser)("owner", staff=True))
     connected, _ = await communicator.connect()
     assert connected
     assert (await communicator.receive_json_from())["type"] == "history_replay"
-    assert consoles_connected() == before + 1  # the metrics count it while it is open
+    assert console_counts().connected == before + 1  # the metrics count it while it is open
     await communicator.disconnect()
-    assert consoles_connected() == before
+    assert console_counts().connected == before
 
 
 async def test_in_sim_a_visitor_gets_the_stream() -> None:

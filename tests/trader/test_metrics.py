@@ -120,6 +120,7 @@ async def test_it_serves_the_trader_s_figures_as_v3_status_shows_them(bus: Event
     assert not [s for s in live if s.name == "trader_heartbeat_age_seconds"]  # the trader has no heartbeat to wait for
     assert value(web, "trader_heartbeat_age_seconds") >= 0
     assert value(web, "trader_consoles_connected") == 0
+    assert value(web, "trader_console_missed_events_total") >= 0  # the process's consoles, whatever ran before
 
 
 def test_the_metrics_port_is_off_unless_asked_for() -> None:

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from apps.console.embedded import bind_problem, serve_with_daphne
-from apps.console.presence import consoles_connected
+from apps.console.presence import console_counts
 from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, is_loopback_host
 from apps.trader.config import TraderConfig
 from apps.trader.preflight import service_problems, unapplied_migrations
@@ -214,7 +214,7 @@ class Command(BaseCommand):
         """Run until shutdown; returns the exit code."""
         runtime = TraderRuntime(
             config,
-            consoles=consoles_connected if config.web else None,
+            consoles=console_counts if config.web else None,
             on_metrics_listening=self.announce_metrics,
         )
         # Until the trader's loop installs its own handlers, a signal is kept and honoured as soon as the
