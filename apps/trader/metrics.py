@@ -199,7 +199,9 @@ def shard_families(shards: list[ShardStatus], *, now: datetime) -> list[Metric]:
             histogram = dict(recorder.get("write_seconds") or {})
             if histogram:
                 total = histogram.pop("sum", 0.0)
-                write_seconds.add_metric(labels, [(le, _number(n)) for le, n in histogram.items()], _number(total))
+                # By bound, +Inf last: PostgreSQL's jsonb does not keep the keys in the order they were written.
+                buckets = sorted(histogram.items(), key=lambda bucket: float(bucket[0]))
+                write_seconds.add_metric(labels, [(le, _number(n)) for le, n in buckets], _number(total))
         bus: dict[str, Any] = metrics.get("event_bus") or {}
         if bus:
             emitted.add_metric(labels, _number(bus.get("emitted")))
