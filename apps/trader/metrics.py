@@ -3,7 +3,8 @@
 There is no second set of counters to keep in step and no work on the hot path: a scrape reads the same
 per-shard document ``/v3/status`` shows under ``shards`` (session, state, health, heartbeat age, metrics),
 either live from the trader's memory (``runtrader --metrics-port``) or from the rows every trader writes
-(``/metrics`` on the web app). Every series is labelled with its shard (the session id) and environment.
+(``/metrics`` on the web app). Every shard's series is labelled with its shard (the session id) and
+environment; the console figures of a process have no shard.
 Labels and values hold counts, states and error codes only, never a key, a URL or a secret.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,8 +21,6 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from apps.trader.core.states import State
-
-logger = logging.getLogger(__name__)
 
 ShardStatus = dict[str, Any]
 """One shard as ``/v3/status`` lists it: ``session`` (``id``, ``environment``, ``counters``), ``state``,
