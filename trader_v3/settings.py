@@ -206,6 +206,13 @@ TRADER_CROSSCHECK_INTERVAL: float | None = env.float("TRADER_CROSSCHECK_INTERVAL
 TRADER_CONFIRM_PRODUCTION: bool = env.choice("TRADER_CONFIRM_PRODUCTION", "", ("yes", "no", "")) == "yes"
 TRADER_WEB_HOST: str = env.str("TRADER_WEB_HOST", default="127.0.0.1")
 TRADER_WEB_PORT: int = env.int("TRADER_WEB_PORT", 8006, minimum=0, maximum=65535)
+# Prometheus metrics on a port of the trader's own: off unless set (0: any free port, printed at start). Loopback by
+# default; outside sim a host beyond loopback also needs TRADER_METRICS_EXPOSE=yes (the port has no login).
+TRADER_METRICS_PORT: int | None = (
+    env.int("TRADER_METRICS_PORT", 0, minimum=0, maximum=65535) if env.is_set("TRADER_METRICS_PORT") else None
+)
+TRADER_METRICS_HOST: str = env.str("TRADER_METRICS_HOST", default="127.0.0.1")
+TRADER_METRICS_EXPOSE: bool = env.choice("TRADER_METRICS_EXPOSE", "", ("yes", "no", "")) == "yes"
 TRADER_HEARTBEAT_STALE_SECONDS: float = env.float("TRADER_HEARTBEAT_STALE_SECONDS", 10.0, minimum=1.0)
 TRADER_FEED_IDLE_TIMEOUT: float = env.float("TRADER_FEED_IDLE_TIMEOUT", 30.0, minimum=1.0)
 # Changed books go to consoles as one event per tick, at most so many books a tick (the rest wait, oldest first).

@@ -203,6 +203,7 @@ class StatusReporter:
             "errors_by_code": counter_dict(m.errors_by_code) if m else {},
             "unknown_types": counter_dict(m.unknown_types) if m else {},
             "dropped_events": bus["dropped"],
+            "state_entries": dict(self._machine().entries),
             "orderbooks_pending": self._publisher.pending,
             **self._extra_metrics(),
             "event_bus": bus,
