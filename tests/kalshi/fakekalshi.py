@@ -1,6 +1,7 @@
-"""A Kalshi V2 trading account behind httpx.MockTransport: real-shaped answers (kalshi-trading.md §4), every
-request kept and its signature checked, and scripted faults (answer the next matching request with something
-else, before or after doing what it asked)."""
+"""A Kalshi V2 trading account behind httpx.MockTransport, for the answers the built-in exchange never gives:
+creates, decreases and the reads of a reconcile in real shapes (kalshi-trading.md §4), every request kept and
+its signature checked, and scripted faults (answer the next matching request with something else, before or
+after doing what it asked)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from apps.kalshi.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, PublicKey, v
 
 BASE = "/trade-api/v2"
 ORDERS = f"{BASE}/portfolio/events/orders"
-BATCH = f"{ORDERS}/batched"
 
 
 def kalshi_error(status: int, code: str, message: str, details: str = "") -> httpx.Response:
@@ -45,12 +45,9 @@ class FakeKalshi:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: deque[Fault] = field(default_factory=deque)
     positions: list[dict[str, Any]] = field(default_factory=list)
-    fills: list[dict[str, Any]] = field(default_factory=list)
     balance: dict[str, Any] = field(
         default_factory=lambda: {"balance": 1000000, "balance_dollars": "10000.000000", "portfolio_value": 0}
     )
-    settlements: list[dict[str, Any]] = field(default_factory=list)
-    cancel_all_calls: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def transport(self) -> httpx.MockTransport:
@@ -88,25 +85,6 @@ class FakeKalshi:
         query = dict(request.url.params)
         if method == "POST" and path == ORDERS:
             return self.create(body)
-        if method == "POST" and path == BATCH:
-            results = []
-            for item in body["orders"]:
-                answer = self.create(item)
-                results.append(answer.json() if answer.status_code == 201 else {"error": answer.json()["error"]})
-            return httpx.Response(201, json={"orders": results})
-        if method == "DELETE" and path == ORDERS:
-            self.cancel_all_calls += 1
-            for order in self.orders.values():
-                if order["status"] == "resting":
-                    order.update(status="canceled", remaining_count_fp="0.00")
-            return httpx.Response(204)
-        if method == "DELETE" and path == BATCH:
-            return httpx.Response(200, json={"orders": [self.cancel(item["order_id"]) for item in body["orders"]]})
-        if method == "DELETE" and path.startswith(ORDERS + "/"):
-            order_id = path.removeprefix(ORDERS + "/")
-            if order_id not in self.orders:
-                return kalshi_error(404, "not_found", "order not found")
-            return httpx.Response(200, json=self.cancel(order_id))
         if method == "POST" and path.endswith("/decrease"):
             order = self.orders[path.removeprefix(ORDERS + "/").removesuffix("/decrease")]
             remaining = parse_size(order["remaining_count_fp"])
@@ -118,21 +96,6 @@ class FakeKalshi:
             return httpx.Response(
                 200, json={"order_id": order["order_id"], "remaining_count": format_size(remaining), "ts_ms": 1}
             )
-        if method == "POST" and path.endswith("/amend"):
-            order = self.orders[path.removeprefix(ORDERS + "/").removesuffix("/amend")]
-            filled = parse_size(order["fill_count_fp"])
-            remaining = parse_size(body["count"]) - filled
-            order.update(yes_price_dollars=body["price"], remaining_count_fp=format_size(remaining))
-            return httpx.Response(
-                200,
-                json={
-                    "order_id": order["order_id"],
-                    "client_order_id": order["client_order_id"],
-                    "remaining_count": format_size(remaining),
-                    "fill_count": "0.00",
-                    "ts_ms": 1767225600123,
-                },
-            )
         if method == "GET" and path == f"{BASE}/portfolio/orders":
             found = [
                 o
@@ -140,20 +103,11 @@ class FakeKalshi:
                 if query.get("ticker") in (None, o["ticker"]) and query.get("status") in (None, o["status"])
             ]
             return self.page("orders", found, query)
-        if method == "GET" and path.startswith(f"{BASE}/portfolio/orders/"):
-            order_id = path.removeprefix(f"{BASE}/portfolio/orders/")
-            if order_id not in self.orders:
-                return kalshi_error(404, "not_found", "order not found")
-            return httpx.Response(200, json={"order": self.orders[order_id]})
         if method == "GET" and path == f"{BASE}/portfolio/positions":
             answer = self.page("market_positions", self.positions, query)
             return httpx.Response(200, json={**answer.json(), "event_positions": []})
-        if method == "GET" and path == f"{BASE}/portfolio/fills":
-            return self.page("fills", self.fills, query)
         if method == "GET" and path == f"{BASE}/portfolio/balance":
             return httpx.Response(200, json=self.balance)
-        if method == "GET" and path == f"{BASE}/portfolio/settlements":
-            return self.page("settlements", self.settlements, query)
         return kalshi_error(404, "not_found", f"no route {method} {path}")
 
     def page(self, key: str, items: list[dict[str, Any]], query: dict[str, str]) -> httpx.Response:
@@ -204,14 +158,6 @@ class FakeKalshi:
                 "ts_ms": 1767225600000 + len(self.orders),
             },
         )
-
-    def cancel(self, order_id: str) -> dict[str, Any]:
-        order = self.orders.get(order_id)
-        if order is None or order["status"] != "resting":
-            return {"order_id": order_id, "reduced_by": "0.00", "error": {"code": "not_found", "message": "gone"}}
-        reduced = order["remaining_count_fp"]
-        order.update(status="canceled", remaining_count_fp="0.00")
-        return {"order_id": order_id, "client_order_id": order["client_order_id"], "reduced_by": reduced, "ts_ms": 5}
 
     def placed(self) -> int:
         """Orders this account ever accepted."""

@@ -1,5 +1,6 @@
-"""The private feed: subscribes to the account's channels, reconciles from REST after every (re)connect and on
-demand, and hands messages on after the snapshot, in order."""
+"""The private feed against a scripted server, for what the built-in exchange never does: hold a reconcile
+open while messages arrive, or leave a subscription unconfirmed. The rest of the feed's behaviour is tested
+against the exchange in test_trading_against_exchange.py."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from apps.kalshi.backoff import Backoff
-from apps.kalshi.environments import Environment, TradingPermission, TradingRefused
+from apps.kalshi.environments import Environment, TradingPermission
 from apps.kalshi.feed import FeedEvent, FeedEventKind
-from apps.kalshi.portfolio import OrderRequest
 from apps.kalshi.privatefeed import PrivateFeed
 from apps.kalshi.privatemessages import FillMessage, PrivateMessage, UserOrderMessage
 from apps.kalshi.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, WS_PATH, Credentials, load_private_key, verify
@@ -113,30 +113,6 @@ async def stop(feed: PrivateFeed, task: asyncio.Task[None]) -> None:
     await asyncio.wait_for(task, 5)
 
 
-async def test_it_subscribes_reconciles_then_passes_messages_on(
-    server: PrivateServer, fake: FakeKalshi, credentials: Credentials
-) -> None:
-    recorder = Recorder()
-    async with trading_client(credentials, fake.transport()) as trading:
-        resting = await trading.create_order(OrderRequest.buy_yes(FED, 1000, 3500))
-        feed = PrivateFeed(
-            url=server.url, credentials=credentials, permission=SIM, trading=trading, listener=recorder, backoff=fast()
-        )
-        task = await run_feed(feed)
-        await eventually(lambda: len(recorder.seen) == 1, what="the first snapshot")
-        assert server.commands == [
-            {"id": 1, "cmd": "subscribe", "params": {"channels": ["fill", "user_orders", "market_positions"]}}
-        ]
-        (snapshot,) = recorder.snapshots()
-        assert [o.order_id for o in snapshot.open_orders] == [resting.order_id]
-        await server.send(fill_frame())
-        await eventually(lambda: len(recorder.seen) == 2, what="the fill")
-        assert isinstance(recorder.seen[1], FillMessage)
-        assert recorder.seen[1].count == 27_800
-        assert [e.kind for e in recorder.events] == [FeedEventKind.CONNECTED]
-        await stop(feed, task)
-
-
 async def test_messages_that_arrive_during_the_reconcile_follow_the_snapshot(
     server: PrivateServer, fake: FakeKalshi, credentials: Credentials
 ) -> None:
@@ -163,97 +139,6 @@ async def test_messages_that_arrive_during_the_reconcile_follow_the_snapshot(
         await eventually(lambda: len(recorder.seen) == 3, what="the snapshot and both messages")
         assert [type(s) for s in recorder.seen] == [AccountSnapshot, UserOrderMessage, FillMessage]
         await stop(feed, task)
-
-
-async def test_after_a_dropped_connection_it_subscribes_and_reconciles_again(
-    server: PrivateServer, fake: FakeKalshi, credentials: Credentials
-) -> None:
-    recorder = Recorder()
-    async with trading_client(credentials, fake.transport()) as trading:
-        resting = await trading.create_order(OrderRequest.buy_yes(FED, 1000, 3500))
-        feed = PrivateFeed(
-            url=server.url, credentials=credentials, permission=SIM, trading=trading, listener=recorder, backoff=fast()
-        )
-        task = await run_feed(feed)
-        await eventually(lambda: len(recorder.snapshots()) == 1, what="the first snapshot")
-        server.connections[-1].transport.abort()
-        # While the socket is down the order is cancelled; its user_order message is lost with the connection.
-        fake.orders[resting.order_id].update(status="canceled", remaining_count_fp="0.00")
-        await eventually(lambda: len(recorder.snapshots()) == 2, what="the snapshot after reconnecting")
-        assert recorder.snapshots()[1].open_orders == ()
-        assert len(server.commands) == 2
-        assert feed.counters.reconnects == 1
-        assert [e.kind for e in recorder.events] == [
-            FeedEventKind.CONNECTED,
-            FeedEventKind.DISCONNECTED,
-            FeedEventKind.CONNECTED,
-        ]
-        await stop(feed, task)
-
-
-async def test_a_reconcile_on_demand_reads_rest_again(
-    server: PrivateServer, fake: FakeKalshi, credentials: Credentials
-) -> None:
-    recorder = Recorder()
-    async with trading_client(credentials, fake.transport()) as trading:
-        feed = PrivateFeed(
-            url=server.url, credentials=credentials, permission=SIM, trading=trading, listener=recorder, backoff=fast()
-        )
-        task = await run_feed(feed)
-        await eventually(lambda: len(recorder.snapshots()) == 1, what="the first snapshot")
-        placed = await trading.create_order(OrderRequest.sell_yes(FED, 100, 6500))
-        snapshot = await feed.reconcile()
-        assert [o.order_id for o in snapshot.open_orders] == [placed.order_id]
-        assert recorder.snapshots()[-1] == snapshot
-        assert feed.counters.reconciles == 2
-        await server.send(fill_frame())
-        await eventually(lambda: isinstance(recorder.seen[-1], FillMessage), what="messages to flow again")
-        await stop(feed, task)
-
-
-async def test_a_failed_reconcile_drops_the_connection_and_tries_again(
-    server: PrivateServer, fake: FakeKalshi, credentials: Credentials
-) -> None:
-    fake.fail_next("GET", "/portfolio/balance", response=httpx.Response(401, json={"error": {"code": "unauthorized"}}))
-    recorder = Recorder()
-    async with trading_client(credentials, fake.transport()) as trading:
-        feed = PrivateFeed(
-            url=server.url, credentials=credentials, permission=SIM, trading=trading, listener=recorder, backoff=fast()
-        )
-        task = await run_feed(feed)
-        await eventually(lambda: len(recorder.snapshots()) == 1, what="a snapshot on the second connection")
-        assert len(server.connections) == 2
-        assert any("reconcile failed" in e.reason and "401" in e.reason for e in recorder.events)
-        await stop(feed, task)
-
-
-def test_no_feed_is_built_where_the_rules_forbid_trading(fake: FakeKalshi, credentials: Credentials) -> None:
-    trading = trading_client(credentials, fake.transport())
-    for permission, url in (
-        (TradingPermission(Environment.PAPER), "ws://127.0.0.1:8007/trade-api/ws/v2"),
-        (TradingPermission(Environment.PAPER), "wss://external-api-ws.kalshi.com/trade-api/ws/v2"),
-        (TradingPermission(Environment.LOCAL), "wss://external-api-ws.kalshi.com/trade-api/ws/v2"),
-        (SIM, "wss://demo-api.kalshi.co/trade-api/ws/v2"),
-    ):
-        with pytest.raises(TradingRefused):
-            PrivateFeed(url=url, credentials=credentials, permission=permission, trading=trading, listener=Recorder())
-
-
-async def test_the_rules_are_checked_before_every_connect(
-    server: PrivateServer, fake: FakeKalshi, credentials: Credentials
-) -> None:
-    recorder = Recorder()
-    async with trading_client(credentials, fake.transport()) as trading:
-        feed = PrivateFeed(
-            url=server.url, credentials=credentials, permission=SIM, trading=trading, listener=recorder, backoff=fast()
-        )
-        task = await run_feed(feed)
-        await eventually(lambda: len(recorder.snapshots()) == 1, what="the first snapshot")
-        feed.permission = TradingPermission(Environment.LOCAL)
-        server.connections[-1].transport.abort()
-        with pytest.raises(TradingRefused, match="local is market data only"):
-            await asyncio.wait_for(task, 5)
-        assert len(server.connections) == 1
 
 
 async def test_a_subscription_never_confirmed_is_dropped_and_tried_again(

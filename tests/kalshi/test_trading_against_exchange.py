@@ -400,6 +400,7 @@ async def test_a_create_accepted_but_answered_500_is_not_placed_twice(market: Ma
 
 
 async def test_a_create_sent_again_after_the_retries_ran_out_returns_the_order_it_placed(market: Market) -> None:
+    await market.them.create_order(OrderRequest.sell_yes(FED, 100, 4200))
     market.sim.faults.accept_then_5xx = 1
     impatient = await market.client(market.credentials, max_retries_failure=0)
     request = OrderRequest.buy_yes(FED, 500, 4200)
@@ -408,8 +409,9 @@ async def test_a_create_sent_again_after_the_retries_ran_out_returns_the_order_i
     assert (caught.value.status, caught.value.code) == (500, "internal_server_error")
     placement = await impatient.create_order(request)
     assert placement.recovered
-    assert (placement.fill_count, placement.remaining_count) == (0, 500)
+    assert (placement.fill_count, placement.remaining_count) == (100, 400)
     assert [o.order_id async for o in impatient.orders()] == [placement.order_id]
+    # The order does not say at which prices it filled, so the averages stay unknown.
     assert (placement.average_fill_price, placement.average_fee_paid) == (None, None)
 
 
