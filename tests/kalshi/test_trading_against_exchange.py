@@ -5,6 +5,7 @@ own answers in exact integers (micro-dollars, 1/100 contract, 1/10,000 dollar)."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from apps.exchange.config import DEFAULT_MARKETS
+from apps.exchange.market import Change
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.account import AccountState, Holding, OpenOrder
 from apps.kalshi.backoff import Backoff
@@ -265,6 +267,44 @@ async def test_settlement_pays_a_dollar_per_winning_contract(market: Market) -> 
     with pytest.raises(KalshiRestError) as caught:
         await me.create_order(OrderRequest.buy_yes(FED, 100, 3000))
     assert (caught.value.status, caught.value.code) == (400, "market_closed")
+
+
+async def test_no_orders_expiry_and_fractional_counts_reach_the_exchange_as_sent(market: Market) -> None:
+    me, them = market.me, market.them
+    no_bid = await them.create_order(OrderRequest.buy_no(FED, 200, 3000))  # rests as a YES ask at 0.70
+    order = await them.get_order(no_bid.order_id)
+    assert (order.book_side, order.outcome_side, order.yes_price, order.no_price) == ("ask", "no", 7000, 3000)
+    expires = int(time.time()) + 3600
+    placed = await me.create_order(OrderRequest.buy_yes(FED, 1250, 7000, expiration_time=expires))
+    assert (placed.fill_count, placed.remaining_count) == (200, 1050)
+    assert (await me.get_order(placed.order_id)).expiration_time is not None
+    for options, message in (
+        ({"time_in_force": "immediate_or_cancel", "expiration_time": expires}, "Cannot specify both"),
+        ({"expiration_time": expires - 7200}, "Expiration timestamp must be in the future"),
+    ):
+        with pytest.raises(KalshiRestError, match=message) as caught:
+            await me.create_order(OrderRequest.buy_yes(FED, 100, 5000, **options))
+        assert (caught.value.status, caught.value.code) == (400, "invalid_order")
+
+
+async def test_the_simulated_flow_fills_a_resting_order_as_maker(market: Market) -> None:
+    sim, me = market.sim, market.me
+    running = await run_feed(market)
+    resting = await me.create_order(OrderRequest.buy_yes(FED, 300, 4000))
+    sim.publish_change(FED, Change("yes", 4000, -100, trade=True))  # the house sells 1 YES into the bid
+    await eventually(lambda: len(running.account.fills) == 1, what="the maker fill")
+    (fill,) = running.account.fills
+    assert (fill.order_id, fill.is_taker, fill.count, fill.yes_price, fill.fee_cost) == (
+        resting.order_id,
+        False,
+        100,
+        4000,
+        0,
+    )
+    order = await me.get_order(resting.order_id)
+    assert (order.fill_count, order.remaining_count, order.maker_fill_cost, order.maker_fees) == (100, 200, 400_000, 0)
+    assert running.account.open_orders[resting.order_id].remaining_count == 200
+    assert (await me.get_balance()).balance == START - 400_000 - 800_000  # 1 bought at 0.40, 2 still reserved
 
 
 # ------------------------------------------------------------------------------------------ managing orders
