@@ -73,14 +73,17 @@ async def trading_client(
     return await stack.enter_async_context(client)
 
 
+async def open_market(sim: ExchangeSimulator, credentials: Credentials, stack: AsyncExitStack) -> Market:
+    clear_book(sim, FED)
+    me = await trading_client(sim, credentials, stack)
+    them = await trading_client(sim, another_account(sim, "counterparty"), stack)
+    return Market(sim, credentials, stack, me, them)
+
+
 @pytest.fixture
 async def market(start_sim: StartSim, credentials: Credentials) -> AsyncIterator[Market]:
-    sim = await start_sim()
-    clear_book(sim, FED)
     async with AsyncExitStack() as stack:
-        me = await trading_client(sim, credentials, stack)
-        them = await trading_client(sim, another_account(sim, "counterparty"), stack)
-        yield Market(sim, credentials, stack, me, them)
+        yield await open_market(await start_sim(), credentials, stack)
 
 
 # ------------------------------------------------------------------------------------------ matching and money
@@ -307,6 +310,28 @@ async def test_the_simulated_flow_fills_a_resting_order_as_maker(market: Market)
     assert (await me.get_balance()).balance == START - 400_000 - 800_000  # 1 bought at 0.40, 2 still reserved
 
 
+async def test_a_market_that_charges_makers_takes_a_quarter_rate_fee_from_the_resting_side(
+    start_sim: StartSim, credentials: Credentials
+) -> None:
+    async with AsyncExitStack() as stack:
+        market = await open_market(await start_sim(maker_fee_markets=[FED]), credentials, stack)
+        me, them = market.me, market.them
+        resting = await them.create_order(OrderRequest.sell_yes(FED, 10_000, 5000))
+        await me.create_order(OrderRequest.buy_yes(FED, 10_000, 5000))
+        # 100 contracts at 0.50: the maker pays 0.0175 x 100 x 0.25, the taker 0.07 x 100 x 0.25.
+        maker = await them.get_order(resting.order_id)
+        assert (maker.status, maker.maker_fill_cost, maker.maker_fees, maker.taker_fees) == (
+            "executed",
+            50_000_000,
+            437_500,
+            0,
+        )
+        assert [(f.is_taker, f.fee_cost) for f in (await them.get_fills()).items] == [(False, 437_500)]
+        assert [(f.is_taker, f.fee_cost) for f in (await me.get_fills()).items] == [(True, 1_750_000)]
+        assert (await them.get_balance()).balance == START - 50_000_000 - 437_500
+        assert (await me.get_balance()).balance == START - 50_000_000 - 1_750_000
+
+
 # ------------------------------------------------------------------------------------------ managing orders
 
 
@@ -485,7 +510,9 @@ class Running:
     task: asyncio.Task[None]
 
 
-async def run_feed(market: Market, trading: KalshiTradingClient | None = None) -> Running:
+async def run_feed(
+    market: Market, trading: KalshiTradingClient | None = None, market_tickers: list[str] | None = None
+) -> Running:
     account = RecordingAccount()
     feed = PrivateFeed(
         url=market.sim.ws_url,
@@ -493,6 +520,7 @@ async def run_feed(market: Market, trading: KalshiTradingClient | None = None) -
         permission=SIM,
         trading=trading or market.me,
         listener=account,
+        market_tickers=market_tickers,
         backoff=fast(),
     )
     task = asyncio.get_running_loop().create_task(feed.run())
@@ -627,6 +655,17 @@ async def test_a_failed_reconcile_drops_the_connection_and_tries_again(market: M
     running = await run_feed(market, patient_once)
     assert running.feed.counters.reconnects == 1
     assert any("reconcile failed" in e.reason and "429" in e.reason for e in running.account.events)
+
+
+async def test_a_feed_for_some_markets_hears_only_those(market: Market) -> None:
+    me = market.me
+    account = (await run_feed(market, market_tickers=[CPI])).account
+    await me.create_order(OrderRequest.buy_yes(FED, 100, 4000))
+    in_cpi = await me.create_order(OrderRequest.buy_yes(CPI, 100, 4000))
+    await eventually(lambda: len(account.messages) == 1, what="the CPI order's message")
+    assert [(m.order_id, m.ticker) for m in account.messages if isinstance(m, UserOrderMessage)] == [
+        (in_cpi.order_id, CPI)
+    ]
 
 
 # ------------------------------------------------------------------------------------------ trading rules
