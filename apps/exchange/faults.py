@@ -70,7 +70,8 @@ class Faults:
     """The next N private-channel messages (fill, user_order, market_position) are not sent; counts down."""
 
     accept_then_5xx: int = 0
-    """The next N creates are placed, but answered 500 as if they had failed; counts down."""
+    """The next N order requests that succeed (create, cancel, amend, decrease, batch) are carried out, but
+    answered 500 as if they had failed; counts down."""
 
 
 def parse_faults(spec: str) -> Faults:

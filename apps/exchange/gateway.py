@@ -197,11 +197,11 @@ class Gateway:
         )
         if creating and status == 201:
             self._traffic.orders_placed += 1
-            if path == portfolio.ORDERS and faults.accept_then_5xx > 0:
-                # The order stands; only the answer is lost, as when a gateway times out behind a placed order.
-                faults.accept_then_5xx -= 1
-                self._fault_counts.accept_then_5xx += 1
-                return _json(500, rest.error_body("internal_server_error", "internal server error"))
+        if request.method != "GET" and 200 <= status < 300 and faults.accept_then_5xx > 0:
+            # What was asked stands; only the answer is lost, as when a gateway times out behind it.
+            faults.accept_then_5xx -= 1
+            self._fault_counts.accept_then_5xx += 1
+            return _json(500, rest.error_body("internal_server_error", "internal server error"))
         return _json(status, body) if body is not None else HttpResponse(status)
 
     def _control(self, request: HttpRequest) -> HttpResponse:

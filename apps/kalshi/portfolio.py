@@ -262,10 +262,13 @@ class Placement:
 class CancelResult:
     order_id: str
     client_order_id: str | None
-    reduced_by: int
-    """The size still resting when the cancel happened (0 when a batch item failed)."""
+    reduced_by: int | None
+    """The size still resting when the cancel happened (0 when a batch item failed; None when ``recovered``:
+    the order no longer says)."""
     ts_ms: int | None = None
     error: OrderError | None = None
+    recovered: bool = False
+    """True when the cancel's answer was lost and the order was found cancelled instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +280,9 @@ class AmendResult:
     average_fill_price: int | None = None
     average_fee_paid: int | None = None
     ts_ms: int | None = None
+    recovered: bool = False
+    """True when the amend's answer was lost and the order was found amended instead (what the amend itself
+    filled is then unknown: ``fill_count`` and the averages are None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +291,8 @@ class DecreaseResult:
     client_order_id: str | None
     remaining_count: int
     ts_ms: int | None = None
+    recovered: bool = False
+    """True when the decrease's answer was lost and the order was found decreased instead."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -295,7 +295,15 @@ class KalshiRestClient:
                 continue
             if not 200 <= status < 300:
                 code, message, details = error_fields(response)
-                raise self._error(status, full_path, message, method=method, code=code, details=details)
+                raise self._error(
+                    status,
+                    full_path,
+                    message,
+                    method=method,
+                    code=code,
+                    details=details,
+                    after_lost_answer=retries_failure > 0,
+                )
             if status == 204 and not response.content:
                 return {}
             try:
@@ -319,12 +327,15 @@ class KalshiRestClient:
         method: str = "GET",
         code: str = "",
         details: str = "",
+        after_lost_answer: bool = False,
     ) -> KalshiRestError:
         self.metrics.errors += 1
         message, details = self._redact(message), self._redact(details)
         if malformed:
             return MalformedResponse(status, path, message, method=method)
-        return KalshiRestError(status, path, message, method=method, code=code, details=details)
+        return KalshiRestError(
+            status, path, message, method=method, code=code, details=details, after_lost_answer=after_lost_answer
+        )
 
     def _redact(self, text: str) -> str:
         key_id = self._credentials.key_id

@@ -13,7 +13,15 @@ class KalshiRestError(Exception):
     """
 
     def __init__(
-        self, status: int, path: str, message: str, *, method: str = "GET", code: str = "", details: str = ""
+        self,
+        status: int,
+        path: str,
+        message: str,
+        *,
+        method: str = "GET",
+        code: str = "",
+        details: str = "",
+        after_lost_answer: bool = False,
     ) -> None:
         self.status = status
         self.path = path
@@ -21,6 +29,9 @@ class KalshiRestError(Exception):
         self.method = method
         self.code = code
         self.details = details
+        self.after_lost_answer = after_lost_answer
+        """An earlier attempt of this same request got a 5xx or no answer: it may have been carried out, and
+        this error may be about the state it left (a cancel retried after its answer was lost finds no order)."""
         where = f"{method} {path}"
         super().__init__(f"{where}: HTTP {status}: {message}" if status else f"{where}: {message}")
 

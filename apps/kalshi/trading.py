@@ -169,7 +169,14 @@ class KalshiTradingClient:
         request = CancelRequest(order_id, market_ticker, subaccount, exchange_index)
         path = f"{ORDERS_PATH}/{quote(request.order_id, safe='')}"
         params = {"market_ticker": market_ticker, "subaccount": subaccount, "exchange_index": exchange_index}
-        body = await self._send("DELETE", path, params=params, retry=Retry.IDEMPOTENT)
+        try:
+            body = await self._send("DELETE", path, params=params, retry=Retry.IDEMPOTENT)
+        except KalshiRestError as exc:
+            order = await self._order_after_lost_answer(exc, request.order_id)
+            if order is None or order.status != "canceled":
+                raise
+            # The lost attempt cancelled it (how much it took off, the order no longer says).
+            return CancelResult(order.order_id, order.client_order_id or None, None, recovered=True)
         return self._parse(body, path, _cancel_result)
 
     async def cancel_orders(self, requests: Iterable[CancelRequest | str]) -> list[CancelResult]:
@@ -197,9 +204,19 @@ class KalshiTradingClient:
     async def amend_order(self, request: AmendRequest) -> AmendResult:
         """Change an order's price and/or total count (an absolute end state, so retried like a read)."""
         path = f"{ORDERS_PATH}/{quote(request.order_id, safe='')}/amend"
-        body = await self._send(
-            "POST", path, params={"subaccount": request.subaccount}, body=request.to_json(), retry=Retry.IDEMPOTENT
-        )
+        try:
+            body = await self._send(
+                "POST", path, params={"subaccount": request.subaccount}, body=request.to_json(), retry=Retry.IDEMPOTENT
+            )
+        except KalshiRestError as exc:
+            order = await self._order_after_lost_answer(exc, request.order_id)
+            if order is None or (order.yes_price, order.fill_count + order.remaining_count) != (
+                request.price,
+                request.count,
+            ):
+                raise
+            # The lost attempt amended it: the order is in the state asked for.
+            return AmendResult(order.order_id, order.client_order_id or None, order.remaining_count, recovered=True)
 
         def parse(raw: dict[str, Any]) -> AmendResult:
             f = Fields(raw, "amend")
@@ -219,7 +236,14 @@ class KalshiTradingClient:
         """Reduce an order's resting size; ``reduce_to`` is retried like a read, ``reduce_by`` is sent once."""
         path = f"{ORDERS_PATH}/{quote(request.order_id, safe='')}/decrease"
         retry = Retry.IDEMPOTENT if request.idempotent else Retry.NEVER
-        body = await self._send("POST", path, body=request.to_json(), retry=retry)
+        try:
+            body = await self._send("POST", path, body=request.to_json(), retry=retry)
+        except KalshiRestError as exc:
+            order = await self._order_after_lost_answer(exc, request.order_id)
+            if order is None or request.reduce_to is None or order.remaining_count > request.reduce_to:
+                raise
+            # The lost attempt decreased it (to nothing, it is cancelled): it rests with what was asked, or less.
+            return DecreaseResult(order.order_id, order.client_order_id or None, order.remaining_count, recovered=True)
 
         def parse(raw: dict[str, Any]) -> DecreaseResult:
             f = Fields(raw, "decrease")
@@ -391,6 +415,16 @@ class KalshiTradingClient:
         return AccountSnapshot(tuple(open_orders), tuple(positions), balance)
 
     # ----------------------------------------------------------------------------------------- plumbing
+
+    async def _order_after_lost_answer(self, error: KalshiRestError, order_id: str) -> Order | None:
+        """After a change to an order was refused on a retry whose earlier attempt lost its answer, the order
+        as it is now (the refusal may be about what that attempt did); None when there is nothing to check."""
+        if not error.after_lost_answer or not 400 <= error.status < 500 or error.status == 429:
+            return None
+        try:
+            return await self.get_order(order_id)
+        except KalshiRestError:
+            return None
 
     async def _send(
         self,

@@ -718,3 +718,51 @@ async def test_the_rules_are_checked_again_before_every_request_and_connect(mark
     with pytest.raises(TradingRefused, match="local is market data only"):
         await asyncio.wait_for(running.task, 5)
     assert sim.stats["connections"] == 0
+
+
+async def test_changes_to_an_order_whose_answer_was_lost_resolve_to_what_the_exchange_did(market: Market) -> None:
+    me = market.me
+    placed = await me.create_order(OrderRequest.buy_yes(FED, 1000, 3900, client_order_id="lost-1"))
+    market.sim.faults.accept_then_5xx = 1  # the change is carried out, then answered 500
+    lower = await me.decrease_order(DecreaseRequest(placed.order_id, reduce_to=600))
+    # Sent again, the same end state is simply granted once more.
+    assert (lower.remaining_count, lower.recovered, me.rest.metrics.retries_failure) == (600, False, 1)
+
+    market.sim.faults.accept_then_5xx = 1
+    amended = await me.amend_order(
+        AmendRequest(
+            placed.order_id,
+            FED,
+            "bid",
+            price=3800,
+            count=700,
+            client_order_id="lost-1",
+            updated_client_order_id="lost-2",
+        )
+    )
+    # Sent again with its old client_order_id, the amend is refused: the order shows it was done.
+    assert (amended.order_id, amended.client_order_id, amended.remaining_count) == (placed.order_id, "lost-2", 700)
+    assert (amended.recovered, amended.fill_count) == (True, None)
+    order = await me.get_order(placed.order_id)
+    assert (order.yes_price, order.remaining_count) == (3800, 700)
+
+    market.sim.faults.accept_then_5xx = 1
+    gone = await me.decrease_order(DecreaseRequest(placed.order_id, reduce_to=0))
+    assert (gone.remaining_count, gone.recovered) == (0, True)  # the first attempt cancelled it
+    assert (await me.get_order(placed.order_id)).status == "canceled"
+
+    other = await me.create_order(OrderRequest.buy_yes(FED, 500, 3700, client_order_id="lost-3"))
+    market.sim.faults.accept_then_5xx = 1
+    cancelled = await me.cancel_order(other.order_id)
+    assert (cancelled.order_id, cancelled.client_order_id, cancelled.reduced_by, cancelled.recovered) == (
+        other.order_id,
+        "lost-3",
+        None,
+        True,
+    )
+    assert market.sim.stats["faults"]["accept_then_5xx"] == 4
+    assert market.sim.true_book(FED).yes == {}
+    # A refusal with no lost answer before it is not second-guessed.
+    with pytest.raises(KalshiRestError) as missing:
+        await me.cancel_order(other.order_id)
+    assert (missing.value.status, missing.value.after_lost_answer) == (404, False)

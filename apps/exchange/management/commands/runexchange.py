@@ -206,7 +206,8 @@ class Command(BaseCommand):
             type=int,
             default=0,
             metavar="N",
-            help="place the next N creates but answer them 500 (a client must not place them twice)",
+            help="carry out the next N order requests (create, cancel, amend, decrease, batch) but answer them 500 "
+            "(a client must not place twice, and must find out what its change did)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
