@@ -9,6 +9,8 @@ and the module carries on, so one run reports every problem; the last line raise
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # The test database is a file with the same options, not Django's shared-cache in-memory default, whose
+    # table locks fail at once instead of waiting and so behave unlike the file every trader writes.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"trader-v3-test-{os.getpid()}.sqlite3")}
 
 REDIS_URL = env.redis_url("REDIS_URL")
 # Capacity and expiry are set on purpose: group_send silently drops past capacity, and the console
