@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.feed import (
@@ -53,6 +53,7 @@ from apps.kalshi.messages import (
 )
 from apps.kalshi.orderbook import BookInconsistent, OrderBook
 from apps.kalshi.signing import WS_PATH, Credentials
+from apps.kalshi.wsattempt import connection_attempt
 
 logger = logging.getLogger(__name__)
 
@@ -173,38 +174,33 @@ class KalshiWebSocketClient:
 
     async def _connect_and_read(self) -> str:
         """One connection's life. Returns why it ended."""
-        headers = self._credentials.headers("GET", WS_PATH, self._wall_clock_ms())
         try:
-            async with connect(
-                self.url,
-                additional_headers=headers,
-                create_connection=_WatchedConnection,
-                open_timeout=self._open_timeout,
-                # Kalshi pings every 10 s and websockets answers with pongs; silence is detected by _watch.
-                ping_interval=None,
-                max_size=2**24,
-                max_queue=1024,
-                close_timeout=2.0,
-            ) as ws:
-                assert isinstance(ws, _WatchedConnection)
-                ws.last_received = time.monotonic()
-                self._ws = ws
-                await self._on_connected(ws)
-                return await self._read(ws)
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                reason = f"the exchange refused the handshake with HTTP {status}: check the API key id and private key"
-                await self._listener.on_feed_event(FeedEvent(FeedEventKind.FATAL, reason=reason, level="error"))
-                self._closing.set()
-                raise HandshakeRejected(reason) from None
-            return f"handshake failed with HTTP {status}"
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            return f"cannot connect: {type(exc).__name__}: {exc}"
-        except ConnectionClosed as exc:
-            return _close_reason(exc)
+            return await connection_attempt(self._open_and_read, refused=self._handshake_refused)
         finally:
             self._ws = None
+
+    async def _handshake_refused(self, reason: str) -> None:
+        await self._listener.on_feed_event(FeedEvent(FeedEventKind.FATAL, reason=reason, level="error"))
+        self._closing.set()
+
+    async def _open_and_read(self) -> str:
+        headers = self._credentials.headers("GET", WS_PATH, self._wall_clock_ms())
+        async with connect(
+            self.url,
+            additional_headers=headers,
+            create_connection=_WatchedConnection,
+            open_timeout=self._open_timeout,
+            # Kalshi pings every 10 s and websockets answers with pongs; silence is detected by _watch.
+            ping_interval=None,
+            max_size=2**24,
+            max_queue=1024,
+            close_timeout=2.0,
+        ) as ws:
+            assert isinstance(ws, _WatchedConnection)
+            ws.last_received = time.monotonic()
+            self._ws = ws
+            await self._on_connected(ws)
+            return await self._read(ws)
 
     async def _on_connected(self, ws: ClientConnection) -> None:
         self.status = ConnectionStatus.CONNECTED
@@ -714,12 +710,6 @@ class KalshiWebSocketClient:
 def _resolve(command: _Command, reply: Ok | ErrorReply) -> None:
     if command.reply is not None and not command.reply.done():
         command.reply.set_result(reply)
-
-
-def _close_reason(exc: ConnectionClosed) -> str:
-    if exc.rcvd is not None:
-        return f"closed by the exchange (code {exc.rcvd.code}{': ' + exc.rcvd.reason if exc.rcvd.reason else ''})"
-    return "dropped without a close frame"
 
 
 __all__ = [

@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.environments import TradingPermission, TradingRefused, check_trading_url
-from apps.kalshi.feed import ConnectionStatus, FeedEvent, FeedEventKind, HandshakeRejected, reconnect_until_closed
+from apps.kalshi.feed import ConnectionStatus, FeedEvent, FeedEventKind, reconnect_until_closed
 from apps.kalshi.messages import ErrorReply, MalformedMessage, OtherMessage, Subscribed, parse_message
 from apps.kalshi.privatemessages import PRIVATE_CHANNELS, PrivateMessage, parse_private_frame, subscribe_private_command
 from apps.kalshi.resterrors import KalshiRestError
 from apps.kalshi.signing import WS_PATH, Credentials
 from apps.kalshi.trading import AccountSnapshot, KalshiTradingClient
+from apps.kalshi.wsattempt import connection_attempt
 
 logger = logging.getLogger(__name__)
 
@@ -144,37 +144,30 @@ class PrivateFeed:
             await self._listener.on_private_message(self._waiting.pop(0))
 
     async def _connect_and_read(self) -> str:
-        headers = self._credentials.headers("GET", WS_PATH, self._wall_clock_ms())
         try:
-            async with connect(
-                self.url,
-                additional_headers=headers,
-                open_timeout=self._open_timeout,
-                ping_interval=self._keepalive,
-                ping_timeout=self._keepalive,
-                close_timeout=2.0,
-            ) as ws:
-                self._ws = ws
-                self.status = ConnectionStatus.CONNECTED
-                await self._listener.on_feed_event(
-                    FeedEvent(FeedEventKind.CONNECTED, reason=f"connected to {self.url}")
-                )
-                return await self._read(ws)
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                reason = f"the exchange refused the handshake with HTTP {status}: check the API key id and private key"
-                await self._listener.on_feed_event(FeedEvent(FeedEventKind.FATAL, reason=reason, level="error"))
-                self._closing.set()
-                raise HandshakeRejected(reason) from None
-            return f"handshake failed with HTTP {status}"
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            return f"cannot connect: {type(exc).__name__}: {exc}"
-        except ConnectionClosed as exc:
-            return "connection closed" + (f" (code {exc.rcvd.code})" if exc.rcvd is not None else "")
+            return await connection_attempt(self._open_and_read, refused=self._handshake_refused)
         finally:
             self._ws = None
             await self._stop_reconciling()
+
+    async def _handshake_refused(self, reason: str) -> None:
+        await self._listener.on_feed_event(FeedEvent(FeedEventKind.FATAL, reason=reason, level="error"))
+        self._closing.set()
+
+    async def _open_and_read(self) -> str:
+        headers = self._credentials.headers("GET", WS_PATH, self._wall_clock_ms())
+        async with connect(
+            self.url,
+            additional_headers=headers,
+            open_timeout=self._open_timeout,
+            ping_interval=self._keepalive,
+            ping_timeout=self._keepalive,
+            close_timeout=2.0,
+        ) as ws:
+            self._ws = ws
+            self.status = ConnectionStatus.CONNECTED
+            await self._listener.on_feed_event(FeedEvent(FeedEventKind.CONNECTED, reason=f"connected to {self.url}"))
+            return await self._read(ws)
 
     async def _read(self, ws: ClientConnection) -> str:
         self._live = False
