@@ -9,7 +9,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.marketdata.selectors import RecordingError
+from apps.marketdata.selectors import RecordingError, message_rates, price_history
+from apps.trader.core.bookpublisher import DEPTH_KEYS
 from apps.trader.core.health import Health, evaluate_health
 from apps.trader.models import ConsoleLine, MarketTop, StateTransition, TradingSession
 
@@ -133,6 +134,13 @@ def _tops(owners: dict[str, int], tickers: list[str]) -> dict[str, dict[str, Any
     return {row.market_ticker: row.top for row in rows if owners.get(row.market_ticker) == row.session_id}
 
 
+def without_depth(book: dict[str, Any]) -> dict[str, Any]:
+    """A book (as the trader publishes and writes it) without its levels: the top of book only."""
+    if not any(key in book for key in DEPTH_KEYS):
+        return book
+    return {key: value for key, value in book.items() if key not in DEPTH_KEYS}
+
+
 def page_request(*, filter_text: Any = "", offset: Any = 0, limit: Any = 100) -> tuple[str, int, int]:
     """A page request checked and normalised: (filter, offset, limit); a limit over MARKET_PAGE_LIMIT is
     capped. Raises MarketQueryError for anything else."""
@@ -158,6 +166,8 @@ def market_page(*, filter_text: str = "", offset: int = 0, limit: int = 100) -> 
     matching = sorted(t for t in owners if needle in t.upper()) if needle else sorted(owners)
     tickers = matching[offset : offset + limit]
     tops = _tops(owners, tickers) if tickers else {}
+    # A page shows tops only: the levels are for the one market a console watches (market_detail).
+    tops = {ticker: without_depth(top) for ticker, top in tops.items()}
     return {
         "filter": filter_text,
         "offset": offset,
@@ -267,6 +277,7 @@ def status_current() -> dict[str, Any]:
 
 
 def session_summary(session: TradingSession) -> dict[str, Any]:
+    end = session.ended_at or session.heartbeat_at or session.started_at
     return {
         "id": session.pk,
         "environment": session.environment,
@@ -274,6 +285,7 @@ def session_summary(session: TradingSession) -> dict[str, Any]:
         "exchange_url": session.exchange_url,
         "started_at": session.started_at.isoformat(),
         "ended_at": session.ended_at.isoformat() if session.ended_at else None,
+        "duration": round((end - session.started_at).total_seconds(), 1),
         "status": session.status,
         "current_state": session.current_state,
         "error": session.error,
@@ -298,7 +310,7 @@ def console_history() -> dict[str, Any]:
     every shard's latest status. No books: the page asks for the markets it shows (``market_page``)."""
     shards = shards_current()
     if not shards:
-        return {"session": None, "transitions": [], "status": None, "console": [], "shards": []}
+        return {"session": None, "transitions": [], "status": None, "console": [], "shards": [], "rates": []}
     session = shards[0]
     status = (
         {
@@ -314,7 +326,25 @@ def console_history() -> dict[str, Any]:
         "status": status,
         "console": console_recent(session=session),
         "shards": [shard_status(s) for s in shards],
+        "rates": message_rates(session_id=session.pk),
     }
+
+
+def market_history(*, ticker: str) -> dict[str, Any]:
+    """The ``market_history`` payload for a console that starts watching ``ticker``: its book with levels as
+    the trader last wrote it, and its best bid and ask over the session from the recording (bounded)."""
+    detail = market_detail(ticker=ticker)
+    if detail is None:
+        return {
+            "market_ticker": ticker,
+            "session_id": None,
+            "book": None,
+            "points": [],
+            "from_start": True,
+            "to_end": True,
+        }
+    history = price_history(session_id=detail["session_id"], market_ticker=ticker)
+    return {**history, "book": detail["book"]}
 
 
 def session_resolve(reference: str) -> TradingSession:
