@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.views import LogoutView
 from django.urls import path
 
-from apps.console import views
+from apps.console import history, views
 
 urlpatterns = [
     path("v3-trader", views.console_page, name="console"),
@@ -11,4 +11,7 @@ urlpatterns = [
     path("v3/logout", LogoutView.as_view(next_page="console-login"), name="console-logout"),
     path("v3/health", views.health, name="health"),
     path("v3/status", views.status, name="status"),
+    path("v3/sessions", history.session_list, name="console-sessions"),
+    path("v3/sessions/<int:session_id>", history.session_detail, name="console-session"),
+    path("v3/sessions/<int:session_id>/export.<str:fmt>", history.session_export, name="console-session-export"),
 ]

@@ -1,7 +1,7 @@
 /* Small hand-drawn SVG time charts: step lines over a time axis, no library and no build step. */
 
 const NS = 'http://www.w3.org/2000/svg';
-export const WIDTH = 600;
+const DEFAULT_WIDTH = 600;
 const PAD = { left: 52, right: 8, top: 8, bottom: 18 };
 
 function node(tag, attrs, content) {
@@ -18,7 +18,7 @@ function clockText(ms) {
 }
 
 /**
- * Draw ``series`` into ``svg`` (its viewBox is WIDTH × its height attribute).
+ * Draw ``series`` into ``svg``, one SVG unit a CSS pixel: its viewBox is its width on screen × its height attribute.
  *
  * series: [{ name, points: [[epoch ms, number | null], ...] in time order, step: bool }], a null value breaks
  * the line (an empty side of a book). Options: ``yText`` formats axis values, ``tMax`` extends the time axis
@@ -26,6 +26,7 @@ function clockText(ms) {
  */
 export function drawChart(svg, series, options = {}) {
   const height = Number(svg.getAttribute('height')) || 140;
+  const WIDTH = Math.round(svg.getBoundingClientRect().width) || DEFAULT_WIDTH;
   svg.setAttribute('viewBox', `0 0 ${WIDTH} ${height}`);
   const yText = options.yText || ((v) => String(v));
   let tMin = Infinity;
