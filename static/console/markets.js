@@ -285,6 +285,7 @@ export function bindMarkets(send) {
   const total = toNum(dom.marketsCount && dom.marketsCount.dataset.total);
   if (total !== null) view.marketsTotal = view.pageMarketsTotal = total;
   updateMeta();
+  onRows([...view.rows.keys()]); // the first row is watched from the start; the socket asks once it opens
 
   if (dom.marketFilter) {
     dom.marketFilter.value = '';
