@@ -7,6 +7,7 @@ export const dom = {
   stateBadge: $('state-badge'),
   envBadge: $('env-badge'),
   sessionId: $('session-id'),
+  sessionLink: $('session-link'),
   socket: $('socket-indicator'),
   socketText: $('socket-text'),
   socketDetail: $('socket-detail'),

@@ -306,7 +306,7 @@ def test_the_session_history_links_the_console_each_sessions_page_its_export_and
         )
         assert json.loads(first)["kind"] == "snapshot"
 
-        # Its admin page (behind the admin's login), and back to the console.
+        # Its admin page (behind the admin's login), and back to the console, whose header links to the session.
         page.follow("#admin-link", lands="/admin/login/")
         assert page.value("location.search") == f"?next=/admin/trader/tradingsession/{session}/change/"
         assert page.value("document.title").startswith("Log in")
@@ -320,5 +320,6 @@ def test_the_session_history_links_the_console_each_sessions_page_its_export_and
         )
         assert page.follow(".page-links a[href='/v3-trader']") == "/v3-trader"
         eventually_blocking(lambda: page.value_or_none("document.body.dataset.replayed") == "1", what="the console")
+        assert page.follow("#session-link") == f"/v3/sessions/{session}"
     finally:
         trader.stop()
