@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.test import Client
 
 from apps.marketdata import selectors as marketdata_selectors
 from apps.trader.broadcast import layer_message
@@ -126,3 +127,18 @@ async def test_the_replay_carries_the_sessions_message_rate_from_the_recording(m
     rates = replay["data"]["rates"]
     assert rates and all(isinstance(t, int) and rate > 0 for t, rate in rates)
     await communicator.disconnect()
+
+
+async def test_market_pages_carry_tops_only_and_one_market_in_the_status_carries_its_levels() -> None:
+    await a_recorded_session_with_tops()
+    communicator = await connect()
+    await communicator.receive_json_from()
+
+    await communicator.send_json_to({"type": "request_markets"})
+    page = await communicator.receive_json_from()
+
+    assert page["type"] == "markets_page"
+    assert page["data"]["markets"] == [tops_only(book("KXA", 7)), tops_only(book("KXB", 8))]
+    await communicator.disconnect()
+    status = await sync_to_async(lambda: Client().get("/v3/status", {"market": "KXA"}).json())()
+    assert status["book"] == book("KXA", 7)
