@@ -19,7 +19,7 @@ from django.db.models import Max, Min, Sum
 
 from apps.kalshi.fixedpoint import format_price
 from apps.kalshi.messages import Level, OrderbookDelta, OrderbookSnapshot
-from apps.kalshi.orderbook import OrderBook
+from apps.kalshi.orderbook import BookInconsistent, OrderBook
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket, RecordedSnapshot
 
 
@@ -376,7 +376,7 @@ def price_history(
     last = replayed[-1].position if replayed and not to_end else None
     if last is not None and not delta_rows.filter(position__gt=last).exists():
         history["to_end"], last = True, None  # the forward read happened to reach the end after all
-    resyncs = [item for item in _snapshots(session_id, market_ticker, deltas, base - 1, deltas)]
+    resyncs = list(_snapshots(session_id, market_ticker, deltas, base - 1, deltas))
     book = OrderBook(market_ticker)
     found: list[list[Any]] = []
     shown: tuple[str | None, str | None] | None = None
@@ -384,10 +384,14 @@ def price_history(
         if last is not None and item.position > last:
             break
         message = item.message
-        if isinstance(message, OrderbookSnapshot):
-            book.apply_snapshot(message)
-        elif isinstance(message, OrderbookDelta):
-            book.apply_delta(message)
+        try:
+            if isinstance(message, OrderbookSnapshot):
+                book.apply_snapshot(message)
+            elif isinstance(message, OrderbookDelta):
+                book.apply_delta(message)
+        except BookInconsistent:
+            history["to_end"] = False  # a recording the trader could not have made: show what came before
+            break
         top = book.top()
         now = (
             format_price(top.yes_bid[0]) if top.yes_bid else None,

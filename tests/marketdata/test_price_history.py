@@ -89,3 +89,18 @@ def test_message_rates_count_recorded_messages_between_sampled_positions() -> No
     # A rate spans at least the window: the 140 ms from position 1 to 13 make one.
     assert message_rates(session_id=session.pk, samples=3, window=0.1) == [[ms(150), round(12 / 0.14, 1)]]
     assert message_rates(session_id=session.pk, samples=3) == []
+
+
+def test_a_delta_the_book_cannot_take_ends_the_history_there() -> None:
+    session = new_session(["KXA"])
+    script = [
+        ("message", snapshot("KXA", 1, 1, yes=[(4100, 300)], no=[(5500, 2000)])),
+        ("message", delta("KXA", 1, 2, "yes", 4100, -500)),  # more than rests there
+        ("message", delta("KXA", 1, 3, "yes", 4200, 100)),
+    ]
+    asyncio.run(record_script(session.pk, script))
+
+    history = price_history(session_id=session.pk, market_ticker="KXA")
+
+    assert history["points"] == [[ms(10), "0.4100", "0.4500"]]
+    assert history["to_end"] is False
