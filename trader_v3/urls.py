@@ -4,6 +4,9 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+# The admin's "View site" link leads to the console (each session's page links back to the admin).
+admin.site.site_url = "/v3-trader"
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/v3-trader", permanent=False)),
     path("admin/", admin.site.urls),

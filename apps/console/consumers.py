@@ -27,7 +27,16 @@ from apps.trader.control import (
     layer_send,
     route,
 )
-from apps.trader.selectors import MarketQueryError, console_history, market_page, page_request, sessions_live
+from apps.trader.selectors import (
+    MARKET_FILTER_MAX,
+    MarketQueryError,
+    console_history,
+    market_history,
+    market_page,
+    page_request,
+    sessions_live,
+    without_depth,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +47,8 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     """Set once this side has closed the socket: nothing more is sent or answered."""
     counted = False
     """Whether this socket is in the process's count of connected consoles (from accept to disconnect)."""
+    watched: str | None = None
+    """The market whose levels this console shows (``watch_market``); other books reach it as tops only."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -124,12 +135,14 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self._send_history()
         elif kind == "request_markets":
             await self._send_markets(content)
+        elif kind == "watch_market":
+            await self._watch_market(content.get("market"))
         elif kind in CONTROL_ACTIONS:
             await self._control(kind, content.get("markets"), content.get("session"))
         else:
             await self._refuse(
                 f"unknown message type {kind!r}; expected ping, request_history, request_markets, "
-                "add_markets or remove_markets"
+                "watch_market, add_markets or remove_markets"
             )
 
     async def _send_markets(self, content: dict[str, Any]) -> None:
@@ -153,6 +166,26 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self._reply_error(f"markets unavailable: database unreachable ({type(exc).__name__})")
             return
         await self.send_json({"type": "markets_page", "data": page})
+
+    async def _watch_market(self, ticker: Any) -> None:
+        """Follow one market's levels from now on and send its story so far; None stops following."""
+        if ticker is not None and (not isinstance(ticker, str) or not 0 < len(ticker) <= MARKET_FILTER_MAX):
+            await self._refuse(f"watch_market: 'market' must be a ticker of at most {MARKET_FILTER_MAX} characters")
+            return
+        # The same budget as market pages: both are a click away and each reads a bounded slice of rows.
+        if not self.page_requests.take():
+            wait = self.page_requests.seconds_until_next()
+            await self._refuse(f"too many market requests; try again in {wait:.1f} s")
+            return
+        self.watched = ticker
+        if ticker is None:
+            return
+        try:
+            history = await database_sync_to_async(market_history)(ticker=ticker)
+        except DatabaseError as exc:
+            await self._reply_error(f"market history unavailable: database unreachable ({type(exc).__name__})")
+            return
+        await self.send_json({"type": "market_history", "data": history})
 
     async def _control(self, action: str, markets: Any, session: Any = None) -> None:
         # Changing what a real-money trader watches needs a staff login; the loopback simulator does not.
@@ -258,6 +291,16 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self._forward("trader_status", event)
 
     async def trader_orderbooks(self, event: dict[str, Any]) -> None:
+        # Levels only for the market this console watches: the rest of the batch goes as tops.
+        data = event["data"]
+        books = data.get("books") if isinstance(data, dict) else None
+        if isinstance(books, list):
+            watched = self.watched
+            books = [
+                book if not isinstance(book, dict) or book.get("market_ticker") == watched else without_depth(book)
+                for book in books
+            ]
+            event = {**event, "data": {**data, "books": books}}
         await self._forward("orderbooks", event)
 
     async def trader_console(self, event: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.views import LogoutView
 from django.urls import path
 
-from apps.console import views
+from apps.console import history, views
 
 urlpatterns = [
     path("v3-trader", views.console_page, name="console"),
@@ -12,4 +12,7 @@ urlpatterns = [
     path("v3/health", views.health, name="health"),
     path("v3/status", views.status, name="status"),
     path("metrics", views.metrics, name="metrics"),
+    path("v3/sessions", history.session_list, name="console-sessions"),
+    path("v3/sessions/<int:session_id>", history.session_detail, name="console-session"),
+    path("v3/sessions/<int:session_id>/export.<str:fmt>", history.session_export, name="console-session-export"),
 ]

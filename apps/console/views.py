@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib.auth.views import LoginView, redirect_to_login
 from django.db import DatabaseError, close_old_connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render, resolve_url
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -33,7 +34,7 @@ from apps.trader.selectors import (
     status_current,
 )
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 
 
 def staff_outside_sim(*, api: bool) -> Callable[[View], View]:
@@ -41,7 +42,7 @@ def staff_outside_sim(*, api: bool) -> Callable[[View], View]:
 
     def decorate(view: View) -> View:
         @wraps(view)
-        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if may_watch(request.user):
                 return view(request, *args, **kwargs)
             if not api:

@@ -125,9 +125,15 @@ class Progress:
 
 
 def write_records(
-    records: Iterable[dict[str, Any]], out: TextSink, *, fmt: str, progress: Progress | None = None
+    records: Iterable[dict[str, Any]],
+    out: TextSink,
+    *,
+    fmt: str,
+    progress: Progress | None = None,
+    header: bool = True,
 ) -> int:
-    """Write records as JSON lines or CSV; returns how many were written."""
+    """Write records as JSON lines or CSV (its header row first unless ``header`` is false: a later part of
+    a file written in parts); returns how many were written."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}")
     count = 0
@@ -140,7 +146,8 @@ def write_records(
                 progress.advance()
     else:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(FIELDS)
+        if header:
+            writer.writerow(FIELDS)
         compact = json.JSONEncoder(separators=(",", ":")).encode
         for record in records:
             writer.writerow(

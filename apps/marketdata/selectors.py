@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Max, Sum
+from django.db.models import Max, Min, Sum
 
+from apps.kalshi.fixedpoint import format_price
 from apps.kalshi.messages import Level, OrderbookDelta, OrderbookSnapshot
-from apps.kalshi.orderbook import OrderBook
+from apps.kalshi.orderbook import BookInconsistent, OrderBook
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket, RecordedSnapshot
 
 
@@ -309,3 +310,125 @@ def book_at(*, session_id: int, market_ticker: str, seq: int | None = None, sid:
             result.reason = f"seq gap on sid {gap.sid}: expected {gap.expected_seq}, received {gap.received_seq}"
         break
     return result
+
+
+PRICE_HISTORY_DELTAS = 20_000
+"""The most deltas a price history reads: the charts of a long session stay a bounded query."""
+
+PRICE_HISTORY_POINTS = 600
+"""The most points a price history returns (a chart is a few hundred pixels wide)."""
+
+RATE_SAMPLES = 120
+"""Positions a message-rate history samples (each an index lookup)."""
+
+RATE_WINDOW = 1.0
+"""The shortest stretch, in seconds, one message rate is measured over."""
+
+
+def _epoch_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _thinned(points: list[Any], most: int) -> list[Any]:
+    """At most ``most`` of ``points``, evenly spread, always keeping the last."""
+    if len(points) <= most:
+        return points
+    step = len(points) / most
+    return [points[int(i * step)] for i in range(most - 1)] + [points[-1]]
+
+
+def price_history(
+    *, session_id: int, market_ticker: str, deltas: int = PRICE_HISTORY_DELTAS, points: int = PRICE_HISTORY_POINTS
+) -> dict[str, Any]:
+    """A market's best YES bid and ask over the session, rebuilt from its recording and bounded.
+
+    Reads at most ``deltas`` deltas: the newest ones, replayed from the first snapshot among them; when none of
+    them is a snapshot (a long stretch on one subscription), the book can only be rebuilt forwards, so it
+    reads the first ``deltas`` after the market's latest snapshot instead. ``from_start`` / ``to_end`` say
+    whether the points reach the market's first recorded message / its last one. Each point is
+    ``[epoch ms, bid, ask]`` with Kalshi's price strings (None for an empty side), one per change of the top.
+    """
+    delta_rows = RecordedDelta.objects.filter(session_id=session_id, market_ticker=market_ticker)
+    snapshot_rows = RecordedSnapshot.objects.filter(session_id=session_id, market_ticker=market_ticker)
+    window = list(delta_rows.order_by("-position").values_list("position", flat=True)[deltas - 1 : deltas])
+    positions = snapshot_rows.order_by("position").values_list("position", flat=True)
+    to_end = True
+    if not window:
+        base = positions.first()
+    else:
+        base = positions.filter(position__gte=window[0]).first()
+        if base is None:
+            base = positions.order_by("-position").first()
+            to_end = False
+    history: dict[str, Any] = {
+        "market_ticker": market_ticker,
+        "session_id": session_id,
+        "points": [],
+        "from_start": True,
+        "to_end": to_end,
+    }
+    if base is None:
+        return history
+    history["from_start"] = not snapshot_rows.filter(position__lt=base).exists() and not (
+        delta_rows.filter(position__lt=base).exists()
+    )
+    replayed = list(_deltas(session_id, market_ticker, deltas, base, deltas))
+    last = replayed[-1].position if replayed and not to_end else None
+    if last is not None and not delta_rows.filter(position__gt=last).exists():
+        history["to_end"], last = True, None  # the forward read happened to reach the end after all
+    resyncs = list(_snapshots(session_id, market_ticker, deltas, base - 1, deltas))
+    book = OrderBook(market_ticker)
+    found: list[list[Any]] = []
+    shown: tuple[str | None, str | None] | None = None
+    for item in heapq.merge(resyncs, replayed, key=lambda item: item.position):
+        if last is not None and item.position > last:
+            break
+        message = item.message
+        try:
+            if isinstance(message, OrderbookSnapshot):
+                book.apply_snapshot(message)
+            elif isinstance(message, OrderbookDelta):
+                book.apply_delta(message)
+        except BookInconsistent:
+            history["to_end"] = False  # a recording the trader could not have made: show what came before
+            break
+        top = book.top()
+        now = (
+            format_price(top.yes_bid[0]) if top.yes_bid else None,
+            format_price(top.yes_ask[0]) if top.yes_ask else None,
+        )
+        if now != shown:
+            shown = now
+            found.append([_epoch_ms(item.received_at), *now])
+    history["points"] = _thinned(found, points)
+    return history
+
+
+def message_rates(*, session_id: int, samples: int = RATE_SAMPLES, window: float | None = None) -> list[list[float]]:
+    """Messages recorded per second over the session, as ``[epoch ms, per second]`` points, from at most
+    ``samples`` rows: snapshots, deltas and gaps share one position numbering in receive order, so the
+    messages between two rows are the difference of their positions. Each rate spans at least ``window``
+    seconds: messages read in one burst carry nearly the same receive time, and would show as spikes."""
+    bounds = RecordedMarket.objects.filter(session_id=session_id).aggregate(
+        first=Min("first_position"), last=Max("last_position")
+    )
+    first, last = bounds["first"], bounds["last"]
+    if first is None or last is None or last <= first:
+        return []
+    window = RATE_WINDOW if window is None else window
+    span = last - first
+    wanted = sorted({first + span * i // (samples - 1) for i in range(samples)})
+    found: dict[int, datetime] = {}
+    for rows in (RecordedDelta.objects, RecordedSnapshot.objects):
+        found.update(rows.filter(session_id=session_id, position__in=wanted).values_list("position", "received_at"))
+    sampled = sorted(found.items())
+    rates: list[list[float]] = []
+    if not sampled:
+        return rates
+    p0, t0 = sampled[0]
+    for p1, t1 in sampled[1:]:
+        seconds = (t1 - t0).total_seconds()
+        if seconds > 0 and seconds >= window:
+            rates.append([_epoch_ms(t1), round((p1 - p0) / seconds, 1)])
+            p0, t0 = p1, t1
+    return rates

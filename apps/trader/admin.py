@@ -6,10 +6,12 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import CASCADE, Model, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from apps.marketdata.admin import RecordedGapInline, RecordedMarketInline
+from apps.marketdata.export import FORMATS
 from apps.trader.models import StateTransition, TradingSession
 
 
@@ -88,8 +90,28 @@ class TradingSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "bytes_received",
         "error",
         "metrics_table",
+        "web_links",
     )
     exclude = ("latest_status", "latest_metrics")
+
+    # The console's pages are named, not imported: the web app sits above this one.
+    def view_on_site(self, obj: TradingSession) -> str:
+        """ "View on site": the session's page in the console's history (transitions and charts)."""
+        return reverse("console-session", args=[obj.pk])
+
+    @admin.display(description="on the web")
+    def web_links(self, obj: TradingSession) -> SafeString:
+        exports = format_html_join(
+            " ",
+            '<a href="{}" download>{}</a>',
+            ((reverse("console-session-export", args=[obj.pk, fmt]), fmt) for fmt in FORMATS),
+        )
+        return format_html(
+            '<a href="{}">console view</a> · <a href="{}">every session</a> · export {}',
+            reverse("console-session", args=[obj.pk]),
+            reverse("console-sessions"),
+            exports,
+        )
 
     @admin.display(description="markets")
     def market_list(self, obj: TradingSession) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 from typing import Any
 
@@ -9,7 +10,10 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.marketdata.selectors import RecordingError
+from apps.marketdata.export import export_records, write_records
+from apps.marketdata.models import RecordedMarket
+from apps.marketdata.selectors import RecordingError, message_rates, price_history, recording_page
+from apps.trader.core.bookpublisher import DEPTH_KEYS
 from apps.trader.core.health import Health, evaluate_health
 from apps.trader.models import ConsoleLine, MarketTop, StateTransition, TradingSession
 
@@ -133,6 +137,13 @@ def _tops(owners: dict[str, int], tickers: list[str]) -> dict[str, dict[str, Any
     return {row.market_ticker: row.top for row in rows if owners.get(row.market_ticker) == row.session_id}
 
 
+def without_depth(book: dict[str, Any]) -> dict[str, Any]:
+    """A book (as the trader publishes and writes it) without its levels: the top of book only."""
+    if not any(key in book for key in DEPTH_KEYS):
+        return book
+    return {key: value for key, value in book.items() if key not in DEPTH_KEYS}
+
+
 def page_request(*, filter_text: Any = "", offset: Any = 0, limit: Any = 100) -> tuple[str, int, int]:
     """A page request checked and normalised: (filter, offset, limit); a limit over MARKET_PAGE_LIMIT is
     capped. Raises MarketQueryError for anything else."""
@@ -158,6 +169,8 @@ def market_page(*, filter_text: str = "", offset: int = 0, limit: int = 100) -> 
     matching = sorted(t for t in owners if needle in t.upper()) if needle else sorted(owners)
     tickers = matching[offset : offset + limit]
     tops = _tops(owners, tickers) if tickers else {}
+    # A page shows tops only: the levels are for the one market a console watches (market_detail).
+    tops = {ticker: without_depth(top) for ticker, top in tops.items()}
     return {
         "filter": filter_text,
         "offset": offset,
@@ -267,6 +280,7 @@ def status_current() -> dict[str, Any]:
 
 
 def session_summary(session: TradingSession) -> dict[str, Any]:
+    end = session.ended_at or session.heartbeat_at or session.started_at
     return {
         "id": session.pk,
         "environment": session.environment,
@@ -275,6 +289,7 @@ def session_summary(session: TradingSession) -> dict[str, Any]:
         "exchange_url": session.exchange_url,
         "started_at": session.started_at.isoformat(),
         "ended_at": session.ended_at.isoformat() if session.ended_at else None,
+        "duration": round((end - session.started_at).total_seconds(), 1),
         "status": session.status,
         "current_state": session.current_state,
         "error": session.error,
@@ -299,7 +314,7 @@ def console_history() -> dict[str, Any]:
     every shard's latest status. No books: the page asks for the markets it shows (``market_page``)."""
     shards = shards_current()
     if not shards:
-        return {"session": None, "transitions": [], "status": None, "console": [], "shards": []}
+        return {"session": None, "transitions": [], "status": None, "console": [], "shards": [], "rates": []}
     session = shards[0]
     status = (
         {
@@ -315,7 +330,25 @@ def console_history() -> dict[str, Any]:
         "status": status,
         "console": console_recent(session=session),
         "shards": [shard_status(s) for s in shards],
+        "rates": message_rates(session_id=session.pk),
     }
+
+
+def market_history(*, ticker: str) -> dict[str, Any]:
+    """The ``market_history`` payload for a console that starts watching ``ticker``: its book with levels as
+    the trader last wrote it, and its best bid and ask over the session from the recording (bounded)."""
+    detail = market_detail(ticker=ticker)
+    if detail is None:
+        return {
+            "market_ticker": ticker,
+            "session_id": None,
+            "book": None,
+            "points": [],
+            "from_start": True,
+            "to_end": True,
+        }
+    history = price_history(session_id=detail["session_id"], market_ticker=ticker)
+    return {**history, "book": detail["book"]}
 
 
 def session_resolve(reference: str) -> TradingSession:
@@ -333,3 +366,80 @@ def session_resolve(reference: str) -> TradingSession:
         return TradingSession.objects.get(pk=pk)
     except TradingSession.DoesNotExist:
         raise RecordingError(f"there is no session {pk}") from None
+
+
+SESSIONS_PER_PAGE = 50
+"""Sessions one page of the history shows."""
+
+SESSION_MARKETS_SHOWN = 100
+"""Recorded markets a session's page lists at once (a filter finds the others)."""
+
+
+def _session_row(session: TradingSession) -> dict[str, Any]:
+    """A session as the history lists it: no market list (it can hold 10,000 tickers), the count instead."""
+    end = session.ended_at or session.heartbeat_at or session.started_at
+    markets = (session.latest_metrics or {}).get("markets_total")
+    return {
+        "id": session.pk,
+        "environment": session.environment,
+        "status": session.status,
+        "current_state": session.current_state,
+        "started_at": session.started_at,
+        "ended_at": session.ended_at,
+        "duration": (end - session.started_at).total_seconds(),
+        "markets_total": markets if isinstance(markets, int) and not isinstance(markets, bool) else None,
+        "messages_received": session.messages_received,
+        "deltas_received": session.deltas_received,
+        "gaps": session.gaps,
+        "resyncs": session.resyncs,
+        "reconnects": session.reconnects,
+        "error": session.error,
+    }
+
+
+def sessions_page(*, page: int, per_page: int = SESSIONS_PER_PAGE) -> dict[str, Any]:
+    """One page of every session, newest first; ``page`` (from 1) is clamped to the pages there are."""
+    total = TradingSession.objects.count()
+    pages = max(1, -(-total // per_page))
+    page = min(max(page, 1), pages)
+    rows = TradingSession.objects.defer("markets", "latest_status").order_by("-started_at", "-id")
+    return {
+        "page": page,
+        "pages": pages,
+        "total": total,
+        "sessions": [_session_row(s) for s in rows[(page - 1) * per_page : page * per_page]],
+    }
+
+
+def session_recording_view(*, session: TradingSession, market: str = "", filter_text: str = "") -> dict[str, Any]:
+    """What a past (or running) session's page shows, every part bounded: its last transitions, up to
+    SESSION_MARKETS_SHOWN recorded markets (those whose ticker contains ``filter_text``), and for ``market``
+    (else the first listed) its best bid and ask over the session and the session's message rate."""
+    recorded = RecordedMarket.objects.filter(session=session).order_by("market_ticker")
+    if filter_text:
+        recorded = recorded.filter(market_ticker__icontains=filter_text)
+    shown = list(recorded[:SESSION_MARKETS_SHOWN])
+    chosen = market if market and RecordedMarket.objects.filter(session=session, market_ticker=market).exists() else ""
+    if not chosen and shown:
+        chosen = shown[0].market_ticker
+    return {
+        "row": _session_row(session),
+        "transitions": transitions_recent(session=session),
+        "transitions_total": StateTransition.objects.filter(session=session).count(),
+        "markets": shown,
+        "markets_matching": recorded.count(),
+        "market": chosen,
+        "prices": price_history(session_id=session.pk, market_ticker=chosen) if chosen else None,
+        "rates": message_rates(session_id=session.pk),
+    }
+
+
+def export_part(*, session_id: int, fmt: str, after: int, limit: int) -> tuple[str, int | None]:
+    """One part of a session's export as ``exportsession`` writes it: the next ``limit`` recorded items after
+    position ``after``, as text, and the position of the last (None when none is left). The first part
+    (``after`` 0) of a CSV starts with its header, even when the recording is empty."""
+    items = recording_page(session_id=session_id, after=after, limit=limit)
+    buffer = io.StringIO()
+    if items or (after == 0 and fmt == "csv"):
+        write_records(export_records(items), buffer, fmt=fmt, header=after == 0)
+    return buffer.getvalue(), items[-1].position if items else None

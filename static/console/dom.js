@@ -9,6 +9,7 @@ export const dom = {
   replayBadge: $('replay-badge'),
   replayOf: $('replay-of'),
   sessionId: $('session-id'),
+  sessionLink: $('session-link'),
   socket: $('socket-indicator'),
   socketText: $('socket-text'),
   socketDetail: $('socket-detail'),

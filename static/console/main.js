@@ -12,6 +12,7 @@ import {
   requestPage,
   tickMarkets,
 } from './markets.js';
+import { bindMarket, noteStatus, onMarketHistory, resetRates, rewatch, tickMarket } from './market.js';
 import { onPong, send, socketOpenedAt, socketState, startSocket, tickSocket } from './socket.js';
 import { currentState, onStatus, onTransition, resetFromReplay, setState, tickStatus } from './status.js';
 
@@ -57,7 +58,9 @@ function onReplay(data) {
   }
   if (isObj(d.status)) onStatus(d.status, { replay: true });
   pushEntries(entries);
+  resetRates(session ? session.id : null, d.rates);
   requestPage(); // the books of the rows on screen, and the rows themselves
+  rewatch(); // a new socket follows no market until asked
   page.replays += 1;
   body.dataset.replayed = String(page.replays);
   tick();
@@ -71,8 +74,15 @@ function onServerError(data) {
 const HANDLERS = new Map([
   ['history_replay', onReplay],
   ['state_transition', (d) => onTransition(d, { replay: false })],
-  ['trader_status', (d) => onStatus(d, { replay: false })],
+  [
+    'trader_status',
+    (d) => {
+      onStatus(d, { replay: false });
+      noteStatus(d);
+    },
+  ],
   ['orderbooks', onOrderbooks],
+  ['market_history', onMarketHistory],
   ['markets_page', onMarketsPage],
   ['console', (d) => pushEntries([consoleEntry(d)])],
   ['error', onServerError],
@@ -121,11 +131,13 @@ function tick() {
   const now = Date.now();
   tickStatus(now, socketState() === 'connected', socketOpenedAt());
   tickMarkets(now);
+  tickMarket(now);
   tickSocket(now);
 }
 
 bindLog();
 bindMarkets(send);
+bindMarket(send);
 setState(currentState());
 setInterval(tick, TICK_MS);
 tick();

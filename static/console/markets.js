@@ -3,6 +3,7 @@
 import { DASH, arr, cents, fmtAge, fmtInt, freeText, isNum, isObj, obj, parseTime, text, toNum } from './format.js';
 import { body, dom, el, flash, setText } from './dom.js';
 import { say } from './log.js';
+import { applyWatchedBook, onRows, watchedTicker } from './market.js';
 
 const FILTER_DEBOUNCE_MS = 250;
 const PAGE_ANSWER_MS = 5000; // a page request unanswered this long is given up on
@@ -186,14 +187,17 @@ export function onMarketsPage(data) {
   view.pages += 1;
   body.dataset.marketsPages = String(view.pages);
   updateMeta();
+  onRows([...rows.keys()]);
 }
 
-/** An ``orderbooks`` batch: only the rows on the page change; the others are not on screen. */
+/** An ``orderbooks`` batch: only the rows on the page change, and the watched market's ladder and chart. */
 export function onOrderbooks(data) {
+  const watched = watchedTicker();
   for (const book of arr(obj(data).books)) {
     const b = obj(book);
     const rec = typeof b.market_ticker === 'string' ? view.rows.get(b.market_ticker) : undefined;
     if (rec) applyBook(rec, b, true);
+    if (watched !== null && b.market_ticker === watched) applyWatchedBook(b); // on screen or not
   }
 }
 
@@ -281,6 +285,7 @@ export function bindMarkets(send) {
   const total = toNum(dom.marketsCount && dom.marketsCount.dataset.total);
   if (total !== null) view.marketsTotal = view.pageMarketsTotal = total;
   updateMeta();
+  onRows([...view.rows.keys()]); // the first row is watched from the start; the socket asks once it opens
 
   if (dom.marketFilter) {
     dom.marketFilter.value = '';

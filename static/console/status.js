@@ -53,6 +53,11 @@ function setSession(id) {
   const value = isNum(id) || (typeof id === 'string' && id !== '') ? String(id) : '';
   setData(body, 'sessionId', value);
   setText(dom.sessionId, value || DASH);
+  // The session's own page: its transitions and charts from the recording, its admin page and export.
+  if (dom.sessionLink) {
+    if (value) dom.sessionLink.setAttribute('href', `/v3/sessions/${encodeURIComponent(value)}`);
+    else dom.sessionLink.removeAttribute('href');
+  }
 }
 
 function setEnvironment(env) {

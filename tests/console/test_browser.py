@@ -55,11 +55,30 @@ class Page:
                 result: dict[str, Any] = message["result"]
                 return result
 
-    def value(self, expression: str) -> Any:
-        """The value of a JavaScript expression in the page."""
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+    def value(self, expression: str, *, wait: bool = False) -> Any:
+        """The value of a JavaScript expression in the page (with ``wait``, of the promise it gives)."""
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=wait)
         assert "exceptionDetails" not in result, result
         return result["result"].get("value")
+
+    def value_or_none(self, expression: str) -> Any:
+        """``value``, or None while the page is between documents (a link was just followed)."""
+        try:
+            return self.value(expression)
+        except AssertionError:
+            return None
+
+    def follow(self, selector: str, lands: str | None = None) -> str:
+        """Click the link ``selector`` names and wait for its page (at path ``lands`` when the link
+        redirects) to load; returns the link."""
+        href = self.value(f"document.querySelector({json.dumps(selector)}).getAttribute('href')")
+        self.value(f"document.querySelector({json.dumps(selector)}).click()")
+        path = lands or href.split("?")[0]
+        eventually_blocking(
+            lambda: self.value_or_none("location.pathname + '|' + document.readyState") == f"{path}|complete",
+            what=f"the page {href} to load",
+        )
+        return str(href)
 
     def type_into(self, selector: str, text: str) -> None:
         """Focus a field, empty it and type ``text`` as a user would (input events included)."""
@@ -186,6 +205,38 @@ def test_the_console_shows_the_trader_live_filters_markets_and_follows_books(tmp
         page.type_into("#market-filter", "")
         eventually_blocking(lambda: page.rows() == MARKETS, what="every row back once the filter is empty")
 
+        # The first row's market is watched: its depth ladder (both sides) and its charts follow it live.
+        assert page.value("document.body.dataset.watched") == MARKETS[0]
+        ladder = "document.querySelectorAll('#ladder-body tr.ladder-{}').length"
+        eventually_blocking(
+            lambda: page.value(ladder.format("bid")) >= 1 and page.value(ladder.format("ask")) >= 1,
+            what="levels on both sides of the ladder",
+        )
+        assert page.value(ladder.format("bid")) <= 5 and page.value(ladder.format("ask")) <= 5
+        updates = page.value("Number(document.body.dataset.ladderUpdates)")
+        eventually_blocking(
+            lambda: page.value("Number(document.body.dataset.ladderUpdates)") > updates, what="the ladder to move"
+        )
+        points = "Number(document.getElementById('{}').dataset.points || 0)"
+        eventually_blocking(lambda: page.value(points.format("price-chart")) > 0, what="a price chart")
+        eventually_blocking(lambda: page.value(points.format("rate-chart")) > 0, what="a message-rate chart")
+        drawn = page.value(points.format("rate-chart"))
+        eventually_blocking(lambda: page.value(points.format("rate-chart")) > drawn, what="the rate chart to grow")
+        assert page.value(
+            "document.querySelectorAll('#price-chart path.chart-bid, #price-chart path.chart-ask').length"
+        )
+
+        # A click on another row watches that market instead.
+        page.value(f"document.querySelector('tr[data-ticker=\"{MARKETS[2]}\"] .col-ticker').click()")
+        eventually_blocking(
+            lambda: page.value("document.getElementById('market-ticker').textContent") == MARKETS[2],
+            what="the ladder to follow the clicked market",
+        )
+        assert page.value(
+            f"document.querySelector('tr[data-ticker=\"{MARKETS[2]}\"]').classList.contains('is-watched')"
+        )
+        eventually_blocking(lambda: page.value(ladder.format("bid")) >= 1, what="the clicked market's levels")
+
         # The row's remove button takes a market from the trader; the form adds it back.
         page.value(f"document.querySelector('tr[data-ticker=\"{MARKETS[0]}\"] button.remove-market').click()")
         eventually_blocking(lambda: page.rows() == MARKETS[1:], what=f"the {MARKETS[0]} row to go")
@@ -193,5 +244,82 @@ def test_the_console_shows_the_trader_live_filters_markets_and_follows_books(tmp
         page.value("document.querySelector('#market-form button[type=submit]').click()")
         eventually_blocking(lambda: page.rows() == MARKETS, what=f"the {MARKETS[0]} row to come back")
         eventually_blocking(lambda: page.value(live) == 3, what="the added market to go live")
+
+        # A good and a bad ticker at once: each is reported on its own, and the bad one never becomes a row.
+        page.type_into("#market-input", "KXNBA-26-LAL, BOGUS-NOPE")
+        page.value("document.querySelector('#market-form button[type=submit]').click()")
+        log = "document.getElementById('console').textContent"
+        eventually_blocking(lambda: "added KXNBA-26-LAL" in page.value(log), what="KXNBA-26-LAL reported added")
+        eventually_blocking(lambda: "BOGUS-NOPE not added: " in page.value(log), what="BOGUS-NOPE reported refused")
+        eventually_blocking(lambda: page.rows() == sorted([*MARKETS, "KXNBA-26-LAL"]), what="a row for KXNBA only")
+        eventually_blocking(lambda: page.value(live) == 4, what="the added market to go live")
+        assert "BOGUS-NOPE" not in page.rows()
+
+        # At 400 px the state, health and markets come before the metrics, and the ask column fits.
+        page.call("Emulation.setDeviceMetricsOverride", width=400, height=900, deviceScaleFactor=1, mobile=True)
+        top = "document.querySelector('{}').getBoundingClientRect().top"
+        eventually_blocking(
+            lambda: page.value(top.format(".panel-markets")) < page.value(top.format(".panel-metrics")),
+            what="the markets above the metrics",
+        )
+        assert page.value(top.format(".panel-state")) < page.value(top.format(".panel-markets"))
+        assert page.value(top.format("#health-badge")) < page.value(top.format(".panel-markets"))
+        assert (
+            page.value("document.querySelector('#markets-body tr.market-row .col-ask').getBoundingClientRect().right")
+            <= 400
+        )
+        page.call("Emulation.clearDeviceMetricsOverride")
+    finally:
+        trader.stop()
+
+
+def test_the_session_history_links_the_console_each_sessions_page_its_export_and_the_admin(
+    tmp_path: Path, browser: Any
+) -> None:
+    trader = start_runtrader(project_env(tmp_path), "--port", "0")
+    try:
+        wait_until_healthy(trader.base_url)
+        page = browser(trader.console_url)
+        eventually_blocking(lambda: page.value_or_none("document.body.dataset.replayed") == "1", what="the console")
+
+        assert page.follow(".page-links a[href='/v3/sessions']") == "/v3/sessions"
+        sessions = page.value(
+            "[...document.querySelectorAll('#sessions-table tr.session-row')].map((tr) => tr.dataset.session)"
+        )
+        assert len(sessions) == 1
+        session = sessions[0]
+        assert page.value("document.querySelector('tr.session-row').dataset.status") == "running"
+
+        # The session's page: its transitions and its charts from the recording.
+        assert page.follow("tr.session-row a.view-link") == f"/v3/sessions/{session}"
+        assert page.value("document.body.dataset.chartsDrawn") == "true"
+        transitions = "[...document.querySelectorAll('#transitions-table tr.transition-row')].length"
+        assert page.value(transitions) >= 3
+        assert page.value("document.getElementById('market-ticker').textContent") in MARKETS
+        assert page.value("Number(document.getElementById('price-chart').dataset.points)") > 0
+
+        # Its export, as exportsession writes it.
+        first = page.value(
+            "fetch(document.querySelector('a.export-link[href$=\".jsonl\"]').href).then((r) => r.text())"
+            ".then((t) => t.split('\\n')[0])",
+            wait=True,
+        )
+        assert json.loads(first)["kind"] == "snapshot"
+
+        # Its admin page (behind the admin's login), and back to the console, whose header links to the session.
+        page.follow("#admin-link", lands="/admin/login/")
+        assert page.value("location.search") == f"?next=/admin/trader/tradingsession/{session}/change/"
+        assert page.value("document.title").startswith("Log in")
+        page.call("Page.navigate", url=f"{trader.base_url}/v3/sessions/{session}")
+        eventually_blocking(
+            lambda: (
+                page.value_or_none("document.readyState") == "complete"
+                and page.value_or_none("location.pathname") == f"/v3/sessions/{session}"
+            ),
+            what="the session's page again",
+        )
+        assert page.follow(".page-links a[href='/v3-trader']") == "/v3-trader"
+        eventually_blocking(lambda: page.value_or_none("document.body.dataset.replayed") == "1", what="the console")
+        assert page.follow("#session-link") == f"/v3/sessions/{session}"
     finally:
         trader.stop()

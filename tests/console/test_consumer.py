@@ -89,7 +89,7 @@ async def test_with_no_session_the_replay_is_empty() -> None:
     replay = await communicator.receive_json_from()
     assert replay == {
         "type": "history_replay",
-        "data": {"session": None, "transitions": [], "status": None, "console": [], "shards": []},
+        "data": {"session": None, "transitions": [], "status": None, "console": [], "shards": [], "rates": []},
     }
     await communicator.disconnect()
 

@@ -61,6 +61,8 @@ async def test_a_tick_publishes_only_the_changed_books_as_one_event(bus: EventBu
         "stale": False,
         "updated_at": (T0 + timedelta(seconds=1)).isoformat(),
         "ts_ms": None,  # a snapshot carries no exchange time
+        "yes_bids": [{"price": "0.4200", "size": "12.50"}],
+        "yes_asks": [{"price": "0.4400", "size": "3.00"}],
     }
     (book,) = second["books"]
     assert (book["market_ticker"], book["seq"], book["ts_ms"]) == ("B", 3, 1_764_561_600_456)
@@ -125,3 +127,19 @@ def test_changed_markets_come_out_oldest_first_once_each_and_never_after_a_disca
     changed.mark("B")  # marked again after the discard: comes out once
     changed.mark("B")
     assert [changed.take(), changed.take()] == ["B", None]
+
+
+async def test_each_book_carries_its_five_best_levels_a_side_in_yes_prices(bus: EventBus) -> None:
+    log = EventLog()
+    bus.subscribe("log", log)
+    publisher, client = await a_publisher(bus, ["A"])
+    yes = [(f"0.{40 + i}00", f"{i + 1}.00") for i in range(7)]  # 0.4000 .. 0.4600
+    no = [(f"0.{50 - i}00", f"{i + 1}.50") for i in range(6)]  # NO bids 0.5000 .. 0.4500: asks 0.5000 .. 0.5500
+    await client.feed(snapshot("A", 1, 1, yes=yes, no=no))
+    publisher.publish()
+
+    (event,) = await published(log, 1)
+    book = event["books"][0]
+    assert book["yes_bids"] == [{"price": f"0.{46 - i}00", "size": f"{7 - i}.00"} for i in range(5)]
+    assert book["yes_asks"] == [{"price": f"0.{50 + i}00", "size": f"{i + 1}.50"} for i in range(5)]
+    assert book["yes_bid"] == book["yes_bids"][0] and book["yes_ask"] == book["yes_asks"][0]

@@ -8,11 +8,13 @@ rest wait for the next tick, oldest first, so a busy market cannot starve a quie
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from apps.kalshi.clock import iso_from_epoch_us
+from apps.kalshi.fixedpoint import DOLLAR
 from apps.kalshi.orderbook import OrderBook, level_text, price_text
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.ports import FeedClient
@@ -52,6 +54,13 @@ class ChangedMarkets:
                 marked.remove(ticker)
                 return ticker
         return None
+
+
+DEPTH = 5
+"""Levels a side each published book carries (the console's depth ladder)."""
+
+DEPTH_KEYS = ("yes_bids", "yes_asks")
+"""The keys of a published book that hold its levels."""
 
 
 class BookPublisher:
@@ -137,7 +146,12 @@ class BookPublisher:
         return tops
 
     def top(self, book: OrderBook, client: FeedClient) -> dict[str, Any]:
-        """One market's top of book as consoles and MarketTop rows show it (no depth: the pages show none)."""
+        """One market's top of book and its first DEPTH levels a side, as consoles and MarketTop rows show it.
+
+        The levels are YES prices: ``yes_bids`` best (highest) first, ``yes_asks`` (1 - a NO bid) best (lowest)
+        first. heapq.nlargest is linear in the book, so this costs no sort per tick; consumers forward the
+        levels only to a console that watches the market, and market pages leave them out.
+        """
         top = book.top()
         updated_at, ts_ms = self._updated.get(book.market_ticker, (None, None))
         return {
@@ -150,4 +164,6 @@ class BookPublisher:
             "stale": book.market_ticker in client.stale,
             "updated_at": iso_from_epoch_us(updated_at) if updated_at is not None else None,
             "ts_ms": ts_ms,
+            "yes_bids": [level_text(level) for level in heapq.nlargest(DEPTH, book.yes.items())],
+            "yes_asks": [level_text((DOLLAR - p, size)) for p, size in heapq.nlargest(DEPTH, book.no.items())],
         }
