@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck pytest migrate exchange bench clean
 
+# The first run installs for about half a minute: say so, and let pip show each package as it goes.
 $(STAMP): requirements.txt requirements-dev.txt
+	@echo "== installing Trader V3 into $(VENV) (first run only: about 30 s) =="
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -r requirements-dev.txt
+	@echo "== installed =="
 	touch $(STAMP)
 
 migrate: $(STAMP)
