@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -42,6 +43,29 @@ def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def manage_many(
+    runs: list[tuple[dict[str, str], tuple[str, ...]]], timeout: float = 60
+) -> list[subprocess.CompletedProcess[str]]:
+    """``manage(env, *args)`` for each of ``runs``, side by side, each a process of its own forked from one that
+    imported the libraries once (``tests/forkmanage.py``): a short command's run costs a fork instead of a start."""
+    request = [{"args": list(args), "env": env, "timeout": timeout} for env, args in runs]
+    batch = subprocess.run(
+        [sys.executable, "-m", "tests.forkmanage"],
+        cwd=ROOT,
+        env=runs[0][0],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=timeout * len(runs),
+        check=False,
+    )
+    assert batch.returncode == 0, batch.stderr
+    return [
+        subprocess.CompletedProcess([sys.executable, "manage.py", *args], r["returncode"], r["stdout"], r["stderr"])
+        for (_, args), r in zip(runs, json.loads(batch.stdout), strict=True)
+    ]
 
 
 def shell_line(env: dict[str, str], code: str) -> str:
