@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,17 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 _CONSOLE_LINE = re.compile(r"Console: (http://\S+/v3-trader)")
 
 
-_BYTECODE_CACHE = Path(tempfile.gettempdir()) / "trader-v3-test-bytecode"
-"""Where the processes tests start keep compiled modules when the environment forbids writing them beside
-the sources (PYTHONDONTWRITEBYTECODE): otherwise every one of about a hundred processes compiles the
-project again, a fifth of its start-up."""
+BYTECODE_CACHE = Path(tempfile.gettempdir()) / "trader-v3-test-bytecode"
+"""Where the suite's processes keep compiled modules when the environment forbids writing them beside the
+sources (PYTHONDONTWRITEBYTECODE): otherwise every worker and every one of about a hundred processes the tests
+start compiles the project again, a fifth of its start-up."""
+
+
+def keep_bytecode(environ: MutableMapping[str, str]) -> None:
+    """Let the processes started with ``environ`` write compiled modules, outside the source tree if need be."""
+    if environ.pop("PYTHONDONTWRITEBYTECODE", None):
+        environ.setdefault("PYTHONPYCACHEPREFIX", str(BYTECODE_CACHE))
 
 
 def project_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """This process's environment without trader settings, with its own data folder and SQLite file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "TRADER_", "ENVIRONMENT", "REDIS"))}
-    if env.pop("PYTHONDONTWRITEBYTECODE", None):
-        env.setdefault("PYTHONPYCACHEPREFIX", str(_BYTECODE_CACHE))
+    keep_bytecode(env)
     env.update(DATA_DIR=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path / 'trader.sqlite3'}")
     env.update(extra)
     return env
