@@ -103,7 +103,7 @@ async def test_a_second_trader_is_refused_on_shared_markets_and_runs_as_a_shard_
 
 
 async def test_a_trader_that_died_frees_its_markets_once_its_heartbeat_is_stale(tmp_path: Path) -> None:
-    env = project_env(tmp_path, TRADER_HEARTBEAT_STALE_SECONDS="3")
+    env = project_env(tmp_path, TRADER_HEARTBEAT_STALE_SECONDS="5")
     database = tmp_path / "trader.sqlite3"
     markets = DEFAULT_MARKETS[0]
     dead = await asyncio.to_thread(start_runtrader, env, "--no-web", "--markets", markets)
@@ -111,12 +111,15 @@ async def test_a_trader_that_died_frees_its_markets_once_its_heartbeat_is_stale(
     await asyncio.to_thread(dead.stop, signal.SIGKILL)
     [dead_id] = sessions(database)
 
+    # It died just now, with a fresh heartbeat: dated now, so a busy machine's slow start of the next
+    # process cannot make it stale before that process looks.
+    beat_now(database, dead_id)
     refused = await asyncio.to_thread(manage, env, "runtrader", "--no-web", "--markets", markets, timeout=30)
     assert refused.returncode == 2, refused.stderr
     assert f"session {dead_id} (sim) is already running on {markets};" in refused.stderr
-    assert "free once its heartbeat is 3 s old" in refused.stderr
+    assert "free once its heartbeat is 5 s old" in refused.stderr
 
-    await eventually(lambda: heartbeat_age(database, dead_id) > 3, seconds=10)
+    await eventually(lambda: heartbeat_age(database, dead_id) > 5, seconds=10)
     successor = await asyncio.to_thread(start_runtrader, env, "--no-web", "--markets", markets)
     try:
         await eventually(lambda: [row[2] for row in sessions(database).values()] == ["ready", "ready"], seconds=20)
@@ -124,6 +127,13 @@ async def test_a_trader_that_died_frees_its_markets_once_its_heartbeat_is_stale(
     finally:
         code, stderr = await asyncio.to_thread(successor.stop)
     assert code == 0, stderr[-2000:]
+
+
+def beat_now(database: Path, session_id: int) -> None:
+    """Date the session's heartbeat now, in the form Django writes it (UTC, no offset)."""
+    with sqlite3.connect(database) as db:
+        now = timezone.now().astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+        db.execute("update trader_tradingsession set heartbeat_at = ? where id = ?", (now, session_id))
 
 
 def heartbeat_age(database: Path, session_id: int) -> float:
