@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sqlite3
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -103,7 +106,7 @@ async def test_a_second_trader_is_refused_on_shared_markets_and_runs_as_a_shard_
 
 
 async def test_a_trader_that_died_frees_its_markets_once_its_heartbeat_is_stale(tmp_path: Path) -> None:
-    env = project_env(tmp_path, TRADER_HEARTBEAT_STALE_SECONDS="5")
+    env = project_env(tmp_path, TRADER_HEARTBEAT_STALE_SECONDS="3")
     database = tmp_path / "trader.sqlite3"
     markets = DEFAULT_MARKETS[0]
     dead = await asyncio.to_thread(start_runtrader, env, "--no-web", "--markets", markets)
@@ -111,15 +114,15 @@ async def test_a_trader_that_died_frees_its_markets_once_its_heartbeat_is_stale(
     await asyncio.to_thread(dead.stop, signal.SIGKILL)
     [dead_id] = sessions(database)
 
-    # It died just now, with a fresh heartbeat: dated now, so a busy machine's slow start of the next
-    # process cannot make it stale before that process looks.
-    beat_now(database, dead_id)
-    refused = await asyncio.to_thread(manage, env, "runtrader", "--no-web", "--markets", markets, timeout=30)
+    # While its heartbeat is fresh (kept so here, however slowly a busy machine starts the next process),
+    # its markets are taken.
+    with heartbeat_kept_fresh(database, dead_id):
+        refused = await asyncio.to_thread(manage, env, "runtrader", "--no-web", "--markets", markets, timeout=30)
     assert refused.returncode == 2, refused.stderr
     assert f"session {dead_id} (sim) is already running on {markets};" in refused.stderr
-    assert "free once its heartbeat is 5 s old" in refused.stderr
+    assert "free once its heartbeat is 3 s old" in refused.stderr
 
-    await eventually(lambda: heartbeat_age(database, dead_id) > 5, seconds=10)
+    await eventually(lambda: heartbeat_age(database, dead_id) > 3, seconds=10)
     successor = await asyncio.to_thread(start_runtrader, env, "--no-web", "--markets", markets)
     try:
         await eventually(lambda: [row[2] for row in sessions(database).values()] == ["ready", "ready"], seconds=20)
@@ -129,11 +132,26 @@ async def test_a_trader_that_died_frees_its_markets_once_its_heartbeat_is_stale(
     assert code == 0, stderr[-2000:]
 
 
-def beat_now(database: Path, session_id: int) -> None:
-    """Date the session's heartbeat now, in the form Django writes it (UTC, no offset)."""
-    with sqlite3.connect(database) as db:
-        now = timezone.now().astimezone(UTC).replace(tzinfo=None).isoformat(" ")
-        db.execute("update trader_tradingsession set heartbeat_at = ? where id = ?", (now, session_id))
+@contextlib.contextmanager
+def heartbeat_kept_fresh(database: Path, session_id: int) -> Iterator[None]:
+    """Beat for the session every 0.5 s, as its trader did (UTC without an offset, as Django writes it)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.closing(sqlite3.connect(database, timeout=20)) as db, db:
+                now = timezone.now().astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+                db.execute("update trader_tradingsession set heartbeat_at = ? where id = ?", (now, session_id))
+            if stop.wait(0.5):
+                return
+
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beating.join(timeout=30)
 
 
 def heartbeat_age(database: Path, session_id: int) -> float:
