@@ -5,8 +5,9 @@ that imported them once skips that and nothing else: each run still loads the pr
 itself, from its own environment and arguments, and exits with its own code. The parent configures nothing
 (it checks that before forking), so what a run prints is what ``python manage.py`` prints.
 
-Protocol: a JSON list of ``{"args": [...], "env": {...}, "timeout": seconds}`` on stdin; a JSON list of
-``{"returncode", "stdout", "stderr"}`` in the same order on stdout.
+Protocol, one JSON object a line: ``{"id", "args": [...], "env": {...}, "timeout": seconds}`` on stdin, and
+``{"id", "returncode", "stdout", "stderr", "timed_out"}`` on stdout when that run has ended (runs end in any
+order). It serves until stdin closes and its runs have ended.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -68,6 +70,7 @@ def child(args: list[str], env: dict[str, str], out: int, err: int) -> None:
     """In the fork: become ``python manage.py ARGS`` with ``env``; never returns."""
     code: Any = 0
     try:
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # stdin is the requests' pipe: never the run's
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.environ.clear()
@@ -91,50 +94,67 @@ def child(args: list[str], env: dict[str, str], out: int, err: int) -> None:
         os._exit(code)
 
 
-def run_all(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    results: dict[int, dict[str, Any]] = {}
-    waiting = list(enumerate(runs))
-    running: dict[int, tuple[int, int, BinaryIO, BinaryIO, float]] = {}  # pidfd -> index, pid, out, err, deadline
-    with tempfile.TemporaryDirectory(prefix="forkmanage-") as scratch, selectors.DefaultSelector() as exits:
-        while waiting or running:
+@dataclass
+class Run:
+    request: dict[str, Any]
+    pid: int
+    stdout: BinaryIO
+    stderr: BinaryIO
+    deadline: float
+    killed: bool = False
+
+
+def serve() -> None:
+    waiting: list[dict[str, Any]] = []
+    running: dict[int, Run] = {}  # by pidfd, which turns readable when its process exits
+    requests = sys.stdin.fileno()
+    unread = b""
+    open_requests = True
+    with tempfile.TemporaryDirectory(prefix="forkmanage-") as scratch, selectors.DefaultSelector() as events:
+        events.register(requests, selectors.EVENT_READ)
+        while open_requests or waiting or running:
             while waiting and len(running) < PARALLEL:
-                index, run = waiting.pop(0)
-                out = open(Path(scratch) / f"{index}.out", "w+b")  # noqa: SIM115 (closed when the run ends)
-                err = open(Path(scratch) / f"{index}.err", "w+b")  # noqa: SIM115
+                request = waiting.pop(0)
+                out = open(Path(scratch) / f"{request['id']}.out", "w+b")  # noqa: SIM115 (closed when it ends)
+                err = open(Path(scratch) / f"{request['id']}.err", "w+b")  # noqa: SIM115
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
                 if pid == 0:
-                    child(run["args"], run["env"], out.fileno(), err.fileno())
+                    child(request["args"], request["env"], out.fileno(), err.fileno())
                 pidfd = os.pidfd_open(pid)
-                exits.register(pidfd, selectors.EVENT_READ)
-                running[pidfd] = (index, pid, out, err, time.monotonic() + float(run.get("timeout", 60)))
-            # A pidfd turns readable when its process exits.
-            nearest = min(deadline for *_, deadline in running.values())
-            ready = exits.select(timeout=max(0.0, nearest - time.monotonic()))
-            if not ready:
-                for _, pid, _, _, deadline in running.values():
-                    if time.monotonic() > deadline:
-                        os.kill(pid, signal.SIGKILL)
-                continue
+                events.register(pidfd, selectors.EVENT_READ)
+                deadline = time.monotonic() + float(request.get("timeout", 60))
+                running[pidfd] = Run(request, pid, out, err, deadline)
+            nearest = min((run.deadline for run in running.values()), default=None)
+            ready = events.select(timeout=None if nearest is None else max(0.0, nearest - time.monotonic()))
+            for run in running.values():
+                if time.monotonic() > run.deadline and not run.killed:
+                    os.kill(run.pid, signal.SIGKILL)
+                    run.killed = True
             for key, _ in ready:
-                index, pid, stdout, stderr, _ = running.pop(key.fd)
-                exits.unregister(key.fd)
+                if key.fileobj == requests:
+                    chunk = os.read(requests, 1 << 16)
+                    if not chunk:
+                        events.unregister(requests)
+                        open_requests = False
+                    *lines, unread = (unread + chunk).split(b"\n")
+                    waiting.extend(json.loads(line) for line in lines)
+                    continue
+                run = running.pop(key.fd)
+                events.unregister(key.fd)
                 os.close(key.fd)
-                _, status = os.waitpid(pid, 0)
-                result = results[index] = {"returncode": os.waitstatus_to_exitcode(status)}
-                for name, stream in (("stdout", stdout), ("stderr", stderr)):
+                _, status = os.waitpid(run.pid, 0)
+                result = {"id": run.request["id"], "returncode": os.waitstatus_to_exitcode(status)}
+                for name, stream in (("stdout", run.stdout), ("stderr", run.stderr)):
                     stream.seek(0)
                     result[name] = stream.read().decode(errors="replace")
                     stream.close()
-    return [results[index] for index in range(len(runs))]
-
-
-def main() -> None:
-    runs = json.load(sys.stdin)
-    preload()
-    json.dump(run_all(runs), sys.stdout)
+                result["timed_out"] = run.killed
+                sys.stdout.write(json.dumps(result) + "\n")
+                sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    main()
+    preload()
+    serve()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -11,12 +12,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.support import eventually_blocking
 
@@ -46,32 +49,60 @@ def project_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    """``python manage.py ARGS`` in ``env``: its own process, forked from one that imported the libraries."""
+    [result] = manage_many([(env, args)], timeout=timeout)
+    return result
+
+
+class _ForkServer:
+    """This test process's ``tests.forkmanage``, started on first use; it ends when this process does."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[str] | None = None
+        self.lock = threading.Lock()
+        self.ids = itertools.count()
+
+    def run(self, runs: list[tuple[dict[str, str], tuple[str, ...]]], timeout: float) -> list[dict[str, Any]]:
+        with self.lock:
+            if self.process is None or self.process.poll() is not None:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "tests.forkmanage"],
+                    cwd=ROOT,
+                    env=runs[0][0],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            assert self.process.stdin is not None and self.process.stdout is not None
+            ids = [next(self.ids) for _ in runs]
+            for run_id, (env, args) in zip(ids, runs, strict=True):
+                request = {"id": run_id, "args": list(args), "env": env, "timeout": timeout}
+                self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            results: dict[int, dict[str, Any]] = {}
+            while len(results) < len(runs):
+                line = self.process.stdout.readline()
+                assert line, "tests.forkmanage ended"
+                result = json.loads(line)
+                results[result["id"]] = result
+            return [results[run_id] for run_id in ids]
+
+
+_fork_server = _ForkServer()
 
 
 def manage_many(
     runs: list[tuple[dict[str, str], tuple[str, ...]]], timeout: float = 60
 ) -> list[subprocess.CompletedProcess[str]]:
-    """``manage(env, *args)`` for each of ``runs``, side by side, each a process of its own forked from one that
-    imported the libraries once (``tests/forkmanage.py``): a short command's run costs a fork instead of a start."""
-    request = [{"args": list(args), "env": env, "timeout": timeout} for env, args in runs]
-    batch = subprocess.run(
-        [sys.executable, "-m", "tests.forkmanage"],
-        cwd=ROOT,
-        env=runs[0][0],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=timeout * len(runs),
-        check=False,
-    )
-    assert batch.returncode == 0, batch.stderr
-    return [
-        subprocess.CompletedProcess([sys.executable, "manage.py", *args], r["returncode"], r["stdout"], r["stderr"])
-        for (_, args), r in zip(runs, json.loads(batch.stdout), strict=True)
-    ]
+    """``manage(env, *args)`` for each of ``runs``, side by side. A short command's run costs a fork of a process
+    that imported the libraries once (``tests/forkmanage.py``) instead of an interpreter's start-up."""
+    completed = []
+    for (_, args), result in zip(runs, _fork_server.run(runs, timeout), strict=True):
+        command = [sys.executable, "manage.py", *args]
+        if result["timed_out"]:
+            raise subprocess.TimeoutExpired(command, timeout, result["stdout"], result["stderr"])
+        completed.append(subprocess.CompletedProcess(command, result["returncode"], result["stdout"], result["stderr"]))
+    return completed
 
 
 def shell_line(env: dict[str, str], code: str) -> str:
