@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The suite mostly waits (processes starting, sockets, timers), so it runs in more workers than there are cores.
-PYTEST_WORKERS ?= 4
+# The suite mostly waits (processes starting, sockets, timers), so it runs in more workers than there are cores
+# (on 2 cores: 4 workers took 86 s, 6 took 70 s, 8 took 75 s).
+PYTEST_WORKERS ?= 6
 
 .PHONY: run test lint typecheck pytest migrate exchange bench clean
 
