@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import MutableMapping
@@ -128,8 +127,6 @@ def wait_until_healthy(base: str) -> None:
 @dataclass
 class RunningTrader:
     process: subprocess.Popen[str]
-    started_at: float
-    """time.monotonic() when the process was started."""
     console_url: str = ""
     """Empty with --no-web."""
 
@@ -177,7 +174,7 @@ def start_runtrader(env: dict[str, str], *args: str) -> RunningTrader:
         stderr=subprocess.PIPE,
         text=True,
     )
-    trader = RunningTrader(process, started_at=time.monotonic())
+    trader = RunningTrader(process)
     if "--no-web" in args:
         return trader
     assert process.stdout is not None
