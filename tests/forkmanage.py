@@ -7,7 +7,8 @@ itself, from its own environment and arguments, and exits with its own code. The
 
 Protocol, one JSON object a line: ``{"id", "args": [...], "env": {...}, "timeout": seconds}`` on stdin, and
 ``{"id", "returncode", "stdout", "stderr", "timed_out"}`` on stdout when that run has ended (runs end in any
-order). It serves until stdin closes and its runs have ended.
+order). A request with ``"pipes": [stdout, stderr]`` (named pipes its requester reads) is answered
+``{"id", "pid"}`` at once and its end carries no output. It serves until stdin closes and its runs have ended.
 """
 
 from __future__ import annotations
@@ -66,13 +67,16 @@ def preload() -> None:
     assert not any(name.split(".")[0] in ("apps", "trader_v3") for name in sys.modules), "the project was imported"
 
 
-def child(args: list[str], env: dict[str, str], out: int, err: int) -> None:
-    """In the fork: become ``python manage.py ARGS`` with ``env``; never returns."""
+def child(args: list[str], env: dict[str, str], out: int | str, err: int | str) -> None:
+    """In the fork: become ``python manage.py ARGS`` with ``env``, writing to files or named pipes (paths, opened
+    here: opening one waits for its reader); never returns."""
     code: Any = 0
     try:
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # stdin is the requests' pipe: never the run's
-        os.dup2(out, 1)
-        os.dup2(err, 2)
+        os.dup2(os.open(out, os.O_WRONLY) if isinstance(out, str) else out, 1)
+        os.dup2(os.open(err, os.O_WRONLY) if isinstance(err, str) else err, 2)
+        if isinstance(out, str):
+            sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # a reader waits on lines
         os.environ.clear()
         os.environ.update(env)
         os.chdir(ROOT)
@@ -98,10 +102,16 @@ def child(args: list[str], env: dict[str, str], out: int, err: int) -> None:
 class Run:
     request: dict[str, Any]
     pid: int
-    stdout: BinaryIO
-    stderr: BinaryIO
+    stdout: BinaryIO | None
+    """None when the run writes to its requester's named pipes."""
+    stderr: BinaryIO | None
     deadline: float
     killed: bool = False
+
+
+def reply(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
 
 
 def serve() -> None:
@@ -113,15 +123,26 @@ def serve() -> None:
     with tempfile.TemporaryDirectory(prefix="forkmanage-") as scratch, selectors.DefaultSelector() as events:
         events.register(requests, selectors.EVENT_READ)
         while open_requests or waiting or running:
-            while waiting and len(running) < PARALLEL:
-                request = waiting.pop(0)
-                out = open(Path(scratch) / f"{request['id']}.out", "w+b")  # noqa: SIM115 (closed when it ends)
-                err = open(Path(scratch) / f"{request['id']}.err", "w+b")  # noqa: SIM115
+            # Runs that stream to named pipes start at once (they may run as long as their test); the others
+            # take turns, PARALLEL at a time.
+            for request in [r for r in waiting if "pipes" in r] + [r for r in waiting if "pipes" not in r]:
+                if "pipes" not in request and len(running) >= PARALLEL:
+                    break
+                waiting.remove(request)
                 sys.stdout.flush()
                 sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    child(request["args"], request["env"], out.fileno(), err.fileno())
+                if "pipes" in request:
+                    out = err = None
+                    pid = os.fork()
+                    if pid == 0:
+                        child(request["args"], request["env"], *request["pipes"])
+                    reply({"id": request["id"], "pid": pid})
+                else:
+                    out = open(Path(scratch) / f"{request['id']}.out", "w+b")  # noqa: SIM115 (closed when it ends)
+                    err = open(Path(scratch) / f"{request['id']}.err", "w+b")  # noqa: SIM115
+                    pid = os.fork()
+                    if pid == 0:
+                        child(request["args"], request["env"], out.fileno(), err.fileno())
                 pidfd = os.pidfd_open(pid)
                 events.register(pidfd, selectors.EVENT_READ)
                 deadline = time.monotonic() + float(request.get("timeout", 60))
@@ -147,12 +168,12 @@ def serve() -> None:
                 _, status = os.waitpid(run.pid, 0)
                 result = {"id": run.request["id"], "returncode": os.waitstatus_to_exitcode(status)}
                 for name, stream in (("stdout", run.stdout), ("stderr", run.stderr)):
-                    stream.seek(0)
-                    result[name] = stream.read().decode(errors="replace")
-                    stream.close()
+                    if stream is not None:
+                        stream.seek(0)
+                        result[name] = stream.read().decode(errors="replace")
+                        stream.close()
                 result["timed_out"] = run.killed
-                sys.stdout.write(json.dumps(result) + "\n")
-                sys.stdout.flush()
+                reply(result)
 
 
 if __name__ == "__main__":

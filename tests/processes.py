@@ -16,9 +16,11 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import MutableMapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tests.support import eventually_blocking
 
@@ -60,31 +62,46 @@ class _ForkServer:
         self.process: subprocess.Popen[str] | None = None
         self.lock = threading.Lock()
         self.ids = itertools.count()
+        self.started: dict[int, Future[int]] = {}
+        self.ended: dict[int, Future[dict[str, Any]]] = {}
 
-    def run(self, runs: list[tuple[dict[str, str], tuple[str, ...]]], timeout: float) -> list[dict[str, Any]]:
+    def submit(
+        self, env: dict[str, str], args: tuple[str, ...], timeout: float, **extra: Any
+    ) -> tuple[Future[int], Future[dict[str, Any]]]:
+        """Send one request; its answers: the pid (streaming runs only) and how it ended."""
         with self.lock:
             if self.process is None or self.process.poll() is not None:
                 self.process = subprocess.Popen(
                     [sys.executable, "-m", "tests.forkmanage"],
                     cwd=ROOT,
-                    env=runs[0][0],
+                    env=env,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
                 )
-            assert self.process.stdin is not None and self.process.stdout is not None
-            ids = [next(self.ids) for _ in runs]
-            for run_id, (env, args) in zip(ids, runs, strict=True):
-                request = {"id": run_id, "args": list(args), "env": env, "timeout": timeout}
-                self.process.stdin.write(json.dumps(request) + "\n")
+                threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+            assert self.process.stdin is not None
+            run_id = next(self.ids)
+            answers: tuple[Future[int], Future[dict[str, Any]]] = (Future(), Future())
+            self.started[run_id], self.ended[run_id] = answers
+            request = {"id": run_id, "args": list(args), "env": env, "timeout": timeout, **extra}
+            self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
-            results: dict[int, dict[str, Any]] = {}
-            while len(results) < len(runs):
-                line = self.process.stdout.readline()
-                assert line, "tests.forkmanage ended"
-                result = json.loads(line)
-                results[result["id"]] = result
-            return [results[run_id] for run_id in ids]
+            return answers
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            answer = json.loads(line)
+            if "pid" in answer:
+                self.started[answer["id"]].set_result(answer["pid"])
+            else:
+                self.ended.pop(answer["id"]).set_result(answer)
+                self.started.pop(answer["id"], None)
+        pending: list[Future[Any]] = [*self.started.values(), *self.ended.values()]
+        for future in pending:
+            if not future.done():
+                future.set_exception(AssertionError("tests.forkmanage ended"))
 
 
 _fork_server = _ForkServer()
@@ -95,13 +112,55 @@ def manage_many(
 ) -> list[subprocess.CompletedProcess[str]]:
     """``manage(env, *args)`` for each of ``runs``, side by side. A short command's run costs a fork of a process
     that imported the libraries once (``tests/forkmanage.py``) instead of an interpreter's start-up."""
+    ended = [_fork_server.submit(env, args, timeout)[1] for env, args in runs]
     completed = []
-    for (_, args), result in zip(runs, _fork_server.run(runs, timeout), strict=True):
+    for (_, args), future in zip(runs, ended, strict=True):
+        result = future.result()
         command = [sys.executable, "manage.py", *args]
         if result["timed_out"]:
             raise subprocess.TimeoutExpired(command, timeout, result["stdout"], result["stderr"])
         completed.append(subprocess.CompletedProcess(command, result["returncode"], result["stdout"], result["stderr"]))
     return completed
+
+
+class ForkedProcess:
+    """``python manage.py ARGS`` running as a fork of ``tests.forkmanage``: the part of ``subprocess.Popen`` the
+    tests use (text ``stdout``/``stderr``, ``poll``, ``wait``, signals)."""
+
+    def __init__(self, env: dict[str, str], args: tuple[str, ...]) -> None:
+        self.args = [sys.executable, "manage.py", *args]
+        self.returncode: int | None = None
+        with tempfile.TemporaryDirectory(prefix="forked-") as pipes:
+            paths = [os.path.join(pipes, name) for name in ("stdout", "stderr")]
+            for path in paths:
+                os.mkfifo(path)
+            started, self._ended = _fork_server.submit(env, args, timeout=3600, pipes=paths)
+            # Opening a named pipe waits for its writer: the fork opens them in the same order.
+            self.stdout: IO[str] | None = open(paths[0])  # noqa: SIM115 (the process's pipe, read as it runs)
+            self.stderr: IO[str] | None = open(paths[1])  # noqa: SIM115
+            self.pid = started.result(timeout=60)
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._ended.done():
+            self.returncode = int(self._ended.result()["returncode"])
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        try:
+            self.returncode = int(self._ended.result(timeout=timeout)["returncode"])
+        except FutureTimeout:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 def shell_line(env: dict[str, str], code: str) -> str:
@@ -126,7 +185,7 @@ def wait_until_healthy(base: str) -> None:
 
 @dataclass
 class RunningTrader:
-    process: subprocess.Popen[str]
+    process: ForkedProcess
     console_url: str = ""
     """Empty with --no-web."""
 
@@ -166,14 +225,7 @@ def migrate(env: dict[str, str]) -> None:
 def start_runtrader(env: dict[str, str], *args: str) -> RunningTrader:
     """Migrate, start ``runtrader ARGS`` and, unless --no-web, wait for the console URL it prints."""
     migrate(env)
-    process = subprocess.Popen(
-        [sys.executable, "-u", "manage.py", "runtrader", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = ForkedProcess(env, ("runtrader", *args))
     trader = RunningTrader(process)
     if "--no-web" in args:
         return trader
