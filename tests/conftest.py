@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
 from django.conf import settings
 from django.db import connections
 from django.test import override_settings
@@ -64,6 +65,13 @@ def _channel_layer_of_this_worker() -> Iterator[None]:
     config = {**layer["CONFIG"], "prefix": f"{layer['CONFIG']['prefix']}-{worker}"}
     with override_settings(CHANNEL_LAYERS={"default": {**layer, "CONFIG": config}}):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layers() -> None:
+    """Each test makes its own channel layers: a Redis layer's locks and pools belong to the event loop that made
+    them, and each test has a loop of its own (a lock left held by an earlier test's loop broke a later one)."""
+    channel_layers.backends.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

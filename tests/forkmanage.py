@@ -8,7 +8,7 @@ itself, from its own environment and arguments, and exits with its own code. The
 Protocol, one JSON object a line: ``{"id", "args": [...], "env": {...}, "timeout": seconds}`` on stdin, and
 ``{"id", "returncode", "stdout", "stderr", "timed_out"}`` on stdout when that run has ended (runs end in any
 order). A request with ``"pipes": [stdout, stderr]`` (named pipes its requester reads) is answered
-``{"id", "pid"}`` at once and its end carries no output. It serves until stdin closes and its runs have ended.
+``{"id", "pid"}`` at once and its end carries no output. It serves until stdin closes, then kills what still runs.
 """
 
 from __future__ import annotations
@@ -157,8 +157,12 @@ def serve() -> None:
                 if key.fileobj == requests:
                     chunk = os.read(requests, 1 << 16)
                     if not chunk:
+                        # The test process has ended: whatever it left running goes with it.
                         events.unregister(requests)
                         open_requests = False
+                        waiting.clear()
+                        for run in running.values():
+                            os.kill(run.pid, signal.SIGKILL)
                     *lines, unread = (unread + chunk).split(b"\n")
                     waiting.extend(json.loads(line) for line in lines)
                     continue
