@@ -26,6 +26,7 @@ from tests.support import eventually_blocking
 
 ROOT = Path(__file__).resolve().parents[1]
 _CONSOLE_LINE = re.compile(r"Console: (http://\S+/v3-trader)")
+_METRICS_LINE = re.compile(r"Metrics: (http://\S+/metrics)")
 
 
 BYTECODE_CACHE = Path(tempfile.gettempdir()) / "trader-v3-test-bytecode"
@@ -188,6 +189,8 @@ class RunningTrader:
     process: ForkedProcess
     console_url: str = ""
     """Empty with --no-web."""
+    metrics_url: str = ""
+    """The trader's own metrics port; empty without --metrics-port."""
 
     @property
     def base_url(self) -> str:
@@ -223,19 +226,21 @@ def migrate(env: dict[str, str]) -> None:
 
 
 def start_runtrader(env: dict[str, str], *args: str) -> RunningTrader:
-    """Migrate, start ``runtrader ARGS`` and, unless --no-web, wait for the console URL it prints."""
+    """Migrate, start ``runtrader ARGS`` and wait for the console URL it prints (unless --no-web) and, with
+    --metrics-port, the metrics URL."""
     migrate(env)
     process = ForkedProcess(env, ("runtrader", *args))
     trader = RunningTrader(process)
-    if "--no-web" in args:
-        return trader
+    want_console, want_metrics = "--no-web" not in args, "--metrics-port" in args
     assert process.stdout is not None
-    while not trader.console_url:
+    while (want_console and not trader.console_url) or (want_metrics and not trader.metrics_url):
         line = process.stdout.readline()
         if not line:
             raise AssertionError(f"runtrader ended early: {trader.stop()[1][-3000:]}")
-        match = _CONSOLE_LINE.search(line)
-        trader.console_url = match.group(1) if match else ""
+        if match := _CONSOLE_LINE.search(line):
+            trader.console_url = match.group(1)
+        if match := _METRICS_LINE.search(line):
+            trader.metrics_url = match.group(1)
     return trader
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.environments import Environment
@@ -95,3 +97,20 @@ def sim_trader_config(credentials: Credentials, public_key_pem: bytes, **overrid
     }
     fields.update(overrides)
     return TraderConfig(**fields)
+
+
+def metric_samples(text: str) -> list[Sample]:
+    """Every sample of a Prometheus text exposition, parsed by the client library's own parser."""
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def metric_value(found: list[Sample], name: str, **labels: str) -> float:
+    """The one sample named ``name`` whose labels include ``labels``."""
+    matching = [s.value for s in found if s.name == name and labels.items() <= s.labels.items()]
+    assert len(matching) == 1, (name, labels, matching)
+    return matching[0]
+
+
+def metric_one_hot(found: list[Sample], name: str, label: str) -> list[str]:
+    """The ``label`` values whose sample of ``name`` is 1 (a one-hot gauge has exactly one)."""
+    return [s.labels[label] for s in found if s.name == name and s.value == 1]

@@ -15,7 +15,7 @@ ALLOWED = {
     "marketdata": {"kalshi"},
     "trader": {"kalshi", "marketdata", "exchange"},
     "console": {"kalshi", "trader"},
-    "workbench": {"kalshi", "marketdata", "exchange", "trader"},
+    "workbench": {"kalshi", "marketdata", "exchange", "trader", "console"},
 }
 """What each app may import; anything else is an arrow pointing outward."""
 

@@ -16,7 +16,7 @@ from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
 from tests.processes import RunningWorker, http_get, services_env, start_runtrader, start_web_worker
-from tests.support import ConsoleSocket, eventually, eventually_blocking
+from tests.support import ConsoleSocket, eventually, eventually_blocking, metric_one_hot, metric_samples, metric_value
 from trader_v3.asgi import application
 
 MARKETS = "KXFED-26DEC-T4.25,KXCPI-26DEC-T0.3"
@@ -118,7 +118,10 @@ def control_from(worker: RunningWorker, request: dict[str, Any]) -> dict[str, An
 
 def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> None:
     env = services_env(tmp_path)
-    shards = {name: start_runtrader(env, "--no-web", "--markets", ticker) for name, ticker in SHARDS.items()}
+    shards = {
+        name: start_runtrader(env, "--no-web", "--markets", ticker, "--metrics-port", "0")
+        for name, ticker in SHARDS.items()
+    }
     workers = [start_web_worker(env), start_web_worker(env)]
     try:
         for worker in workers:
@@ -142,6 +145,15 @@ def test_two_shards_and_two_web_workers_share_one_picture(tmp_path: Path) -> Non
             assert {shard["session"]["id"] for shard in replay["shards"]} == {
                 shard["session"]["id"] for shard in document["shards"]
             }
+            # Any worker's /metrics has every shard, from the same rows.
+            found = metric_samples(http_get(f"{worker.base_url}/metrics")[1])
+            ready = [s.labels["shard"] for s in found if s.name == "trader_state" and s.labels["state"] == "ready"]
+            assert sorted(ready) == sorted(str(shard["session"]["id"]) for shard in document["shards"])
+            assert all(metric_value(found, "trader_state", shard=shard, state="ready") == 1 for shard in ready)
+        for trader in shards.values():
+            own = metric_samples(http_get(trader.metrics_url)[1])  # each shard's own port: itself alone
+            assert metric_one_hot(own, "trader_state", "state") == ["ready"]
+            assert metric_value(own, "trader_markets") == 1
 
         # Adding a market reaches one shard: the one with the fewest markets (the older one on a tie).
         owners = shards_by_market(workers[0], fleet(workers[0]))

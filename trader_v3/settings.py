@@ -9,6 +9,8 @@ and the module carries on, so one run reports every problem; the last line raise
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +106,9 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.database("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'trader.sqlite3'}")}
+# One SQLite file per environment by default: a sim session never shows up in (or blocks) paper's history.
+DEFAULT_DATABASE_FILE = DATA_DIR / f"trader-{ENVIRONMENT.value}.sqlite3"
+DATABASES = {"default": env.database("DATABASE_URL", default=f"sqlite:///{DEFAULT_DATABASE_FILE}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # psycopg 3's pool: the trader and web workers reuse connections instead of opening one per request.
     # Every wait is short so a database outage is seen within seconds and nobody queues behind it: a
@@ -124,10 +128,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the console read while the trader writes; the timeout rides out short write locks.
+    # WAL lets the console read while the trader writes; the timeout rides out short write locks. A
+    # transaction takes the write lock when it begins (IMMEDIATE): a deferred one that read first (the
+    # admin's delete collects before it deletes) cannot wait for the lock and fails with "database is
+    # locked" as soon as the trader has committed in between.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
+    # The test database is a file with the same options, not Django's shared-cache in-memory default, whose
+    # table locks fail at once instead of waiting and so behave unlike the file every trader writes.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"trader-v3-test-{os.getpid()}.sqlite3")}
 
 REDIS_URL = env.redis_url("REDIS_URL")
 # Capacity and expiry are set on purpose: group_send silently drops past capacity, and the console
@@ -163,6 +177,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Times to the second (the locale's default shows minutes only).
+FORMAT_MODULE_PATH = ["trader_v3.formats"]
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -195,6 +211,13 @@ TRADER_CROSSCHECK_INTERVAL: float | None = env.float("TRADER_CROSSCHECK_INTERVAL
 TRADER_CONFIRM_PRODUCTION: bool = env.choice("TRADER_CONFIRM_PRODUCTION", "", ("yes", "no", "")) == "yes"
 TRADER_WEB_HOST: str = env.str("TRADER_WEB_HOST", default="127.0.0.1")
 TRADER_WEB_PORT: int = env.int("TRADER_WEB_PORT", 8006, minimum=0, maximum=65535)
+# Prometheus metrics on a port of the trader's own: off unless set (0: any free port, printed at start). Loopback by
+# default; outside sim a host beyond loopback also needs TRADER_METRICS_EXPOSE=yes (the port has no login).
+TRADER_METRICS_PORT: int | None = (
+    env.int("TRADER_METRICS_PORT", 0, minimum=0, maximum=65535) if env.is_set("TRADER_METRICS_PORT") else None
+)
+TRADER_METRICS_HOST: str = env.str("TRADER_METRICS_HOST", default="127.0.0.1")
+TRADER_METRICS_EXPOSE: bool = env.choice("TRADER_METRICS_EXPOSE", "", ("yes", "no", "")) == "yes"
 TRADER_HEARTBEAT_STALE_SECONDS: float = env.float("TRADER_HEARTBEAT_STALE_SECONDS", 10.0, minimum=1.0)
 TRADER_FEED_IDLE_TIMEOUT: float = env.float("TRADER_FEED_IDLE_TIMEOUT", 30.0, minimum=1.0)
 # Changed books go to consoles as one event per tick, at most so many books a tick (the rest wait, oldest first).
@@ -213,6 +236,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.log_level("LOG_LEVEL", default="INFO")},
     "loggers": {
+        # Django's own handler for "django" (printing when DEBUG is on) would print every request error a
+        # second time beside the root handler: one handler, the root's.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
         "websockets": {"level": "WARNING"},

@@ -13,7 +13,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
 
-from apps.console import limits
+from apps.console import limits, presence
 from apps.console.access import may_watch
 from apps.console.views import CONSOLE_PAGE_SIZE
 from apps.kalshi.environments import Environment
@@ -36,11 +36,15 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     group = settings.CONSOLE_GROUP
     closing = False
     """Set once this side has closed the socket: nothing more is sent or answered."""
+    counted = False
+    """Whether this socket is in the process's count of connected consoles (from accept to disconnect)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._awaiting: dict[str, asyncio.Task[None]] = {}
         """Control requests sent to a trader, by request id: each a timer that reports "no trader answered"."""
+        self._last_seqs: dict[str, int] = {}
+        """The last live event number seen from each trader (its broadcaster's origin)."""
 
     async def connect(self) -> None:
         if not may_watch(self.scope.get("user")):
@@ -52,6 +56,8 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.refusals = limits.TokenBucket(limits.REFUSAL_BURST, limits.REFUSAL_PER_SECOND)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        self.counted = True
+        presence.console_joined()
         # The newcomer alone gets the story so far, read from the rows the trader wrote.
         await self._send_history()
 
@@ -70,6 +76,9 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json({"type": "history_replay", "data": history})
 
     async def disconnect(self, code: int) -> None:
+        if self.counted:
+            self.counted = False
+            presence.console_left()
         for timer in self._awaiting.values():
             timer.cancel()
         await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -255,8 +264,18 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self._forward("console", event)
 
     async def _forward(self, kind: str, event: dict[str, Any]) -> None:
+        self._count_missed(event.get("seq"), event.get("origin"))
         message: dict[str, Any] = {"type": kind, "data": event["data"]}
         for key in ("seq", "origin"):  # lets the browser count, per trader, events the channel layer dropped
             if key in event:
                 message[key] = event[key]
         await self.send_json(message)
+
+    def _count_missed(self, seq: Any, origin: Any) -> None:
+        """Count, for the metrics, the events of a trader (``origin``) that never reached this socket."""
+        if not isinstance(seq, int) or not isinstance(origin, str):
+            return
+        last = self._last_seqs.get(origin)
+        if last is not None and seq > last + 1:
+            presence.events_missed(seq - last - 1)
+        self._last_seqs[origin] = seq  # a lower number: the trader restarted, counting starts again

@@ -16,8 +16,16 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def bind_problem(host: str, port: int) -> str | None:
-    """Why the web app could not listen on host:port, naming the variable to change; None if it can."""
+def bind_problem(
+    host: str,
+    port: int,
+    *,
+    host_variable: str = "TRADER_WEB_HOST",
+    port_variable: str = "TRADER_WEB_PORT",
+    port_option: str = "--port",
+) -> str | None:
+    """Why the web app (or another listener, named by the variables) could not listen on host:port, naming the
+    variable to change; None if it can."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -25,10 +33,11 @@ def bind_problem(host: str, port: int) -> str | None:
         except OSError as exc:
             # A foreign address is not a busy port: say which one is wrong.
             if exc.errno == errno.EADDRINUSE:
-                return f"TRADER_WEB_PORT: {host}:{port} is already in use (pass --port or stop the other process)"
+                busy = f"{host}:{port} is already in use"
+                return f"{port_variable}: {busy} (pass {port_option} or stop the other process)"
             if exc.errno == errno.EADDRNOTAVAIL:
-                return f"TRADER_WEB_HOST: {host} is not an address of this machine"
-            return f"TRADER_WEB_HOST / TRADER_WEB_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
+                return f"{host_variable}: {host} is not an address of this machine"
+            return f"{host_variable} / {port_variable}: cannot listen on {host}:{port}: {exc.strerror or exc}"
     return None
 
 

@@ -11,4 +11,5 @@ urlpatterns = [
     path("v3/logout", LogoutView.as_view(next_page="console-login"), name="console-logout"),
     path("v3/health", views.health, name="health"),
     path("v3/status", views.status, name="status"),
+    path("metrics", views.metrics, name="metrics"),
 ]

@@ -15,15 +15,20 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render, resolve_url
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from apps.console.access import may_watch
+from apps.console.presence import console_counts
 from apps.trader.core.health import Health
+from apps.trader.metrics import TraderCollector
 from apps.trader.selectors import (
     MarketQueryError,
     fleet_health,
     market_detail,
     market_page,
     page_request,
+    shard_status,
     shards_current,
     status_current,
 )
@@ -68,6 +73,7 @@ def console_page(request: HttpRequest) -> HttpResponse:
             "ws_path": "/v3/ws",
             "state": session.current_state if session else "",
             "session_id": session.pk if session else None,
+            "replay_of": session.replay_of_id if session else None,
             "markets": [book["market_ticker"] for book in page["markets"]],
             "markets_total": page["markets_total"],
             "page_size": CONSOLE_PAGE_SIZE,
@@ -159,6 +165,21 @@ def status(request: HttpRequest) -> JsonResponse:
         filter_text, offset, limit = page
         return JsonResponse(market_page(filter_text=filter_text, offset=offset, limit=limit), json_dumps_params=indent)
     return JsonResponse(status_current(), json_dumps_params=indent)
+
+
+@require_safe
+@never_cache
+@staff_outside_sim(api=True)
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics for every shard ``/v3/status`` lists, from the same rows, plus this process's consoles.
+
+    Outside sim it needs a staff login like ``/v3/status``; a Prometheus without one scrapes each trader's own
+    ``--metrics-port`` (loopback) instead.
+    """
+    registry = CollectorRegistry()
+    registry.register(TraderCollector(lambda: [shard_status(s) for s in shards_current()], consoles=console_counts))
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return HttpResponse(encode(registry), content_type=content_type)
 
 
 STATUS_PAGE_DEFAULT = 100

@@ -16,6 +16,14 @@ from apps.kalshi.fixedpoint import DOLLAR
 
 MICRO_DOLLAR = 1_000_000
 """One dollar in money units."""
+MONEY_DECIMALS = 6
+
+
+def format_money(micro: int) -> str:
+    """Micro-dollars as a ``*_dollars`` string with Kalshi's finest precision: 1234567 -> "1.234567"."""
+    sign = "-" if micro < 0 else ""
+    whole, fraction = divmod(abs(micro), MICRO_DOLLAR)
+    return f"{sign}{whole}.{fraction:0{MONEY_DECIMALS}d}"
 
 
 @dataclass(slots=True)
@@ -28,6 +36,8 @@ class Position:
     fees_paid: int = 0
     volume: int = 0
     """Contracts traded, 1/100 contract."""
+    traded: int = 0
+    """What the trades cost the side that made them, micro-dollars (``total_traded_dollars``)."""
     last_updated_us: int = 0
 
 
@@ -40,6 +50,10 @@ class Settlement:
     revenue: int
     """Micro-dollars paid out: $1 per winning contract."""
     settled_us: int
+    cost: int = 0
+    """The settled position's cost basis, micro-dollars."""
+    fees: int = 0
+    """Fees paid trading this market, micro-dollars."""
 
 
 @dataclass(slots=True)
@@ -77,6 +91,7 @@ class Account:
         self.balance -= fill.fee
         held.fees_paid += fill.fee  # kept apart from realized_pnl, as Kalshi's positions report them
         held.volume += fill.count
+        held.traded += outcome_cost(fill.side, fill.count, fill.price)
         held.last_updated_us = fill.ts_us
         return held
 
@@ -88,11 +103,12 @@ class Account:
         yes_count, no_count = max(0, held.position), max(0, -held.position)
         won = yes_count if result == "yes" else no_count
         revenue = won * DOLLAR  # 1/100 contract x 1/10,000 dollar = micro-dollars
+        cost = held.cost
         held.realized_pnl += revenue - held.cost
         held.cost = 0
         held.position = 0
         held.last_updated_us = now_us
         self.balance += revenue
-        settlement = Settlement(ticker, result, yes_count, no_count, revenue, now_us)
+        settlement = Settlement(ticker, result, yes_count, no_count, revenue, now_us, cost, held.fees_paid)
         self.settlements.append(settlement)
         return settlement

@@ -48,7 +48,17 @@ class SimulatorConfig:
     public_key_pem: bytes = b""
     """Handshake and REST signatures are verified against this key (required)."""
     key_id: str | None = None
-    """When set, KALSHI-ACCESS-KEY must equal it."""
+    """When set, KALSHI-ACCESS-KEY must equal it (for ``public_key_pem``; ``api_keys`` add others)."""
+    api_keys: dict[str, bytes] = field(default_factory=dict)
+    """More API keys: key id -> public key PEM. Each key id is an account of its own (``register_key``)."""
+    starting_balance: int = 10_000 * 1_000_000
+    """Cash of a new account, micro-dollars ($10,000)."""
+    maker_fee_markets: list[str] = field(default_factory=list)
+    """Markets whose series charge makers a fee (0.0175 x C x P x (1 - P)); makers pay nothing elsewhere."""
+    read_rate: float = 200.0
+    """Tokens per second of each key's read bucket for /portfolio GETs (Kalshi's Basic tier); capacity 3 s."""
+    write_rate: float = 100.0
+    """Tokens per second of each key's write bucket (Basic); capacity 1 s. A create costs 10, a cancel 2."""
     markets: list[str] | None = None
     """Tickers to simulate; None means DEFAULT_MARKETS."""
     message_rate: float = 50.0

@@ -22,6 +22,7 @@ from apps.exchange.config import SimulatorConfig
 from apps.exchange.counts import FaultCounts, TrafficCounts
 from apps.exchange.sequencing import SeqLog
 from apps.kalshi.messages import ERROR_BUFFER_OVERFLOW, error_frame
+from apps.kalshi.signing import HEADER_KEY
 
 # Malformed frames sent by the malformed_every fault, in rotation.
 MALFORMED_FRAMES = (
@@ -44,6 +45,9 @@ class Connection:
         self.sent = 0
         self.malformed = 0
         self.closed = False
+        request = ws.request
+        self.owner = request.headers.get(HEADER_KEY, "") if request is not None else ""
+        """The handshake's API key id: the account whose private channels this connection may read."""
 
 
 @dataclass(eq=False)

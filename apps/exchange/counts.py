@@ -18,6 +18,9 @@ class TrafficCounts:
     pings_sent: int = 0
     commands: int = 0
     rest_requests: int = 0
+    rate_limited: int = 0
+    orders_placed: int = 0
+    private_sent: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -37,6 +40,10 @@ class FaultCounts:
     malformed: int = 0
     oversized: int = 0
     rest_429: int = 0
+    reject_orders: int = 0
+    order_delay: int = 0
+    drop_private: int = 0
+    accept_then_5xx: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

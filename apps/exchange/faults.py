@@ -60,6 +60,19 @@ class Faults:
     rest_429: int = 0
     """The next K REST requests are answered 429 (no Retry-After header, as Kalshi); counts down."""
 
+    reject_orders: int = 0
+    """The next N order creates (single or batch requests) are refused with 400 ``invalid_order``; counts down."""
+
+    order_delay: float = 0.0
+    """Seconds every order request (create, cancel, amend, decrease, batch) waits before it is answered."""
+
+    drop_private: int = 0
+    """The next N private-channel messages (fill, user_order, market_position) are not sent; counts down."""
+
+    accept_then_5xx: int = 0
+    """The next N order requests that succeed (create, cancel, amend, decrease, batch) are carried out, but
+    answered 500 as if they had failed; counts down."""
+
 
 def parse_faults(spec: str) -> Faults:
     """Faults from a comma-separated spec such as ``"drop_every=30,skip_seq_every=100,no_ping"``.

@@ -1,18 +1,26 @@
 """One simulated Kalshi market: its book, how it moves, and a bounded record of its past states.
 
 Plain Python (no Django, no asyncio). Prices are 1/10,000 dollar and sizes 1/100 contract, as in
-``apps.kalshi.fixedpoint``. The book holds YES bids and NO bids; a NO bid at q is a YES ask at 1 - q.
-Every change keeps the book uncrossed (best YES bid + best NO bid < 1.00) and no size ever goes negative.
+``apps.kalshi.fixedpoint``. The public book holds YES bids and NO bids; a NO bid at q is a YES ask at 1 - q.
+
+Every order, the simulated liquidity's and users' alike, rests in one ``MatchingBook``. The random walk
+acts in it as the "house": it rests orders, withdraws its own, and takes the best level with an IOC order,
+which fills whatever rests there in time priority (users' orders too). The public book is the sum of the
+matching book's levels: ``take_changes`` turns what the matching book did into ``orderbook_delta``
+changes, and ``apply`` moves the public book and its history by them. The matching book never rests a
+crossing order, so the public book stays uncrossed and no size goes negative.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import random
 import uuid
 from collections import deque
 from dataclasses import dataclass
 
+from apps.exchange.matching import BookSide, Fill, MatchingBook, Order
 from apps.kalshi.fixedpoint import CONTRACT, DOLLAR, format_price
 from apps.kalshi.messages import Side
 from apps.kalshi.orderbook import OrderBook
@@ -34,6 +42,12 @@ _RANGES: dict[str, tuple[tuple[int, int, int], ...]] = {
 
 # Market ids are stable per ticker so recordings and tests can refer to them.
 _MARKET_ID_NAMESPACE = uuid.UUID("6f1d3c52-1b7e-4a7e-9d53-0c6a0b3f2a11")
+
+HOUSE = "(house)"
+"""Owner of the simulated liquidity's resting orders."""
+HOUSE_TAKER = "(house taker)"
+"""Owner of the simulated flow's taking orders: another owner than the makers, so they trade with them."""
+HOUSE_OWNERS = frozenset({HOUSE, HOUSE_TAKER})
 
 MAX_LEVELS = 24
 """Above this many levels on a side, changes there are cancels, so books stay a plausible size."""
@@ -76,7 +90,7 @@ class Change:
     price: int
     delta: int
     trade: bool = False
-    """True when the change is liquidity taken at the best level (it counts as volume)."""
+    """A drawn change: take this much liquidity at the best level (with an order that trades)."""
     seq: None = None
     """No message carries a change when it is made: each subscriber's delta gets its own seq."""
 
@@ -104,8 +118,12 @@ class SimMarket:
         self.status = "active"
         self.rng = rng
         self.prices = valid_prices(structure)
+        self.price_set = frozenset(self.prices)
         self.book = OrderBook(ticker)
+        """The public book: the matching book's levels, moved only by ``apply``."""
         self.book.market_id = self.market_id
+        self.matching = MatchingBook(ticker)
+        self._house_ids = itertools.count(1)
         # A plausible traded volume to start from, fixed per ticker (its own stream leaves the seeded book
         # and deltas unchanged), so discovery by 24 h volume has something to rank.
         self.volume = random.Random(f"volume:{ticker}").randint(1_000, 900_000) * CONTRACT
@@ -154,7 +172,9 @@ class SimMarket:
                 if not 0 <= index < len(self.prices):
                     break
                 price = self.prices[index] if side == "yes" else self._mirror(index)
-                self.book.apply_delta(Change(side, price, self._random_size()))
+                self.house_change(Change(side, price, self._random_size()))
+        for change in self.take_changes():
+            self.book.apply_delta(change)
 
     def best(self, side: Side) -> int | None:
         levels = self.yes if side == "yes" else self.no
@@ -167,11 +187,12 @@ class SimMarket:
             if change is not None:
                 return change
         # Always possible: cancel whatever rests somewhere, or add a deep bid that cannot cross.
-        for side in ("yes", "no"):
-            levels = self.yes if side == "yes" else self.no
-            if levels:
-                price = min(levels)
-                return Change(side, price, -levels[price])
+        sides: tuple[Side, ...] = ("yes", "no")
+        for side in sides:
+            own = self._house_levels(side)
+            if own:
+                price = min(own)
+                return Change(side, price, -own[price])
         return Change("yes", self.prices[0], self._random_size())
 
     def _draw(self) -> Change | None:
@@ -186,9 +207,13 @@ class SimMarket:
             take = min(levels[price], rng.randint(1, 40) * CONTRACT)
             return Change(side, price, -take, trade=True)
         if levels and (roll < 0.45 or len(levels) > MAX_LEVELS):
-            ordered = sorted(levels)
+            # Only the house's own orders can be withdrawn; users' stay until they go.
+            own = self._house_levels(side)
+            if not own:
+                return None
+            ordered = sorted(own)
             price = ordered[0] if len(levels) > MAX_LEVELS else rng.choice(ordered)
-            size = levels[price]
+            size = own[price]
             if rng.random() < 0.5 or size <= CONTRACT:
                 return Change(side, price, -size)
             return Change(side, price, -rng.randint(1, size // CONTRACT) * CONTRACT)
@@ -207,15 +232,74 @@ class SimMarket:
             price = self.prices[below]
         return Change(side, price, self._random_size())
 
+    # ------------------------------------------------------------------------------------------ the house
+
+    def _house_levels(self, side: Side) -> dict[int, int]:
+        """The house's resting size per public price on one side (NO side at NO prices)."""
+        if side == "yes":
+            return self.matching.depth("bid", HOUSE)
+        return {DOLLAR - price: size for price, size in self.matching.depth("ask", HOUSE).items()}
+
+    def _house_order(self, owner: str, side: BookSide, price: int, count: int, **options: object) -> Order:
+        return Order(f"{self.ticker}-H{next(self._house_ids)}", owner, self.ticker, side, price, count, **options)  # type: ignore[arg-type]
+
+    def house_change(self, change: Change) -> list[Fill]:
+        """Have the house do what ``change`` says, in the matching book; returns the fills it made.
+
+        A positive change rests a house order at that level, as it is (a replayed stream's change may not
+        be matched away). A drawn ``trade`` takes that much at the level with an IOC order of the other
+        side, trading with whatever rests there first. Any other negative change withdraws house orders,
+        newest first; ValueError when the house has less than that there.
+        """
+        side: BookSide = "bid" if change.side == "yes" else "ask"
+        price = change.price if change.side == "yes" else DOLLAR - change.price
+        if change.delta > 0:
+            self.matching.rest(self._house_order(HOUSE, side, price, change.delta))
+            return []
+        if change.trade:
+            other: BookSide = "ask" if side == "bid" else "bid"
+            taker = self._house_order(HOUSE_TAKER, other, price, -change.delta, time_in_force="immediate_or_cancel")
+            fills = self.matching.submit(taker).fills
+            self.record_trades(fills)
+            return fills
+        mine = [o for o in self.matching.orders_at(side, price) if o.owner == HOUSE]
+        wanted = -change.delta
+        if sum(o.remaining_count for o in mine) < wanted:
+            raise ValueError(f"{self.ticker}: the house rests less than {-change.delta} at {change.side} {price}")
+        for order in reversed(mine):
+            if not wanted:
+                break
+            cut = min(wanted, order.remaining_count)
+            self.matching.decrease(order.order_id, order.remaining_count - cut)
+            wanted -= cut
+        return []
+
+    def record_trades(self, fills: list[Fill]) -> None:
+        """Count traded volume and the last price (each trade has a taker fill and a maker fill)."""
+        for fill in fills:
+            if fill.is_taker:
+                self.volume += fill.count
+                self.last_price = fill.price
+
+    def take_changes(self) -> list[Change]:
+        """The matching book's level changes since the last call, as public changes (one per level moved
+        in a row, none of size 0). Each must then be ``apply``-ed."""
+        merged: list[Change] = []
+        for level in self.matching.take_changes():
+            if merged and (merged[-1].side, merged[-1].price) == (level.side, level.price):
+                merged[-1] = Change(level.side, level.price, merged[-1].delta + level.delta)
+            else:
+                merged.append(Change(level.side, level.price, level.delta))
+        return [change for change in merged if change.delta]
+
+    # ------------------------------------------------------------------------------------------ history
+
     def apply(self, change: Change, event: int) -> None:
-        """Apply a change and record it under the exchange-wide event number ``event``.
+        """Move the public book by a change and record it under the exchange-wide event number ``event``.
 
         BookInconsistent (a ValueError) when it would leave a negative size.
         """
         self.book.apply_delta(change)
-        if change.trade:
-            self.volume += -change.delta
-            self.last_price = change.price if change.side == "yes" else DOLLAR - change.price
         self._changes.append((event, change))
         while len(self._changes) > self._history_size:
             old_event, old = self._changes.popleft()

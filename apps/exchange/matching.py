@@ -170,9 +170,18 @@ class MatchingBook:
             return None
         return prices[-1] if side == "bid" else prices[0]
 
-    def depth(self, side: BookSide) -> dict[int, int]:
-        """Resting size per price on one side."""
-        return {price: sum(o.remaining_count for o in queue) for price, queue in self._levels[side].items()}
+    def depth(self, side: BookSide, owner: str | None = None) -> dict[int, int]:
+        """Resting size per price on one side (only ``owner``'s orders when given; levels without any left out)."""
+        depth = {}
+        for price, queue in self._levels[side].items():
+            size = sum(o.remaining_count for o in queue if owner is None or o.owner == owner)
+            if size:
+                depth[price] = size
+        return depth
+
+    def orders_at(self, side: BookSide, price: int) -> list[Order]:
+        """The queue at one price, oldest first (a copy)."""
+        return list(self._levels[side].get(price, ()))
 
     def take_changes(self) -> list[LevelChange]:
         changes, self.changes = self.changes, []
@@ -217,6 +226,14 @@ class MatchingBook:
             order.queue_seq = next(self._queue)
             self._rest(order)
         return placement
+
+    def rest(self, order: Order, *, now_us: int = 0) -> None:
+        """Put ``order`` on the book as it is, without matching: liquidity replayed from a recorded stream,
+        which is consistent by itself (a moment's cross while a snapshot is rebuilt must not trade)."""
+        order.remaining_count = order.initial_count
+        order.created_us = order.last_update_us = now_us
+        order.queue_seq = next(self._queue)
+        self._rest(order)
 
     def cancel(self, order_id: str, *, reason: str = "", now_us: int = 0) -> Order:
         """Take a resting order off the book; raises KeyError if it is not resting."""

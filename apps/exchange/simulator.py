@@ -29,6 +29,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from apps.exchange import rest
+from apps.exchange.accounts import Settlement
 from apps.exchange.commands import Commands
 from apps.exchange.config import (
     DEFAULT_CLOSE_TIMES,
@@ -39,11 +40,14 @@ from apps.exchange.config import (
 )
 from apps.exchange.connections import Connections, Subscription
 from apps.exchange.counts import FaultCounts, TrafficCounts
+from apps.exchange.desk import Desk, DeskEvent
 from apps.exchange.faults import Faults
 from apps.exchange.faultschedule import FaultScheduler
 from apps.exchange.gateway import Gateway
 from apps.exchange.httpserver import HttpServer
 from apps.exchange.market import LINEAR_CENT, PRICE_LEVEL_STRUCTURES, Change, SimMarket
+from apps.exchange.matching import MAKER_FEE_RATE_CHARGED
+from apps.exchange.portfolio import private_message
 from apps.exchange.sequencing import Sequencer
 from apps.kalshi.fixedpoint import DOLLAR
 from apps.kalshi.messages import CHANNEL_ORDERBOOK, ERROR_CHANNEL, OrderbookDelta, delta_frame
@@ -83,6 +87,10 @@ class ExchangeSimulator:
                 close_time=DEFAULT_CLOSE_TIMES.get(ticker, FALLBACK_CLOSE_TIME),
                 history_size=config.history_size,
             )
+        for ticker in config.maker_fee_markets:
+            if ticker not in self._markets:
+                raise ValueError(f"maker_fee_markets: unknown market {ticker!r}")
+            self._markets[ticker].matching.maker_fee_rate = MAKER_FEE_RATE_CHARGED
         self._schedule_rng = self._rng("schedule")
         self.exchange_active = True
         self.trading_active = True
@@ -93,6 +101,12 @@ class ExchangeSimulator:
         self._commands = Commands(
             markets=self._markets, connections=self._connections, sequencer=self._sequencer, traffic=self._traffic
         )
+        self.desk = Desk(
+            self._markets, starting_balance=config.starting_balance, trading_active=lambda: self.trading_active
+        )
+        """Accounts and orders; its changes reach the public stream and the private channels at once."""
+        self.desk.on_book = lambda ticker: self._publish_book(self._markets[ticker])
+        self.desk.on_event = self._send_private
         self._gateway = Gateway(
             config,
             public_key=load_public_key(config.public_key_pem),
@@ -100,7 +114,11 @@ class ExchangeSimulator:
             trading_status=lambda: (self.exchange_active, self.trading_active),
             traffic=self._traffic,
             fault_counts=self._fault_counts,
+            desk=self.desk,
+            settle=lambda ticker, result: len(self.settle_market(ticker, result)),
         )
+        for key_id, pem in config.api_keys.items():
+            self.register_key(key_id, pem)
         self._fault_schedule = FaultScheduler(
             config, drop_connections=self.drop_connections, fault_counts=self._fault_counts
         )
@@ -254,6 +272,17 @@ class ExchangeSimulator:
             raise ValueError(f"unknown market status {status!r}")
         self._markets[ticker].status = status
 
+    def register_key(self, key_id: str, public_key_pem: bytes) -> None:
+        """Accept requests signed by another API key (``key_id`` in KALSHI-ACCESS-KEY): an account of its own."""
+        self._gateway.keys[key_id] = load_public_key(public_key_pem)
+
+    def settle_market(self, ticker: str, result: str) -> list[Settlement]:
+        """Settle ``ticker`` (yes or no): resting orders are cancelled, the market is finalized and every
+        position is paid $1 per winning contract. KeyError for an unknown market."""
+        if result not in ("yes", "no"):
+            raise ValueError("a market settles yes or no")
+        return self.desk.settle(ticker, "yes" if result == "yes" else "no")
+
     def drop_connections(self) -> int:
         """Abort every open connection without a close frame; returns how many were dropped."""
         dropped = self._connections.abort_all()
@@ -280,17 +309,25 @@ class ExchangeSimulator:
     # ------------------------------------------------------------------------------------------ data
 
     def publish_change(self, ticker: str, change: Change, ts_ms: int | None = None) -> None:
-        """Apply one book change and send it to every subscriber of the market, as a generated one is.
+        """Have the house make one book change and send what it did to every subscriber of the market, as a
+        generated one is.
 
         Public so a change decided elsewhere (a recorded session being replayed) moves the book too.
         ValueError when it would leave a negative size.
         """
         market = self._markets[ticker]
-        market.apply(change, self._sequencer.next_event())
+        fills = market.house_change(change)
+        self._publish_book(market, ts_ms)
+        self.desk.house_fills(fills)
+
+    def _publish_book(self, market: SimMarket, ts_ms: int | None = None) -> None:
+        """Send the matching book's level changes since the last call as orderbook deltas."""
         ts_ms = int(time.time() * 1000) if ts_ms is None else ts_ms
-        for sub in self._connections.subscriptions():
-            if sub.active and sub.channel == CHANNEL_ORDERBOOK and market.ticker in sub.tickers:
-                self._send_delta(sub, market, change, ts_ms)
+        for change in market.take_changes():
+            market.apply(change, self._sequencer.next_event())
+            for sub in self._connections.subscriptions():
+                if sub.active and sub.channel == CHANNEL_ORDERBOOK and market.ticker in sub.tickers:
+                    self._send_delta(sub, market, change, ts_ms)
 
     def _send_delta(self, sub: Subscription, market: SimMarket, change: Change, ts_ms: int) -> None:
         seq = self._sequencer.issue(sub.log)
@@ -334,8 +371,27 @@ class ExchangeSimulator:
         if not active:
             return False
         market = self._markets[self._schedule_rng.choice(active)]
-        self.publish_change(market.ticker, market.next_change())
+        fills = market.house_change(market.next_change())
+        self._publish_book(market)
+        self.desk.house_fills(fills)
         return True
+
+    def _send_private(self, event: DeskEvent) -> None:
+        """Send a desk event to the owner's subscriptions of its private channel (these carry no seq)."""
+        now_ms = int(time.time() * 1000)
+        channel, kind, owner, ticker, msg = private_message(event, now_ms)
+        for sub in self._connections.subscriptions():
+            if not (sub.active and sub.channel == channel and sub.connection.owner == owner):
+                continue
+            if sub.tickers and ticker not in sub.tickers:
+                continue
+            faults = self.faults
+            if faults.drop_private > 0:
+                faults.drop_private -= 1
+                self._fault_counts.drop_private += 1
+                continue
+            self._traffic.private_sent += 1
+            self._connections.enqueue(sub.connection, {"type": kind, "sid": sub.sid, "msg": msg}, sub.sid)
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -346,6 +402,7 @@ class ExchangeSimulator:
             await asyncio.sleep(min(0.05, max(0.002, 1.0 / rate)) if rate > 0 else 0.05)
             now = loop.time()
             elapsed, last = now - last, now
+            self.desk.expire()
             if rate <= 0 or self._fault_schedule.stalled(now) or not self.trading_active:
                 owed = 0.0
                 continue

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.feed import (
@@ -32,6 +32,7 @@ from apps.kalshi.feed import (
     HandshakeRejected,
     MarketChange,
     MarketMessage,
+    reconnect_until_closed,
 )
 from apps.kalshi.messages import (
     CHANNEL_ORDERBOOK,
@@ -52,6 +53,7 @@ from apps.kalshi.messages import (
 )
 from apps.kalshi.orderbook import BookInconsistent, OrderBook
 from apps.kalshi.signing import WS_PATH, Credentials
+from apps.kalshi.wsattempt import connection_attempt
 
 logger = logging.getLogger(__name__)
 
@@ -144,29 +146,26 @@ class KalshiWebSocketClient:
 
         Raises HandshakeRejected when the exchange refuses the credentials, since retrying cannot help.
         """
-        while not self._closing.is_set():
-            self.status = ConnectionStatus.CONNECTING
-            reason = await self._connect_and_read()
-            self._on_connection_lost()
-            if self._closing.is_set():
-                break
-            delay = self._backoff.next_delay()
-            self.metrics.reconnects += 1
-            await self._listener.on_feed_event(
-                FeedEvent(
-                    FeedEventKind.DISCONNECTED,
-                    reason=reason,
-                    attempt=self._backoff.attempt,
-                    delay=delay,
-                    level="warning",
-                )
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=delay)
+        await reconnect_until_closed(
+            self._connect_once,
+            closing=self._closing,
+            backoff=self._backoff,
+            on_feed_event=self._listener.on_feed_event,
+            on_reconnect=self._count_reconnect,
+        )
         self.status = ConnectionStatus.DISCONNECTED
         for ticker in list(self._adding):
             self._settle_add(ticker, "the feed client stopped before the exchange answered")
         self._unsent.clear()
+
+    async def _connect_once(self) -> str:
+        self.status = ConnectionStatus.CONNECTING
+        reason = await self._connect_and_read()
+        self._on_connection_lost()
+        return reason
+
+    def _count_reconnect(self) -> None:
+        self.metrics.reconnects += 1
 
     async def close(self) -> None:
         self._closing.set()
@@ -175,38 +174,33 @@ class KalshiWebSocketClient:
 
     async def _connect_and_read(self) -> str:
         """One connection's life. Returns why it ended."""
-        headers = self._credentials.headers("GET", WS_PATH, self._wall_clock_ms())
         try:
-            async with connect(
-                self.url,
-                additional_headers=headers,
-                create_connection=_WatchedConnection,
-                open_timeout=self._open_timeout,
-                # Kalshi pings every 10 s and websockets answers with pongs; silence is detected by _watch.
-                ping_interval=None,
-                max_size=2**24,
-                max_queue=1024,
-                close_timeout=2.0,
-            ) as ws:
-                assert isinstance(ws, _WatchedConnection)
-                ws.last_received = time.monotonic()
-                self._ws = ws
-                await self._on_connected(ws)
-                return await self._read(ws)
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                reason = f"the exchange refused the handshake with HTTP {status}: check the API key id and private key"
-                await self._listener.on_feed_event(FeedEvent(FeedEventKind.FATAL, reason=reason, level="error"))
-                self._closing.set()
-                raise HandshakeRejected(reason) from None
-            return f"handshake failed with HTTP {status}"
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            return f"cannot connect: {type(exc).__name__}: {exc}"
-        except ConnectionClosed as exc:
-            return _close_reason(exc)
+            return await connection_attempt(self._open_and_read, refused=self._handshake_refused)
         finally:
             self._ws = None
+
+    async def _handshake_refused(self, reason: str) -> None:
+        await self._listener.on_feed_event(FeedEvent(FeedEventKind.FATAL, reason=reason, level="error"))
+        self._closing.set()
+
+    async def _open_and_read(self) -> str:
+        headers = self._credentials.headers("GET", WS_PATH, self._wall_clock_ms())
+        async with connect(
+            self.url,
+            additional_headers=headers,
+            create_connection=_WatchedConnection,
+            open_timeout=self._open_timeout,
+            # Kalshi pings every 10 s and websockets answers with pongs; silence is detected by _watch.
+            ping_interval=None,
+            max_size=2**24,
+            max_queue=1024,
+            close_timeout=2.0,
+        ) as ws:
+            assert isinstance(ws, _WatchedConnection)
+            ws.last_received = time.monotonic()
+            self._ws = ws
+            await self._on_connected(ws)
+            return await self._read(ws)
 
     async def _on_connected(self, ws: ClientConnection) -> None:
         self.status = ConnectionStatus.CONNECTED
@@ -716,12 +710,6 @@ class KalshiWebSocketClient:
 def _resolve(command: _Command, reply: Ok | ErrorReply) -> None:
     if command.reply is not None and not command.reply.done():
         command.reply.set_result(reply)
-
-
-def _close_reason(exc: ConnectionClosed) -> str:
-    if exc.rcvd is not None:
-        return f"closed by the exchange (code {exc.rcvd.code}{': ' + exc.rcvd.reason if exc.rcvd.reason else ''})"
-    return "dropped without a close frame"
 
 
 __all__ = [

@@ -1,12 +1,15 @@
-"""Which Kalshi hosts each trader environment may talk to.
+"""Which Kalshi hosts each trader environment may talk to, for market data and for trading.
 
 ``sim`` talks only to loopback (the built-in exchange), ``paper`` only to Kalshi's demo hosts, ``local``
 and ``production`` only to production hosts. These rules are checked before any connection is opened.
+Trading is stricter (``check_trading_url``): ``local`` never trades, and ``production`` trades only with
+the production confirmation and trading explicitly enabled.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -96,3 +99,66 @@ def check_url(environment: Environment, variable: str, url: str, *, websocket: b
         raise ConfigurationError(
             f"{variable} must be {kind} in {environment} ({', '.join(sorted(allowed))}); got host {host!r}"
         )
+
+
+class TradingRefused(ConfigurationError):
+    """A trading client or request that a trading rule forbids. The message is one line naming the rule and
+    never carries a URL's user info, a key id or a key."""
+
+
+@dataclass(frozen=True, slots=True)
+class TradingPermission:
+    """Where a trading client may send orders: the environment and, for production, both explicit flags."""
+
+    environment: Environment
+    confirm_production: bool = False
+    """The operator's production confirmation (TRADER_CONFIRM_PRODUCTION / --confirm-production)."""
+    trading_enabled: bool = False
+    """Trading switched on explicitly; production refuses to trade without it even when confirmed."""
+
+
+def check_trading_url(permission: TradingPermission, url: str, *, websocket: bool = False) -> str:
+    """Raise TradingRefused unless an order client may talk to ``url``; returns the parsed host.
+
+    Only the parsed host counts, compared whole (never a substring): ``demo-api.kalshi.co.evil.com``, a
+    host hidden behind user info (``https://demo-api.kalshi.co@evil.com``) and a trailing dot are refused.
+    """
+    environment = permission.environment
+    rule = f"trading rule ({environment})"
+    if environment is Environment.LOCAL:
+        raise TradingRefused(f"{rule}: local is market data only; no trading client can be built")
+    if environment is Environment.PRODUCTION and not (permission.confirm_production and permission.trading_enabled):
+        missing = [
+            name
+            for name, given in (
+                ("the production confirmation", permission.confirm_production),
+                ("trading explicitly enabled", permission.trading_enabled),
+            )
+            if not given
+        ]
+        raise TradingRefused(f"{rule}: production trades real money and needs {' and '.join(missing)}")
+    parts = urlsplit(url)
+    schemes = ("ws", "wss") if websocket else ("http", "https")
+    if parts.scheme not in schemes or any(c in url for c in "\\ \t\r\n"):
+        raise TradingRefused(f"{rule}: the URL must be a plain {' or '.join(s + '://' for s in schemes)} URL")
+    if "@" in parts.netloc:
+        raise TradingRefused(f"{rule}: the URL must not carry user info before its host")
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if not host or port == 0:
+        raise TradingRefused(f"{rule}: the URL needs a host and a port 1..65535 (or none)")
+    if environment is Environment.SIM:
+        if not is_loopback_host(host):
+            raise TradingRefused(f"{rule}: sim trades only with a loopback host; got host {host!r}")
+        return host
+    if parts.scheme not in ("https", "wss"):
+        raise TradingRefused(f"{rule}: {environment} trades only over TLS (https:// or wss://)")
+    allowed = DEMO_HOSTS if environment is Environment.PAPER else PRODUCTION_HOSTS
+    if host not in allowed:
+        kind = "a Kalshi demo host" if environment is Environment.PAPER else "a Kalshi production host"
+        hosts = ", ".join(sorted(allowed))
+        raise TradingRefused(f"{rule}: {environment} trades only with {kind} ({hosts}); got host {host!r}")
+    return host

@@ -6,11 +6,15 @@ them without pulling the client's transport in.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from apps.kalshi.backoff import Backoff
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot
 from apps.kalshi.orderbook import OrderBook
 
@@ -107,3 +111,27 @@ class MarketChange:
     """Ticker -> why not, in the exchange's words where it answered."""
     pending: list[str] = field(default_factory=list)
     """Sent, but the exchange had not answered within the wait; its answer still applies when it comes."""
+
+
+async def reconnect_until_closed(
+    connect_once: Callable[[], Awaitable[str]],
+    *,
+    closing: asyncio.Event,
+    backoff: Backoff,
+    on_feed_event: Callable[[FeedEvent], Awaitable[None]],
+    on_reconnect: Callable[[], None],
+) -> None:
+    """Run ``connect_once`` (one connection, to its end; returns why it ended) again and again with back-off
+    until ``closing`` is set. Each loss is told as a DISCONNECTED event with the next attempt and its delay;
+    an exception from ``connect_once`` (retrying cannot help) ends the loop."""
+    while not closing.is_set():
+        reason = await connect_once()
+        if closing.is_set():
+            break
+        delay = backoff.next_delay()
+        on_reconnect()
+        await on_feed_event(
+            FeedEvent(FeedEventKind.DISCONNECTED, reason=reason, attempt=backoff.attempt, delay=delay, level="warning")
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(closing.wait(), timeout=delay)

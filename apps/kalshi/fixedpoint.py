@@ -3,6 +3,8 @@
 Kalshi writes prices as dollar strings ("0.4200", up to 4 decimals on the book) and contract counts as
 strings with 2 decimals ("12.50"; fractional contracts exist). They are held here as integers:
 prices in 1/10,000 dollar and sizes in 1/100 contract, so arithmetic is exact and never goes through float.
+Money (costs, fees, P&L, balances: dollar strings with up to 6 decimals) is held in micro-dollars; a size
+times a price is exactly that.
 
 Kalshi removed its integer fields (whole cents, whole contracts) on 2026-03-12; ``price_field`` and
 ``size_field`` still read them when the fixed-point field is absent, so old recordings and answers load.
@@ -19,8 +21,12 @@ DOLLAR = 10_000
 CONTRACT = 100
 """One contract in size units (1/100 contract)."""
 
+MICRO_DOLLAR = 1_000_000
+"""One dollar in money units (1/1,000,000 dollar)."""
+
 PRICE_DECIMALS = 4
 SIZE_DECIMALS = 2
+MONEY_DECIMALS = 6
 
 _NUMBER = re.compile(r"^(-?)(\d+)(?:\.(\d+))?$")
 
@@ -64,6 +70,16 @@ def parse_price(text: object) -> int:
 def parse_size(text: object) -> int:
     """Parse a contract count string such as "12.50" or "-54.00" into 1/100 contract units."""
     return _parse(text, SIZE_DECIMALS, "size")
+
+
+def parse_money(text: object) -> int:
+    """Parse a dollar amount such as "-12.345678" (fees, costs, P&L, balances) into micro-dollars."""
+    return _parse(text, MONEY_DECIMALS, "amount")
+
+
+def money_from_cents(cents: object, what: str = "amount") -> int:
+    """An integer amount in cents (Kalshi's ``balance``, ``revenue``) as micro-dollars."""
+    return _whole(cents, what) * (MICRO_DOLLAR // 100)
 
 
 def price_from_cents(cents: object, what: str = "price") -> int:
@@ -120,6 +136,11 @@ def _format(value: int, decimals: int) -> str:
 def format_price(price: int) -> str:
     """Format 1/10,000 dollar units the way Kalshi writes them: 4200 -> "0.4200"."""
     return _format(price, PRICE_DECIMALS)
+
+
+def format_money(amount: int) -> str:
+    """Format micro-dollars with 6 decimals: 3_638 -> "0.003638"."""
+    return _format(amount, MONEY_DECIMALS)
 
 
 def format_size(size: int) -> str:

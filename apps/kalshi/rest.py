@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
+from enum import Enum
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -31,6 +32,17 @@ QueryValue = str | int | bool
 _MESSAGE_LIMIT = 300
 
 
+class Retry(Enum):
+    """What a request may be sent again after."""
+
+    RATE_LIMIT = "rate_limit"
+    """A 429 only (Kalshi refused it before doing anything): market-data reads, as they always were."""
+    IDEMPOTENT = "idempotent"
+    """A 429, a 5xx or a transport failure: sending it twice does what sending it once does."""
+    NEVER = "never"
+    """Nothing: a call that must not run twice (a relative decrease, a batch create)."""
+
+
 def default_backoff() -> Backoff:
     """Back-off for 429s: 0.2 s doubling to 5 s, so eight retries give the bucket about 20 s to refill."""
     return Backoff(initial=0.2, cap=5.0, jitter=0.2)
@@ -41,10 +53,13 @@ class RestMetrics:
     requests: int = 0
     """HTTP requests sent, retries included."""
     retries_429: int = 0
+    retries_failure: int = 0
+    """Idempotent calls sent again after a 5xx or a transport failure."""
     errors: int = 0
     """Calls that ended in KalshiRestError (HTTP errors, transport failures, malformed bodies)."""
 
     def as_dict(self) -> dict[str, int]:
+        """The counts /v3/status shows for market data."""
         return {"requests": self.requests, "retries_429": self.retries_429, "errors": self.errors}
 
 
@@ -166,6 +181,7 @@ class KalshiRestClient:
 
     Use as ``async with KalshiRestClient(url, credentials) as rest:`` or call ``aclose()``. Calls may run
     concurrently; each has its own back-off. ``transport`` replaces httpx's network transport (tests).
+    ``guard`` is called with the full URL before every attempt and may raise to stop it (the trading rules).
     """
 
     def __init__(
@@ -175,20 +191,24 @@ class KalshiRestClient:
         *,
         backoff: Backoff | None = None,
         max_retries_429: int = 8,
+        max_retries_failure: int = 3,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        guard: Callable[[str], None] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError(f"base_url must be an http(s) URL without query or fragment; got {base_url!r}")
-        if max_retries_429 < 0:
-            raise ValueError("max_retries_429 must not be negative")
+        if max_retries_429 < 0 or max_retries_failure < 0:
+            raise ValueError("max_retries_429 and max_retries_failure must not be negative")
         self.base_url = base_url.rstrip("/")
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base_path = parts.path.rstrip("/")
         self._credentials = credentials
         self._backoff = backoff if backoff is not None else default_backoff()
         self.max_retries_429 = max_retries_429
+        self.max_retries_failure = max_retries_failure
+        self._guard = guard
         self.metrics = RestMetrics()
         # Redirects are refused: the signature covers the path, and the key must not follow them elsewhere.
         self._http = httpx.AsyncClient(
@@ -219,41 +239,109 @@ class KalshiRestClient:
 
     async def get_json(self, path: str, params: Mapping[str, QueryValue | None] | None = None) -> dict[str, Any]:
         """GET ``path`` (relative to ``base_url``) and return its JSON object; None params are left out."""
+        return await self.request_json("GET", path, params=params)
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, QueryValue | None] | None = None,
+        body: Mapping[str, Any] | None = None,
+        retry: Retry = Retry.RATE_LIMIT,
+    ) -> dict[str, Any]:
+        """Send a signed ``method`` request for ``path`` and return its JSON object ({} for a 204).
+
+        ``retry`` says what may be sent again, with back-off: a 429 under RATE_LIMIT, also a 5xx or a transport
+        failure (a timeout: the request may have been executed) under IDEMPOTENT, nothing under NEVER. A 2xx
+        whose body carries an ``error`` is a failure: Kalshi answers some refusals that way.
+        """
+        method = method.upper()
         full_path = self.full_path(path)
+        url = self._origin + full_path
         query = {name: _query_value(value) for name, value in (params or {}).items() if value is not None}
         backoff = replace(self._backoff, attempt=0)
-        retries = 0
+        retries_429 = retries_failure = 0
         while True:
+            if self._guard is not None:
+                self._guard(url)
             self.metrics.requests += 1
-            headers = self._credentials.headers("GET", full_path, _now_ms())
+            headers = self._credentials.headers(method, full_path, _now_ms())
             try:
-                response = await self._http.get(self._origin + full_path, params=query, headers=headers)
+                response = await self._http.request(
+                    method, url, params=query, headers=headers, json=None if body is None else dict(body)
+                )
             except httpx.HTTPError as exc:
-                raise self._error(0, full_path, f"request failed: {type(exc).__name__}: {exc}") from None
-            if response.status_code == 429:
-                if retries >= self.max_retries_429:
-                    raise self._error(429, full_path, f"rate limited; gave up after {retries} retries")
-                retries += 1
+                if retry is Retry.IDEMPOTENT and retries_failure < self.max_retries_failure:
+                    retries_failure += 1
+                    self.metrics.retries_failure += 1
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                raise self._error(0, full_path, f"request failed: {type(exc).__name__}: {exc}", method=method) from None
+            status = response.status_code
+            if status == 429 and retry is not Retry.NEVER:
+                if retries_429 >= self.max_retries_429:
+                    raise self._error(
+                        429, full_path, f"rate limited; gave up after {retries_429} retries", method=method
+                    )
+                retries_429 += 1
                 self.metrics.retries_429 += 1
                 await asyncio.sleep(backoff.next_delay())
                 continue
-            if not 200 <= response.status_code < 300:
-                raise self._error(response.status_code, full_path, _error_text(response))
+            if status >= 500 and retry is Retry.IDEMPOTENT and retries_failure < self.max_retries_failure:
+                retries_failure += 1
+                self.metrics.retries_failure += 1
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if not 200 <= status < 300:
+                code, message, details = error_fields(response)
+                raise self._error(
+                    status,
+                    full_path,
+                    message,
+                    method=method,
+                    code=code,
+                    details=details,
+                    after_lost_answer=retries_failure > 0,
+                )
+            if status == 204 and not response.content:
+                return {}
             try:
-                body = response.json()
+                parsed = response.json()
             except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                raise self._error(response.status_code, full_path, "the response is not a JSON object", malformed=True)
-            return body
+                parsed = None
+            if not isinstance(parsed, dict):
+                raise self._error(status, full_path, "the response is not a JSON object", malformed=True, method=method)
+            if parsed.get("error") is not None:
+                code, message, details = error_fields(response)
+                raise self._error(status, full_path, message, method=method, code=code, details=details)
+            return parsed
 
-    def _error(self, status: int, path: str, message: str, *, malformed: bool = False) -> KalshiRestError:
+    def _error(
+        self,
+        status: int,
+        path: str,
+        message: str,
+        *,
+        malformed: bool = False,
+        method: str = "GET",
+        code: str = "",
+        details: str = "",
+        after_lost_answer: bool = False,
+    ) -> KalshiRestError:
         self.metrics.errors += 1
+        message, details = self._redact(message), self._redact(details)
+        if malformed:
+            return MalformedResponse(status, path, message, method=method)
+        return KalshiRestError(
+            status, path, message, method=method, code=code, details=details, after_lost_answer=after_lost_answer
+        )
+
+    def _redact(self, text: str) -> str:
         key_id = self._credentials.key_id
         if key_id:
-            message = message.replace(key_id, "<key id>")
-        message = message[:_MESSAGE_LIMIT]
-        return MalformedResponse(status, path, message) if malformed else KalshiRestError(status, path, message)
+            text = text.replace(key_id, "<key id>")
+        return text[:_MESSAGE_LIMIT]
 
     async def exchange_status(self) -> ExchangeStatus:
         """GET /exchange/status."""
@@ -340,19 +428,25 @@ def _query_value(value: QueryValue) -> str:
     return str(value)
 
 
-def _error_text(response: httpx.Response) -> str:
-    """The message of Kalshi's error envelope, or a short plain-text body, or the reason phrase."""
+def error_fields(response: httpx.Response) -> tuple[str, str, str]:
+    """(code, message, details) of Kalshi's error body: the wrapped ``{"error": {...}}``, the bare 429
+    ``{"error": "too many requests"}``, the flat documented ``{code, message, details}``, a short plain-text
+    body, or the reason phrase."""
     try:
         body = response.json()
     except ValueError:
         body = None
     if isinstance(body, dict):
         error = body.get("error")
-        if isinstance(error, dict):
-            parts = [str(error[k]) for k in ("code", "message") if error.get(k)]
-            if parts:
-                return ": ".join(parts)
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
+        if isinstance(error, str) and error:
+            return "", error, ""
+        fields = error if isinstance(error, dict) else body
+        code, message, details = (fields.get(k) for k in ("code", "message", "details"))
+        code = code if isinstance(code, str) else ""
+        details = details if isinstance(details, str) else ""
+        if isinstance(message, str) and message:
+            return code, f"{code}: {message}" if code else message, details
+        if code:
+            return code, code + (f": {details}" if details else ""), details
     text = response.text.strip()
-    return text.splitlines()[0] if text else response.reason_phrase or "error"
+    return "", text.splitlines()[0] if text else response.reason_phrase or "error", ""

@@ -20,6 +20,7 @@ The rows are defined in ``apps.marketdata.rows``; the database side is ``apps.ma
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -46,6 +47,11 @@ from apps.marketdata.spill import spill_save
 logger = logging.getLogger(__name__)
 
 
+WRITE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds (seconds) of the batch write duration histogram: a batch takes milliseconds on a healthy
+database and seconds when it struggles."""
+
+
 @dataclass
 class RecorderMetrics:
     written: int = 0
@@ -62,6 +68,26 @@ class RecorderMetrics:
     peak_queued: int = 0
     last_error: str = ""
     written_by_kind: dict[str, int] = field(default_factory=lambda: {"snapshots": 0, "deltas": 0, "gaps": 0})
+    write_seconds: list[int] = field(default_factory=lambda: [0] * (len(WRITE_SECONDS_BUCKETS) + 1))
+    """Successful batch writes by duration: one count per bucket of WRITE_SECONDS_BUCKETS, then the slower ones."""
+    write_seconds_sum: float = 0.0
+
+    def observe_write(self, seconds: float) -> None:
+        """Count one successful batch write: a few comparisons per batch of up to 10,000 rows."""
+        self.write_latency_ms = seconds * 1000
+        self.max_write_latency_ms = max(self.max_write_latency_ms, self.write_latency_ms)
+        self.write_seconds[bisect.bisect_left(WRITE_SECONDS_BUCKETS, seconds)] += 1
+        self.write_seconds_sum += seconds
+
+    def write_seconds_histogram(self) -> dict[str, float]:
+        """Cumulative counts by upper bound as Prometheus names them (``"0.01"``, ..., ``"+Inf"``), and ``sum``."""
+        histogram: dict[str, float] = {}
+        total = 0
+        for bound, count in zip([*map(str, WRITE_SECONDS_BUCKETS), "+Inf"], self.write_seconds, strict=True):
+            total += count
+            histogram[bound] = total
+        histogram["sum"] = round(self.write_seconds_sum, 6)
+        return histogram
 
 
 class DatabaseRecorder:
@@ -191,6 +217,7 @@ class DatabaseRecorder:
             "batches": s.batches,
             "write_latency_ms": round(s.write_latency_ms, 1),
             "max_write_latency_ms": round(s.max_write_latency_ms, 1),
+            "write_seconds": s.write_seconds_histogram(),
             "retries": s.retries,
             "oldest_unwritten_age": self.oldest_unwritten_age(),
             "backpressure_waits": s.backpressure_waits,
@@ -357,10 +384,8 @@ class DatabaseRecorder:
             if failures:
                 logger.warning("recording: %d rows written after %d failed attempt(s)", len(batch), failures)
             self._backoff.reset()
-            elapsed_ms = (time.monotonic() - started) * 1000
             s = self.stats
-            s.write_latency_ms = elapsed_ms
-            s.max_write_latency_ms = max(s.max_write_latency_ms, elapsed_ms)
+            s.observe_write(time.monotonic() - started)
             s.batches += 1
             written = s.written_by_kind
             written["deltas"] += counts[DeltaRow]

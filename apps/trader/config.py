@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment
+from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, is_loopback_host
 from apps.kalshi.signing import Credentials, KeyLoadError, load_private_key
 from apps.kalshi.tickers import InvalidTicker, parse_ticker_list
 
@@ -60,6 +60,11 @@ class TraderConfig:
     """Messages a second the built-in exchange sends (SIM_MESSAGE_RATE)."""
     sim_faults: str
     """Faults for the built-in exchange as SIM_FAULTS spells them; the composition root parses and checks them."""
+    replay_of: int | None = None
+    """The exchange at ``ws_url`` replays this recorded session (``replaysession --console``)."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port (0: any free one); None: off."""
+    metrics_host: str = "127.0.0.1"
 
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -139,6 +144,9 @@ def build_trader_config(
     sim_keys: tuple[Path, Path] | None = None,
     discover: int | None = None,
     crosscheck: float | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+    metrics_expose: bool = False,
 ) -> TraderConfig:
     """Check every rule and load the key. ``sim_keys`` is the (private, public) pair for the simulator.
 
@@ -155,12 +163,28 @@ def build_trader_config(
     host_problem = web_host_problem(web_host) if web else None
     if host_problem:
         problems.append(f"{'--host' if host else 'TRADER_WEB_HOST'}: {host_problem}")
+    port_name = "TRADER_METRICS_PORT" if metrics_port is None else "--metrics-port"
+    host_name = "--metrics-host" if metrics_host else "TRADER_METRICS_HOST"
+    metrics_port = settings.TRADER_METRICS_PORT if metrics_port is None else metrics_port
+    metrics_host = metrics_host or settings.TRADER_METRICS_HOST
+    if metrics_port is not None:
+        expose = metrics_expose or settings.TRADER_METRICS_EXPOSE
+        problems += _metrics_problems(
+            settings, port=(port_name, metrics_port), host=(host_name, metrics_host), expose=expose
+        )
     ws_url, api_url = settings.KALSHI_WS_URL, settings.KALSHI_API_URL
-    discover = settings.TRADER_DISCOVER if discover is None else discover
+    # A flag overrides its setting and the setting it conflicts with; two choices at one level are refused.
+    if discover and markets is not None:
+        problems.append("--discover picks the markets itself: leave out --markets")
+    elif discover is None and markets is None and settings.TRADER_DISCOVER and settings.TRADER_MARKETS:
+        problems.append(
+            "TRADER_DISCOVER picks the markets itself: leave TRADER_MARKETS empty "
+            "(or choose on the command line with --markets or --discover)"
+        )
+    if discover is None:
+        discover = 0 if markets is not None else settings.TRADER_DISCOVER
     if discover < 0 or discover > MAX_DISCOVER:
         problems.append(f"--discover / TRADER_DISCOVER must be 1..{MAX_DISCOVER} markets (0 for off); got {discover}")
-    if discover and markets:
-        problems.append("--discover picks the markets itself: leave out --markets")
     crosscheck = settings.TRADER_CROSSCHECK_INTERVAL if crosscheck is None else crosscheck
     if crosscheck is not None and not (1 <= crosscheck < math.inf):
         problems.append(f"--crosscheck / TRADER_CROSSCHECK_INTERVAL must be at least 1 second; got {crosscheck}")
@@ -212,4 +236,23 @@ def build_trader_config(
         orderbooks_per_tick=settings.TRADER_ORDERBOOKS_PER_TICK,
         console_group=settings.CONSOLE_GROUP,
         unwritten_dir=Path(settings.DATA_DIR) / "unwritten",
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
+
+
+def _metrics_problems(settings: Any, *, port: tuple[str, int], host: tuple[str, str], expose: bool) -> list[str]:
+    """What is wrong with serving metrics on ``host``:``port``, each given as (the option or variable it came
+    from, its value). The port has no login, so outside sim it stays on loopback unless the operator asks."""
+    (port_name, port_value), (host_name, host_value) = port, host
+    if not 0 <= port_value <= 65535:
+        return [f"{port_name} must be 0..65535; got {port_value}"]
+    problem = web_host_problem(host_value)
+    if problem:
+        return [f"{host_name}: {problem}"]
+    if settings.ENVIRONMENT is not Environment.SIM and not expose and not is_loopback_host(host_value):
+        return [
+            f"{host_name}: {host_value[:80]} is beyond loopback and the metrics port has no login; pass "
+            "--metrics-expose (or set TRADER_METRICS_EXPOSE=yes) to serve metrics there anyway"
+        ]
+    return []

@@ -31,6 +31,14 @@ class TradingSession(models.Model):
     control_address = models.CharField(
         max_length=200, blank=True, help_text="The channel-layer channel this trader takes control requests on."
     )
+    replay_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replays",
+        help_text="The recorded session this one replayed (replaysession --console); empty for a live session.",
+    )
     started_at = models.DateTimeField(db_index=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
@@ -58,7 +66,8 @@ class TradingSession(models.Model):
         indexes = (models.Index(fields=("status", "-heartbeat_at"), name="session_status_heartbeat"),)
 
     def __str__(self) -> str:
-        return f"Session {self.pk} ({self.environment}, {self.status})"
+        replay = f", replay of {self.replay_of_id}" if self.replay_of_id else ""
+        return f"Session {self.pk} ({self.environment}{replay}, {self.status})"
 
 
 class StateTransition(models.Model):

@@ -10,7 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 
@@ -89,3 +91,31 @@ def unapplied_migrations() -> list[str]:
     executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
     return [f"{migration.app_label}.{migration.name}" for migration, _backwards in plan]
+
+
+def uses_default_database() -> bool:
+    """Whether the trader records into its environment's own SQLite file (no DATABASE_URL given)."""
+    database = connections[DEFAULT_DB_ALIAS].settings_dict
+    return database["ENGINE"] == "django.db.backends.sqlite3" and str(database["NAME"]) == str(
+        settings.DEFAULT_DATABASE_FILE
+    )
+
+
+def database_up_to_date() -> tuple[str, str]:
+    """Make sure the database has every migration: (what was done, for the terminal; a problem, or '').
+
+    The environment's own SQLite file belongs to the trader: it is brought up to date here, so `--env paper`
+    works on a fresh data folder. Any other database (DATABASE_URL) is only checked: migrating a shared
+    PostgreSQL is the operator's call.
+    """
+    pending = unapplied_migrations()
+    if not pending:
+        return "", ""
+    if uses_default_database():
+        call_command("migrate", interactive=False, verbosity=0)
+        return f"Database: applied {len(pending)} migration(s) to {settings.DEFAULT_DATABASE_FILE}", ""
+    shown = ", ".join(pending[:3]) + (", ..." if len(pending) > 3 else "")
+    return "", (
+        f"DATABASE_URL: the database lacks {len(pending)} migration(s) ({shown}); run "
+        f"`ENVIRONMENT={settings.ENVIRONMENT} python manage.py migrate` with the same DATABASE_URL"
+    )

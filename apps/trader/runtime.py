@@ -36,6 +36,7 @@ from apps.trader.control import ControlListener
 from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.ports import ExchangeRequestFailed
+from apps.trader.metrics import ConsoleCounts, MetricsServer, TraderCollector, live_shards, on_loop
 from apps.trader.services import DjangoSessionStore
 
 logger = logging.getLogger(__name__)
@@ -128,8 +129,19 @@ five 10,000-row batches keep the writer busy while the buffer stays under 15 MB 
 class TraderRuntime:
     """One run of the trader: the event bus and its broadcaster, the built-in exchange in sim, the coordinator."""
 
-    def __init__(self, config: TraderConfig) -> None:
+    def __init__(
+        self,
+        config: TraderConfig,
+        *,
+        consoles: Callable[[], ConsoleCounts] | None = None,
+        on_metrics_listening: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``consoles``: the consoles the process's web app serves, for the metrics (None without a web app);
+        ``on_metrics_listening(host, port)`` is called once the metrics port listens."""
         self.config = config
+        self._consoles = consoles
+        self._on_metrics_listening = on_metrics_listening
+        self.metrics_server: MetricsServer | None = None
         self.coordinator: Coordinator | None = None
         self.exchange: ExchangeSimulator | None = None
         self.bus = EventBus()
@@ -171,6 +183,7 @@ class TraderRuntime:
                     crosscheck_interval=config.crosscheck_interval,
                     spill_dir=config.unwritten_dir,
                     control_address=control_address,
+                    replay_of=config.replay_of,
                 ),
                 client_factory=client_factory(config, ws_url),
                 store=self.store,
@@ -179,6 +192,8 @@ class TraderRuntime:
                 recorder=self.recorder,
                 background={"control": lambda: self._listen_for_control(layer, control_address)},
             )
+            if config.metrics_port is not None:
+                self.metrics_server = self._serve_metrics(self.coordinator, config.metrics_host, config.metrics_port)
             if self._pending_shutdown:
                 self.coordinator.request_shutdown(self._pending_shutdown)
             if handle_signals:
@@ -187,6 +202,8 @@ class TraderRuntime:
                     loop.add_signal_handler(sig, self.request_shutdown, f"received {sig.name}")
             await self.coordinator.run()
         finally:
+            if self.metrics_server is not None:
+                await self.metrics_server.close()
             # The coordinator has written (or saved) the recording by its shutdown deadline; whatever came
             # after is saved too rather than waiting for a database that does not answer.
             await self.recorder.close(give_up_after=2.0, spill_dir=config.unwritten_dir)
@@ -196,6 +213,16 @@ class TraderRuntime:
                 await rest.aclose()
             if self.exchange is not None:
                 await self.exchange.stop()
+
+    def _serve_metrics(self, coordinator: Coordinator, host: str, port: int) -> MetricsServer:
+        loop = asyncio.get_running_loop()
+        collector = TraderCollector(lambda: on_loop(loop, lambda: live_shards(coordinator)), consoles=self._consoles)
+        server = MetricsServer(collector, host=host, port=port)
+        if self._on_metrics_listening is not None:
+            self._on_metrics_listening(host, server.port)
+        else:
+            logger.info("metrics on http://%s:%d/metrics", host, server.port)
+        return server
 
     async def _listen_for_control(self, layer: Any, address: str) -> None:
         assert self.coordinator is not None

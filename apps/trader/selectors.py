@@ -270,6 +270,7 @@ def session_summary(session: TradingSession) -> dict[str, Any]:
     return {
         "id": session.pk,
         "environment": session.environment,
+        "replay_of": session.replay_of_id,
         "markets_total": len(session.markets or []),
         "exchange_url": session.exchange_url,
         "started_at": session.started_at.isoformat(),

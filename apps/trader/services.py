@@ -29,10 +29,16 @@ _T = TypeVar("_T")
 
 
 def session_start(
-    *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+    *,
+    environment: str,
+    markets: list[str],
+    exchange_url: str,
+    control_address: str = "",
+    replay_of: int | None = None,
 ) -> TradingSession:
     now = timezone.now()
     return TradingSession.objects.create(
+        replay_of_id=replay_of,
         environment=environment,
         markets=markets,
         exchange_url=exchange_url,
@@ -55,7 +61,14 @@ def transition_record(*, session_id: int, transition: Transition) -> StateTransi
             metrics=transition.metrics,
             timestamp=transition.timestamp,
         )
-        fields: dict[str, Any] = {"current_state": transition.to_state.value, "heartbeat_at": timezone.now()}
+        # The metrics of the moment go on the session too, so health agrees with the new state at once
+        # (the socket is connected when `ready` is entered) instead of a beat later.
+        latest = TradingSession.objects.filter(pk=session_id).values_list("latest_metrics", flat=True).first()
+        fields: dict[str, Any] = {
+            "current_state": transition.to_state.value,
+            "heartbeat_at": timezone.now(),
+            "latest_metrics": {**(latest or {}), **transition.metrics},
+        }
         if transition.from_state != transition.to_state:
             fields["state_entered_at"] = transition.timestamp
         TradingSession.objects.filter(pk=session_id).update(**fields)
@@ -319,7 +332,13 @@ class DjangoSessionStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def session_start(
-        self, *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+        self,
+        *,
+        environment: str,
+        markets: list[str],
+        exchange_url: str,
+        control_address: str = "",
+        replay_of: int | None = None,
     ) -> int:
         session = await self._call(
             session_start,
@@ -327,6 +346,7 @@ class DjangoSessionStore:
             markets=markets,
             exchange_url=exchange_url,
             control_address=control_address,
+            replay_of=replay_of,
         )
         return int(session.pk)
 

@@ -22,6 +22,7 @@ from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot
 from apps.kalshi.orderbook import OrderBook, differing_levels
 from apps.marketdata.selectors import Recorded, first_snapshots, recording_page
+from apps.trader.runtime import TraderRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -131,3 +132,48 @@ class SessionReplay:
         for change in changes:
             self.exchange.publish_change(ticker, change)
         return len(changes)
+
+
+async def replay_through_trader(
+    replay: SessionReplay, runtime: TraderRuntime, *, drain_timeout: float = 30.0
+) -> ReplayStats | None:
+    """Run ``runtime``, a trader on ``replay.exchange``, until the recording has been replayed to it, then
+    shut it down ("the replay is over"); returns what was replayed, or None when the trader stopped first.
+
+    The replay starts once the trader has subscribed, and the trader stops once it has taken every delta the
+    exchange sent (at most ``drain_timeout`` seconds after the last one), so its recording is complete.
+    """
+    exchange = replay.exchange
+    trader = asyncio.create_task(runtime.run())
+    try:
+        while exchange.stats["subscriptions"] == 0:
+            if trader.done():
+                return None
+            await asyncio.sleep(0.05)
+        replaying = asyncio.create_task(replay.run())
+        await asyncio.wait({replaying, trader}, return_when=asyncio.FIRST_COMPLETED)
+        if not replaying.done():
+            replaying.cancel()
+            await asyncio.gather(replaying, return_exceptions=True)
+            return None
+        stats = replaying.result()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        while not trader.done() and loop.time() < deadline and _undelivered(runtime, exchange) > 0:
+            await asyncio.sleep(0.05)
+        left = _undelivered(runtime, exchange)
+        runtime.request_shutdown(
+            f"the replay of session {replay.session_id} is over: {stats.items:,} recorded items replayed"
+            + (f"; {left:,} deltas were still on their way" if left > 0 else "")
+        )
+        return stats
+    finally:
+        await trader
+
+
+def _undelivered(runtime: TraderRuntime, exchange: ExchangeSimulator) -> int:
+    """Deltas the exchange sent that the trader has not received yet."""
+    coordinator = runtime.coordinator
+    client = coordinator.client if coordinator is not None else None
+    received = client.feed_status().counters.deltas_received if client is not None else 0
+    return int(exchange.stats["deltas_sent"]) - received

@@ -6,6 +6,8 @@ export const body = document.body;
 export const dom = {
   stateBadge: $('state-badge'),
   envBadge: $('env-badge'),
+  replayBadge: $('replay-badge'),
+  replayOf: $('replay-of'),
   sessionId: $('session-id'),
   socket: $('socket-indicator'),
   socketText: $('socket-text'),

@@ -62,6 +62,14 @@ function setEnvironment(env) {
   updateTitle();
 }
 
+/** A session replaying a recording says which one; a live session hides the badge. */
+function setReplay(replayOf) {
+  if (!dom.replayBadge) return;
+  const replaying = isNum(replayOf);
+  dom.replayBadge.hidden = !replaying;
+  setText(dom.replayOf, replaying ? String(replayOf) : '');
+}
+
 function setExchange(status) {
   const s = typeof status === 'string' ? status : '';
   setData(dom.exchange, 'status', s);
@@ -246,6 +254,7 @@ export function resetFromReplay(session, shards) {
   setShardTagging(trader.shards.size > 1);
   setSession(session ? session.id : null);
   if (session) setEnvironment(session.environment);
+  setReplay(session ? session.replay_of : null);
   setState(session && typeof session.current_state === 'string' ? session.current_state : '');
 }
 

@@ -10,6 +10,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
+from apps.console.presence import console_counts
 from apps.kalshi.environments import Environment
 from tests.console.test_probes import a_trader
 from tests.support import ConsoleSocket
@@ -89,6 +90,23 @@ def test_outside_sim_the_owner_sees_the_console_and_the_status(paper: None, owne
     assert owner.get("/v3/status").json()["session"]["id"] == session.pk
 
 
+def test_metrics_follow_the_status_rule_outside_sim(
+    paper: None, visitor: Client, member: Client, owner: Client
+) -> None:
+    session = a_trader()
+    assert visitor.get("/metrics").status_code == 401
+    assert member.get("/metrics").status_code == 403
+    response = owner.get("/metrics")
+    assert response.status_code == 200
+    assert f'trader_state{{environment="sim",shard="{session.pk}",state="ready"}} 1.0' in response.content.decode()
+
+
+def test_in_sim_a_visitor_gets_the_metrics(visitor: Client) -> None:
+    session = a_trader()
+    text = visitor.get("/metrics").content.decode()
+    assert f'trader_feed_deltas_total{{environment="sim",shard="{session.pk}"}} 5.0' in text
+
+
 def test_the_owner_logs_in_with_a_password_and_lands_on_the_console(paper: None) -> None:
     User.objects.create_user("owner", password="a long passphrase 7", is_staff=True)
     client = Client(enforce_csrf_checks=True)
@@ -124,20 +142,26 @@ async def socket_for(client: Client) -> WebsocketCommunicator:
 
 
 async def test_outside_sim_the_socket_is_refused_to_a_visitor_and_a_member(paper: None) -> None:
+    before = console_counts().connected
     for persona in ("visitor", "member"):
         client = await sync_to_async(browser)(None if persona == "visitor" else persona)
         communicator = await socket_for(client)
         connected, _ = await communicator.connect()
         assert not connected, persona
+        assert console_counts().connected == before  # a refused socket is no console
         await communicator.disconnect()  # as the server does once the close is sent
+    assert console_counts().connected == before
 
 
 async def test_outside_sim_the_owner_gets_the_stream(paper: None) -> None:
+    before = console_counts().connected
     communicator = await socket_for(await sync_to_async(browser)("owner", staff=True))
     connected, _ = await communicator.connect()
     assert connected
     assert (await communicator.receive_json_from())["type"] == "history_replay"
+    assert console_counts().connected == before + 1  # the metrics count it while it is open
     await communicator.disconnect()
+    assert console_counts().connected == before
 
 
 async def test_in_sim_a_visitor_gets_the_stream() -> None:

@@ -7,6 +7,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
+from apps.console.presence import console_counts
 from apps.trader.broadcast import layer_message
 from apps.trader.core.eventbus import Event
 from apps.trader.core.statemachine import Transition
@@ -168,4 +169,18 @@ async def test_each_trader_numbers_its_events_under_its_own_origin() -> None:
         (shards[0].origin, 2),
     ]
     assert shards[0].origin != shards[1].origin
+    await communicator.disconnect()
+
+
+async def test_events_the_channel_layer_lost_are_counted_for_the_metrics() -> None:
+    communicator = await connect()
+    await communicator.receive_json_from()  # history
+    before = console_counts().missed_events
+    layer = get_channel_layer()
+    # Trader a's events 2-4 and trader b's 2 never arrive; a restarted trader a starts again from 1.
+    for origin, seq in [("a", 1), ("b", 1), ("a", 5), ("b", 3), ("a", 1), ("a", 2)]:
+        await layer.group_send(settings.CONSOLE_GROUP, layer_message(Event("console", {}), seq, origin))
+    received = [await communicator.receive_json_from() for _ in range(6)]
+    assert [m["seq"] for m in received] == [1, 1, 5, 3, 1, 2]
+    assert console_counts().missed_events == before + 4
     await communicator.disconnect()

@@ -37,11 +37,22 @@ def test_binding_beyond_loopback_without_allowed_hosts_is_one_line_and_exit_2(tm
 def test_binding_beyond_loopback_prints_a_warning(credentials: Credentials) -> None:
     command = Command()
     exposed = sim_trader_config(credentials, b"", web=True, web_host="0.0.0.0")
-    assert command.exposure_warning(exposed) == (
+    assert command.exposure_warnings(exposed) == [
         "warning: the web app listens on 0.0.0.0, beyond loopback: anyone who can reach it sees the sim console"
-    )
+    ]
     paper = sim_trader_config(credentials, b"", web=True, web_host="trader.internal", environment=Environment.PAPER)
-    assert command.exposure_warning(paper).endswith("the console, its socket and /v3/status need a staff login")
+    assert command.exposure_warnings(paper)[0].endswith("the console, its socket and /v3/status need a staff login")
     for quiet in ("127.0.0.1", "::1", "localhost"):
-        assert command.exposure_warning(sim_trader_config(credentials, b"", web=True, web_host=quiet)) == ""
-    assert command.exposure_warning(sim_trader_config(credentials, b"", web=False, web_host="0.0.0.0")) == ""
+        assert command.exposure_warnings(sim_trader_config(credentials, b"", web=True, web_host=quiet)) == []
+    assert command.exposure_warnings(sim_trader_config(credentials, b"", web=False, web_host="0.0.0.0")) == []
+
+
+def test_a_metrics_port_beyond_loopback_prints_a_warning(credentials: Credentials) -> None:
+    command = Command()
+    exposed = sim_trader_config(credentials, b"", metrics_port=9106, metrics_host="0.0.0.0")
+    assert command.exposure_warnings(exposed) == [
+        "warning: the metrics port listens on 0.0.0.0, beyond loopback: anyone who can reach it reads the "
+        "trader's metrics (it has no login)"
+    ]
+    assert command.exposure_warnings(sim_trader_config(credentials, b"", metrics_port=9106)) == []
+    assert command.exposure_warnings(sim_trader_config(credentials, b"", metrics_host="0.0.0.0")) == []  # port off

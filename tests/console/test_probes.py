@@ -6,8 +6,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from apps.trader.core.statemachine import Transition
+from apps.trader.core.states import State
 from apps.trader.models import TradingSession
-from apps.trader.services import session_end, session_heartbeat, session_start
+from apps.trader.services import session_end, session_heartbeat, session_start, transition_record
 
 # The health view reads on its own thread (its own connection): rows must be committed for it to see them.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,7 +53,8 @@ def test_health_is_200_when_ready_with_a_fresh_heartbeat_and_a_live_socket(clien
 @pytest.mark.parametrize(
     ("trader", "reason"),
     [
-        ({"state": "kalshi_connectivity_orderbook_client"}, "trader state is kalshi_connectivity_orderbook_client"),
+        ({"state": "kalshi_connectivity_orderbook_client"}, "trader is connecting to the exchange"),
+        ({"state": "error"}, "trader is recovering from an error"),
         ({"heartbeat_age": 30.0}, "trader heartbeat is 30."),
         ({"metrics": {**LIVE_METRICS, "ws_connection_status": "connecting"}}, "exchange socket is connecting"),
         ({"metrics": {**LIVE_METRICS, "socket_silent_seconds": 45.0}}, "exchange socket silent for 45.0 s"),
@@ -63,6 +66,26 @@ def test_health_is_503_with_the_reason_otherwise(client: Client, trader: dict, r
     assert response.status_code == 503
     assert response.json()["status"] == "unhealthy"
     assert response.json()["reason"].startswith(reason)
+
+
+def test_health_is_200_as_soon_as_ready_is_recorded_before_the_next_heartbeat(client: Client) -> None:
+    session = a_trader("kalshi_connectivity_orderbook_client", {**LIVE_METRICS, "ws_connection_status": "connecting"})
+    assert client.get("/v3/health").status_code == 503
+    transition_record(
+        session_id=session.pk,
+        transition=Transition(
+            State.CONNECTING,
+            State.READY,
+            "Orderbooks live",
+            timezone.now(),
+            {"ws_connection_status": "connected", "markets_connected": 2, "stale_markets": 0},
+        ),
+    )
+    response = client.get("/v3/health")
+    assert response.status_code == 200, response.json()
+    assert response.json() == {"status": "healthy", "reason": "ready; 2 markets live"}
+    # The transition adds to the heartbeat's metrics; it does not drop what only heartbeats carry.
+    assert TradingSession.objects.get(pk=session.pk).latest_metrics["socket_silent_seconds"] == 0.4
 
 
 def test_stale_books_are_degraded_but_up(client: Client) -> None:
@@ -114,7 +137,7 @@ def test_one_unhealthy_shard_makes_the_fleet_unhealthy_and_is_named(client: Clie
     broken = a_trader(markets=("C",), state="kalshi_connectivity_orderbook_client")
     response = client.get("/v3/health")
     assert response.status_code == 503
-    assert response.json()["reason"] == f"session {broken.pk}: trader state is kalshi_connectivity_orderbook_client"
+    assert response.json()["reason"] == f"session {broken.pk}: trader is connecting to the exchange"
 
 
 def test_a_shard_that_stopped_shows_until_its_markets_are_watched_again(client: Client) -> None:

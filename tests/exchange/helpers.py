@@ -14,8 +14,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
+from apps.exchange.market import Change
 from apps.exchange.simulator import ExchangeSimulator
-from apps.kalshi.signing import WS_PATH, Credentials
+from apps.kalshi.signing import WS_PATH, Credentials, generate_key_pair, load_private_key
 
 Frame_ = dict[str, Any]
 
@@ -168,3 +169,27 @@ def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 async def http_json(sim: ExchangeSimulator, path_and_query: str, credentials: Credentials) -> tuple[int, Any]:
     status, _, body = await http_get(sim, path_and_query, credentials)
     return status, json.loads(body)
+
+
+async def api(
+    sim: ExchangeSimulator, credentials: Credentials, method: str, path: str, body: Any = None
+) -> tuple[int, Any]:
+    """A signed request to ``/trade-api/v2`` + ``path`` (JSON ``body`` if given): (status, parsed JSON or None)."""
+    raw = json.dumps(body).encode() if body is not None else b""
+    status, _, answer = await http_get(sim, "/trade-api/v2" + path, credentials, method=method, body=raw)
+    return status, json.loads(answer) if answer else None
+
+
+def another_account(sim: ExchangeSimulator, key_id: str) -> Credentials:
+    """Credentials of a new API key the simulator accepts: an account of its own."""
+    private_pem, public_pem = generate_key_pair()
+    sim.register_key(key_id, public_pem)
+    return Credentials(key_id, load_private_key(private_pem))
+
+
+def clear_book(sim: ExchangeSimulator, ticker: str) -> None:
+    """Withdraw all the simulated liquidity of a market, so a test's own orders are all that rest."""
+    book = sim.true_book(ticker)
+    for side, levels in (("yes", book.yes), ("no", book.no)):
+        for price, size in list(levels.items()):
+            sim.publish_change(ticker, Change(side, price, -size))  # type: ignore[arg-type]

@@ -191,19 +191,27 @@ def test_market_walk_never_crosses_or_goes_negative(structure: str) -> None:
     market = SimMarket("TEST-1", structure=structure, rng=random.Random(5), close_time="", history_size=100)
     grid = set(valid_prices(structure))
     fractional = 0
-    for event in range(1, 20_001):
-        change = market.next_change()
-        assert change.delta != 0
-        assert change.price in grid
-        market.apply(change, event)
+    event = 0
+    for _ in range(1, 20_001):
+        drawn = market.next_change()
+        assert drawn.delta != 0
+        assert drawn.price in grid
+        market.house_change(drawn)
+        for change in market.take_changes():
+            event += 1
+            market.apply(change, event)
+            fractional += change.delta % CONTRACT != 0
         best_yes, best_no = market.best("yes"), market.best("no")
         if best_yes is not None and best_no is not None:
             assert best_yes + best_no < DOLLAR
-        fractional += change.delta % CONTRACT != 0
     assert all(size > 0 for size in (*market.yes.values(), *market.no.values()))
     assert len(market.yes) > 0
     assert len(market.no) > 0
     assert fractional > 0
     # The retained history rebuilds the current book exactly.
-    assert market.book_at_event(20_000) == (market.yes, market.no)
-    assert market.book_at_event(19_000) is None
+    assert (market.matching.depth("bid"), market.matching.depth("ask")) == (
+        market.yes,
+        {DOLLAR - price: size for price, size in market.no.items()},
+    )
+    assert market.book_at_event(event) == (market.yes, market.no)
+    assert market.book_at_event(event - 1_000) is None

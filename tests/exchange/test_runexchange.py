@@ -33,6 +33,8 @@ async def test_runexchange_serves_with_the_data_folder_key_and_stops_on_sigterm(
         "500",
         "--markets",
         "KXFED-26DEC-T4.25,KXTEST-1",
+        "--settle",
+        "KXFED-26DEC-T4.25=no@0",
         cwd=PROJECT,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -72,7 +74,37 @@ async def test_runexchange_serves_with_the_data_folder_key_and_stops_on_sigterm(
         output += rest.decode()
         assert process.returncode == 0, output
         assert "Stopping" in output
+        assert "Settled KXFED-26DEC-T4.25 no: 0 positions paid" in output
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_runexchange_help_documents_the_trading_options() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "manage.py",
+        "runexchange",
+        "--help",
+        cwd=PROJECT,
+        env={**os.environ, "ENVIRONMENT": "sim"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 30)
+    text = output.decode()
+    assert process.returncode == 0, text
+    for option in (
+        "--starting-balance",
+        "--api-key",
+        "--maker-fee-markets",
+        "--write-rate",
+        "--read-rate",
+        "--settle",
+        "--reject-orders",
+        "--order-delay",
+        "--drop-private",
+        "--accept-then-5xx",
+    ):
+        assert option in text, option

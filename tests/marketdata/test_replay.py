@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -15,7 +18,11 @@ from apps.exchange.config import SimulatorConfig
 from apps.exchange.simulator import ExchangeSimulator
 from apps.marketdata.recorder import DatabaseRecorder
 from apps.marketdata.selectors import Gap, Recorded, book_at, recorded_markets
-from apps.workbench.replay import SessionReplay
+from apps.trader.models import StateTransition, TradingSession
+from apps.trader.runtime import TraderRuntime, load_trader_config
+from apps.trader.selectors import session_summary
+from apps.trader.services import session_end, session_start
+from apps.workbench.replay import SessionReplay, replay_through_trader
 from tests.marketdata.conftest import SCRIPT, a_new_session, at, record_script, recorded_session
 from tests.marketdata.harness import live, recording_coordinator
 from tests.support import eventually
@@ -134,3 +141,57 @@ async def test_serving_follows_the_recorded_pace(sim_key_pair) -> None:
     stats = await squeezed.run()
     assert stats.items == 3
     assert 0.1 <= time.monotonic() - started < 5
+
+
+async def test_a_console_replay_is_recorded_as_a_replay_and_shuts_down_when_the_recording_ends(
+    settings: Any, tmp_path: Path
+) -> None:
+    settings.DATA_DIR = tmp_path  # the trader's sim key pair goes here
+    original = await a_new_session()
+    await record_script(original.pk, SCRIPT)
+    markets = await sync_to_async(recorded_markets)(session_id=original.pk)
+    config = load_trader_config(settings, markets=",".join(markets), web=False)
+    exchange = ExchangeSimulator(
+        SimulatorConfig(public_key_pem=config.exchange_public_key_pem, markets=markets, message_rate=0.0)
+    )
+    replay_ = SessionReplay(exchange, session_id=original.pk, speed=0, page_size=4)
+    await replay_.prepare()
+    await exchange.start()
+    replaying = dataclasses.replace(
+        config, start_exchange=False, ws_url=exchange.ws_url, api_url=exchange.api_url, replay_of=original.pk
+    )
+    try:
+        stats = await asyncio.wait_for(replay_through_trader(replay_, TraderRuntime(replaying)), timeout=60)
+    finally:
+        await exchange.stop()
+
+    assert stats is not None and stats.items == 13
+    session = await TradingSession.objects.aget(replay_of=original.pk)
+    assert (session.status, session.current_state) == ("stopped", "shutdown")
+    last = await StateTransition.objects.filter(session=session).alatest("timestamp", "id")
+    assert last.to_state == "shutdown"
+    assert last.context == f"the replay of session {original.pk} is over: 13 recorded items replayed"
+    assert session_summary(session)["replay_of"] == original.pk
+    assert str(session) == f"Session {session.pk} (sim, replay of {original.pk}, stopped)"
+    for ticker in markets:  # every replayed delta reached the trader before it stopped
+        recorded = await sync_to_async(book_at)(session_id=original.pk, market_ticker=ticker)
+        replayed = await sync_to_async(book_at)(session_id=session.pk, market_ticker=ticker)
+        assert replayed.book.as_wire() == recorded.book.as_wire(), ticker
+
+
+async def test_the_console_page_labels_a_replay(client: Any) -> None:
+    original = await a_new_session()
+    replay_session = await sync_to_async(session_start)(
+        environment="sim", markets=["KXA"], exchange_url="ws://127.0.0.1:9/x", replay_of=original.pk
+    )
+    page = (await sync_to_async(client.get)("/v3-trader")).content.decode()
+    assert f'data-session-id="{replay_session.pk}"' in page
+    assert (
+        '<span id="replay-badge" class="badge replay-badge" title="This session replays a recorded one">'
+        f'replay of session <span id="replay-of">{original.pk}</span></span>'
+    ) in page
+    await sync_to_async(session_end)(session_id=replay_session.pk, failed=False, error="")
+    live = await sync_to_async(session_start)(environment="sim", markets=["KXA"], exchange_url="ws://127.0.0.1:9/x")
+    page = (await sync_to_async(client.get)("/v3-trader")).content.decode()
+    assert f'data-session-id="{live.pk}"' in page
+    assert 'title="This session replays a recorded one" hidden>' in page

@@ -14,7 +14,7 @@ from apps.kalshi.clock import epoch_us
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
 from apps.marketdata.dbwriter import DjangoBatchWriter, recount_market_totals
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket
-from apps.marketdata.recorder import DatabaseRecorder
+from apps.marketdata.recorder import DatabaseRecorder, RecorderMetrics
 from apps.marketdata.rows import DeltaRow
 from apps.marketdata.selectors import Gap
 from apps.marketdata.spill import spill_load
@@ -195,6 +195,17 @@ async def test_status_shows_the_age_of_the_oldest_unwritten_row() -> None:
     metrics = recorder.metrics()
     assert (metrics["queued"], metrics["written"], metrics["oldest_unwritten_age"]) == (0, 2, None)
     assert metrics["write_latency_ms"] > 0
+    assert metrics["write_seconds"]["+Inf"] == metrics["batches"] >= 1  # every write is in the histogram
+
+
+def test_write_durations_fall_in_prometheus_buckets_whose_bound_is_inclusive() -> None:
+    stats = RecorderMetrics()
+    for seconds in (0.001, 0.005, 0.3, 7.0):
+        stats.observe_write(seconds)
+    histogram = stats.write_seconds_histogram()
+    assert [histogram[le] for le in ("0.005", "0.25", "0.5", "5.0", "+Inf")] == [2, 2, 3, 3, 4]
+    assert histogram["sum"] == pytest.approx(7.306)
+    assert (stats.write_latency_ms, stats.max_write_latency_ms) == (7000, 7000)
 
 
 async def test_rows_not_written_by_the_shutdown_deadline_are_saved_and_written_at_the_next_start(tmp_path) -> None:

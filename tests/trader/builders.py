@@ -181,9 +181,13 @@ class StandInClient:
         await self.listener.on_market_message(message, book)
 
     async def event(self, kind: FeedEventKind, **fields: Any) -> None:
+        event = FeedEvent(kind, **fields)
         if kind is FeedEventKind.SYNCED:
             self.status = ConnectionStatus.CONNECTED
-        await self.listener.on_feed_event(FeedEvent(kind, **fields))
+        elif kind is FeedEventKind.GAP:  # as the real client: counted, and its markets stale until a snapshot
+            self.metrics.gaps_detected += 1
+            self.stale.update(event.markets)
+        await self.listener.on_feed_event(event)
 
     async def add_markets(self, tickers: list[str], *, wait: float = 5.0) -> MarketChange:
         self.markets += [t for t in tickers if t not in self.markets]
@@ -221,10 +225,18 @@ class MemoryStore:
         self.answering.set()
         self.transitions: list[Transition] = []
         self.heartbeats: list[dict[str, Any]] = []
+        self.heartbeat_calls = 0
+        """Heartbeat writes begun (written or still waiting)."""
         self.ended: dict[str, Any] | None = None
 
     async def session_start(
-        self, *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+        self,
+        *,
+        environment: str,
+        markets: list[str],
+        exchange_url: str,
+        control_address: str = "",
+        replay_of: int | None = None,
     ) -> int:
         return 1
 
@@ -233,6 +245,7 @@ class MemoryStore:
         self.transitions.append(transition)
 
     async def session_heartbeat(self, *, session_id: int, **fields: Any) -> None:
+        self.heartbeat_calls += 1
         await self.answering.wait()
         self.heartbeats.append(fields)
 

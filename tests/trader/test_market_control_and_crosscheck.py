@@ -14,6 +14,7 @@ from apps.trader.core.marketcontrol import MarketControl
 from apps.trader.core.options import CoordinatorOptions
 from apps.trader.core.sessionwriter import SessionWriter
 from apps.trader.core.states import State
+from tests.support import eventually
 from tests.trader.builders import MemoryStore, StandInClient, StandInClients, snapshot
 
 
@@ -114,3 +115,26 @@ async def test_a_heartbeat_replaced_before_it_was_written_keeps_what_it_carried(
     (written,) = store.heartbeats  # the latest replaced the others, and carries what they carried
     assert written["tops"] == [top, {"market_ticker": "B", "seq": 2}, {"market_ticker": "C", "seq": 1}]
     assert written["markets"] == ["A", "C"]
+
+
+async def test_a_heartbeat_queued_while_one_is_being_written_carries_only_what_is_new() -> None:
+    store = MemoryStore()
+    store.answering.clear()
+    writer = SessionWriter(store)
+    writer.start(1)
+
+    def beat(tops: list[dict[str, Any]], markets: list[str] | None) -> None:
+        writer.heartbeat(state="ready", status={}, counters={}, console=[], tops=tops, markets=markets)
+
+    beat([{"market_ticker": "A", "seq": 1}, {"market_ticker": "B", "seq": 1}], ["A", "B"])
+    await eventually(lambda: store.heartbeat_calls == 1)  # the first write is under way
+    beat([{"market_ticker": "B", "seq": 2}, {"market_ticker": "C", "seq": 1}], None)
+    store.answering.set()
+    await writer.flush()
+    await writer.close()
+    first, second = store.heartbeats
+    assert first["tops"] == [{"market_ticker": "A", "seq": 1}, {"market_ticker": "B", "seq": 1}]
+    assert first["markets"] == ["A", "B"]
+    # The first was written: the second does not write A or the list again, and B only as it changed.
+    assert second["tops"] == [{"market_ticker": "B", "seq": 2}, {"market_ticker": "C", "seq": 1}]
+    assert second["markets"] is None

@@ -115,3 +115,50 @@ async def test_the_status_shows_resubscriptions_and_message_types_the_client_did
     assert metrics["resubscribes"] == 2
     assert metrics["unknown_types"] == {"market_lifecycle_v2": 2, "trade": 1}
     await bus.close()
+
+
+async def test_status_lines_come_when_live_markets_change_and_a_healed_gap_gets_a_resync_line(bus: EventBus) -> None:
+    log = EventLog()
+    bus.subscribe("log", log, kinds={"console"})
+    clients = StandInClients()
+    coordinator = build_coordinator(clients, bus=bus, store=MemoryStore(), markets=["A", "B"], status_interval=0.05)
+
+    def lines(prefix: str) -> list[str]:
+        return [line["message"] for line in log.of("console") if line["message"].startswith(prefix)]
+
+    run = asyncio.create_task(coordinator.run())
+    try:
+        await eventually(lambda: coordinator.machine.state is State.CONNECTING)
+        client = clients.last
+        for ticker in ("A", "B"):
+            await client.feed(snapshot(ticker, 1, 1, yes=[("0.4200", "1.00")], no=[]))
+        await client.event(FeedEventKind.SYNCED, markets=("A", "B"))
+        await eventually(lambda: len(lines("ORDERBOOK STATUS")) == 1)
+        await asyncio.wait_for(_status_beats(bus, 5), timeout=10)  # nothing changes: no further line
+        assert lines("ORDERBOOK STATUS") == ["ORDERBOOK STATUS: Markets: 2 | Snapshots: 2 | Deltas: 0 | Uptime: 1.0s"]
+
+        await client.event(FeedEventKind.GAP, reason="seq gap on sid 1", sid=1, markets=("A",), level="warning")
+        await eventually(lambda: lines("ORDERBOOK STATUS")[-1].startswith("ORDERBOOK STATUS: Markets: 1 "))
+        assert not lines("RESYNC")
+        await client.feed(snapshot("A", 1, 3, yes=[("0.4300", "1.00")], no=[]))
+        await eventually(lambda: lines("RESYNC") == ["RESYNC: done, every book is live again after 1 gap(s)"])
+        await eventually(lambda: lines("ORDERBOOK STATUS")[-1].startswith("ORDERBOOK STATUS: Markets: 2 "))
+        assert len(lines("ORDERBOOK STATUS")) == 3
+    finally:
+        coordinator.request_shutdown("done")
+        await run
+
+
+async def _status_beats(bus: EventBus, count: int) -> None:
+    """Return after ``count`` more trader_status events."""
+    seen = asyncio.Event()
+    beats = 0
+
+    async def counter(event: Any) -> None:
+        nonlocal beats
+        beats += 1
+        if beats >= count:
+            seen.set()
+
+    bus.subscribe("beats", counter, kinds={"trader_status"})
+    await seen.wait()

@@ -26,8 +26,10 @@ UNKNOWN = "KXNOPE-26DEC-T1"
 
 
 async def test_a_crashed_background_task_takes_the_trader_to_error_and_is_restarted(
-    exchange: ExchangeSimulator, credentials: Credentials, bus: EventBus
+    exchange: ExchangeSimulator, credentials: Credentials, bus: EventBus, caplog: pytest.LogCaptureFixture
 ) -> None:
+    log = EventLog()
+    bus.subscribe("log", log, kinds={"console", "state_transition"})
     starts: list[int] = []
     ready = asyncio.Event()
 
@@ -61,6 +63,12 @@ async def test_a_crashed_background_task_takes_the_trader_to_error_and_is_restar
     assert len(contexts) == 1
     assert contexts[0].startswith("background task flaky failed: RuntimeError: lost its way; restarting it in ")
     assert coordinator.supervisor.failures == {"flaky": 1}
+    # Consoles see the failure once, as the transition into error (shown at error level), not again as a line.
+    into_error = [t for t in log.of("state_transition") if t["to_state"] == "error"]
+    assert [t["context"] for t in into_error] == contexts
+    assert not [line for line in log.of("console") if "lost its way" in line["message"]]
+    logged = [r for r in caplog.records if "lost its way" in r.getMessage() and "STATE TRANSITION" in r.getMessage()]
+    assert [r.levelname for r in logged] == ["ERROR"]
 
 
 async def test_a_background_task_that_returns_is_a_failure_too() -> None:

@@ -147,6 +147,7 @@ class Coordinator:
             markets=self.options.markets,
             exchange_url=self.options.exchange_url,
             control_address=self.options.control_address,
+            replay_of=self.options.replay_of,
         )
         for component in (self.console, self.publisher, self.tap):
             component.session_id = self.session_id
@@ -154,7 +155,8 @@ class Coordinator:
         self._writer.start(self.session_id)
         self.console(
             "info",
-            f"Session {self.session_id} started in {self.options.environment}",
+            f"Session {self.session_id} started in {self.options.environment}"
+            + (f", replaying session {self.options.replay_of}" if self.options.replay_of else ""),
             f"markets: {_listed(self.options.markets)}",
         )
         background: dict[str, BackgroundTask] = {"status": self.reporter.run, "orderbooks": self.publisher.run}
@@ -253,8 +255,9 @@ class Coordinator:
             return self._fail(f"{type(exc).__name__} in {state.value}: {exc}")
 
     def _fail(self, reason: str) -> tuple[State, str]:
+        # The reason travels as the context of the transition into error, which consoles show at error
+        # level: a console line of its own would show it twice.
         self._last_error = reason
-        self.console("error", f"ERROR: {reason}")
         return State.ERROR, reason
 
     def _background_failed(self, name: str, reason: str) -> None:
@@ -393,7 +396,8 @@ class Coordinator:
         self._bus.emit(Event("state_transition", {**transition.as_event(), "session_id": self.session_id}))
         if self.session_id is not None:
             self._writer.transition(transition)
-        logger.info(
+        logger.log(
+            logging.ERROR if transition.to_state is State.ERROR else logging.INFO,
             "STATE TRANSITION: %s → %s | %s",
             transition.from_state.value,
             transition.to_state.value,

@@ -24,6 +24,14 @@ class Health:
         return {"status": self.status, "reason": self.reason}
 
 
+def state_label(state: str) -> str:
+    """The human label of a state name as rows and documents carry it (the name itself if unknown)."""
+    try:
+        return State(state).label
+    except ValueError:
+        return state
+
+
 def evaluate_health(
     *,
     state: str,
@@ -47,7 +55,7 @@ def evaluate_health(
     if database_error:
         return Health("unhealthy", database_error)
     if state != State.READY:
-        return Health("unhealthy", f"trader state is {state}")
+        return Health("unhealthy", f"trader is {state_label(state)}")
     if metrics.get("ws_connection_status") != "connected":
         return Health("unhealthy", f"exchange socket is {metrics.get('ws_connection_status', 'unknown')}")
     silent_for = metrics.get("socket_silent_seconds")

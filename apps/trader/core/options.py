@@ -23,8 +23,9 @@ class CoordinatorOptions:
     heartbeat_tops: int = 2000
     """At most this many changed tops go into one heartbeat's MarketTop rows; the rest wait, oldest first, so the
     heartbeat's cost stays bounded however many markets move (at 10,000 busy markets a top lags up to ~5 s)."""
-    summary_interval: float = 5.0
-    """How often an ORDERBOOK STATUS line goes to the console while ready."""
+    summary_interval: float = 60.0
+    """While ready, an ORDERBOOK STATUS line goes to the console when the number of live markets changes and
+    otherwise once per this many seconds."""
     timeouts: dict[State, float | None] = field(default_factory=lambda: dict(STATE_TIMEOUTS))
     error_backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, cap=60.0))
     heartbeat_stale_after: float = 10.0
@@ -42,5 +43,7 @@ class CoordinatorOptions:
     """How long adding or removing markets waits for the exchange's answer."""
     control_address: str = ""
     """The channel this trader takes control requests on, recorded on its session row."""
+    replay_of: int | None = None
+    """The recorded session the exchange replays (the session row says so); None for a live exchange."""
     task_restart_backoff: Callable[[], Backoff] = lambda: Backoff(initial=1.0, cap=30.0)
     """Back-off between restarts of a crashed background task."""

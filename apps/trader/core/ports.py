@@ -17,9 +17,16 @@ class SessionStore(Protocol):
     """Where sessions, transitions and heartbeats are written."""
 
     async def session_start(
-        self, *, environment: str, markets: list[str], exchange_url: str, control_address: str = ""
+        self,
+        *,
+        environment: str,
+        markets: list[str],
+        exchange_url: str,
+        control_address: str = "",
+        replay_of: int | None = None,
     ) -> int:
-        """Open the session row; ``control_address`` is where this trader takes control requests."""
+        """Open the session row; ``control_address`` is where this trader takes control requests, ``replay_of``
+        the recorded session its exchange replays (None when live)."""
         ...
 
     async def transition_record(self, *, session_id: int, transition: Transition) -> None: ...

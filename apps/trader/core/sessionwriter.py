@@ -197,6 +197,8 @@ class SessionWriter:
             self._transitions.popleft()
         elif kind == "heartbeat" and self._heartbeat is heartbeat:
             self._heartbeat = None
+        elif kind == "heartbeat" and heartbeat is not None and self._heartbeat is not None:
+            _drop_written(self._heartbeat, heartbeat)
         elif kind == "end" and self._end is end:
             self._end = None
         self._up(len(self._transitions) + (kind == "transition"))
@@ -216,3 +218,13 @@ class SessionWriter:
         self.unreachable_since = None
         if self._on_change is not None:
             self._on_change(True, f"database reachable again after {down_for:.1f} s; {late} transition(s) written late")
+
+
+def _drop_written(replacement: dict[str, Any], written: dict[str, Any]) -> None:
+    """A heartbeat queued while ``written`` was being written took over what ``written`` carried (in case
+    that write failed); it did not fail, so take back exactly those parts: a top that changed again since is
+    a new dict and stays."""
+    carried = {id(top) for top in written.get("tops", ())}
+    replacement["tops"] = [top for top in replacement.get("tops", ()) if id(top) not in carried]
+    if replacement.get("markets") is not None and replacement["markets"] is written.get("markets"):
+        replacement["markets"] = None

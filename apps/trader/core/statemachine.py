@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +56,8 @@ class StateMachine:
         self._monotonic = monotonic
         self.entered_at = monotonic()
         self.entered_at_wall = wall_clock()
+        self.entries: Counter[str] = Counter()
+        """Transitions made, by the state they entered (a repeated state counts each time)."""
 
     def can_transition(self, to_state: State) -> bool:
         return to_state in ALLOWED_TRANSITIONS[self.state]
@@ -74,6 +77,7 @@ class StateMachine:
             self.entered_at = self._monotonic()
             self.entered_at_wall = transition.timestamp
         self.state = to_state
+        self.entries[to_state.value] += 1
         await self._on_transition(transition)
         return transition
 

@@ -13,6 +13,21 @@ class State(StrEnum):
     ERROR = "error"
     SHUTDOWN = "shutdown"
 
+    @property
+    def label(self) -> str:
+        """What the state means to a person reading a reason or a log line."""
+        return STATE_LABELS[self]
+
+
+STATE_LABELS: dict[State, str] = {
+    State.STARTUP: "starting up",
+    State.INITIALIZING: "initializing",
+    State.CONNECTING: "connecting to the exchange",
+    State.READY: "ready",
+    State.ERROR: "recovering from an error",
+    State.SHUTDOWN: "shutting down",
+}
+
 
 ALLOWED_TRANSITIONS: dict[State, frozenset[State]] = {
     State.STARTUP: frozenset({State.INITIALIZING, State.ERROR, State.SHUTDOWN}),

@@ -59,6 +59,8 @@ class StatusReporter:
         self._markets_written: list[str] = list(options.markets)
         """The market list the session row holds (written at the session's start, then when it changes)."""
         self._finished_clients: dict[str, int] = {}
+        self._gaps_closed = 0
+        """Gaps of the current client that a RESYNC line has closed."""
         self._rate_base: tuple[float, int, int] = (time.monotonic(), 0, 0)
         self._rates = {"messages_per_second": 0.0, "deltas_per_second": 0.0}
 
@@ -69,17 +71,29 @@ class StatusReporter:
     # ------------------------------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
-        last_summary = time.monotonic()
+        summary = _SummaryPacing(self.options.summary_interval)
         while True:
             await asyncio.sleep(self.options.status_interval)
             try:
                 self.report()
             except Exception:
                 logger.exception("status update failed")  # a bug: database failures go through the session writer
-            ready = self._machine().state is State.READY
-            if ready and time.monotonic() - last_summary >= self.options.summary_interval:
-                last_summary = time.monotonic()
+            feed = self._feed()
+            self._announce_resync_done(feed)
+            if self._machine().state is State.READY and summary.due(self._markets_connected(feed)):
                 self._console("info", self.summary_line())
+
+    def _announce_resync_done(self, feed: FeedStatus | None) -> None:
+        """Close reported gaps with a console line once no book is stale.
+
+        Counted, not sampled: a gap that healed between two looks still gets its line."""
+        if feed is None or feed.stale_markets:
+            return
+        gaps = feed.counters.gaps_detected
+        if gaps > self._gaps_closed:
+            healed = gaps - self._gaps_closed
+            self._console("info", f"RESYNC: done, every book is live again after {healed} gap(s)")
+            self._gaps_closed = gaps
 
     def report(self) -> None:
         """Broadcast ``trader_status`` and queue the heartbeat."""
@@ -118,6 +132,7 @@ class StatusReporter:
 
     def client_finished(self, client: FeedClient) -> None:
         """A client is being replaced: its totals stay in the session's counters."""
+        self._gaps_closed = 0
         for name, value in _client_counters(client.feed_status().counters).items():
             self._finished_clients[name] = self._finished_clients.get(name, 0) + value
 
@@ -188,6 +203,7 @@ class StatusReporter:
             "errors_by_code": counter_dict(m.errors_by_code) if m else {},
             "unknown_types": counter_dict(m.unknown_types) if m else {},
             "dropped_events": bus["dropped"],
+            "state_entries": dict(self._machine().entries),
             "orderbooks_pending": self._publisher.pending,
             **self._extra_metrics(),
             "event_bus": bus,
@@ -250,3 +266,20 @@ def _client_counters(metrics: FeedCounters) -> dict[str, int]:
         "resyncs": metrics.resyncs,
         "bytes_received": metrics.bytes_received,
     }
+
+
+class _SummaryPacing:
+    """When the ORDERBOOK STATUS line is worth a console line: when the number of live markets changed, and
+    otherwise once per ``interval`` seconds, so it never fills the log."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._last_at = float("-inf")
+        self._last_live: int | None = None
+
+    def due(self, live: int) -> bool:
+        now = time.monotonic()
+        if live == self._last_live and now - self._last_at < self._interval:
+            return False
+        self._last_at, self._last_live = now, live
+        return True

@@ -13,9 +13,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from apps.console.embedded import bind_problem, serve_with_daphne
+from apps.console.presence import console_counts
 from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, is_loopback_host
 from apps.trader.config import TraderConfig
-from apps.trader.preflight import service_problems, unapplied_migrations
+from apps.trader.preflight import database_up_to_date, service_problems
 from apps.trader.runtime import TraderRuntime, load_trader_config
 from apps.trader.selectors import session_sharing_markets
 from apps.trader.services import sessions_close_abandoned, unwritten_load_all
@@ -67,6 +68,24 @@ class Command(BaseCommand):
             "(`python -m apps.console.webserver trader_v3.asgi:application`) joined by REDIS_URL.",
         )
         parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="N",
+            help="Serve Prometheus metrics at http://HOST:N/metrics (default TRADER_METRICS_PORT; off). 0 picks a "
+            "free port, printed at start.",
+        )
+        parser.add_argument(
+            "--metrics-host",
+            metavar="H",
+            help="Interface for the metrics port (default TRADER_METRICS_HOST, 127.0.0.1). Outside sim a host "
+            "beyond loopback also needs --metrics-expose: the port has no login.",
+        )
+        parser.add_argument(
+            "--metrics-expose",
+            action="store_true",
+            help="Allow --metrics-host beyond loopback outside sim (or TRADER_METRICS_EXPOSE=yes).",
+        )
+        parser.add_argument(
             "--confirm-production",
             action="store_true",
             help="Required to start in production (or TRADER_CONFIRM_PRODUCTION=yes).",
@@ -78,17 +97,12 @@ class Command(BaseCommand):
         except ConfigurationError as exc:
             self.fail(exc.problems)
         self.fail(service_problems())
-        pending = unapplied_migrations()
-        if pending:
-            self.fail(
-                [
-                    f"DATABASE_URL: the database lacks {len(pending)} migration(s) "
-                    f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); run `python manage.py migrate`"
-                ]
-            )
-        exposure = self.exposure_warning(config)
-        if exposure:
-            self.stderr.write(exposure)
+        done, problem = database_up_to_date()
+        self.fail([problem] if problem else [])
+        if done:
+            self.stdout.write(done)
+        for warning in self.exposure_warnings(config):
+            self.stderr.write(warning)
         for line in unwritten_load_all(directory=config.unwritten_dir):
             logger.warning("saved at an earlier shutdown: %s", line)
         stale_after = config.heartbeat_stale_after
@@ -138,6 +152,9 @@ class Command(BaseCommand):
             confirm_production=bool(options.get("confirm_production")),
             discover=options.get("discover"),
             crosscheck=options.get("crosscheck"),
+            metrics_port=options.get("metrics_port"),
+            metrics_host=options.get("metrics_host"),
+            metrics_expose=bool(options.get("metrics_expose")),
         )
         problems = []
         if config.web and not is_loopback_host(config.web_host) and not settings.ALLOWED_HOSTS_SET:
@@ -148,20 +165,41 @@ class Command(BaseCommand):
         problem = bind_problem(config.web_host, config.web_port) if config.web else None
         if problem:
             problems.append(problem)
+        if config.metrics_port:  # 0 takes any free port: nothing to check
+            problem = bind_problem(
+                config.metrics_host,
+                config.metrics_port,
+                host_variable="TRADER_METRICS_HOST",
+                port_variable="TRADER_METRICS_PORT",
+                port_option="--metrics-port",
+            )
+            if problem:
+                problems.append(problem)
         if problems:
             raise ConfigurationProblems(problems)
         return config
 
-    def exposure_warning(self, config: TraderConfig) -> str:
-        """A warning line when the web app listens beyond loopback, else ''."""
-        if not config.web or is_loopback_host(config.web_host):
-            return ""
-        who = (
-            "anyone who can reach it sees the sim console"
-            if config.environment is Environment.SIM
-            else ("the console, its socket and /v3/status need a staff login")
-        )
-        return f"warning: the web app listens on {config.web_host}, beyond loopback: {who}"
+    def exposure_warnings(self, config: TraderConfig) -> list[str]:
+        """A warning line for the web app and one for the metrics port when they listen beyond loopback."""
+        warnings = []
+        if config.web and not is_loopback_host(config.web_host):
+            who = (
+                "anyone who can reach it sees the sim console"
+                if config.environment is Environment.SIM
+                else ("the console, its socket and /v3/status need a staff login")
+            )
+            warnings.append(f"warning: the web app listens on {config.web_host}, beyond loopback: {who}")
+        if config.metrics_port is not None and not is_loopback_host(config.metrics_host):
+            warnings.append(
+                f"warning: the metrics port listens on {config.metrics_host}, beyond loopback: anyone who can "
+                "reach it reads the trader's metrics (it has no login)"
+            )
+        return warnings
+
+    def announce_metrics(self, host: str, port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        self.stdout.write(f"Metrics: http://{shown}:{port}/metrics")
+        self.stdout.flush()
 
     def describe(self, config: TraderConfig) -> str:
         exchange = "built-in simulator on loopback" if config.start_exchange else config.ws_url
@@ -170,7 +208,11 @@ class Command(BaseCommand):
 
     def run(self, config: TraderConfig) -> int:
         """Run until shutdown; returns the exit code."""
-        runtime = TraderRuntime(config)
+        runtime = TraderRuntime(
+            config,
+            consoles=console_counts if config.web else None,
+            on_metrics_listening=self.announce_metrics,
+        )
         # Until the trader's loop installs its own handlers, a signal is kept and honoured as soon as the
         # trader runs: a SIGTERM right after start still closes the session and exits 0.
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,33 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise ValueError("must be > 0")
     return value
+
+
+def _dollars(text: str) -> int:
+    """Dollars such as 10000 or 2500.50 as micro-dollars."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError("must be a dollar amount") from None
+    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.000001")):
+        raise ValueError("must be a dollar amount of at least 0, to the micro-dollar")
+    return int(value * 1_000_000)
+
+
+def _settlement(text: str) -> tuple[str, str, float]:
+    """TICKER=yes|no[@SECONDS] (seconds after the start, default 0)."""
+    ticker, _, rest = text.partition("=")
+    result, _, after = rest.partition("@")
+    if not ticker or result not in ("yes", "no"):
+        raise ValueError("must be TICKER=yes|no[@SECONDS]")
+    return ticker, result, float(after) if after else 0.0
+
+
+def _api_key(text: str) -> tuple[str, Path]:
+    key_id, _, path = text.partition("=")
+    if not key_id or not path:
+        raise ValueError("must be KEY_ID=PUBLIC_KEY_PEM")
+    return key_id, Path(path)
 
 
 class Command(BaseCommand):
@@ -66,6 +94,46 @@ class Command(BaseCommand):
             help="frames queued for a slow client before error 25 (default 10000)",
         )
         parser.add_argument("--exchange-closed", action="store_true", help="start with the exchange closed")
+        trading = parser.add_argument_group("trading (V2 order endpoints, accounts per API key)")
+        trading.add_argument(
+            "--starting-balance",
+            type=_dollars,
+            default=10_000 * 1_000_000,
+            metavar="DOLLARS",
+            help="cash of each new account (default 10000)",
+        )
+        trading.add_argument(
+            "--api-key",
+            type=_api_key,
+            action="append",
+            default=[],
+            metavar="KEY_ID=PEM",
+            help="accept another API key (its public key PEM file): an account of its own; repeatable",
+        )
+        trading.add_argument(
+            "--maker-fee-markets",
+            default="",
+            metavar="TICKERS",
+            help="comma-separated markets that charge makers 0.0175 x C x P x (1-P) (default: none)",
+        )
+        trading.add_argument(
+            "--read-rate", type=_positive_float, default=200.0, help="portfolio read tokens per second (default 200)"
+        )
+        trading.add_argument(
+            "--write-rate",
+            type=_positive_float,
+            default=100.0,
+            help="order write tokens per second; a create costs 10, a cancel 2 (default 100)",
+        )
+        trading.add_argument(
+            "--settle",
+            type=_settlement,
+            action="append",
+            default=[],
+            metavar="TICKER=yes|no[@SECONDS]",
+            help="settle a market that many seconds after the start (pays $1 per winning contract); repeatable. "
+            'While running, POST /sim/markets/TICKER/settle (signed) with {"result": "yes"} does the same',
+        )
         faults = parser.add_argument_group("faults (all off by default)")
         faults.add_argument(
             "--drop-every", type=_positive_float, metavar="SECONDS", help="abort every connection this often"
@@ -120,6 +188,27 @@ class Command(BaseCommand):
         faults.add_argument(
             "--rest-429", type=int, default=0, metavar="K", help="answer the first K REST requests with 429"
         )
+        faults.add_argument(
+            "--reject-orders", type=int, default=0, metavar="N", help="refuse the next N order creates (400)"
+        )
+        faults.add_argument(
+            "--order-delay",
+            type=_positive_float,
+            default=0.0,
+            metavar="SECONDS",
+            help="answer every order request this much later",
+        )
+        faults.add_argument(
+            "--drop-private", type=int, default=0, metavar="N", help="do not send the next N private messages"
+        )
+        faults.add_argument(
+            "--accept-then-5xx",
+            type=int,
+            default=0,
+            metavar="N",
+            help="carry out the next N order requests (create, cancel, amend, decrease, batch) but answer them 500 "
+            "(a client must not place twice, and must find out what its change did)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         public_key_path: Path | None = options["public_key"]
@@ -132,6 +221,12 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read the public key {public_key_path}: {exc.strerror}") from None
         markets = [t.strip() for t in options["markets"].split(",") if t.strip()] or None
+        api_keys = {}
+        for key_id, path in options["api_key"]:
+            try:
+                api_keys[key_id] = path.read_bytes()
+            except OSError as exc:
+                raise CommandError(f"cannot read the public key {path}: {exc.strerror}") from None
         config = SimulatorConfig(
             host=options["host"],
             port=options["port"],
@@ -143,6 +238,11 @@ class Command(BaseCommand):
             ping_interval=options["ping_interval"],
             seed=options["seed"],
             outbound_limit=options["outbound_limit"],
+            api_keys=api_keys,
+            starting_balance=options["starting_balance"],
+            maker_fee_markets=[t.strip() for t in options["maker_fee_markets"].split(",") if t.strip()],
+            read_rate=options["read_rate"],
+            write_rate=options["write_rate"],
             faults=Faults(
                 drop_every=options["drop_every"],
                 skip_seq_every=options["skip_seq_every"],
@@ -156,25 +256,34 @@ class Command(BaseCommand):
                 malformed_every=options["malformed_every"],
                 oversized_every=options["oversized_every"],
                 rest_429=options["rest_429"],
+                reject_orders=options["reject_orders"],
+                order_delay=options["order_delay"],
+                drop_private=options["drop_private"],
+                accept_then_5xx=options["accept_then_5xx"],
             ),
         )
         try:
             simulator = ExchangeSimulator(config)
         except (KeyLoadError, ValueError) as exc:
             raise CommandError(str(exc)) from None
+        unknown = [t for t, _, _ in options["settle"] if t not in simulator.markets]
+        if unknown:
+            raise CommandError(f"--settle: unknown market {', '.join(unknown)}")
         if options["exchange_closed"]:
             simulator.set_exchange_status(False)
         try:
-            asyncio.run(self._run(simulator))
+            asyncio.run(self._run(simulator, options["settle"]))
         except OSError as exc:
             raise CommandError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
 
-    async def _run(self, simulator: ExchangeSimulator) -> None:
+    async def _run(self, simulator: ExchangeSimulator, settlements: list[tuple[str, str, float]]) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await simulator.start()
+        for ticker, result, after in settlements:
+            loop.call_later(after, self._settle, simulator, ticker, result)
         self.stdout.write(f"Exchange simulator listening: WebSocket {simulator.ws_url}  REST {simulator.api_url}")
         self.stdout.write(f"Markets: {', '.join(simulator.markets)}")
         self.stdout.flush()
@@ -183,3 +292,8 @@ class Command(BaseCommand):
         finally:
             self.stdout.write("Stopping the exchange simulator")
             await simulator.stop()
+
+    def _settle(self, simulator: ExchangeSimulator, ticker: str, result: str) -> None:
+        settled = simulator.settle_market(ticker, result)
+        self.stdout.write(f"Settled {ticker} {result}: {len(settled)} positions paid")
+        self.stdout.flush()

@@ -1,8 +1,10 @@
-"""``manage.py replaysession <id|latest> --market T [--at-seq N]``: a recorded book, or ``--serve`` the session."""
+"""``manage.py replaysession <id|latest> --market T [--at-seq N]``: a recorded book; ``--serve`` the session on
+an exchange; or ``--console``: replay it into a trader of its own, with the console."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 from pathlib import Path
@@ -11,12 +13,16 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.console.embedded import serve_with_daphne
 from apps.exchange.config import SimulatorConfig
 from apps.exchange.keys import ensure_key_pair
 from apps.exchange.simulator import ExchangeSimulator
+from apps.kalshi.environments import ConfigurationError, Environment
 from apps.marketdata.selectors import RecordingError, book_at, recorded_markets
+from apps.trader.preflight import database_up_to_date
+from apps.trader.runtime import TraderRuntime, load_trader_config
 from apps.trader.selectors import session_resolve
-from apps.workbench.replay import SessionReplay
+from apps.workbench.replay import SessionReplay, replay_through_trader
 
 
 def _speed(text: str) -> float:
@@ -66,15 +72,35 @@ class Command(BaseCommand):
             help="start at once instead of when the first client subscribes",
         )
         serve.add_argument("--exit", action="store_true", help="stop when the replay is over")
+        console = parser.add_argument_group("replaying into a console")
+        console.add_argument(
+            "--console",
+            action="store_true",
+            help="replay into a trader of this command's own, with the web console: the new session is recorded "
+            "as a replay of this one, the console labels it so, and it shuts down when the recording ends "
+            "(--speed and --max-pause apply; sim only)",
+        )
+        console.add_argument(
+            "--web-port", type=int, metavar="P", help="port of the console (default TRADER_WEB_PORT, 8006; 0 = any)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        done, problem = database_up_to_date()
+        if problem:
+            raise CommandError(problem)
+        if done:
+            self.stderr.write(done)
         try:
             session = session_resolve(options["session"])
         except RecordingError as exc:
             raise CommandError(str(exc)) from None
+        if options["serve"] and options["console"]:
+            raise CommandError("--serve serves an exchange for a trader of your own; --console runs one: choose one")
         if options["serve"]:
             self.serve(session.pk, options)
             return
+        if options["console"]:
+            raise SystemExit(self.console(session.pk, options))
         market: str | None = options["market"]
         if not market:
             raise CommandError("--market is required (or --serve to replay the whole session)")
@@ -155,3 +181,51 @@ class Command(BaseCommand):
                 await stop.wait()
         finally:
             await exchange.stop()
+
+    def console(self, session_id: int, options: dict[str, Any]) -> int:
+        """Replay into a trader of this process with the web app; returns the exit code."""
+        if settings.ENVIRONMENT is not Environment.SIM:
+            raise CommandError(
+                "--console replays in sim: run it with ENVIRONMENT=sim (DATABASE_URL may point at another "
+                "environment's database to replay its sessions)"
+            )
+        markets = recorded_markets(session_id=session_id)
+        if not markets:
+            raise CommandError(f"session {session_id} has no recorded market data")
+        try:
+            config = load_trader_config(settings, markets=",".join(markets), web=True, port=options["web_port"])
+        except ConfigurationError as exc:
+            raise CommandError("; ".join(exc.problems)) from None
+        exchange = ExchangeSimulator(
+            SimulatorConfig(
+                host="127.0.0.1",
+                port=0,
+                public_key_pem=config.exchange_public_key_pem,
+                markets=markets,
+                message_rate=0.0,
+            )
+        )
+        replay = SessionReplay(exchange, session_id=session_id, speed=options["speed"], max_pause=options["max_pause"])
+
+        async def main() -> None:
+            await replay.prepare()
+            await exchange.start()
+            try:
+                replaying = dataclasses.replace(
+                    config, start_exchange=False, ws_url=exchange.ws_url, api_url=exchange.api_url, replay_of=session_id
+                )
+                stats = await replay_through_trader(replay, TraderRuntime(replaying))
+                if stats is not None:
+                    self.stdout.write(
+                        f"Replay finished: {stats.items:,} recorded items, {stats.changes:,} changes sent"
+                    )
+            finally:
+                await exchange.stop()
+
+        def announce(host: str, port: int) -> None:
+            shown = f"[{host}]" if ":" in host else host
+            self.stdout.write(f"Replaying session {session_id} ({len(markets)} markets) into a new session")
+            self.stdout.write(f"Console: http://{shown}:{port}/v3-trader  (status /v3/status, health /v3/health)")
+            self.stdout.flush()
+
+        return serve_with_daphne(main, host=config.web_host, port=config.web_port, on_listening=announce)
