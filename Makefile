@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The suite mostly waits (processes starting, sockets, timers), so it runs in more workers than there are cores
+# (on 2 cores: 4 workers took 86 s, 6 took 70 s, 8 took 75 s).
+PYTEST_WORKERS ?= 6
 
 .PHONY: run test lint typecheck pytest migrate exchange bench clean
 
@@ -32,9 +35,15 @@ typecheck: $(STAMP)
 	$(BIN)/mypy .
 
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# Lint first (a second), then the type check beside the tests: mypy's output waits until pytest is done and
+# either failing fails the target.
+test: lint
+	@out=$$(mktemp); $(BIN)/mypy . >$$out 2>&1 & mypy=$$!; \
+	$(MAKE) --no-print-directory pytest; tests=$$?; \
+	wait $$mypy; types=$$?; echo "$(BIN)/mypy ."; cat $$out; rm -f $$out; \
+	test $$tests -eq 0 -a $$types -eq 0
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -7,13 +7,21 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
+from django.conf import settings
 from django.db import connections
 from django.test import override_settings
 
 from apps.exchange.config import SimulatorConfig
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.signing import Credentials, generate_key_pair, load_private_key
+from tests.processes import keep_bytecode
 from tests.support import TEST_KEY_ID, StartSim
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before pytest-xdist starts its workers: they, and every process a test starts, inherit this.
+    keep_bytecode(os.environ)
 
 
 def services_configured() -> bool:
@@ -43,6 +51,27 @@ def _close_worker_thread_connections(django_db_setup: None, django_db_blocker: A
     yield
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all)())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _channel_layer_of_this_worker() -> Iterator[None]:
+    """The workers of a parallel run (pytest-xdist) share one Redis: each gets a channel-layer prefix of its own,
+    so no worker's consoles hear another worker's traders. Processes a test starts take it from the settings."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    layer = settings.CHANNEL_LAYERS["default"]
+    if not worker or "prefix" not in layer["CONFIG"]:
+        yield
+        return
+    config = {**layer["CONFIG"], "prefix": f"{layer['CONFIG']['prefix']}-{worker}"}
+    with override_settings(CHANNEL_LAYERS={"default": {**layer, "CONFIG": config}}):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layers() -> None:
+    """Each test makes its own channel layers: a Redis layer's locks and pools belong to the event loop that made
+    them, and each test has a loop of its own (a lock left held by an earlier test's loop broke a later one)."""
+    channel_layers.backends.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 import shutil
@@ -10,11 +12,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import MutableMapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from tests.support import eventually_blocking
 
@@ -23,26 +29,139 @@ _CONSOLE_LINE = re.compile(r"Console: (http://\S+/v3-trader)")
 _METRICS_LINE = re.compile(r"Metrics: (http://\S+/metrics)")
 
 
-_BYTECODE_CACHE = Path(tempfile.gettempdir()) / "trader-v3-test-bytecode"
-"""Where the processes tests start keep compiled modules when the environment forbids writing them beside
-the sources (PYTHONDONTWRITEBYTECODE): otherwise every one of about a hundred processes compiles the
-project again, a fifth of its start-up."""
+BYTECODE_CACHE = Path(tempfile.gettempdir()) / "trader-v3-test-bytecode"
+"""Where the suite's processes keep compiled modules when the environment forbids writing them beside the
+sources (PYTHONDONTWRITEBYTECODE): otherwise every worker and every one of about a hundred processes the tests
+start compiles the project again, a fifth of its start-up."""
+
+
+def keep_bytecode(environ: MutableMapping[str, str]) -> None:
+    """Let the processes started with ``environ`` write compiled modules, outside the source tree if need be."""
+    if environ.pop("PYTHONDONTWRITEBYTECODE", None):
+        environ.setdefault("PYTHONPYCACHEPREFIX", str(BYTECODE_CACHE))
 
 
 def project_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """This process's environment without trader settings, with its own data folder and SQLite file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "TRADER_", "ENVIRONMENT", "REDIS"))}
-    if env.pop("PYTHONDONTWRITEBYTECODE", None):
-        env.setdefault("PYTHONPYCACHEPREFIX", str(_BYTECODE_CACHE))
+    keep_bytecode(env)
     env.update(DATA_DIR=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path / 'trader.sqlite3'}")
     env.update(extra)
     return env
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    """``python manage.py ARGS`` in ``env``: its own process, forked from one that imported the libraries."""
+    [result] = manage_many([(env, args)], timeout=timeout)
+    return result
+
+
+class _ForkServer:
+    """This test process's ``tests.forkmanage``, started on first use; it ends when this process does."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[str] | None = None
+        self.lock = threading.Lock()
+        self.ids = itertools.count()
+        self.started: dict[int, Future[int]] = {}
+        self.ended: dict[int, Future[dict[str, Any]]] = {}
+
+    def submit(
+        self, env: dict[str, str], args: tuple[str, ...], timeout: float, **extra: Any
+    ) -> tuple[Future[int], Future[dict[str, Any]]]:
+        """Send one request; its answers: the pid (streaming runs only) and how it ended."""
+        with self.lock:
+            if self.process is None or self.process.poll() is not None:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "tests.forkmanage"],
+                    cwd=ROOT,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+            assert self.process.stdin is not None
+            run_id = next(self.ids)
+            answers: tuple[Future[int], Future[dict[str, Any]]] = (Future(), Future())
+            self.started[run_id], self.ended[run_id] = answers
+            request = {"id": run_id, "args": list(args), "env": env, "timeout": timeout, **extra}
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            return answers
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            answer = json.loads(line)
+            if "pid" in answer:
+                self.started[answer["id"]].set_result(answer["pid"])
+            else:
+                self.ended.pop(answer["id"]).set_result(answer)
+                self.started.pop(answer["id"], None)
+        pending: list[Future[Any]] = [*self.started.values(), *self.ended.values()]
+        for future in pending:
+            if not future.done():
+                future.set_exception(AssertionError("tests.forkmanage ended"))
+
+
+_fork_server = _ForkServer()
+
+
+def manage_many(
+    runs: list[tuple[dict[str, str], tuple[str, ...]]], timeout: float = 60
+) -> list[subprocess.CompletedProcess[str]]:
+    """``manage(env, *args)`` for each of ``runs``, side by side. A short command's run costs a fork of a process
+    that imported the libraries once (``tests/forkmanage.py``) instead of an interpreter's start-up."""
+    ended = [_fork_server.submit(env, args, timeout)[1] for env, args in runs]
+    completed = []
+    for (_, args), future in zip(runs, ended, strict=True):
+        result = future.result()
+        command = [sys.executable, "manage.py", *args]
+        if result["timed_out"]:
+            raise subprocess.TimeoutExpired(command, timeout, result["stdout"], result["stderr"])
+        completed.append(subprocess.CompletedProcess(command, result["returncode"], result["stdout"], result["stderr"]))
+    return completed
+
+
+class ForkedProcess:
+    """``python manage.py ARGS`` running as a fork of ``tests.forkmanage``: the part of ``subprocess.Popen`` the
+    tests use (text ``stdout``/``stderr``, ``poll``, ``wait``, signals)."""
+
+    def __init__(self, env: dict[str, str], args: tuple[str, ...]) -> None:
+        self.args = [sys.executable, "manage.py", *args]
+        self.returncode: int | None = None
+        with tempfile.TemporaryDirectory(prefix="forked-") as pipes:
+            paths = [os.path.join(pipes, name) for name in ("stdout", "stderr")]
+            for path in paths:
+                os.mkfifo(path)
+            started, self._ended = _fork_server.submit(env, args, timeout=3600, pipes=paths)
+            # Opening a named pipe waits for its writer: the fork opens them in the same order.
+            self.stdout: IO[str] | None = open(paths[0])  # noqa: SIM115 (the process's pipe, read as it runs)
+            self.stderr: IO[str] | None = open(paths[1])  # noqa: SIM115
+            self.pid = started.result(timeout=60)
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._ended.done():
+            self.returncode = int(self._ended.result()["returncode"])
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        try:
+            self.returncode = int(self._ended.result(timeout=timeout)["returncode"])
+        except FutureTimeout:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 def shell_line(env: dict[str, str], code: str) -> str:
@@ -67,9 +186,7 @@ def wait_until_healthy(base: str) -> None:
 
 @dataclass
 class RunningTrader:
-    process: subprocess.Popen[str]
-    started_at: float
-    """time.monotonic() when the process was started."""
+    process: ForkedProcess
     console_url: str = ""
     """Empty with --no-web."""
     metrics_url: str = ""
@@ -112,15 +229,8 @@ def start_runtrader(env: dict[str, str], *args: str) -> RunningTrader:
     """Migrate, start ``runtrader ARGS`` and wait for the console URL it prints (unless --no-web) and, with
     --metrics-port, the metrics URL."""
     migrate(env)
-    process = subprocess.Popen(
-        [sys.executable, "-u", "manage.py", "runtrader", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    trader = RunningTrader(process, started_at=time.monotonic())
+    process = ForkedProcess(env, ("runtrader", *args))
+    trader = RunningTrader(process)
     want_console, want_metrics = "--no-web" not in args, "--metrics-port" in args
     assert process.stdout is not None
     while (want_console and not trader.console_url) or (want_metrics and not trader.metrics_url):

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -53,6 +54,23 @@ def eventually_blocking(condition: Callable[[], bool], seconds: float = 30.0, wh
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
         time.sleep(0.05)
+
+
+class ConsoleSocket(WebsocketCommunicator):  # type: ignore[misc]
+    """A test's console socket: it waits up to 10 s for the consumer (channels' default of 1 s is a hiccup on a
+    machine busy with the rest of the suite). A passing test waits only as long as the answer takes."""
+
+    async def connect(self, timeout: float = 10) -> Any:  # noqa: ASYNC109 (channels' own signature)
+        return await super().connect(timeout)
+
+    async def receive_from(self, timeout: float = 10) -> Any:  # noqa: ASYNC109 (channels' own signature)
+        return await super().receive_from(timeout)
+
+    async def receive_json_from(self, timeout: float = 10) -> Any:  # noqa: ASYNC109 (channels' own signature)
+        return await super().receive_json_from(timeout)
+
+    async def disconnect(self, code: int = 1000, timeout: float = 10) -> None:  # noqa: ASYNC109 (channels' own signature)
+        await super().disconnect(code, timeout)
 
 
 def sim_trader_config(credentials: Credentials, public_key_pem: bytes, **overrides: Any) -> TraderConfig:

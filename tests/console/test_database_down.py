@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from channels.testing import WebsocketCommunicator
 from django.db import OperationalError
 from django.test import Client
 
 from apps.console import consumers, views
+from tests.support import ConsoleSocket
 from trader_v3.asgi import application
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,7 @@ def test_the_console_page_is_a_503_page_not_a_traceback(client: Client) -> None:
 
 @pytest.mark.usefixtures("database_down")
 async def test_a_console_socket_stays_open_and_is_told_why_history_is_missing() -> None:
-    communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
+    communicator = ConsoleSocket(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
     connected, _ = await communicator.connect()
     assert connected
     message = await communicator.receive_json_from()

@@ -9,6 +9,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from apps.console import limits
+from tests.support import ConsoleSocket
 from trader_v3.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,7 +18,7 @@ DEEP = "[" * 2048 + "]" * 2048
 
 
 async def connect() -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(
+    communicator = ConsoleSocket(
         application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006"), (b"host", b"127.0.0.1:8006")]
     )
     connected, _ = await communicator.connect()

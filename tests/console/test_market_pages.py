@@ -14,6 +14,7 @@ from apps.console import limits
 from apps.trader.models import MarketTop
 from apps.trader.selectors import MARKET_PAGE_LIMIT
 from apps.trader.services import session_heartbeat, session_start
+from tests.support import ConsoleSocket
 from trader_v3.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,7 +69,7 @@ def session_id() -> int:
 
 
 async def connect() -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
+    communicator = ConsoleSocket(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
     connected, _ = await communicator.connect()
     assert connected
     assert (await communicator.receive_json_from())["type"] == "history_replay"
@@ -162,7 +163,7 @@ async def test_with_no_trader_a_page_is_empty() -> None:
 
 
 async def test_the_replay_carries_counts_not_10000_books(session_id: int) -> None:
-    communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
+    communicator = ConsoleSocket(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
     assert (await communicator.connect())[0]
     replay = await communicator.receive_from()
     assert len(replay) < 16_000

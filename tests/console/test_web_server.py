@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,10 +215,9 @@ def test_5000_abusive_messages_without_reading_get_the_client_cut_off(trader: Ad
 
 
 def test_a_request_whose_body_never_completes_gets_408(worker: Address) -> None:
-    started = time.monotonic()
+    # Only the worker's 1 s request deadline answers 408; without it the read below gives up after 10 s.
     response = exchange(worker, b"POST /v3/health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nabc")
     assert response.startswith(b"HTTP/1.1 408 ")
-    assert time.monotonic() - started < 5
 
 
 def test_a_body_that_trickles_in_gets_408_too(worker: Address) -> None:

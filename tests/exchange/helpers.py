@@ -67,14 +67,16 @@ async def send(ws: ClientConnection, command: dict[str, Any] | str) -> None:
     await ws.send(command if isinstance(command, str) else json.dumps(command))
 
 
-async def recv(ws: ClientConnection, within: float = 5.0) -> Frame_:
+async def recv(ws: ClientConnection, within: float = 30.0) -> Frame_:
+    """The next frame; ``within`` is a failing run's ceiling (drain passes its own quiet time)."""
     frame = json.loads(await asyncio.wait_for(ws.recv(), within))
     assert isinstance(frame, dict)
     return frame
 
 
-async def recv_until(ws: ClientConnection, predicate: Callable[[Frame_], bool], within: float = 5.0) -> list[Frame_]:
-    """Every frame up to and including the first one matching ``predicate``."""
+async def recv_until(ws: ClientConnection, predicate: Callable[[Frame_], bool], within: float = 30.0) -> list[Frame_]:
+    """Every frame up to and including the first one matching ``predicate``; ``within`` is a failing run's ceiling
+    (a busy machine can leave tens of thousands of frames queued ahead of the one awaited)."""
     frames: list[Frame_] = []
     deadline = asyncio.get_running_loop().time() + within
     while True:
@@ -87,7 +89,7 @@ async def recv_until(ws: ClientConnection, predicate: Callable[[Frame_], bool], 
             return frames
 
 
-async def recv_n(ws: ClientConnection, count: int, within: float = 5.0) -> list[Frame_]:
+async def recv_n(ws: ClientConnection, count: int, within: float = 30.0) -> list[Frame_]:
     return [await recv(ws, within) for _ in range(count)]
 
 

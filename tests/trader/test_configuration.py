@@ -12,22 +12,25 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT, manage, project_env, shell_line
+from tests.processes import ROOT, manage, manage_many, project_env, shell_line
 
 SECRET = "s3cr3t-value-that-must-never-be-printed"
 PAPER = {"ENVIRONMENT": "paper", "SECRET_KEY": SECRET, "KALSHI_API_KEY_ID": SECRET}
 TICKER = "KXFED-26DEC-T4.25"
 
 
-def runtrader(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def runtrader_command(*args: str) -> tuple[str, ...]:
+    """``runtrader ARGS``, with --no-web unless ARGS hold --web."""
     web = () if "--web" in args else ("--no-web",)
-    args = tuple(arg for arg in args if arg != "--web")
-    return manage(project_env(tmp_path, **env), "runtrader", *web, *args, timeout=60)
+    return ("runtrader", *web, *(arg for arg in args if arg != "--web"))
+
+
+def runtrader(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return manage(project_env(tmp_path, **env), *runtrader_command(*args), timeout=60)
 
 
 def a_key(tmp_path: Path, bits: int = 2048) -> Path:
@@ -232,25 +235,26 @@ Case = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
 def case_runs(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[Case, tuple[subprocess.CompletedProcess[str], dict[str, str]]]]:
-    """Every case's runtrader, run side by side up front: each is its own process as before, but the
-    processes' start-up (and the silent ports' timeouts) overlap instead of adding up."""
+    """Every case's runtrader, run side by side up front, each in its own process (forked from one that has
+    imported the libraries, so a case costs its own work rather than an interpreter's start-up), and the
+    silent ports' timeouts overlap instead of adding up."""
     with loopback_ports() as loopback:
-
-        def run(args: tuple[str, ...], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+        keys: list[Case] = []
+        runs: list[tuple[dict[str, str], tuple[str, ...]]] = []
+        values_of: list[dict[str, str]] = []
+        for args, env, _ in (param.values for param in CASES):  # type: ignore[attr-defined]
             tmp_path = tmp_path_factory.mktemp("case")
             values = {**loopback}
             if "{key}" in env.values():
                 values["key"] = str(a_key(tmp_path))
             if "{small_key}" in env.values():
                 values["small_key"] = str(a_key(tmp_path, bits=1024))  # the smallest cryptography makes; 512 alike
-            return runtrader(tmp_path, *args, **{name: value.format(**values) for name, value in env.items()}), values
-
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            futures = {
-                (args, tuple(env.items())): pool.submit(run, args, env)
-                for args, env, _ in (param.values for param in CASES)  # type: ignore[attr-defined]
-            }
-            yield {key: future.result() for key, future in futures.items()}
+            case_env = project_env(tmp_path, **{name: value.format(**values) for name, value in env.items()})
+            runs.append((case_env, runtrader_command(*args)))
+            keys.append((args, tuple(env.items())))
+            values_of.append(values)
+        results = manage_many(runs)
+        yield {key: (result, values) for key, result, values in zip(keys, results, values_of, strict=True)}
 
 
 @pytest.mark.parametrize(("args", "env", "line"), CASES)

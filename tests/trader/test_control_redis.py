@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from channels.testing import WebsocketCommunicator
 from channels_redis.core import RedisChannelLayer
 
 from apps.exchange.keys import ensure_key_pair
 from apps.kalshi.signing import Credentials, load_private_key
 from apps.trader.core.states import State
 from apps.trader.runtime import TraderRuntime
-from tests.support import eventually, eventually_blocking, sim_trader_config
+from tests.support import ConsoleSocket, eventually, eventually_blocking, sim_trader_config
 from tests.trader.conftest import EventLog
 from trader_v3.asgi import application
 from trader_v3.layers import redis_channel_layer
@@ -83,7 +82,7 @@ def private_redis(tmp_path: Path, settings: Any) -> Iterator[PrivateRedis]:
 
 async def add_market(ticker: str) -> dict[str, Any]:
     """Ask from a fresh console; the trader's answer."""
-    communicator = WebsocketCommunicator(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
+    communicator = ConsoleSocket(application, "/v3/ws", headers=[(b"origin", b"http://127.0.0.1:8006")])
     try:
         assert (await communicator.connect())[0]
         await communicator.send_json_to({"type": "add_markets", "markets": [ticker]})

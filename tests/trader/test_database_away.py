@@ -88,7 +88,10 @@ async def test_the_console_and_health_show_the_outage_and_every_transition_is_wr
 
     store.come_back()
     await wait_for(lambda: coordinator.status()["health"]["status"] == "healthy", seconds=5)
-    assert any(line["message"].startswith("DATABASE: database reachable again") for line in log.of("console"))
+    # The console line reaches the log through the event bus, a moment after the health flips.
+    await wait_for(
+        lambda: any(line["message"].startswith("DATABASE: database reachable again") for line in log.of("console"))
+    )
     coordinator.request_shutdown("test is over")
     await run
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sqlite3
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -111,7 +114,10 @@ async def test_a_trader_that_died_frees_its_markets_once_its_heartbeat_is_stale(
     await asyncio.to_thread(dead.stop, signal.SIGKILL)
     [dead_id] = sessions(database)
 
-    refused = await asyncio.to_thread(manage, env, "runtrader", "--no-web", "--markets", markets, timeout=30)
+    # While its heartbeat is fresh (kept so here, however slowly a busy machine starts the next process),
+    # its markets are taken.
+    with heartbeat_kept_fresh(database, dead_id):
+        refused = await asyncio.to_thread(manage, env, "runtrader", "--no-web", "--markets", markets, timeout=30)
     assert refused.returncode == 2, refused.stderr
     assert f"session {dead_id} (sim) is already running on {markets};" in refused.stderr
     assert "free once its heartbeat is 3 s old" in refused.stderr
@@ -124,6 +130,28 @@ async def test_a_trader_that_died_frees_its_markets_once_its_heartbeat_is_stale(
     finally:
         code, stderr = await asyncio.to_thread(successor.stop)
     assert code == 0, stderr[-2000:]
+
+
+@contextlib.contextmanager
+def heartbeat_kept_fresh(database: Path, session_id: int) -> Iterator[None]:
+    """Beat for the session every 0.5 s, as its trader did (UTC without an offset, as Django writes it)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.closing(sqlite3.connect(database, timeout=20)) as db, db:
+                now = timezone.now().astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+                db.execute("update trader_tradingsession set heartbeat_at = ? where id = ?", (now, session_id))
+            if stop.wait(0.5):
+                return
+
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beating.join(timeout=30)
 
 
 def heartbeat_age(database: Path, session_id: int) -> float:

@@ -1,0 +1,185 @@
+"""Runs many short ``manage.py`` commands, each in a process of its own forked from one that imported the libraries.
+
+A fresh interpreter spends most of a short run importing Django, Twisted and cryptography; a fork of a process
+that imported them once skips that and nothing else: each run still loads the project's settings and code
+itself, from its own environment and arguments, and exits with its own code. The parent configures nothing
+(it checks that before forking), so what a run prints is what ``python manage.py`` prints.
+
+Protocol, one JSON object a line: ``{"id", "args": [...], "env": {...}, "timeout": seconds}`` on stdin, and
+``{"id", "returncode", "stdout", "stderr", "timed_out"}`` on stdout when that run has ended (runs end in any
+order). A request with ``"pipes": [stdout, stderr]`` (named pipes its requester reads) is answered
+``{"id", "pid"}`` at once and its end carries no output. It serves until stdin closes, then kills what still runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import runpy
+import selectors
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Libraries only: none of them reads settings or installs a Twisted reactor on import (checked below).
+PRELOAD = (
+    "asyncio",
+    "django.core.management",
+    "django.db.models",
+    "django.http",
+    "django.urls",
+    "django.core.serializers.json",
+    "django.contrib.admin.options",
+    "twisted.internet.tcp",
+    "twisted.internet.asyncioreactor",
+    "autobahn.twisted.websocket",
+    "OpenSSL.SSL",
+    "cryptography.x509",
+    "cryptography.hazmat.primitives.asymmetric.rsa",
+    "psycopg",
+    "redis.asyncio",
+    "websockets.asyncio.client",
+    "websockets.asyncio.server",
+    "httpx",
+    "environ",
+    "orjson",
+    "sqlparse",
+)
+PARALLEL = 8
+"""Runs at once: enough to overlap the ones that wait on a silent port."""
+
+
+def preload() -> None:
+    for name in PRELOAD:
+        importlib.import_module(name)
+    from django.conf import settings
+
+    assert not settings.configured, "a preloaded module read the settings"
+    assert "twisted.internet.reactor" not in sys.modules, "a preloaded module installed a Twisted reactor"
+    assert not any(name.split(".")[0] in ("apps", "trader_v3") for name in sys.modules), "the project was imported"
+
+
+def child(args: list[str], env: dict[str, str], out: int | str, err: int | str) -> None:
+    """In the fork: become ``python manage.py ARGS`` with ``env``, writing to files or named pipes (paths, opened
+    here: opening one waits for its reader); never returns."""
+    code: Any = 0
+    try:
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # stdin is the requests' pipe: never the run's
+        os.dup2(os.open(out, os.O_WRONLY) if isinstance(out, str) else out, 1)
+        os.dup2(os.open(err, os.O_WRONLY) if isinstance(err, str) else err, 2)
+        if isinstance(out, str):
+            sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # a reader waits on lines
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(ROOT)
+        sys.argv = ["manage.py", *args]
+        runpy.run_path(str(ROOT / "manage.py"), run_name="__main__")
+    except SystemExit as exit_:
+        code = exit_.code
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        if code is None:
+            code = 0
+        elif not isinstance(code, int):
+            print(code, file=sys.stderr, flush=True)
+            code = 1
+        os._exit(code)
+
+
+@dataclass
+class Run:
+    request: dict[str, Any]
+    pid: int
+    stdout: BinaryIO | None
+    """None when the run writes to its requester's named pipes."""
+    stderr: BinaryIO | None
+    deadline: float
+    killed: bool = False
+
+
+def reply(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def serve() -> None:
+    waiting: list[dict[str, Any]] = []
+    running: dict[int, Run] = {}  # by pidfd, which turns readable when its process exits
+    requests = sys.stdin.fileno()
+    unread = b""
+    open_requests = True
+    with tempfile.TemporaryDirectory(prefix="forkmanage-") as scratch, selectors.DefaultSelector() as events:
+        events.register(requests, selectors.EVENT_READ)
+        while open_requests or waiting or running:
+            # Runs that stream to named pipes start at once (they may run as long as their test); the others
+            # take turns, PARALLEL at a time.
+            for request in [r for r in waiting if "pipes" in r] + [r for r in waiting if "pipes" not in r]:
+                if "pipes" not in request and len(running) >= PARALLEL:
+                    break
+                waiting.remove(request)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                if "pipes" in request:
+                    out = err = None
+                    pid = os.fork()
+                    if pid == 0:
+                        child(request["args"], request["env"], *request["pipes"])
+                    reply({"id": request["id"], "pid": pid})
+                else:
+                    out = open(Path(scratch) / f"{request['id']}.out", "w+b")  # noqa: SIM115 (closed when it ends)
+                    err = open(Path(scratch) / f"{request['id']}.err", "w+b")  # noqa: SIM115
+                    pid = os.fork()
+                    if pid == 0:
+                        child(request["args"], request["env"], out.fileno(), err.fileno())
+                pidfd = os.pidfd_open(pid)
+                events.register(pidfd, selectors.EVENT_READ)
+                deadline = time.monotonic() + float(request.get("timeout", 60))
+                running[pidfd] = Run(request, pid, out, err, deadline)
+            nearest = min((run.deadline for run in running.values()), default=None)
+            ready = events.select(timeout=None if nearest is None else max(0.0, nearest - time.monotonic()))
+            for run in running.values():
+                if time.monotonic() > run.deadline and not run.killed:
+                    os.kill(run.pid, signal.SIGKILL)
+                    run.killed = True
+            for key, _ in ready:
+                if key.fileobj == requests:
+                    chunk = os.read(requests, 1 << 16)
+                    if not chunk:
+                        # The test process has ended: whatever it left running goes with it.
+                        events.unregister(requests)
+                        open_requests = False
+                        waiting.clear()
+                        for run in running.values():
+                            os.kill(run.pid, signal.SIGKILL)
+                    *lines, unread = (unread + chunk).split(b"\n")
+                    waiting.extend(json.loads(line) for line in lines)
+                    continue
+                run = running.pop(key.fd)
+                events.unregister(key.fd)
+                os.close(key.fd)
+                _, status = os.waitpid(run.pid, 0)
+                result = {"id": run.request["id"], "returncode": os.waitstatus_to_exitcode(status)}
+                for name, stream in (("stdout", run.stdout), ("stderr", run.stderr)):
+                    if stream is not None:
+                        stream.seek(0)
+                        result[name] = stream.read().decode(errors="replace")
+                        stream.close()
+                result["timed_out"] = run.killed
+                reply(result)
+
+
+if __name__ == "__main__":
+    preload()
+    serve()
