@@ -61,7 +61,7 @@ class TradingSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "current_state",
         "market_list",
         "started_at",
-        "ended_at",
+        "duration",
         "deltas_received",
         "gaps",
         "reconnects",
@@ -119,6 +119,14 @@ class TradingSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         markets = obj.markets or []
         shown = ", ".join(markets[:MARKETS_LISTED])
         return f"{shown} and {len(markets) - MARKETS_LISTED} more" if len(markets) > MARKETS_LISTED else shown
+
+    @admin.display(description="duration", ordering="ended_at")
+    def duration(self, obj: TradingSession) -> str:
+        if obj.ended_at is None:
+            return "running" if obj.status == TradingSession.Status.RUNNING else "—"
+        seconds = int((obj.ended_at - obj.started_at).total_seconds())
+        hours, rest = divmod(seconds, 3600)
+        return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
     @admin.display(description="metrics")
     def metrics_table(self, obj: TradingSession) -> SafeString:

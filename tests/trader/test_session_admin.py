@@ -50,6 +50,8 @@ def test_the_list_names_a_few_markets_of_a_large_session(admin_client: Client) -
     finished_session(MARKETS)
     listing = admin_client.get("/admin/trader/tradingsession/").content.decode()
     assert "KXM-00000, KXM-00001, KXM-00002 and 9997 more" in listing
+    assert 'id="nav-sidebar"' not in listing  # the app list would take a fifth of a 1400 px screen
+    assert '<td class="field-duration">0:00:00</td>' in listing  # started and ended in the same second
     assert "KXM-00003" not in listing  # neither in the column nor as 10,000 filter links
     assert 'data-filter-title="market"' not in listing  # too many to list; search finds them
     searched = admin_client.get("/admin/trader/tradingsession/?q=KXM-09999").content.decode()
