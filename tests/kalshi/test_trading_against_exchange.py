@@ -650,9 +650,9 @@ async def test_a_dropped_private_message_is_repaired_by_a_reconcile_on_demand(ma
 
 async def test_a_failed_reconcile_drops_the_connection_and_tries_again(market: Market) -> None:
     sim = market.sim
-    patient_once = await market.client(market.credentials, max_retries_429=0)
+    impatient = await market.client(market.credentials, max_retries_429=0)
     sim.faults.rest_429 = 1
-    running = await run_feed(market, patient_once)
+    running = await run_feed(market, impatient)
     assert running.feed.counters.reconnects == 1
     assert any("reconcile failed" in e.reason and "429" in e.reason for e in running.account.events)
 
