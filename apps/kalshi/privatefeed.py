@@ -145,14 +145,12 @@ class PrivateFeed:
 
     async def _connect_and_read(self) -> str:
         try:
-            return await connection_attempt(self._open_and_read, refused=self._handshake_refused)
+            return await connection_attempt(
+                self._open_and_read, on_feed_event=self._listener.on_feed_event, closing=self._closing
+            )
         finally:
             self._ws = None
             await self._stop_reconciling()
-
-    async def _handshake_refused(self, reason: str) -> None:
-        await self._listener.on_feed_event(FeedEvent(FeedEventKind.FATAL, reason=reason, level="error"))
-        self._closing.set()
 
     async def _open_and_read(self) -> str:
         headers = self._credentials.headers("GET", WS_PATH, self._wall_clock_ms())
