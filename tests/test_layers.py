@@ -15,9 +15,11 @@ ALLOWED = {
     "marketdata": {"kalshi"},
     "trader": {"kalshi", "marketdata", "exchange"},
     "console": {"kalshi", "trader"},
+    "strategies": {"kalshi", "trader"},
     "workbench": {"kalshi", "marketdata", "exchange", "trader", "console"},
 }
-"""What each app may import; anything else is an arrow pointing outward."""
+"""What each app may import; anything else is an arrow pointing outward. Strategies are loaded by dotted path:
+nothing imports them."""
 
 COMPOSITION_ROOT = "apps/trader/runtime.py"
 

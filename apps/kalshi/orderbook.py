@@ -44,6 +44,13 @@ class TopOfBook:
             return None
         return self.yes_ask[0] - self.yes_bid[0]
 
+    @property
+    def mid(self) -> int | None:
+        """Halfway between the best YES bid and ask, rounded down to a price unit; None unless two-sided."""
+        if self.yes_bid is None or self.yes_ask is None:
+            return None
+        return (self.yes_bid[0] + self.yes_ask[0]) // 2
+
 
 class OrderBook:
     """Resting YES and NO bids of one market, as {price: size} in fixed-point units."""

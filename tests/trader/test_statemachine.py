@@ -15,12 +15,16 @@ S, N, C, R, E, X = (
     State.ERROR,
     State.SHUTDOWN,
 )
+TC, DS, TR = State.TRADING_CONNECT, State.DATA_SYNC, State.TRADING_READY
 # The product's state diagram, written out here so a change to the table under test cannot move both.
 EDGES = [
     (S, N), (S, E), (S, X),
     (N, C), (N, E), (N, X),
     (C, C), (C, R), (C, E), (C, X),
-    (R, C), (R, E), (R, X),
+    (R, C), (R, TC), (R, E), (R, X),
+    (TC, TC), (TC, DS), (TC, C), (TC, E), (TC, X),
+    (DS, TR), (DS, TC), (DS, C), (DS, E), (DS, X),
+    (TR, TC), (TR, C), (TR, E), (TR, X),
     (E, S), (E, X),
 ]  # fmt: skip
 NON_EDGES = [(a, b) for a in State for b in State if (a, b) not in EDGES]
@@ -52,7 +56,27 @@ def test_the_table_is_the_one_the_product_describes() -> None:
         State.ERROR,
         State.SHUTDOWN,
     }
-    assert ALLOWED_TRANSITIONS[State.READY] == {State.CONNECTING, State.ERROR, State.SHUTDOWN}
+    assert ALLOWED_TRANSITIONS[State.READY] == {State.CONNECTING, State.TRADING_CONNECT, State.ERROR, State.SHUTDOWN}
+    assert ALLOWED_TRANSITIONS[State.TRADING_CONNECT] == {
+        State.TRADING_CONNECT,
+        State.DATA_SYNC,
+        State.CONNECTING,
+        State.ERROR,
+        State.SHUTDOWN,
+    }
+    assert ALLOWED_TRANSITIONS[State.DATA_SYNC] == {
+        State.TRADING_READY,
+        State.TRADING_CONNECT,
+        State.CONNECTING,
+        State.ERROR,
+        State.SHUTDOWN,
+    }
+    assert ALLOWED_TRANSITIONS[State.TRADING_READY] == {
+        State.TRADING_CONNECT,
+        State.CONNECTING,
+        State.ERROR,
+        State.SHUTDOWN,
+    }
     assert ALLOWED_TRANSITIONS[State.ERROR] == {State.STARTUP, State.SHUTDOWN}
     assert ALLOWED_TRANSITIONS[State.SHUTDOWN] == set()
     # Every state but shutdown can fail, and every state but shutdown can be shut down.

@@ -40,7 +40,7 @@ from apps.trader.core.ports import (
 from apps.trader.core.recordingtap import RecordingTap
 from apps.trader.core.sessionwriter import SessionWriter
 from apps.trader.core.statemachine import StateMachine, Transition
-from apps.trader.core.states import State
+from apps.trader.core.states import BOOKS_LIVE, State
 from apps.trader.core.statusreporter import StatusReporter
 from apps.trader.core.supervisor import BackgroundTask, Supervisor
 
@@ -106,7 +106,7 @@ class Coordinator:
             self.crosscheck = CrossCheckLoop(
                 rest,
                 current_client,
-                lambda: self.machine.state is State.READY,
+                lambda: self.machine.state in BOOKS_LIVE,
                 self.console,
                 interval=options.crosscheck_interval,
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from apps.trader.core.states import State
+from apps.trader.core.states import BOOKS_LIVE, State
 
 HealthStatus = Literal["healthy", "degraded", "unhealthy"]
 
@@ -54,7 +54,7 @@ def evaluate_health(
         return Health("unhealthy", f"trader heartbeat is {heartbeat_age:.1f} s old")
     if database_error:
         return Health("unhealthy", database_error)
-    if state != State.READY:
+    if state not in BOOKS_LIVE:
         return Health("unhealthy", f"trader is {state_label(state)}")
     if metrics.get("ws_connection_status") != "connected":
         return Health("unhealthy", f"exchange socket is {metrics.get('ws_connection_status', 'unknown')}")
@@ -64,4 +64,4 @@ def evaluate_health(
     stale = metrics.get("stale_markets") or 0
     if stale:
         return Health("degraded", f"{stale} book(s) stale after a gap, resyncing")
-    return Health("healthy", f"ready; {metrics.get('markets_connected', 0)} markets live")
+    return Health("healthy", f"{state_label(state)}; {metrics.get('markets_connected', 0)} markets live")

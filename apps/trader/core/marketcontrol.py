@@ -11,7 +11,7 @@ from apps.kalshi.feed import FeedEvent, MarketChange
 from apps.trader.core.bookpublisher import BookPublisher
 from apps.trader.core.options import CoordinatorOptions
 from apps.trader.core.ports import FeedClient
-from apps.trader.core.states import State
+from apps.trader.core.states import BOOKS_LIVE, State
 
 ConsoleLine = Callable[..., None]
 
@@ -38,7 +38,7 @@ class MarketControl:
         accepts it; a refusal comes back with the exchange's reason and leaves the subscription as it was.
         """
         client, state = self._client(), self._state()
-        if client is None or state not in (State.CONNECTING, State.READY):
+        if client is None or (state is not State.CONNECTING and state not in BOOKS_LIVE):
             reason = f"the trader has no exchange connection (state {state.value}); try again when it is ready"
             return MarketChange(refused=dict.fromkeys(dict.fromkeys(tickers), reason))
         change = await client.add_markets(tickers, wait=self._options.control_wait)

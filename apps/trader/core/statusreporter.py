@@ -23,7 +23,7 @@ from apps.trader.core.options import CoordinatorOptions
 from apps.trader.core.ports import FeedClient, Recorder, counter_dict
 from apps.trader.core.sessionwriter import SessionWriter
 from apps.trader.core.statemachine import StateMachine
-from apps.trader.core.states import State
+from apps.trader.core.states import BOOKS_LIVE
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class StatusReporter:
                 logger.exception("status update failed")  # a bug: database failures go through the session writer
             feed = self._feed()
             self._announce_resync_done(feed)
-            if self._machine().state is State.READY and summary.due(self._markets_connected(feed)):
+            if self._machine().state in BOOKS_LIVE and summary.due(self._markets_connected(feed)):
                 self._console("info", self.summary_line())
 
     def _announce_resync_done(self, feed: FeedStatus | None) -> None:

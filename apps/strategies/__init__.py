@@ -1,0 +1,1 @@
+"""Example trading strategies; each subclasses ``apps.trader.core.trading.strategy.Strategy``."""
