@@ -196,4 +196,3 @@ def cents(value: int) -> int:
 def describe(orders: list[OrderRecord]) -> list[tuple[str, int, int]]:
     """(side, price, count) of each order, for readable assertions."""
     return [(o.side, o.yes_price, o.initial_count) for o in orders]
-
