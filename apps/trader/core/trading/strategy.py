@@ -13,14 +13,15 @@ it leaves the process, and a refused order comes back as a record with status ``
 
 Units are exact integers, as everywhere in the trader: prices are YES prices in 1/10,000 dollar (``DOLLAR``
 = 10,000), counts 1/100 contract (``CONTRACT`` = 100), money micro-dollars (``MICRO_DOLLAR``). ``price()``
-and ``count()`` turn parameter strings such as "0.02" and "5" into them. An exception raised by a callback
+and ``count()`` turn parameter strings such as "0.02" and "5" into them; ``tickers()`` reads a list of markets
+and ``check_known()`` refuses a misspelt parameter name. An exception raised by a callback
 stops the strategy (its orders are cancelled) and shows the traceback in the console; the trader keeps
 running.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Literal, Protocol
 
 from apps.kalshi.fixedpoint import CONTRACT, DOLLAR, MICRO_DOLLAR, FixedPointError, parse_price, parse_size
@@ -39,8 +40,10 @@ __all__ = [
     "Strategy",
     "StrategyContext",
     "StrategyParameterError",
+    "check_known",
     "count",
     "price",
+    "tickers",
 ]
 
 
@@ -56,6 +59,26 @@ def price(params: Mapping[str, Any], name: str, default: str | None = None) -> i
 def count(params: Mapping[str, Any], name: str, default: str | None = None) -> int:
     """The parameter ``name`` as a contract count in 1/100 contract ("5" -> 500), exact."""
     return _fixed(params, name, default, parse_size, 'a contract count such as "5"')
+
+
+def tickers(params: Mapping[str, Any], name: str = "markets") -> list[str] | None:
+    """The parameter ``name`` as a list of market tickers; None when it is not given (trade ``ctx.markets``)."""
+    raw = params.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw or not all(isinstance(item, str) and item for item in raw):
+        raise StrategyParameterError(f"parameter {name!r} must be a non-empty list of market tickers")
+    return list(raw)
+
+
+def check_known(params: Mapping[str, Any], known: Iterable[str]) -> None:
+    """StrategyParameterError for a parameter the strategy does not take: a misspelt name is not ignored."""
+    names = set(known)
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise StrategyParameterError(
+            f"unknown parameter {unknown[0]!r} (this strategy takes {', '.join(sorted(names))})"
+        )
 
 
 def _fixed(params: Mapping[str, Any], name: str, default: str | None, parse: Any, what: str) -> int:
@@ -165,7 +188,11 @@ class Strategy:
         return {key: str(value) for key, value in self.params.items()}
 
     async def on_start(self, ctx: StrategyContext) -> None:
-        """Trading is ready (``trading_ready``): the account is loaded and the books are live."""
+        """Trading is ready (``trading_ready``): the account is loaded and the books are live.
+
+        Called again after a pause (a reconnect); the strategy's orders may still be working: find them in
+        ``ctx.open_orders()`` rather than placing them again.
+        """
 
     async def on_book(self, ctx: StrategyContext, ticker: str, top: TopOfBook) -> None:
         """``ticker``'s book changed; ``top`` is its newest best bid and ask."""
@@ -180,4 +207,7 @@ class Strategy:
         """Every ``timer_interval`` seconds while trading is ready."""
 
     async def on_stop(self, ctx: StrategyContext) -> None:
-        """Trading stops (shutdown, kill switch, lost connection); the trader cancels the orders itself."""
+        """Trading stops (shutdown, kill switch) or pauses (lost connection; ``on_start`` follows when it is ready).
+
+        On a stop the trader cancels the orders itself; on a pause they stay working. Bounded by a timeout.
+        """
