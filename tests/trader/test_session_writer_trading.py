@@ -14,7 +14,7 @@ from typing import Any
 from apps.trader.core.sessionwriter import TRADING_BATCH, SessionWriter
 from apps.trader.core.statemachine import Transition
 from apps.trader.core.states import State
-from apps.trader.core.trading.records import TradingRecord, record_from_dict
+from apps.trader.core.trading.records import OrderRecord, TradingRecord, record_from_dict
 from tests.support import eventually
 from tests.trader.trading_records import a_trading_morning, placed
 
@@ -57,7 +57,7 @@ class FlakyStore:
         return [record for kind, batch in self.writes if kind == "trading" for record in batch]
 
 
-def orders(count: int) -> list[TradingRecord]:
+def orders(count: int) -> list[OrderRecord]:
     return [placed(f"c-{n}", at_ms=n) for n in range(count)]
 
 
@@ -121,17 +121,19 @@ async def test_a_write_with_no_answer_yet_is_waited_for_and_never_sent_twice() -
     store.answering.clear()
     writer = SessionWriter(store, slow_after=0.05)
     writer.start(1)
-    for record in orders(3):
+    early = orders(3)
+    for record in early:
         writer.trading(record)
     await eventually(lambda: writer.status()["status"] == "unreachable", what="the slow write to count as down")
-    writer.trading(placed("c-late"))
+    late = placed("c-late")
+    writer.trading(late)
     assert writer.status()["pending_writes"] == 4
 
     store.answering.set()
     await writer.flush()
     await writer.close()
     assert store.attempts == 2
-    assert [record.client_order_id for record in store.trading()] == ["c-0", "c-1", "c-2", "c-late"]  # type: ignore[union-attr]
+    assert store.trading() == [*early, late]
 
 
 async def test_a_spill_saves_the_unwritten_records_as_they_read_back(tmp_path: Path) -> None:
