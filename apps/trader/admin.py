@@ -120,6 +120,13 @@ class _OrderFigures:
         return money(obj.fees)
 
 
+class _StrategyName:
+    @admin.display(description="strategy", ordering="strategy")
+    def strategy_name(self, obj: Order) -> SafeString:
+        # A dotted path is as wide as the rest of the row: the class name, the path on hover.
+        return format_html('<span title="{}">{}</span>', obj.strategy, obj.strategy.rsplit(".", 1)[-1])
+
+
 class _FillFigures:
     @admin.display(description="price", ordering="yes_price")
     def price(self, obj: Fill) -> str:
@@ -154,7 +161,7 @@ class OrderFillInline(_FillFigures, _ReadOnlyInline):
     readonly_fields = fields
 
 
-class SessionOrderInline(_OrderFigures, _ReadOnlyInline):
+class SessionOrderInline(_OrderFigures, _StrategyName, _ReadOnlyInline):
     """The session's latest orders; the session's trading links to all of them."""
 
     model = Order
@@ -172,7 +179,7 @@ class SessionOrderInline(_OrderFigures, _ReadOnlyInline):
         "remaining",
         "status",
         "fees_paid",
-        "strategy",
+        "strategy_name",
     )
     readonly_fields = fields
     show_change_link = True
@@ -202,7 +209,7 @@ class SessionFillInline(_FillFigures, _ReadOnlyInline):
 
 
 @admin.register(Order)
-class OrderAdmin(_OrderFigures, _ReadOnlyAdmin):
+class OrderAdmin(_OrderFigures, _StrategyName, _ReadOnlyAdmin):
     list_display = (
         "created_at",
         "session_link",
@@ -215,8 +222,7 @@ class OrderAdmin(_OrderFigures, _ReadOnlyAdmin):
         "remaining",
         "status",
         "fees_paid",
-        "strategy",
-        "error_code",
+        "strategy_name",
     )
     list_filter = (("session", admin.RelatedOnlyFieldListFilter), "status", "side", "strategy")
     search_fields = ("ticker", "=client_order_id", "=exchange_order_id")

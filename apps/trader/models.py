@@ -147,8 +147,10 @@ class MarketTop(models.Model):
 
 
 class BookSide(models.TextChoices):
-    BID = "bid", "bid (buy YES)"
-    ASK = "ask", "ask (sell YES)"
+    """``bid`` buys YES at the price; ``ask`` sells YES (buys NO at 1 - price)."""
+
+    BID = "bid", "bid"
+    ASK = "ask", "ask"
 
 
 class Order(models.Model):

@@ -52,22 +52,24 @@ def test_the_order_list_shows_dollars_and_contracts_and_filters_by_session_statu
 ) -> None:
     session = traded_session()
     other = traded_session(["KXB"])
-    trading_records_write(session_id=other.pk, records=[placed("c-3", ticker="KXB", strategy="taker")])
+    taker = placed("c-3", ticker="KXB", strategy="apps.strategies.taker.Taker")
+    trading_records_write(session_id=other.pk, records=[taker])
     listing = page(staff, "/admin/trader/order/")
     assert '<td class="field-price">$0.4500</td>' in listing
     assert '<td class="field-initial">5.00</td>' in listing
     assert '<td class="field-filled">2.00</td>' in listing
     assert '<td class="field-fees_paid">$0.003150</td>' in listing
+    assert '<span title="quoter">quoter</span>' in listing
     for title in ("session", "status", "side", "strategy"):
         assert f'data-filter-title="{title}"' in listing
     assert 'id="nav-sidebar"' not in listing
 
     assert result_rows(page(staff, f"/admin/trader/order/?session__id__exact={session.pk}")) == 2
     refused = page(staff, f"/admin/trader/order/?session__id__exact={session.pk}&status__exact=refused")
-    assert result_rows(refused) == 1 and "max_position" in refused
+    assert result_rows(refused) == 1 and "c-2" in refused
     assert result_rows(page(staff, "/admin/trader/order/?side__exact=ask")) == 2
-    taker = page(staff, "/admin/trader/order/?strategy__exact=taker")
-    assert result_rows(taker) == 1 and "c-3" in taker
+    takers = page(staff, "/admin/trader/order/?strategy__exact=apps.strategies.taker.Taker")
+    assert result_rows(takers) == 1 and '<span title="apps.strategies.taker.Taker">Taker</span>' in takers
     searched = page(staff, "/admin/trader/order/?q=KXB")
     assert result_rows(searched) == 1 and "c-3" in searched
 
