@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -34,7 +34,8 @@ FIELDS = (
 FORMATS = ("jsonl", "csv")
 
 
-def _timestamp(value: datetime) -> str:
+def export_timestamp(value: datetime) -> str:
+    """A time as every export writes it: ISO 8601 in UTC with microseconds."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -42,7 +43,7 @@ def export_records(items: Iterable[Recorded], *, market_ticker: str | None = Non
     """Turn recorded items into export records (dicts with exactly FIELDS, None where a field is empty)."""
     for item in items:
         message = item.message
-        received_at = _timestamp(item.received_at)
+        received_at = export_timestamp(item.received_at)
         if isinstance(message, OrderbookDelta):
             yield {
                 "kind": "delta",
@@ -131,9 +132,11 @@ def write_records(
     fmt: str,
     progress: Progress | None = None,
     header: bool = True,
+    fields: Sequence[str] = FIELDS,
 ) -> int:
     """Write records as JSON lines or CSV (its header row first unless ``header`` is false: a later part of
-    a file written in parts); returns how many were written."""
+    a file written in parts); returns how many were written. ``fields``: the records' fields, in order (the
+    CSV columns)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}")
     count = 0
@@ -147,18 +150,20 @@ def write_records(
     else:
         writer = csv.writer(out, lineterminator="\n")
         if header:
-            writer.writerow(FIELDS)
+            writer.writerow(fields)
         compact = json.JSONEncoder(separators=(",", ":")).encode
         for record in records:
-            writer.writerow(
-                [
-                    "" if value is None else compact(value) if isinstance(value, list) else value
-                    for value in (record[name] for name in FIELDS)
-                ]
-            )
+            writer.writerow([_csv_value(record[name], compact) for name in fields])
             count += 1
             if progress is not None:
                 progress.advance()
     if progress is not None:
         progress.finish()
     return count
+
+
+def _csv_value(value: Any, compact: Callable[[Any], str]) -> Any:
+    """A CSV cell: empty for None, JSON for a list (and for a bool, as the JSON lines write it)."""
+    if value is None:
+        return ""
+    return compact(value) if isinstance(value, list | bool) else value

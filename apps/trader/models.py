@@ -139,3 +139,153 @@ class MarketTop(models.Model):
 
     def __str__(self) -> str:
         return self.market_ticker
+
+
+# What the trader traded: its orders, the reason of every change, its fills and its positions. Prices are YES
+# prices in 1/10,000 dollar, counts 1/100 contract, money micro-dollars (apps.kalshi.fixedpoint), as in the
+# trader's records (apps.trader.core.trading.records); times are exact to the microsecond.
+
+
+class BookSide(models.TextChoices):
+    """``bid`` buys YES at the price; ``ask`` sells YES (buys NO at 1 - price)."""
+
+    BID = "bid", "bid"
+    ASK = "ask", "ask"
+
+
+class Order(models.Model):
+    """One of the trader's orders as it stands: written again from each of its OrderRecords."""
+
+    class Status(models.TextChoices):
+        SUBMITTED = "submitted", "Submitted"
+        RESTING = "resting", "Resting"
+        EXECUTED = "executed", "Executed"
+        CANCELED = "canceled", "Canceled"
+        REJECTED = "rejected", "Rejected"
+        REFUSED = "refused", "Refused"
+        UNKNOWN = "unknown", "Unknown"
+
+    class TimeInForce(models.TextChoices):
+        GOOD_TILL_CANCELED = "good_till_canceled", "Good till canceled"
+        IMMEDIATE_OR_CANCEL = "immediate_or_cancel", "Immediate or cancel"
+        FILL_OR_KILL = "fill_or_kill", "Fill or kill"
+
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="orders")
+    client_order_id = models.CharField(max_length=64)
+    exchange_order_id = models.CharField(
+        max_length=64, blank=True, help_text="The exchange's order id; empty until the exchange has answered."
+    )
+    ticker = models.CharField(max_length=100)
+    side = models.CharField(max_length=3, choices=BookSide.choices)
+    yes_price = models.IntegerField(help_text="1/10,000 dollar.")
+    initial_count = models.BigIntegerField(help_text="1/100 contract.")
+    fill_count = models.BigIntegerField(help_text="1/100 contract.")
+    remaining_count = models.BigIntegerField(help_text="1/100 contract.")
+    time_in_force = models.CharField(max_length=24, choices=TimeInForce.choices)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    fees = models.BigIntegerField(help_text="Fees paid on this order's fills, micro-dollars.")
+    strategy = models.CharField(max_length=200, blank=True)
+    error_code = models.CharField(
+        max_length=100, blank=True, help_text="The exchange's error code of a rejection, or the risk rule of a refusal."
+    )
+    created_at = models.DateTimeField(help_text="When the trader first recorded the order.")
+    updated_at = models.DateTimeField(help_text="The time of the change that left the order as it stands.")
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints = (models.UniqueConstraint(fields=("session", "client_order_id"), name="order_session_client_id"),)
+        indexes = (
+            models.Index(fields=("session", "-created_at"), name="order_session_created"),
+            models.Index(fields=("session", "exchange_order_id"), name="order_session_exchange_id"),
+            models.Index(fields=("status", "-created_at"), name="order_status_created"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.ticker} {self.client_order_id}"
+
+
+class OrderChange(models.Model):
+    """One change of an order (one OrderRecord): what it became, and why."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="changes")
+    status = models.CharField(max_length=16, choices=Order.Status.choices)
+    yes_price = models.IntegerField(help_text="1/10,000 dollar.")
+    initial_count = models.BigIntegerField(help_text="1/100 contract.")
+    fill_count = models.BigIntegerField(help_text="1/100 contract.")
+    remaining_count = models.BigIntegerField(help_text="1/100 contract.")
+    fees = models.BigIntegerField(help_text="Micro-dollars, on the order's fills so far.")
+    reason = models.TextField(blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("at", "id")
+        # The change's natural key: a batch written again (its first outcome unknown) adds no row twice.
+        constraints = (
+            models.UniqueConstraint(
+                fields=("order", "at", "status", "yes_price", "fill_count", "remaining_count"),
+                name="order_change_natural_key",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.reason}" if self.reason else self.status
+
+
+class Fill(models.Model):
+    """One fill of one of the trader's orders, as the exchange reported it."""
+
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="fills")
+    order = models.ForeignKey(
+        Order,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="fills",
+        help_text="The order filled, when the trader recorded it.",
+    )
+    trade_id = models.CharField(max_length=64)
+    exchange_order_id = models.CharField(max_length=64, blank=True)
+    client_order_id = models.CharField(max_length=64, blank=True)
+    ticker = models.CharField(max_length=100)
+    side = models.CharField(max_length=3, choices=BookSide.choices)
+    yes_price = models.IntegerField(help_text="1/10,000 dollar.")
+    count = models.BigIntegerField(help_text="1/100 contract.")
+    fee = models.BigIntegerField(help_text="Micro-dollars.")
+    is_taker = models.BooleanField()
+    post_position = models.BigIntegerField(help_text="The market position after the fill, signed, 1/100 contract.")
+    traded_at = models.DateTimeField(help_text="When the exchange made the trade (to the millisecond).")
+    received_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("-traded_at", "-id")
+        constraints = (models.UniqueConstraint(fields=("session", "trade_id"), name="fill_session_trade_id"),)
+        indexes = (models.Index(fields=("session", "-traded_at"), name="fill_session_traded"),)
+
+    def __str__(self) -> str:
+        return f"fill {self.trade_id}"
+
+
+class PositionSnapshot(models.Model):
+    """A market position as the trader computed it from its fills, at ``at``."""
+
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="position_snapshots")
+    ticker = models.CharField(max_length=100)
+    position = models.BigIntegerField(help_text="Signed: + YES, - NO; 1/100 contract.")
+    cost = models.BigIntegerField(help_text="What the open position cost, micro-dollars.")
+    realized_pnl = models.BigIntegerField(help_text="Micro-dollars.")
+    fees_paid = models.BigIntegerField(help_text="Micro-dollars.")
+    mark_price = models.IntegerField(
+        null=True, blank=True, help_text="The book's mid the position is marked at; empty without a two-sided book."
+    )
+    unrealized_pnl = models.BigIntegerField(null=True, blank=True, help_text="Micro-dollars.")
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("-at", "-id")
+        # One position per market and instant: the last written of that instant is the position then.
+        constraints = (models.UniqueConstraint(fields=("session", "ticker", "at"), name="position_session_ticker_at"),)
+        indexes = (models.Index(fields=("session", "-at"), name="position_session_at"),)
+
+    def __str__(self) -> str:
+        return f"{self.ticker} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -18,9 +18,27 @@ from django.db import DatabaseError, close_old_connections, connection, reset_qu
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.kalshi.clock import from_epoch_us
 from apps.marketdata.spill import spill_load
+from apps.trader.core.sessionwriter import TRADING_BATCH
 from apps.trader.core.statemachine import Transition
-from apps.trader.models import ConsoleLine, MarketTop, StateTransition, TradingSession
+from apps.trader.core.trading.records import (
+    FillRecord,
+    OrderRecord,
+    PositionRecord,
+    TradingRecord,
+    record_from_dict,
+)
+from apps.trader.models import (
+    ConsoleLine,
+    Fill,
+    MarketTop,
+    Order,
+    OrderChange,
+    PositionSnapshot,
+    StateTransition,
+    TradingSession,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -183,6 +201,204 @@ def session_end(*, session_id: int, failed: bool, error: str) -> None:
     )
 
 
+def trading_records_write(*, session_id: int, records: Sequence[TradingRecord]) -> None:
+    """Write a batch of the trader's trading records in one transaction.
+
+    Each order's row takes the state of its latest record (never an older one) and every record of it adds an
+    OrderChange row, in the batch's order; each fill adds a Fill row, linked to its order when the trader
+    recorded that order; each position adds a PositionSnapshot row. What is already written is skipped by its
+    natural key (a fill's trade id, a change's time and state, a position's market and time), so a batch whose
+    first write had an unknown outcome can be written again and adds nothing twice.
+    """
+    orders = [record for record in records if isinstance(record, OrderRecord)]
+    fills = [record for record in records if isinstance(record, FillRecord)]
+    positions = [record for record in records if isinstance(record, PositionRecord)]
+    with transaction.atomic():
+        if orders:
+            _orders_write(session_id, orders)
+        if fills:
+            _fills_write(session_id, fills)
+        if positions:
+            _positions_write(session_id, positions)
+
+
+_ORDER_STATE_FIELDS = (
+    "exchange_order_id",
+    "ticker",
+    "side",
+    "yes_price",
+    "initial_count",
+    "fill_count",
+    "remaining_count",
+    "time_in_force",
+    "status",
+    "fees",
+    "strategy",
+    "error_code",
+    "updated_at",
+)
+
+
+def _order_state(record: OrderRecord) -> dict[str, Any]:
+    return {
+        "exchange_order_id": record.order_id,
+        "ticker": record.ticker,
+        "side": record.side,
+        "yes_price": record.yes_price,
+        "initial_count": record.initial_count,
+        "fill_count": record.fill_count,
+        "remaining_count": record.remaining_count,
+        "time_in_force": record.time_in_force,
+        "status": record.status,
+        "fees": record.fees,
+        "strategy": record.strategy,
+        "error_code": record.error_code,
+        "updated_at": from_epoch_us(record.at_us),
+    }
+
+
+def _orders_write(session_id: int, records: Sequence[OrderRecord]) -> None:
+    latest: dict[str, OrderRecord] = {}
+    first_us: dict[str, int] = {}
+    for record in records:
+        key = record.client_order_id
+        first_us[key] = min(first_us.get(key, record.at_us), record.at_us)
+        if key not in latest or record.at_us >= latest[key].at_us:
+            latest[key] = record
+    existing = {
+        row.client_order_id: row
+        for row in Order.objects.filter(session_id=session_id, client_order_id__in=list(latest))
+    }
+    new: list[Order] = []
+    changed: list[Order] = []
+    linkable: list[Order] = []
+    """Orders whose fills may have been written before the order was linkable: new, or with a new exchange id."""
+    for key, record in latest.items():
+        first = from_epoch_us(first_us[key])
+        state = _order_state(record)
+        row = existing.get(key)
+        if row is None:
+            new.append(Order(session_id=session_id, client_order_id=key, created_at=first, **state))
+            continue
+        if state["updated_at"] < row.updated_at:
+            continue  # a batch written again after a later one: the row already says more
+        if not state["exchange_order_id"]:
+            # The exchange's id, once known, stays: a later record without it (a refused amend) is no news.
+            state["exchange_order_id"] = row.exchange_order_id
+        if state["exchange_order_id"] != row.exchange_order_id:
+            linkable.append(row)
+        for name, value in state.items():
+            setattr(row, name, value)
+        row.created_at = min(row.created_at, first)
+        changed.append(row)
+    Order.objects.bulk_create(new)
+    if changed:
+        Order.objects.bulk_update(changed, [*_ORDER_STATE_FIELDS, "created_at"])
+    ids = {key: row.pk for key, row in existing.items()}
+    ids.update((row.client_order_id, row.pk) for row in new if row.pk is not None)
+    unsaved = [row.client_order_id for row in new if row.pk is None]
+    if unsaved:  # a database that does not return the keys of a bulk insert
+        rows = Order.objects.filter(session_id=session_id, client_order_id__in=unsaved)
+        ids.update(rows.values_list("client_order_id", "pk"))
+    OrderChange.objects.bulk_create(
+        (
+            OrderChange(
+                order_id=ids[record.client_order_id],
+                status=record.status,
+                yes_price=record.yes_price,
+                initial_count=record.initial_count,
+                fill_count=record.fill_count,
+                remaining_count=record.remaining_count,
+                fees=record.fees,
+                reason=record.reason,
+                error_code=record.error_code,
+                at=from_epoch_us(record.at_us),
+            )
+            for record in records
+        ),
+        ignore_conflicts=True,
+    )
+    linkable += new
+    if linkable:
+        _fills_link(
+            session_id, [(ids[row.client_order_id], row.client_order_id, row.exchange_order_id) for row in linkable]
+        )
+
+
+def _fills_link(session_id: int, orders: Sequence[tuple[int, str, str]]) -> None:
+    """Link fills written before their order's row, or before it had the exchange's id, to (pk, client id,
+    exchange id) of those orders."""
+    by_client = {client: pk for pk, client, _ in orders if client}
+    by_exchange = {exchange: pk for pk, _, exchange in orders if exchange}
+    orphans = list(
+        Fill.objects.filter(session_id=session_id, order__isnull=True)
+        .filter(Q(client_order_id__in=list(by_client)) | Q(exchange_order_id__in=list(by_exchange)))
+        .only("pk", "client_order_id", "exchange_order_id")
+    )
+    for fill in orphans:
+        fill.order_id = by_exchange.get(fill.exchange_order_id) or by_client.get(fill.client_order_id)
+    if orphans:
+        Fill.objects.bulk_update(orphans, ["order"])
+
+
+def _fills_write(session_id: int, records: Sequence[FillRecord]) -> None:
+    exchange_ids = {record.order_id for record in records if record.order_id}
+    client_ids = {record.client_order_id for record in records if record.client_order_id}
+    by_exchange: dict[str, int] = {}
+    by_client: dict[str, int] = {}
+    known = Order.objects.filter(session_id=session_id).filter(
+        Q(exchange_order_id__in=list(exchange_ids)) | Q(client_order_id__in=list(client_ids))
+    )
+    for pk, client, exchange in known.values_list("pk", "client_order_id", "exchange_order_id"):
+        by_client[client] = pk
+        if exchange:
+            by_exchange[exchange] = pk
+    Fill.objects.bulk_create(
+        (
+            Fill(
+                session_id=session_id,
+                order_id=by_exchange.get(record.order_id) or by_client.get(record.client_order_id),
+                trade_id=record.trade_id,
+                exchange_order_id=record.order_id,
+                client_order_id=record.client_order_id,
+                ticker=record.ticker,
+                side=record.side,
+                yes_price=record.yes_price,
+                count=record.count,
+                fee=record.fee,
+                is_taker=record.is_taker,
+                post_position=record.post_position,
+                traded_at=from_epoch_us(record.ts_ms * 1000),
+                received_at=from_epoch_us(record.received_us),
+            )
+            for record in records
+        ),
+        ignore_conflicts=True,
+    )
+
+
+_POSITION_FIELDS = ("position", "cost", "realized_pnl", "fees_paid", "mark_price", "unrealized_pnl")
+
+
+def _positions_write(session_id: int, records: Sequence[PositionRecord]) -> None:
+    # Of two positions of one market at the same microsecond the later is the position then.
+    latest = {(record.ticker, record.at_us): record for record in records}
+    PositionSnapshot.objects.bulk_create(
+        (
+            PositionSnapshot(
+                session_id=session_id,
+                ticker=record.ticker,
+                at=from_epoch_us(record.at_us),
+                **{name: getattr(record, name) for name in _POSITION_FIELDS},
+            )
+            for record in latest.values()
+        ),
+        update_conflicts=True,
+        unique_fields=("session", "ticker", "at"),
+        update_fields=_POSITION_FIELDS,
+    )
+
+
 def sessions_close_abandoned(*, environment: str, stale_after: float) -> int:
     """Mark sessions left 'running' by a process that died without closing them. Returns how many.
 
@@ -222,8 +438,12 @@ def session_unwritten_load(*, path: Path) -> str:
         for t in document["transitions"]
     ]
     transitions = [t for t in transitions if (t.timestamp, t.from_state, t.to_state) not in written]
+    # Written whatever may be there already: the store skips what a write the trader waited for put there.
+    trading = [record_from_dict(saved) for saved in document.get("trading", [])]
     with transaction.atomic():
         StateTransition.objects.bulk_create(transitions)
+        for start in range(0, len(trading), TRADING_BATCH):
+            trading_records_write(session_id=session_id, records=trading[start : start + TRADING_BATCH])
         heartbeat = document.get("heartbeat")
         if heartbeat is not None:  # the final status and counters
             heartbeat["state_entered_at"] = datetime.fromisoformat(heartbeat["state_entered_at"])
@@ -241,7 +461,8 @@ def session_unwritten_load(*, path: Path) -> str:
             error = "; ".join(part for part in (end["error"], note) if part)
             session_end(session_id=session_id, failed=end["failed"], error=error)
     path.unlink()
-    return f"session {session_id}: wrote {len(transitions)} transition(s) and its closing, saved at shutdown"
+    records = f", {len(trading)} trading record(s)" if trading else ""
+    return f"session {session_id}: wrote {len(transitions)} transition(s){records} and its closing, saved at shutdown"
 
 
 def unwritten_load_all(*, directory: Path) -> list[str]:
@@ -389,6 +610,9 @@ class DjangoSessionStore:
         written.tops.update(changed)
         for ticker in gone:
             del written.tops[ticker]
+
+    async def trading_records(self, *, session_id: int, records: Sequence[TradingRecord]) -> None:
+        await self._call(trading_records_write, session_id=session_id, records=records)
 
     async def session_end(self, *, session_id: int, failed: bool, error: str) -> None:
         await self._call(session_end, session_id=session_id, failed=failed, error=error)

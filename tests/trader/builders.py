@@ -32,6 +32,7 @@ from apps.trader.core.eventbus import EventBus
 from apps.trader.core.ports import FeedClientFactory, Recorder, SessionStore
 from apps.trader.core.statemachine import Transition
 from apps.trader.core.supervisor import BackgroundTask
+from apps.trader.core.trading.records import TradingRecord
 
 MARKETS = ["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3", "KXBTCD-26DEC31-T100000"]
 
@@ -225,6 +226,7 @@ class MemoryStore:
         self.answering.set()
         self.transitions: list[Transition] = []
         self.heartbeats: list[dict[str, Any]] = []
+        self.trading: list[TradingRecord] = []
         self.heartbeat_calls = 0
         """Heartbeat writes begun (written or still waiting)."""
         self.ended: dict[str, Any] | None = None
@@ -248,6 +250,10 @@ class MemoryStore:
         self.heartbeat_calls += 1
         await self.answering.wait()
         self.heartbeats.append(fields)
+
+    async def trading_records(self, *, session_id: int, records: Sequence[TradingRecord]) -> None:
+        await self.answering.wait()
+        self.trading.extend(records)
 
     async def session_end(self, *, session_id: int, failed: bool, error: str) -> None:
         await self.answering.wait()

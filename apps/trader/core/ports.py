@@ -11,10 +11,11 @@ from typing import Any, Protocol
 from apps.kalshi.feed import FeedListener, FeedStatus, MarketChange, MarketMessage
 from apps.kalshi.orderbook import OrderBook
 from apps.trader.core.statemachine import Transition
+from apps.trader.core.trading.records import TradingRecord
 
 
 class SessionStore(Protocol):
-    """Where sessions, transitions and heartbeats are written."""
+    """Where sessions, transitions, heartbeats and trading records are written."""
 
     async def session_start(
         self,
@@ -45,6 +46,11 @@ class SessionStore(Protocol):
     ) -> None:
         """Write the session's status; ``tops`` are the markets whose top changed since the last heartbeat
         (their MarketTop rows), ``markets`` the session's market list when it changed (None: unchanged)."""
+        ...
+
+    async def trading_records(self, *, session_id: int, records: Sequence[TradingRecord]) -> None:
+        """Write a batch of orders, fills and positions in one transaction, in order. Writing the same batch
+        again (after a write whose outcome was unknown) adds nothing twice."""
         ...
 
     async def session_end(self, *, session_id: int, failed: bool, error: str) -> None: ...

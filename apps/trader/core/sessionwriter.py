@@ -1,15 +1,17 @@
 """Writes the session's rows behind the trader, so that nothing the trader does waits for the database.
 
-Transitions are broadcast first and written after, in order; of the heartbeats only the latest is kept (each
-one replaces the whole status). A write that fails stays queued and is tried again every ``retry_interval``
-until the database answers; a write still running after ``slow_after`` marks the database unreachable at
-once, and the writer keeps waiting for that call's real answer, so no row is ever written twice. What is
-still unwritten when the trader must exit goes to a file (``spill``) that the next start writes.
+Transitions are broadcast first and written after, in order; then the trading records (orders, fills,
+positions), in order and in batches; of the heartbeats only the latest is kept (each one replaces the whole
+status). A write that fails stays queued and is tried again every ``retry_interval`` until the database
+answers; a write still running after ``slow_after`` marks the database unreachable at once, and the writer
+keeps waiting for that call's real answer, so no row is ever written twice. What is still unwritten when the
+trader must exit goes to a file (``spill``) that the next start writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -21,8 +23,12 @@ from typing import Any
 from apps.kalshi.tasks import STOP_TIMEOUT, cancel_and_wait
 from apps.trader.core.ports import SessionStore
 from apps.trader.core.statemachine import Transition
+from apps.trader.core.trading.records import TradingRecord
 
 logger = logging.getLogger(__name__)
+
+TRADING_BATCH = 500
+"""Trading records written per store call at most."""
 
 DatabaseChange = Callable[[bool, str], None]
 """Called with (reachable, what happened) each time the database goes away or comes back."""
@@ -45,6 +51,7 @@ class SessionWriter:
         self._monotonic = monotonic
         self.session_id: int | None = None
         self._transitions: deque[Transition] = deque()
+        self._trading: deque[TradingRecord] = deque()
         self._heartbeat: dict[str, Any] | None = None
         self._end: dict[str, Any] | None = None
         self._wake = asyncio.Event()
@@ -63,6 +70,11 @@ class SessionWriter:
 
     def transition(self, transition: Transition) -> None:
         self._transitions.append(transition)
+        self._poke()
+
+    def trading(self, record: TradingRecord) -> None:
+        """Queue an order, fill or position record, written after the transitions queued before it."""
+        self._trading.append(record)
         self._poke()
 
     def heartbeat(self, **fields: Any) -> None:
@@ -89,7 +101,10 @@ class SessionWriter:
     @property
     def pending(self) -> int:
         """Writes queued and not yet done."""
-        return len(self._transitions) + (self._heartbeat is not None) + (self._end is not None)
+        return self._rows_pending() + (self._heartbeat is not None) + (self._end is not None)
+
+    def _rows_pending(self) -> int:
+        return len(self._transitions) + len(self._trading)
 
     def status(self) -> dict[str, Any]:
         """The ``database`` block of the trader's status."""
@@ -98,7 +113,7 @@ class SessionWriter:
                 "status": "ok",
                 "reason": "",
                 "unreachable_for": None,
-                "pending_writes": len(self._transitions),
+                "pending_writes": self._rows_pending(),
             }
         down_for = round(self._monotonic() - self.unreachable_since, 1)
         return {
@@ -137,6 +152,7 @@ class SessionWriter:
         document = {
             "session_id": self.session_id,
             "transitions": [t.as_event() for t in self._transitions],
+            "trading": [record.as_dict() for record in self._trading],
             "heartbeat": self._heartbeat,
             "end": self._end,
         }
@@ -168,6 +184,9 @@ class SessionWriter:
         if self._transitions:
             transition = self._transitions[0]
             return "transition", lambda: self._store.transition_record(session_id=session_id, transition=transition)
+        if self._trading:
+            batch = list(itertools.islice(self._trading, TRADING_BATCH))
+            return "trading", lambda: self._store.trading_records(session_id=session_id, records=batch)
         if self._heartbeat is not None:
             fields = self._heartbeat
             return "heartbeat", lambda: self._store.session_heartbeat(session_id=session_id, **fields)
@@ -179,6 +198,8 @@ class SessionWriter:
     async def _attempt(self, kind: str, write: Callable[[], Awaitable[None]]) -> bool:
         """Run one write to its real end; True when it was written (and dequeued)."""
         heartbeat, end = self._heartbeat, self._end
+        # The batch a trading write takes: records queued while it runs stay for the next one.
+        batched = min(len(self._trading), TRADING_BATCH)
         call = asyncio.ensure_future(write())
         try:
             done, _ = await asyncio.wait({call}, timeout=self.slow_after)
@@ -195,13 +216,19 @@ class SessionWriter:
             return False
         if kind == "transition":
             self._transitions.popleft()
+        elif kind == "trading":
+            for _ in range(batched):
+                self._trading.popleft()
         elif kind == "heartbeat" and self._heartbeat is heartbeat:
             self._heartbeat = None
         elif kind == "heartbeat" and heartbeat is not None and self._heartbeat is not None:
             _drop_written(self._heartbeat, heartbeat)
         elif kind == "end" and self._end is end:
             self._end = None
-        self._up(len(self._transitions) + (kind == "transition"))
+        self._up(
+            len(self._transitions) + (kind == "transition"),
+            len(self._trading) + (batched if kind == "trading" else 0),
+        )
         return True
 
     def _down(self, error: str) -> None:
@@ -211,13 +238,16 @@ class SessionWriter:
             if self._on_change is not None:
                 self._on_change(False, f"database unreachable ({error})")
 
-    def _up(self, late: int) -> None:
+    def _up(self, late: int, late_trading: int) -> None:
         if self.unreachable_since is None:
             return
         down_for = self._monotonic() - self.unreachable_since
         self.unreachable_since = None
         if self._on_change is not None:
-            self._on_change(True, f"database reachable again after {down_for:.1f} s; {late} transition(s) written late")
+            trading = f" and {late_trading} trading record(s)" if late_trading else ""
+            self._on_change(
+                True, f"database reachable again after {down_for:.1f} s; {late} transition(s){trading} written late"
+            )
 
 
 def _drop_written(replacement: dict[str, Any], written: dict[str, Any]) -> None:

@@ -1,10 +1,12 @@
-"""``manage.py exportsession <id|latest> --format jsonl|csv``: a recording as training data."""
+"""``manage.py exportsession <id|latest> [--what recording|orders|fills] --format jsonl|csv``: a recording as
+training data, or what the session traded."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,18 @@ from django.db import transaction
 
 from apps.marketdata.export import FIELDS, FORMATS, Progress, TextSink, export_records, write_records
 from apps.marketdata.selectors import RecordingError, recording_messages, recording_totals
+from apps.trader.export import (
+    FILL_FIELDS,
+    ORDER_FIELDS,
+    fill_records,
+    order_records,
+    session_fills,
+    session_orders,
+)
+from apps.trader.models import TradingSession
 from apps.trader.selectors import session_resolve
+
+WHAT = ("recording", "orders", "fills")
 
 
 class Command(BaseCommand):
@@ -21,11 +34,16 @@ class Command(BaseCommand):
         "Export a recorded session: one record per recorded message (snapshot, delta or gap) in receive "
         f"order, with the fields {', '.join(FIELDS)}. Prices and counts are exact strings in Kalshi's formats. "
         "A gap is written once per market it made stale, its seq being the first seq that never arrived. "
-        "Streams: memory does not grow with the session."
+        "With --what orders: one record per order as it stands (its latest change's reason), oldest first, with "
+        f"the fields {', '.join(ORDER_FIELDS)}; with --what fills: one per fill in trade order, with the fields "
+        f"{', '.join(FILL_FIELDS)}. Streams: memory does not grow with the session."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("session", help="a session id, or 'latest'")
+        parser.add_argument(
+            "--what", choices=WHAT, default="recording", help="recording (default): the market data; orders; fills"
+        )
         parser.add_argument("--format", choices=FORMATS, default="jsonl", help="jsonl (default) or csv")
         parser.add_argument("--market", metavar="TICKER", help="only this market")
         parser.add_argument("--output", metavar="FILE", type=Path, help="write here instead of standard output")
@@ -41,22 +59,15 @@ class Command(BaseCommand):
         except RecordingError as exc:
             raise CommandError(str(exc)) from None
         market: str | None = options["market"]
+        what: str = options["what"]
         show = options["progress"] or (not options["no_progress"] and self.stderr.isatty())
-        progress = None
-        if show:
-            totals = recording_totals(session_id=session.pk, market_ticker=market)
-            gap_records = totals["gaps"] if market else self._gap_records(session.markets, totals["gaps"])
-            progress = Progress(self._progress_write, totals["snapshots"] + totals["deltas"] + gap_records)
+        progress = Progress(self._progress_write, self._total(session, what, market)) if show else None
         output: Path | None = options["output"]
         # One transaction: a consistent view, and on PostgreSQL cursors that stream instead of materializing.
-        with (
-            transaction.atomic(),
-            contextlib.closing(recording_messages(session_id=session.pk, market_ticker=market)) as items,
-        ):
-            records = export_records(items, market_ticker=market)
+        with transaction.atomic(), self._records(session, what, market) as (fields, records):
             if output is None:
                 try:
-                    self._write(records, self.stdout, options["format"], progress)
+                    self._write(records, self.stdout, options["format"], progress, fields)
                 except BrokenPipeError:
                     # The reader stopped early (`| head`): stop quietly, and keep Python from
                     # complaining when it flushes standard output on exit.
@@ -64,10 +75,35 @@ class Command(BaseCommand):
                 return
             try:
                 with output.open("w", encoding="utf-8", newline="") as out:
-                    count = self._write(records, out, options["format"], progress)
+                    count = self._write(records, out, options["format"], progress, fields)
             except OSError as exc:
                 raise CommandError(f"cannot write {output}: {exc.strerror}") from None
-        self.stderr.write(f"Wrote {count:,} records of session {session.pk} to {output}")
+        noun = "records" if what == "recording" else what
+        self.stderr.write(f"Wrote {count:,} {noun} of session {session.pk} to {output}")
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _records(
+        session: TradingSession, what: str, market: str | None
+    ) -> Iterator[tuple[Sequence[str], Iterator[dict[str, Any]]]]:
+        """(the fields, the records) of the export; the recording's cursor is closed at the end."""
+        if what == "orders":
+            yield ORDER_FIELDS, order_records(session_orders(session_id=session.pk, market_ticker=market))
+        elif what == "fills":
+            yield FILL_FIELDS, fill_records(session_fills(session_id=session.pk, market_ticker=market))
+        else:
+            with contextlib.closing(recording_messages(session_id=session.pk, market_ticker=market)) as items:
+                yield FIELDS, export_records(items, market_ticker=market)
+
+    def _total(self, session: TradingSession, what: str, market: str | None) -> int:
+        """How many records the export will write, for the progress bar."""
+        if what == "orders":
+            return session_orders(session_id=session.pk, market_ticker=market).count()
+        if what == "fills":
+            return session_fills(session_id=session.pk, market_ticker=market).count()
+        totals = recording_totals(session_id=session.pk, market_ticker=market)
+        gap_records = totals["gaps"] if market else self._gap_records(session.markets, totals["gaps"])
+        return totals["snapshots"] + totals["deltas"] + gap_records
 
     def _progress_write(self, text: str) -> None:
         self.stderr.write(text, ending="")
@@ -78,5 +114,5 @@ class Command(BaseCommand):
         return gaps * max(1, len(markets))
 
     @staticmethod
-    def _write(records: Any, out: TextSink, fmt: str, progress: Progress | None) -> int:
-        return write_records(records, out, fmt=fmt, progress=progress)
+    def _write(records: Any, out: TextSink, fmt: str, progress: Progress | None, fields: Sequence[str]) -> int:
+        return write_records(records, out, fmt=fmt, progress=progress, fields=fields)
