@@ -227,6 +227,14 @@ SIM_MESSAGE_RATE: float = env.float("SIM_MESSAGE_RATE", 50.0)
 # Faults for the built-in exchange, e.g. "drop_every=30,skip_seq_every=100,no_ping" (see apps/exchange/faults.py).
 # Only the trader's composition root parses them (apps/trader/runtime.py), when it checks its configuration.
 SIM_FAULTS: str = env.str("SIM_FAULTS", default="")
+# Trading (sim and paper; local never trades; production also needs TRADER_TRADE=yes beside the confirmation).
+TRADER_TRADE: bool = env.choice("TRADER_TRADE", "", ("yes", "no", "")) == "yes"
+TRADER_STRATEGY: str = env.str("TRADER_STRATEGY", default="")
+TRADER_STRATEGY_PARAMS: str = env.str("TRADER_STRATEGY_PARAMS", default="")
+# Risk limits over their defaults, e.g. "max_position=5,max_order_size=1,price_band=0.05"
+# (names in apps/trader/core/trading/risk.py).
+TRADER_RISK: str = env.str("TRADER_RISK", default="")
+TRADER_CANCEL_UNKNOWN_ORDERS: bool = env.choice("TRADER_CANCEL_UNKNOWN_ORDERS", "", ("yes", "no", "")) == "yes"
 CONSOLE_GROUP = "trader_v3.console"
 
 LOGGING = {

@@ -29,6 +29,8 @@ class ConnectionStatus(StrEnum):
 
 class FeedEventKind(StrEnum):
     CONNECTED = "connected"
+    SUBSCRIBED = "subscribed"
+    """Every channel asked for is subscribed (the private feed: its account is read next)."""
     SYNCED = "synced"
     """Every market has a current snapshot."""
     DISCONNECTED = "disconnected"

@@ -200,6 +200,9 @@ class PrivateFeed:
                     subscribed.add(message.channel)
                     if subscribed == set(PRIVATE_CHANNELS) and self._reconciling is None:
                         self._backoff.reset()
+                        await self._listener.on_feed_event(
+                            FeedEvent(FeedEventKind.SUBSCRIBED, reason=f"subscribed to {', '.join(PRIVATE_CHANNELS)}")
+                        )
                         self._reconciling = asyncio.get_running_loop().create_task(self._go_live(ws))
                 elif isinstance(message, ErrorReply):
                     reason = f"the exchange refused the private subscription: error {message.code} ({message.msg})"

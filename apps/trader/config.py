@@ -18,14 +18,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, is_loopback_host
+from apps.kalshi.environments import (
+    ConfigurationError,
+    ConfigurationProblems,
+    Environment,
+    TradingPermission,
+    TradingRefused,
+    check_trading_url,
+    is_loopback_host,
+)
 from apps.kalshi.signing import Credentials, KeyLoadError, load_private_key
 from apps.kalshi.tickers import InvalidTicker, parse_ticker_list
+from apps.trader.core.trading.loading import StrategyLoadError, load_strategy
+from apps.trader.core.trading.risk import RiskLimits
 
 SIM_KEY_ID = "sim-local-key"
 SIM_DEFAULT_MARKET_COUNT = 3
 MAX_DISCOVER = 500_000
 """Kalshi takes up to 500,000 market subscriptions on one connection (kalshi-protocol.md §0)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TradingChoice:
+    """How a trader that trades does it: its strategy, its limits and what it may do on the account."""
+
+    permission: TradingPermission
+    strategy_path: str = ""
+    """The strategy's dotted path; '' trades only what the console asks (cancels, the kill switch)."""
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    limits: RiskLimits = field(default_factory=RiskLimits)
+    cancel_unknown_orders: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +87,8 @@ class TraderConfig:
     metrics_port: int | None = None
     """Serve Prometheus metrics on this port (0: any free one); None: off."""
     metrics_host: str = "127.0.0.1"
+    trading: TradingChoice | None = None
+    """None: the trader watches and never builds a trading client."""
 
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -147,6 +171,11 @@ def build_trader_config(
     metrics_port: int | None = None,
     metrics_host: str | None = None,
     metrics_expose: bool = False,
+    trade: bool = False,
+    strategy: str | None = None,
+    strategy_params: str | None = None,
+    risk: str | None = None,
+    cancel_unknown_orders: bool = False,
 ) -> TraderConfig:
     """Check every rule and load the key. ``sim_keys`` is the (private, public) pair for the simulator.
 
@@ -213,6 +242,17 @@ def build_trader_config(
             problems.append(
                 f"TRADER_MARKETS (or --markets, or --discover N) is required when ENVIRONMENT={environment}"
             )
+    trading = _trading_choice(
+        settings,
+        problems,
+        confirm_production=confirm_production or settings.TRADER_CONFIRM_PRODUCTION,
+        trade=trade or settings.TRADER_TRADE,
+        strategy=settings.TRADER_STRATEGY if strategy is None else strategy,
+        strategy_params=settings.TRADER_STRATEGY_PARAMS if strategy_params is None else strategy_params,
+        risk=settings.TRADER_RISK if risk is None else risk,
+        cancel_unknown_orders=cancel_unknown_orders or settings.TRADER_CANCEL_UNKNOWN_ORDERS,
+        urls=[] if start_exchange else [(api_url, False), (ws_url, True)],
+    )
     if problems or credentials is None:
         raise ConfigurationProblems(problems)
     return TraderConfig(
@@ -238,7 +278,71 @@ def build_trader_config(
         unwritten_dir=Path(settings.DATA_DIR) / "unwritten",
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        trading=trading,
     )
+
+
+def _trading_choice(
+    settings: Any,
+    problems: list[str],
+    *,
+    confirm_production: bool,
+    trade: bool,
+    strategy: str,
+    strategy_params: str,
+    risk: str,
+    cancel_unknown_orders: bool,
+    urls: list[tuple[str, bool]],
+) -> TradingChoice | None:
+    """The trading the options ask for, checked against the environment's rules before anything connects.
+
+    A strategy asks for trading in sim and paper; production trades only with --trade (TRADER_TRADE=yes) as
+    well as the production confirmation; local never does.
+    """
+    environment: Environment = settings.ENVIRONMENT
+    if not (trade or strategy):
+        if strategy_params:
+            problems.append("--strategy-params / TRADER_STRATEGY_PARAMS need a strategy (--strategy)")
+        return None
+    permission = TradingPermission(environment, confirm_production=confirm_production, trading_enabled=trade)
+    try:
+        for url, websocket in urls:
+            check_trading_url(permission, url, websocket=websocket)
+    except TradingRefused as exc:
+        what = "--strategy" if strategy and not trade else "--trade"
+        problems.append(f"{what}: {exc}")
+        return None
+    try:
+        limits = RiskLimits.from_mapping(_pairs(risk)) if risk else RiskLimits()
+    except ValueError as exc:
+        problems.append(f"--risk / TRADER_RISK: {exc}")
+        limits = RiskLimits()
+    params: dict[str, Any] = {}
+    if strategy:
+        try:
+            params = load_strategy(strategy, strategy_params or None).params
+        except StrategyLoadError as exc:
+            problems.append(str(exc))
+    return TradingChoice(
+        permission=permission,
+        strategy_path=strategy,
+        strategy_params=params,
+        limits=limits,
+        cancel_unknown_orders=cancel_unknown_orders,
+    )
+
+
+def _pairs(text: str) -> dict[str, str]:
+    """ "a=1,b=0.05" as {"a": "1", "b": "0.05"}; ValueError naming a part that is not name=value."""
+    pairs: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, equals, value = part.partition("=")
+        if not equals or not name.strip() or not value.strip():
+            raise ValueError(f"{part!r} is not name=value (e.g. max_position=5,price_band=0.05)")
+        pairs[name.strip()] = value.strip()
+    return pairs
 
 
 def _metrics_problems(settings: Any, *, port: tuple[str, int], host: tuple[str, str], expose: bool) -> list[str]:

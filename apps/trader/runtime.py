@@ -27,8 +27,10 @@ from apps.kalshi.discovery import DiscoveryError, discover_markets
 from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment
 from apps.kalshi.feed import FeedListener
 from apps.kalshi.orderbook import OrderBook
+from apps.kalshi.privatefeed import AccountListener, PrivateFeed
 from apps.kalshi.rest import KalshiRestClient
 from apps.kalshi.resterrors import KalshiRestError
+from apps.kalshi.trading import KalshiTradingClient
 from apps.marketdata.recorder import DatabaseRecorder
 from apps.trader.broadcast import ChannelLayerBroadcaster
 from apps.trader.config import TraderConfig, build_trader_config
@@ -36,6 +38,8 @@ from apps.trader.control import ControlListener
 from apps.trader.core.coordinator import Coordinator, CoordinatorOptions
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.ports import ExchangeRequestFailed
+from apps.trader.core.trading.engine import TradingOptions, TradingSetup
+from apps.trader.core.trading.loading import load_strategy
 from apps.trader.metrics import ConsoleCounts, MetricsServer, TraderCollector, live_shards, on_loop
 from apps.trader.services import DjangoSessionStore
 
@@ -120,6 +124,33 @@ class KalshiExchangeRest:
         await self._client.aclose()
 
 
+def trading_setup(config: TraderConfig, ws_url: str, api_url: str) -> TradingSetup | None:
+    """The trading client, the private feed and the strategy of a trader that trades; None for one that watches.
+
+    Both clients check the trading rules again when built and before every request or connect."""
+    choice = config.trading
+    if choice is None:
+        return None
+    client = KalshiTradingClient(api_url, config.credentials, choice.permission)
+
+    def private_feed(listener: AccountListener) -> PrivateFeed:
+        return PrivateFeed(
+            url=ws_url, credentials=config.credentials, permission=choice.permission, trading=client, listener=listener
+        )
+
+    path, params = choice.strategy_path, choice.strategy_params
+    return TradingSetup(
+        options=TradingOptions(
+            limits=choice.limits,
+            strategy=(lambda: load_strategy(path, params)) if path else None,
+            strategy_path=path,
+            cancel_unknown_orders=choice.cancel_unknown_orders,
+        ),
+        client=client,
+        feed_factory=private_feed,
+    )
+
+
 RECORDER_CAPACITY = 50_000
 """Rows the recorder buffers before the feed waits. A recorded delta takes about 270 bytes in the buffer;
 five 10,000-row batches keep the writer busy while the buffer stays under 15 MB (100,000 rows peaked at
@@ -191,6 +222,7 @@ class TraderRuntime:
                 rest=rest,
                 recorder=self.recorder,
                 background={"control": lambda: self._listen_for_control(layer, control_address)},
+                trading=trading_setup(config, ws_url, api_url),
             )
             if config.metrics_port is not None:
                 self.metrics_server = self._serve_metrics(self.coordinator, config.metrics_host, config.metrics_port)

@@ -626,8 +626,10 @@ async def test_after_a_dropped_connection_the_feed_reconciles_what_it_missed(mar
     assert running.feed.counters.reconnects == 1
     assert [e.kind for e in account.events] == [
         FeedEventKind.CONNECTED,
+        FeedEventKind.SUBSCRIBED,
         FeedEventKind.DISCONNECTED,
         FeedEventKind.CONNECTED,
+        FeedEventKind.SUBSCRIBED,
     ]
 
 

@@ -32,6 +32,7 @@ from apps.trader.core.eventbus import EventBus
 from apps.trader.core.ports import FeedClientFactory, Recorder, SessionStore
 from apps.trader.core.statemachine import Transition
 from apps.trader.core.supervisor import BackgroundTask
+from apps.trader.core.trading.engine import TradingSetup
 from apps.trader.core.trading.records import TradingRecord
 
 MARKETS = ["KXFED-26DEC-T4.25", "KXCPI-26DEC-T0.3", "KXBTCD-26DEC31-T100000"]
@@ -46,6 +47,7 @@ def build_coordinator(
     background: dict[str, BackgroundTask] | None = None,
     markets: list[str] | None = None,
     exchange_url: str = "ws://127.0.0.1:9/trade-api/ws/v2",
+    trading: TradingSetup | None = None,
     **options: Any,
 ) -> Coordinator:
     """A coordinator with quick status and book ticks; the store defaults to the Django one."""
@@ -66,6 +68,7 @@ def build_coordinator(
         bus=bus,
         recorder=recorder,
         background=background,
+        trading=trading,
     )
 
 
@@ -86,11 +89,18 @@ def coordinator_for(
     bus: EventBus,
     background: dict[str, BackgroundTask] | None = None,
     store: SessionStore | None = None,
+    trading: TradingSetup | None = None,
     **options: Any,
 ) -> Coordinator:
-    """A coordinator whose clients connect to the exchange at ``url``."""
+    """A coordinator whose clients connect to the exchange at ``url`` (and trade there, given ``trading``)."""
     return build_coordinator(
-        exchange_clients(url, credentials), bus=bus, store=store, background=background, exchange_url=url, **options
+        exchange_clients(url, credentials),
+        bus=bus,
+        store=store,
+        background=background,
+        exchange_url=url,
+        trading=trading,
+        **options,
     )
 
 

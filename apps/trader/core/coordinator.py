@@ -43,13 +43,19 @@ from apps.trader.core.statemachine import StateMachine, Transition
 from apps.trader.core.states import BOOKS_LIVE, State
 from apps.trader.core.statusreporter import StatusReporter
 from apps.trader.core.supervisor import BackgroundTask, Supervisor
+from apps.trader.core.trading.engine import TradingEngine, TradingNews, TradingNewsKind, TradingSetup
 
 __all__ = ["EXPECTED_FAILURES", "Coordinator", "CoordinatorOptions"]
 
 logger = logging.getLogger(__name__)
 
+
+class TradingFailed(Exception):
+    """The trading side cannot go on (refused credentials, a trading rule): the message says why."""
+
+
 # Failures that come from the exchange's side (refused key, closed exchange, REST errors) rather than a bug.
-EXPECTED_FAILURES = (HandshakeRejected, ExchangeRequestFailed)
+EXPECTED_FAILURES = (HandshakeRejected, ExchangeRequestFailed, TradingFailed)
 
 
 def _utc_now() -> datetime:
@@ -67,6 +73,7 @@ class Coordinator:
         recorder: Recorder | None = None,
         rest: ExchangeRest | None = None,
         background: dict[str, BackgroundTask] | None = None,
+        trading: TradingSetup | None = None,
         wall_clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.options = options
@@ -81,7 +88,8 @@ class Coordinator:
         self.session_id: int | None = None
         self.client: FeedClient | None = None
         self._client_task: asyncio.Task[None] | None = None
-        self._feed_events: asyncio.Queue[FeedEvent] = asyncio.Queue()
+        self._feed_events: asyncio.Queue[FeedEvent | TradingNews] = asyncio.Queue()
+        """Connection news of the market feed and of the trading engine, in the order they happened."""
         self._shutdown = asyncio.Event()
         self._shutdown_reason = ""
         self._task_failed = asyncio.Event()
@@ -120,10 +128,24 @@ class Coordinator:
             publisher=self.publisher,
             recorder=recorder,
             extra_metrics=self._extra_metrics,
+            extra_status=self._trading_status,
             # An add the exchange accepted after its requester stopped waiting shows in the next report.
             before_report=self.market_control.sync,
             wall_clock=wall_clock,
         )
+        self.trading: TradingEngine | None = None
+        if trading is not None:
+            self.trading = TradingEngine(
+                options=trading.options,
+                client=trading.client,
+                feed_factory=trading.feed_factory,
+                book=self._live_book,
+                markets=lambda: list(self.options.markets),
+                console=self.console,
+                record=self._writer.trading,
+                on_news=self._feed_events.put_nowait,
+                clock_us=self._clock_us,
+            )
         self.machine = StateMachine(
             on_transition=self._on_transition, metrics=self.reporter.transition_metrics, wall_clock=wall_clock
         )
@@ -135,6 +157,9 @@ class Coordinator:
             State.INITIALIZING: self._initializing,
             State.CONNECTING: self._connecting,
             State.READY: self._ready,
+            State.TRADING_CONNECT: self._trading_connect,
+            State.DATA_SYNC: self._data_sync,
+            State.TRADING_READY: self._trading_ready,
             State.ERROR: self._error,
         }
 
@@ -186,6 +211,11 @@ class Coordinator:
         be written, the closing is saved with it and the next start writes both.
         """
         assert self.session_id is not None
+        # Cancels first, while both connections are still up; then the positions are snapshotted.
+        if self.trading is not None and not await _within(
+            self.trading.close(self._shutdown_reason or "shutdown"), deadline - time.monotonic() - 10.0
+        ):
+            self.console("error", "SHUTDOWN: the trading side did not finish in time; see the orders")
         await self._stop_client()
         notes = [self._last_error] if self._last_error else []
         # Budgets end well before the deadline: the process still has to stop threads and exit.
@@ -301,6 +331,8 @@ class Coordinator:
     async def _connecting(self) -> tuple[State, str]:
         while True:
             event = await self._feed_events.get()
+            if isinstance(event, TradingNews):
+                continue  # from a trading connection closed since
             if event.kind is FeedEventKind.SYNCED:
                 self.options.error_backoff.reset()
                 return State.READY, f"Orderbooks live for {len(self.options.markets)} markets"
@@ -310,12 +342,59 @@ class Coordinator:
                 raise HandshakeRejected(event.reason)
 
     async def _ready(self) -> tuple[State, str]:
+        if self.trading is not None:
+            self.trading.connect()
+            return State.TRADING_CONNECT, "Books live; connecting the trading client (fills, orders, positions)"
         while True:
             event = await self._feed_events.get()
+            lost = self._market_feed_lost(event)
+            if lost is not None:
+                return lost
+
+    def _market_feed_lost(self, event: FeedEvent | TradingNews) -> tuple[State, str] | None:
+        """Where the market feed's news takes the trader from a state with live books (None: nowhere)."""
+        if isinstance(event, FeedEvent):
             if event.kind is FeedEventKind.DISCONNECTED:
                 return State.CONNECTING, f"Connection lost ({event.reason}); {_reconnect_context(event)}"
             if event.kind is FeedEventKind.FATAL:
                 raise HandshakeRejected(event.reason)
+        elif event.kind is TradingNewsKind.FATAL:
+            raise TradingFailed(event.reason)
+        return None
+
+    async def _trading_event(self, wanted: TradingNewsKind) -> tuple[State, str] | None:
+        """Wait for the trading engine's ``wanted`` news (None), or return where other news takes the trader."""
+        assert self.trading is not None
+        while True:
+            event = await self._feed_events.get()
+            lost = self._market_feed_lost(event)
+            if lost is not None:
+                await self.trading.disconnect()
+                return lost
+            if not isinstance(event, TradingNews):
+                continue
+            if event.kind is wanted:
+                return None
+            if event.kind is TradingNewsKind.DISCONNECTED:
+                return State.TRADING_CONNECT, f"Trading connection lost ({event.reason}); reconnecting"
+
+    async def _trading_connect(self) -> tuple[State, str]:
+        moved = await self._trading_event(TradingNewsKind.SUBSCRIBED)
+        return moved or (State.DATA_SYNC, "Private channels subscribed; loading balance, positions and resting orders")
+
+    async def _data_sync(self) -> tuple[State, str]:
+        moved = await self._trading_event(TradingNewsKind.SYNCED)
+        return moved or (State.TRADING_READY, "Account loaded; trading")
+
+    async def _trading_ready(self) -> tuple[State, str]:
+        assert self.trading is not None
+        self.trading.resume()
+        while True:
+            moved = await self._trading_event(TradingNewsKind.FATAL)
+            if moved is not None:
+                if moved[0] is State.TRADING_CONNECT:
+                    self.trading.pause(moved[1])
+                return moved
 
     async def _discover(self) -> None:
         if self._rest is None:
@@ -327,6 +406,9 @@ class Coordinator:
         self.console("info", f"DISCOVERY: picked {len(markets)} markets", _listed(markets))
 
     async def _error(self) -> tuple[State, str]:
+        if self.trading is not None:
+            await self.trading.kill("the trader entered error", sticky=False)
+            await self.trading.disconnect()
         await self._stop_client()
         delay = self.options.error_backoff.next_delay()
         attempt = self.options.error_backoff.attempt
@@ -388,6 +470,15 @@ class Coordinator:
             message.market_ticker, received_us, message.ts_ms if isinstance(message, OrderbookDelta) else None
         )
         await self.tap.on_market_message(message, received_us)
+        if self.trading is not None:
+            self.trading.book_changed(message.market_ticker)
+
+    def _live_book(self, ticker: str) -> OrderBook | None:
+        """``ticker``'s book while it is live (not waiting for a fresh snapshot), for trading."""
+        client = self.client
+        if client is None or ticker in client.stale or self.machine.state not in BOOKS_LIVE:
+            return None
+        return client.books.get(ticker)
 
     # ------------------------------------------------------------------------------------------ publishing
 
@@ -433,7 +524,27 @@ class Coordinator:
         extra = self.crosscheck.metrics() if self.crosscheck is not None else {}
         if self._rest is not None:
             extra |= {f"rest_{name}": value for name, value in self._rest.metrics().items()}
+        if self.trading is not None:
+            extra |= self.trading.metrics()
         return extra
+
+    def _trading_status(self) -> dict[str, Any]:
+        return {"trading": self.trading.status() if self.trading is not None else {"enabled": False}}
+
+    async def kill_switch(self, reason: str) -> int:
+        """Cancel this trader's working orders and stop its strategy for the rest of the session."""
+        if self.trading is None:
+            raise ValueError("this trader does not trade")
+        return await self.trading.kill(reason)
+
+    async def cancel_order(self, order_id: str, reason: str) -> dict[str, Any]:
+        """Cancel one of this trader's orders by client or exchange order id; the order as it ended."""
+        if self.trading is None:
+            raise ValueError("this trader does not trade")
+        order = await self.trading.cancel(order_id, reason=reason)
+        if order is None:
+            raise ValueError(f"order {order_id} is not one of this trader's orders")
+        return order.as_dict()
 
     def session_counters(self) -> dict[str, int]:
         return self.reporter.session_counters()

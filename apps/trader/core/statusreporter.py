@@ -41,6 +41,7 @@ class StatusReporter:
         publisher: BookPublisher,
         recorder: Recorder | None = None,
         extra_metrics: Callable[[], dict[str, Any]] = dict,
+        extra_status: Callable[[], dict[str, Any]] = dict,
         before_report: Callable[[], None] = lambda: None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -53,6 +54,7 @@ class StatusReporter:
         self._publisher = publisher
         self._recorder = recorder
         self._extra_metrics = extra_metrics
+        self._extra_status = extra_status
         self._before_report = before_report
         self._wall_clock = wall_clock
         self.session_id: int | None = None
@@ -239,6 +241,7 @@ class StatusReporter:
             "state_entered_at": machine.entered_at_wall.isoformat(),
             "time_in_state": round(machine.time_in_state(), 1),
             "metrics": metrics,
+            **self._extra_status(),
         }
 
     def _recorder_metrics(self) -> dict[str, Any]:

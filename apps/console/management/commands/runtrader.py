@@ -90,6 +90,37 @@ class Command(BaseCommand):
             action="store_true",
             help="Required to start in production (or TRADER_CONFIRM_PRODUCTION=yes).",
         )
+        trading = parser.add_argument_group("trading (sim and paper; never local; production needs --trade too)")
+        trading.add_argument(
+            "--strategy",
+            metavar="DOTTED.PATH",
+            help="Run this strategy class, e.g. apps.strategies.quoter.Quoter (or TRADER_STRATEGY); trades in sim "
+            "and paper.",
+        )
+        trading.add_argument(
+            "--strategy-params",
+            metavar="JSON",
+            help='The strategy\'s parameters as a JSON object, e.g. \'{"spread": "0.02"}\' '
+            "(or TRADER_STRATEGY_PARAMS).",
+        )
+        trading.add_argument(
+            "--trade",
+            action="store_true",
+            help="Enable trading explicitly (or TRADER_TRADE=yes): without --strategy the trader syncs the account "
+            "and takes cancels and the kill switch from the console; production trades only with it.",
+        )
+        trading.add_argument(
+            "--risk",
+            metavar="NAME=VALUE,...",
+            help="Risk limits over their defaults, e.g. max_position=5,max_order_size=1,price_band=0.05 "
+            "(or TRADER_RISK; names in the README).",
+        )
+        trading.add_argument(
+            "--cancel-unknown-orders",
+            action="store_true",
+            help="Cancel resting orders of the account this trader did not place, at every account sync "
+            "(or TRADER_CANCEL_UNKNOWN_ORDERS=yes); by default they are reported and left alone.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -155,6 +186,11 @@ class Command(BaseCommand):
             metrics_port=options.get("metrics_port"),
             metrics_host=options.get("metrics_host"),
             metrics_expose=bool(options.get("metrics_expose")),
+            trade=bool(options.get("trade")),
+            strategy=options.get("strategy"),
+            strategy_params=options.get("strategy_params"),
+            risk=options.get("risk"),
+            cancel_unknown_orders=bool(options.get("cancel_unknown_orders")),
         )
         problems = []
         if config.web and not is_loopback_host(config.web_host) and not settings.ALLOWED_HOSTS_SET:
@@ -204,7 +240,13 @@ class Command(BaseCommand):
     def describe(self, config: TraderConfig) -> str:
         exchange = "built-in simulator on loopback" if config.start_exchange else config.ws_url
         markets = ", ".join(config.markets) or f"the top {config.discover} by 24 h volume"
-        return f"Trader V3 | environment {config.environment.value} | markets {markets}\nExchange: {exchange}"
+        lines = [f"Trader V3 | environment {config.environment.value} | markets {markets}", f"Exchange: {exchange}"]
+        trading = config.trading
+        if trading is not None:
+            strategy = trading.strategy_path or "none (cancels and the kill switch from the console)"
+            limits = ", ".join(f"{name} {value}" for name, value in trading.limits.describe().items())
+            lines.append(f"Trading: strategy {strategy} | limits {limits}")
+        return "\n".join(lines)
 
     def run(self, config: TraderConfig) -> int:
         """Run until shutdown; returns the exit code."""

@@ -103,6 +103,10 @@ class Ledger:
         held.fees_paid += fill.fee
         return True
 
+    def tickers(self) -> list[str]:
+        """Every market held or traded, by ticker."""
+        return sorted(self._held)
+
     def position(self, ticker: str) -> int:
         """Contracts held in ``ticker``, signed (+ YES, - NO), 1/100 contract."""
         held = self._held.get(ticker)
@@ -124,7 +128,7 @@ class Ledger:
 
     def records(self, marks: Mapping[str, int | None], at_us: int) -> list[PositionRecord]:
         """Every market held or traded, by ticker."""
-        return [self.record(ticker, marks.get(ticker), at_us) for ticker in sorted(self._held)]
+        return [self.record(ticker, marks.get(ticker), at_us) for ticker in self.tickers()]
 
     def pnl(self, marks: Mapping[str, int | None]) -> PnL:
         """The account's P&L with positions marked at ``marks`` (YES prices by ticker)."""
