@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import itertools
 import json
 import os
@@ -432,5 +433,65 @@ def test_the_trading_panel_shows_a_trading_status_and_fits_1400_px_with_50_order
             what="the panel to hide on the trader's own status",
         )
         page.call("Emulation.clearDeviceMetricsOverride")
+    finally:
+        trader.stop()
+
+
+QUOTER = "apps.strategies.quoter.Quoter"
+
+
+def _has_quoter() -> bool:
+    try:
+        return importlib.util.find_spec(QUOTER.rpartition(".")[0]) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _has_quoter(), reason=f"needs the {QUOTER} strategy")
+def test_a_quoting_trader_fills_the_panel_a_cancel_takes_an_order_and_the_kill_switch_takes_them_all(
+    tmp_path: Path, browser: Any
+) -> None:
+    trader = start_runtrader(project_env(tmp_path), "--port", "0", "--strategy", QUOTER)
+    try:
+        wait_until_healthy(trader.base_url)
+        page = browser(trader.console_url)
+        orders = "[...document.querySelectorAll('#orders-body tr.order-row')].map((tr) => tr.dataset.key)"
+        eventually_blocking(
+            lambda: page.value_or_none("document.getElementById('trading-panel').hidden") is False,
+            what="the trading panel",
+        )
+        eventually_blocking(lambda: len(page.value(orders)) >= 2, what="the quoter's resting orders in the panel")
+        assert page.value("document.getElementById('state-badge').dataset.state") == "trading_ready"
+        assert page.value("document.getElementById('strategy-state').textContent") == "running"
+        assert page.value("document.querySelector('[data-money=balance]').textContent").startswith("$")
+
+        # Cancel on one order: the trader answers, and the order leaves the panel.
+        first = page.value(orders)[0]
+        page.value(
+            f"document.querySelector('#orders-body tr[data-key={json.dumps(first)}] button.cancel-order').click()"
+        )
+        reply = "document.getElementById('trading-reply').textContent"
+        eventually_blocking(lambda: f"Order {first} cancelled" in page.value(reply), what="the cancel's answer")
+        eventually_blocking(lambda: first not in page.value(orders), what=f"order {first} to leave the panel")
+
+        # The kill switch, confirmed: every order is cancelled and none comes back.
+        page.value("document.getElementById('kill-switch').click()")
+        page.value("document.getElementById('kill-confirm-yes').click()")
+        eventually_blocking(lambda: "Kill switch pulled" in page.value(reply), what="the kill switch's answer")
+        eventually_blocking(
+            lambda: page.value("document.getElementById('orders-body').dataset.total") == "0",
+            what="no open order left",
+        )
+        assert page.value("document.getElementById('trading-panel').dataset.killed") == "true"
+        log = "document.getElementById('console').textContent"
+        eventually_blocking(lambda: "CONTROL: kill switch from the console" in page.value(log), what="the control line")
+        assert page.value("document.querySelectorAll('#console .log-entry[data-trade=kill]').length") >= 1
+
+        # /v3/status carries the same figures, and no secret.
+        status = page.value("fetch('/v3/status').then((r) => r.text())", wait=True)
+        document = json.loads(status)
+        assert document["trading"]["enabled"] is True and document["trading"]["open_orders_total"] == 0
+        assert document["trading"]["killed"]
+        assert "sim-local-key" not in status and "PRIVATE KEY" not in status
     finally:
         trader.stop()
