@@ -1,5 +1,4 @@
-/* The trading panel: money, positions, open orders (each with a Cancel button), fills, the strategy, counters
- * and refusals from the status's trading block; the kill switch with its confirm step; the replies to both. */
+/* The trading panel from the status's trading block, its Cancel buttons and kill switch, and their replies. */
 
 import { DASH, arr, clock, freeText, isNum, isObj, obj, text } from './format.js';
 import { $, el, setData, setText } from './dom.js';
