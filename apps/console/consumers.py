@@ -11,6 +11,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 
 from apps.console import limits, presence
@@ -19,13 +20,17 @@ from apps.console.views import CONSOLE_PAGE_SIZE
 from apps.kalshi.environments import Environment
 from apps.trader import control
 from apps.trader.control import (
-    CONTROL_ACTIONS,
+    MARKET_ACTIONS,
+    TRADING_ACTIONS,
     ControlError,
     Shard,
     control_message,
     control_request,
     layer_send,
+    order_id_request,
     route,
+    route_trading,
+    trading_message,
 )
 from apps.trader.selectors import (
     MARKET_FILTER_MAX,
@@ -137,12 +142,14 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self._send_markets(content)
         elif kind == "watch_market":
             await self._watch_market(content.get("market"))
-        elif kind in CONTROL_ACTIONS:
+        elif kind in MARKET_ACTIONS:
             await self._control(kind, content.get("markets"), content.get("session"))
+        elif kind in TRADING_ACTIONS:
+            await self._trading_control(kind, content)
         else:
             await self._refuse(
                 f"unknown message type {kind!r}; expected ping, request_history, request_markets, "
-                "watch_market, add_markets or remove_markets"
+                "watch_market, add_markets, remove_markets, cancel_order or kill_switch"
             )
 
     async def _send_markets(self, content: dict[str, Any]) -> None:
@@ -187,22 +194,36 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         await self.send_json({"type": "market_history", "data": history})
 
-    async def _control(self, action: str, markets: Any, session: Any = None) -> None:
-        # Changing what a real-money trader watches needs a staff login; the loopback simulator does not.
+    async def _may_control(self, action: str) -> bool:
+        """Changing a real-money trader needs a staff login, checked again at each request (staff rights can be
+        withdrawn while a socket is open); the loopback simulator needs none. A refusal is answered here."""
+        if settings.ENVIRONMENT == Environment.SIM:
+            return True
         user = self.scope.get("user")
-        if settings.ENVIRONMENT != Environment.SIM and not (user is not None and user.is_staff):
-            await self._reply_error(f"{action} needs a staff login outside sim")
+        try:
+            if user is not None and user.is_staff and await database_sync_to_async(_still_staff)(user.pk):
+                return True
+        except DatabaseError as exc:
+            await self._reply_error(
+                f"{action}: login not checked: database unreachable ({type(exc).__name__})", action=action
+            )
+            return False
+        await self._reply_error(f"{action} needs a staff login outside sim", action=action)
+        return False
+
+    async def _live_shards(self) -> list[Shard]:
+        return [
+            Shard(row.pk, row.control_address, tuple(row.markets), _trades(row.latest_status))
+            for row in await database_sync_to_async(sessions_live)()
+            if row.control_address  # a trader takes requests only where its session says
+        ]
+
+    async def _control(self, action: str, markets: Any, session: Any = None) -> None:
+        if not await self._may_control(action):
             return
         try:
             action, tickers = control_request(action, markets)
-            if session is not None and (not isinstance(session, int) or isinstance(session, bool)):
-                raise ControlError("'session' must be a session id (an integer)")
-            shards = [
-                Shard(row.pk, row.control_address, tuple(row.markets))
-                for row in await database_sync_to_async(sessions_live)()
-                if row.control_address  # a trader takes requests only where its session says
-            ]
-            routing = route(action, tickers, shards, session)
+            routing = route(action, tickers, await self._live_shards(), _session_id(session))
         except ControlError as exc:
             await self._reply_error(str(exc))
             return
@@ -219,42 +240,65 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 }
             )
         for shard, shard_tickers in routing.targets:
-            await self._ask(shard, action, shard_tickers)
+            request_id = uuid.uuid4().hex
+            message = control_message(action, shard_tickers, request_id=request_id, reply_channel=self.channel_name)
+            await self._ask(shard, message, {"markets": shard_tickers}, f"{action} {', '.join(shard_tickers)}")
 
-    async def _ask(self, shard: Shard, action: str, tickers: list[str]) -> None:
-        """Send one trader a request and wait (in the background) for its answer."""
-        request_id = uuid.uuid4().hex
-        message = control_message(action, tickers, request_id=request_id, reply_channel=self.channel_name)
+    async def _trading_control(self, action: str, content: dict[str, Any]) -> None:
+        """``cancel_order`` (``order_id``, optional ``session``) or ``kill_switch`` (optional ``session``)."""
+        if not await self._may_control(action):
+            return
+        try:
+            order_id = order_id_request(content.get("order_id")) if action == "cancel_order" else None
+            targets = route_trading(action, await self._live_shards(), _session_id(content.get("session")))
+        except ControlError as exc:
+            await self._reply_error(str(exc), action=action)
+            return
+        except DatabaseError as exc:
+            await self._reply_error(
+                f"{action}: no trader found: database unreachable ({type(exc).__name__})", action=action
+            )
+            return
+        user = self.scope.get("user")
+        name = user.get_username() if user is not None and user.is_authenticated else ""
+        reason = f"from the console by {name}" if name else "from the console"
+        about = f"cancel_order {order_id}" if order_id is not None else action
+        for shard in targets:
+            message = trading_message(
+                action, reason=reason, order_id=order_id, request_id=uuid.uuid4().hex, reply_channel=self.channel_name
+            )
+            await self._ask(shard, message, {"order_id": order_id} if order_id is not None else {}, about)
+
+    async def _ask(self, shard: Shard, message: dict[str, Any], sent: dict[str, Any], about: str) -> None:
+        """Send one trader a request (``message``), say so with ``sent`` and wait in the background for its answer;
+        ``about`` names the request in a "no answer" error."""
+        action, request_id = message["action"], message["request_id"]
         try:
             await layer_send(self.channel_layer, shard.address, message)
         except Exception as exc:  # the channel layer is down: say so instead of pretending
             logger.warning("control request to session %s not sent: %s", shard.session_id, exc)
-            await self._reply_error(f"could not reach the trader of session {shard.session_id}: {exc}")
+            await self._reply_error(f"could not reach the trader of session {shard.session_id}: {exc}", action=action)
             return
-        self._awaiting[request_id] = asyncio.create_task(self._no_answer(request_id, shard.session_id, action, tickers))
+        self._awaiting[request_id] = asyncio.create_task(self._no_answer(request_id, shard.session_id, action, about))
         await self.send_json(
             {
                 "type": "control_sent",
-                "data": {
-                    "action": action,
-                    "markets": tickers,
-                    "session_id": shard.session_id,
-                    "request_id": request_id,
-                },
+                "data": {"action": action, **sent, "session_id": shard.session_id, "request_id": request_id},
             }
         )
 
-    async def _no_answer(self, request_id: str, session_id: int, action: str, tickers: list[str]) -> None:
-        timeout = control.REPLY_TIMEOUT
+    async def _no_answer(self, request_id: str, session_id: int, action: str, about: str) -> None:
+        timeout = control.reply_timeout(action)
         await asyncio.sleep(timeout)
         self._awaiting.pop(request_id, None)
         await self.send_json(
             {
                 "type": "error",
                 "data": {
-                    "message": f"no trader answered: {action} {', '.join(tickers)} sent to session {session_id} "
+                    "message": f"no trader answered: {about} sent to session {session_id} "
                     f"got no reply within {timeout:g} s",
                     "request_id": request_id,
+                    "action": action,
                 },
             }
         )
@@ -269,8 +313,12 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def _send_result(self, data: dict[str, Any]) -> None:
         await self.send_json({"type": "control_result", "data": data})
 
-    async def _reply_error(self, message: str) -> None:
-        await self.send_json({"type": "error", "data": {"message": message}})
+    async def _reply_error(self, message: str, *, action: str | None = None) -> None:
+        """An error reply; ``action`` names the control request it answers, for the panel that sent it."""
+        data: dict[str, Any] = {"message": message}
+        if action is not None:
+            data["action"] = action
+        await self.send_json({"type": "error", "data": data})
 
     async def _refuse(self, message: str) -> None:
         """Answer a refused message with an error; a client that keeps sending them is cut off."""
@@ -322,3 +370,21 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if last is not None and seq > last + 1:
             presence.events_missed(seq - last - 1)
         self._last_seqs[origin] = seq  # a lower number: the trader restarted, counting starts again
+
+
+def _session_id(session: Any) -> int | None:
+    """The session a control request names (None: it names none), or ControlError."""
+    if session is not None and (not isinstance(session, int) or isinstance(session, bool)):
+        raise ControlError("'session' must be a session id (an integer)")
+    return session
+
+
+def _trades(status: Any) -> bool | None:
+    """Whether a trader's latest status says it trades; None before it has written one that tells."""
+    trading = status.get("trading") if isinstance(status, dict) else None
+    enabled = trading.get("enabled") if isinstance(trading, dict) else None
+    return enabled if isinstance(enabled, bool) else None
+
+
+def _still_staff(user_id: Any) -> bool:
+    return get_user_model().objects.filter(pk=user_id, is_active=True, is_staff=True).exists()

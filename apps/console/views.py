@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from apps.console.access import may_watch
 from apps.console.presence import console_counts
 from apps.trader.core.health import Health
+from apps.trader.core.states import TRADING_STATES
 from apps.trader.metrics import TraderCollector
 from apps.trader.selectors import (
     MarketQueryError,
@@ -78,6 +79,12 @@ def console_page(request: HttpRequest) -> HttpResponse:
             "markets": [book["market_ticker"] for book in page["markets"]],
             "markets_total": page["markets_total"],
             "page_size": CONSOLE_PAGE_SIZE,
+            # The trading panel and steps show from the first paint for a trader that trades.
+            "trading": session is not None
+            and (
+                session.current_state in TRADING_STATES
+                or bool(((session.latest_status or {}).get("trading") or {}).get("enabled"))
+            ),
         },
     )
 

@@ -15,6 +15,7 @@ import concurrent.futures
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
@@ -38,6 +39,23 @@ FEED_COUNTERS = (
     ("trader_feed_resyncs_total", "resyncs", "Markets healed with a fresh snapshot after a gap."),
     ("trader_feed_reconnects_total", "reconnects", "Connections to the exchange made again after one was lost."),
 )
+
+
+TRADING_COUNTERS = (
+    # (metric, metrics key, help): counts of this session's trading, from the trading engine.
+    ("trader_trading_orders_placed_total", "trading_orders_placed", "Orders sent to the exchange."),
+    ("trader_trading_orders_amended_total", "trading_orders_amended", "Order amendments sent to the exchange."),
+    ("trader_trading_orders_filled_total", "trading_orders_filled", "Orders filled in full."),
+    ("trader_trading_orders_cancelled_total", "trading_orders_cancelled", "Orders cancelled."),
+    ("trader_trading_orders_rejected_total", "trading_orders_rejected", "Orders the exchange rejected."),
+    ("trader_trading_account_syncs_total", "trading_account_syncs", "Balance, positions and orders read from REST."),
+    ("trader_trading_kill_switch_total", "trading_kill_switch", "Kill switches pulled (console, signal)."),
+    ("trader_trading_strategy_failures_total", "trading_strategy_failures", "Strategies stopped by an exception."),
+)
+REFUSED_PREFIX = "trading_refused_"
+"""Metrics keys ``trading_refused_<rule>``: orders a risk rule refused before they left the process."""
+TRADING_MONEY = ("balance", "exposure", "realized_pnl", "unrealized_pnl", "fees", "total_pnl", "session_pnl")
+"""Figures of the status's trading block shown as gauges, in dollars."""
 
 
 class Coordinated(Protocol):
@@ -66,6 +84,7 @@ def live_shards(coordinator: Coordinated) -> list[ShardStatus]:
             "time_in_state": status["time_in_state"],
             "heartbeat_age": None,  # this is the trader itself: no heartbeat to wait for
             "metrics": status["metrics"],
+            "trading": status.get("trading", {"enabled": False}),
         }
     ]
 
@@ -170,6 +189,31 @@ def shard_families(shards: list[ShardStatus], *, now: datetime) -> list[Metric]:
     heartbeat = GaugeMetricFamily(
         "trader_heartbeat_age_seconds", "Age of the shard's last heartbeat row (web app only).", labels=SHARD_LABELS
     )
+    trading = [CounterMetricFamily(name, text, labels=SHARD_LABELS) for name, _, text in TRADING_COUNTERS]
+    fills = CounterMetricFamily(
+        "trader_trading_fills_total",
+        "Fills of this trader's orders, by liquidity (maker: a resting order was hit; taker: it crossed).",
+        labels=[*SHARD_LABELS, "liquidity"],
+    )
+    refused = CounterMetricFamily(
+        "trader_trading_refused_orders_total",
+        "Orders (and amendments) a risk rule refused before they left the process, by rule.",
+        labels=[*SHARD_LABELS, "rule"],
+    )
+    trading_ready = GaugeMetricFamily(
+        "trader_trading_ready", "1 while orders may leave (trading_ready, kill switch not pulled).", labels=SHARD_LABELS
+    )
+    killed = GaugeMetricFamily(
+        "trader_trading_killed", "1 once the kill switch stopped trading for the session.", labels=SHARD_LABELS
+    )
+    open_orders = GaugeMetricFamily(
+        "trader_trading_open_orders", "This trader's working orders on the exchange.", labels=SHARD_LABELS
+    )
+    money = GaugeMetricFamily(
+        "trader_trading_dollars",
+        "The trading figures of the status (balance, exposure, P&L, fees), in dollars; absent when unknown.",
+        labels=[*SHARD_LABELS, "figure"],
+    )
     for shard in shards:
         session = shard.get("session") or {}
         if session.get("id") is None:
@@ -220,6 +264,18 @@ def shard_families(shards: list[ShardStatus], *, now: datetime) -> list[Metric]:
             health.add_metric([*labels, status], 1 if status == verdict else 0)
         if shard.get("heartbeat_age") is not None:
             heartbeat.add_metric(labels, _number(shard["heartbeat_age"]))
+        _trading_metrics(
+            labels,
+            metrics,
+            shard.get("trading"),
+            counters=trading,
+            fills=fills,
+            refused=refused,
+            ready=trading_ready,
+            killed=killed,
+            open_orders=open_orders,
+            money=money,
+        )
     return [
         *feed,
         errors,
@@ -241,12 +297,64 @@ def shard_families(shards: list[ShardStatus], *, now: datetime) -> list[Metric]:
         transitions,
         health,
         heartbeat,
+        *trading,
+        fills,
+        refused,
+        trading_ready,
+        killed,
+        open_orders,
+        money,
     ]
+
+
+def _trading_metrics(
+    labels: list[str],
+    metrics: dict[str, Any],
+    block: Any,
+    *,
+    counters: list[CounterMetricFamily],
+    fills: CounterMetricFamily,
+    refused: CounterMetricFamily,
+    ready: GaugeMetricFamily,
+    killed: GaugeMetricFamily,
+    open_orders: GaugeMetricFamily,
+    money: GaugeMetricFamily,
+) -> None:
+    """One shard's trading series: only for a trader that trades (its metrics have trading counters)."""
+    if not any(key.startswith("trading_") for key in metrics):
+        return
+    for family, (_, key, _) in zip(counters, TRADING_COUNTERS, strict=True):
+        family.add_metric(labels, _number(metrics.get(key)))
+    fills.add_metric([*labels, "maker"], _number(metrics.get("trading_maker_fills")))
+    fills.add_metric([*labels, "taker"], _number(metrics.get("trading_taker_fills")))
+    for key in sorted(metrics):
+        if key.startswith(REFUSED_PREFIX):
+            refused.add_metric([*labels, key.removeprefix(REFUSED_PREFIX)], _number(metrics[key]))
+    if not isinstance(block, dict) or not block.get("enabled"):
+        return
+    ready.add_metric(labels, 1 if block.get("ready") else 0)
+    killed.add_metric(labels, 1 if block.get("killed") else 0)
+    open_orders.add_metric(labels, _number(block.get("open_orders_total")))
+    for figure in TRADING_MONEY:
+        dollars = _dollars(block.get(figure))
+        if dollars is not None:
+            money.add_metric([*labels, figure], dollars)
 
 
 def _number(value: Any) -> float:
     """A metric value from a document field: numbers as they are, anything else (None, a string) as 0."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _dollars(value: Any) -> float | None:
+    """A dollar string of the status ("12.340000") as a sample value; exact in the document, a float only here
+    because Prometheus samples are floats."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return float(Decimal(value))
+    except InvalidOperation:
+        return None
 
 
 def _age(timestamp: Any, now: datetime) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db.models import Q
@@ -236,6 +237,8 @@ def shard_status(session: TradingSession) -> dict[str, Any]:
         "heartbeat_age": round((now - session.heartbeat_at).total_seconds(), 1) if session.heartbeat_at else None,
         "market_counts": _market_counts([session]),
         "metrics": session.latest_metrics,
+        # Figures only (money as dollar strings, orders, fills): the trading block holds no key and no URL.
+        "trading": (session.latest_status or {}).get("trading", {"enabled": False}),
     }
 
 
@@ -269,14 +272,25 @@ def status_current() -> dict[str, Any]:
         "session": None,
         "market_counts": _market_counts([]),
         "metrics": {},
+        "trading": {"enabled": False},
         "shards": [shard_status(s) for s in shards],
     }
     if not shards:
         return document
     primary = document["shards"][0]
-    document.update({key: primary[key] for key in ("state", "time_in_state", "heartbeat_age", "session", "metrics")})
+    document.update(
+        {key: primary[key] for key in ("state", "time_in_state", "heartbeat_age", "session", "metrics", "trading")}
+    )
     document["market_counts"] = _market_counts(_watching(shards))
     return document
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without a user name or password in it (``wss://user:secret@host/`` -> ``wss://host/``)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def session_summary(session: TradingSession) -> dict[str, Any]:
@@ -286,7 +300,7 @@ def session_summary(session: TradingSession) -> dict[str, Any]:
         "environment": session.environment,
         "replay_of": session.replay_of_id,
         "markets_total": len(session.markets or []),
-        "exchange_url": session.exchange_url,
+        "exchange_url": without_userinfo(session.exchange_url),
         "started_at": session.started_at.isoformat(),
         "ended_at": session.ended_at.isoformat() if session.ended_at else None,
         "duration": round((end - session.started_at).total_seconds(), 1),

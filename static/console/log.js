@@ -63,15 +63,39 @@ export function transitionEntry(data) {
   });
 }
 
+// Trading lines of the trader's console, by how the line starts: each kind has its own look.
+const TRADE_KINDS = [
+  [/^FILL\b/, 'fill'],
+  [/^ORDER FILLED\b/, 'fill'],
+  [/^ORDER (?:REJECTED|UNKNOWN)\b/, 'rejected'],
+  [/^ORDER\b/, 'order'],
+  [/^REFUSED\b/, 'refused'],
+  [/^KILL SWITCH\b/, 'kill'],
+  [/^CONTROL: kill switch\b/, 'kill'],
+  [/^CONTROL: cancel order\b/, 'order'],
+  [/^STRATEGY\b/, 'strategy'],
+  [/^(?:TRADING|ACCOUNT|POSITIONS)\b/, 'account'],
+];
+
+/** The trading kind of a console line ('' for the others). */
+export function tradeKind(message) {
+  for (const [pattern, kind] of TRADE_KINDS) if (pattern.test(message)) return kind;
+  return '';
+}
+
 export function consoleEntry(data) {
   const d = obj(data);
-  return makeEntry({
+  const message = freeText(d.message);
+  const entry = makeEntry({
     level: d.level,
     kind: 'event',
     ts: parseTime(d.timestamp),
-    parts: [shardTag(d) + freeText(d.message)],
+    parts: [shardTag(d) + message],
     context: d.context,
   });
+  const trade = tradeKind(message);
+  if (trade) entry.dataset.trade = trade;
+  return entry;
 }
 
 export function systemEntry(level, message) {

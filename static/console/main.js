@@ -15,6 +15,7 @@ import {
 import { bindMarket, noteStatus, onMarketHistory, resetRates, rewatch, tickMarket } from './market.js';
 import { onPong, send, socketOpenedAt, socketState, startSocket, tickSocket } from './socket.js';
 import { currentState, onStatus, onTransition, resetFromReplay, setState, tickStatus } from './status.js';
+import { bindTrading, isTradingAction, onTrading, onTradingError, onTradingResult, onTradingSent } from './trading.js';
 
 const TICK_MS = 250;
 
@@ -56,7 +57,8 @@ function onReplay(data) {
   if (session && typeof session.current_state === 'string' && session.current_state) {
     setState(session.current_state);
   }
-  if (isObj(d.status)) onStatus(d.status, { replay: true });
+  const followed = isObj(d.status) && onStatus(d.status, { replay: true });
+  onTrading(followed ? d.status.trading : null, followed ? d.status.session_id : null);
   pushEntries(entries);
   resetRates(session ? session.id : null, d.rates);
   requestPage(); // the books of the rows on screen, and the rows themselves
@@ -67,9 +69,15 @@ function onReplay(data) {
 }
 
 function onServerError(data) {
-  const message = freeText(obj(data).message) || 'unknown error';
+  const d = obj(data);
+  const message = freeText(d.message) || 'unknown error';
   pushEntries([makeEntry({ level: 'warning', kind: 'error', ts: Date.now(), parts: [`SERVER ERROR: ${message}`] })]);
+  if (isTradingAction(d.action)) onTradingError(d);
 }
+
+// Control replies: markets go to the market table, cancels and the kill switch to the trading panel.
+const controlSent = (d) => (isTradingAction(d.action) ? onTradingSent(d) : onControlSent(d));
+const controlResult = (d) => (isTradingAction(d.action) ? onTradingResult(d) : onControlResult(d));
 
 const HANDLERS = new Map([
   ['history_replay', onReplay],
@@ -77,7 +85,7 @@ const HANDLERS = new Map([
   [
     'trader_status',
     (d) => {
-      onStatus(d, { replay: false });
+      if (onStatus(d, { replay: false })) onTrading(d.trading, d.session_id);
       noteStatus(d);
     },
   ],
@@ -87,8 +95,8 @@ const HANDLERS = new Map([
   ['console', (d) => pushEntries([consoleEntry(d)])],
   ['error', onServerError],
   ['pong', onPong],
-  ['control_sent', onControlSent],
-  ['control_result', onControlResult],
+  ['control_sent', controlSent],
+  ['control_result', controlResult],
 ]);
 
 // The trader numbers every live event; a jump means the channel layer dropped some on the way here.
@@ -138,6 +146,7 @@ function tick() {
 bindLog();
 bindMarkets(send);
 bindMarket(send);
+bindTrading(send);
 setState(currentState());
 setInterval(tick, TICK_MS);
 tick();

@@ -6,6 +6,7 @@ import { pushEntries, setShardTagging, transitionEntry } from './log.js';
 import { noteMarketsTotal } from './markets.js';
 
 const STATUS_STALE_MS = 5000;
+const TRADING_STEPS = ['trading_client_connect', 'kalshi_data_sync', 'trading_ready'];
 
 const trader = {
   currentState: body.dataset.state || '',
@@ -17,6 +18,7 @@ const trader = {
   stale: null,
   primary: null, // the session (shard) the header, state track and metrics follow
   shards: new Map(), // session id -> { state, health, total, at }
+  trades: Boolean(dom.stateTrack && dom.stateTrack.dataset.trading === 'true'), // as the server rendered it
 };
 
 // ------------------------------------------------------------------ header
@@ -35,6 +37,9 @@ export function setState(name) {
 
 function renderTrack() {
   if (!dom.stateTrack) return;
+  // The trading steps show for a trader that trades (its status says so, or it has been in one of them).
+  const trades = trader.trades || TRADING_STEPS.some((step) => trader.visited.has(step));
+  setData(dom.stateTrack, 'trading', trades ? 'true' : 'false');
   for (const li of dom.stateTrack.querySelectorAll('[data-step]')) {
     const step = li.dataset.step;
     li.classList.toggle('is-current', step === trader.currentState);
@@ -213,7 +218,8 @@ export function onTransition(data, options) {
   return entry;
 }
 
-/** A ``trader_status``: counts and metrics only (the books come as orderbooks events and pages). */
+/** A ``trader_status``: counts and metrics (the books come as orderbooks events and pages). Returns whether
+ * the page follows its trader (the rest of the status, its trading block, is then for the page too). */
 export function onStatus(data, options) {
   const d = obj(data);
   const replay = options && options.replay;
@@ -221,7 +227,12 @@ export function onStatus(data, options) {
   const ts = parseTime(d.timestamp);
   const metrics = obj(d.metrics);
   noteShard(d.session_id, { state: d.state, health: d.health, total: metrics.markets_total });
-  if (!followsPrimary(d.session_id)) return;
+  if (!followsPrimary(d.session_id)) return false;
+  const trades = obj(d.trading).enabled === true;
+  if (trades !== trader.trades) {
+    trader.trades = trades;
+    renderTrack();
+  }
   // A replayed status may be old (the trader may be down): date it by its own timestamp.
   trader.lastStatusAt = replay && ts !== null ? Math.min(ts, now) : now;
 
@@ -235,6 +246,7 @@ export function onStatus(data, options) {
   setHealth(d.health);
   applyMetrics(metrics);
   if (!isNum(d.session_id) && isNum(metrics.markets_total)) noteMarketsTotal(metrics.markets_total);
+  return true;
 }
 
 /** A ``history_replay`` starts the picture again: its session, every shard, the header from scratch. */
@@ -247,6 +259,7 @@ export function resetFromReplay(session, shards) {
   trader.lastMessageTime = null;
   trader.stateSince = null;
   trader.visited = new Set();
+  trader.trades = false;
   trader.lastTransitionAt = null;
   trader.shards.clear();
   trader.primary = session && isNum(session.id) ? session.id : null;

@@ -6,7 +6,9 @@ filter, and watches rows change as the trader's orderbooks events arrive.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import importlib.util
 import itertools
 import json
 import os
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from tests.console.trading_sample import trading_block
 from tests.processes import free_port, http_get, project_env, start_runtrader, wait_until_healthy
 from tests.support import eventually_blocking
 
@@ -325,5 +328,170 @@ def test_the_session_history_links_the_console_each_sessions_page_its_export_and
         assert page.follow(".page-links a[href='/v3-trader']") == "/v3-trader"
         eventually_blocking(lambda: page.value_or_none("document.body.dataset.replayed") == "1", what="the console")
         assert page.follow("#session-link") == f"/v3/sessions/{session}"
+    finally:
+        trader.stop()
+
+
+def test_the_trading_panel_shows_a_trading_status_and_fits_1400_px_with_50_orders(tmp_path: Path, browser: Any) -> None:
+    trader = start_runtrader(project_env(tmp_path), "--port", "0")
+    try:
+        wait_until_healthy(trader.base_url)
+        page = browser(trader.console_url)
+        eventually_blocking(lambda: page.value_or_none("document.body.dataset.replayed") == "1", what="the console")
+        # A watching trader: no panel and no trading steps.
+        assert page.value("document.getElementById('trading-panel').hidden") is True
+        assert page.value("getComputedStyle(document.querySelector('[data-step=trading_ready]')).display") == "none"
+        session = page.value("Number(document.body.dataset.sessionId)")
+        page.call("Emulation.setDeviceMetricsOverride", width=1400, height=900, deviceScaleFactor=1, mobile=False)
+        status = {"session_id": session, "state": "trading_ready", "metrics": {}, "trading": trading_block(orders=50)}
+        # The trader's own statuses (it does not trade) follow within a second: the status is fed and the
+        # page measured in one script, before any of them can arrive.
+        shown = page.value(
+            f"""(() => {{
+              window.TraderConsole.handleMessage({{type: 'trader_status', data: {json.dumps(status)}}});
+              const panel = document.getElementById('trading-panel');
+              const rect = (sel) => document.querySelector(sel).getBoundingClientRect();
+              const wrap = document.querySelector('.trading-orders .trading-wrap');
+              const lastCancel = [...document.querySelectorAll('#orders-body button.cancel-order')].pop();
+              wrap.scrollTop = wrap.scrollHeight;
+              return {{
+                hidden: panel.hidden,
+                orders: document.querySelectorAll('#orders-body tr.order-row').length,
+                count: document.getElementById('orders-count').textContent,
+                positions: document.querySelectorAll('#positions-body tr.position-row').length,
+                fills: document.querySelectorAll('#fills-body tr.fill-row').length,
+                balance: document.querySelector('[data-money=balance]').textContent,
+                unrealized: document.querySelector('[data-money=unrealized_pnl]').dataset.sign,
+                strategy: document.getElementById('strategy-name').textContent,
+                params: document.getElementById('strategy-params').textContent,
+                state: document.getElementById('strategy-state').textContent,
+                refusals: document.getElementById('trading-refusals').textContent,
+                step: getComputedStyle(document.querySelector('[data-step=trading_ready]')).display,
+                pageWidth: document.documentElement.scrollWidth,
+                panelRight: rect('#trading-panel').right,
+                ordersWrapHeight: wrap.getBoundingClientRect().height,
+                ordersTableWidth: rect('#orders-table').width,
+                ordersWrapWidth: wrap.clientWidth,
+                positionsFit: rect('#positions-table').width <= rect('.trading-positions').width + 1,
+                fillsFit: rect('#fills-table').width <= rect('.trading-fills').width + 1,
+                widths: [rect('#positions-table').width, rect('.trading-positions').width,
+                         rect('#fills-table').width, rect('.trading-fills').width],
+                lastCancelVisible: lastCancel.getBoundingClientRect().bottom <= wrap.getBoundingClientRect().bottom
+                  && lastCancel.getBoundingClientRect().right <= wrap.getBoundingClientRect().right,
+              }};
+            }})()"""
+        )
+        assert shown == {
+            **shown,
+            "hidden": False,
+            "orders": 50,
+            "count": "50",
+            "positions": 2,
+            "fills": 2,
+            "balance": "$9,987.25",
+            "unrealized": "down",
+            "strategy": "quoter",
+            "params": "spread=0.02 size=5.00",
+            "state": "running",
+            "step": "flex",
+        }
+        assert "max_position2" in shown["refusals"] and "price_band1" in shown["refusals"]
+        # At 1400 px nothing runs off the page: 50 orders scroll inside their table, every column and the
+        # last Cancel button in view.
+        assert shown["pageWidth"] <= 1400 and shown["panelRight"] <= 1400
+        assert shown["ordersWrapHeight"] <= 260
+        assert shown["ordersTableWidth"] <= shown["ordersWrapWidth"] + 1
+        assert shown["positionsFit"] and shown["fillsFit"], shown["widths"]
+        assert shown["lastCancelVisible"]
+        if os.environ.get("CONSOLE_SCREENSHOT"):  # a look at the panel: it is kept shown while the picture is taken
+            feed = f"window.TraderConsole.handleMessage({{type: 'trader_status', data: {json.dumps(status)}}})"
+            page.value(f"window.keepShown = setInterval(() => {feed}, 20)")
+            page.value("document.getElementById('trading-panel').scrollIntoView()")
+            shot = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=False)
+            Path(os.environ["CONSOLE_SCREENSHOT"]).write_bytes(base64.b64decode(shot["data"]))
+            page.value("clearInterval(window.keepShown)")
+
+        # Trading lines of the console get their own look.
+        kinds = page.value(
+            """(() => {
+              const lines = ['FILL: buy YES 1.00 KXFED at 0.4200 (maker)', 'REFUSED by max_position: too big',
+                             'KILL SWITCH: from the console', 'ORDER RESTING: buy YES', 'MARKETS: nothing'];
+              for (const message of lines) window.TraderConsole.handleMessage(
+                {type: 'console', data: {level: 'info', message, timestamp: new Date().toISOString()}});
+              return [...document.querySelectorAll('#console .log-entry')].slice(-5).map((e) => e.dataset.trade || '');
+            })()"""
+        )
+        assert kinds == ["fill", "refused", "kill", "order", ""]
+        # The kill switch asks first; keeping trading closes the question and sends nothing.
+        page.value("document.getElementById('kill-switch').click()")
+        assert page.value("document.getElementById('kill-confirm').hidden") is False
+        page.value("document.getElementById('kill-confirm-no').click()")
+        assert page.value("document.getElementById('kill-confirm').hidden") is True
+        # The trader's own next status says it does not trade: the panel goes.
+        eventually_blocking(
+            lambda: page.value("document.getElementById('trading-panel').hidden") is True,
+            what="the panel to hide on the trader's own status",
+        )
+        page.call("Emulation.clearDeviceMetricsOverride")
+    finally:
+        trader.stop()
+
+
+QUOTER = "apps.strategies.quoter.Quoter"
+
+
+def _has_quoter() -> bool:
+    try:
+        return importlib.util.find_spec(QUOTER.rpartition(".")[0]) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _has_quoter(), reason=f"needs the {QUOTER} strategy")
+def test_a_quoting_trader_fills_the_panel_a_cancel_takes_an_order_and_the_kill_switch_takes_them_all(
+    tmp_path: Path, browser: Any
+) -> None:
+    trader = start_runtrader(project_env(tmp_path), "--port", "0", "--strategy", QUOTER)
+    try:
+        wait_until_healthy(trader.base_url)
+        page = browser(trader.console_url)
+        orders = "[...document.querySelectorAll('#orders-body tr.order-row')].map((tr) => tr.dataset.key)"
+        eventually_blocking(
+            lambda: page.value_or_none("document.getElementById('trading-panel').hidden") is False,
+            what="the trading panel",
+        )
+        eventually_blocking(lambda: len(page.value(orders)) >= 2, what="the quoter's resting orders in the panel")
+        assert page.value("document.getElementById('state-badge').dataset.state") == "trading_ready"
+        assert page.value("document.getElementById('strategy-state').textContent") == "running"
+        assert page.value("document.querySelector('[data-money=balance]').textContent").startswith("$")
+
+        # Cancel on one order: the trader answers, and the order leaves the panel.
+        first = page.value(orders)[0]
+        page.value(
+            f"document.querySelector('#orders-body tr[data-key={json.dumps(first)}] button.cancel-order').click()"
+        )
+        reply = "document.getElementById('trading-reply').textContent"
+        eventually_blocking(lambda: f"Order {first} cancelled" in page.value(reply), what="the cancel's answer")
+        eventually_blocking(lambda: first not in page.value(orders), what=f"order {first} to leave the panel")
+
+        # The kill switch, confirmed: every order is cancelled and none comes back.
+        page.value("document.getElementById('kill-switch').click()")
+        page.value("document.getElementById('kill-confirm-yes').click()")
+        eventually_blocking(lambda: "Kill switch pulled" in page.value(reply), what="the kill switch's answer")
+        eventually_blocking(
+            lambda: page.value("document.getElementById('orders-body').dataset.total") == "0",
+            what="no open order left",
+        )
+        assert page.value("document.getElementById('trading-panel').dataset.killed") == "true"
+        log = "document.getElementById('console').textContent"
+        eventually_blocking(lambda: "CONTROL: kill switch from the console" in page.value(log), what="the control line")
+        assert page.value("document.querySelectorAll('#console .log-entry[data-trade=kill]').length") >= 1
+
+        # /v3/status carries the same figures, and no secret.
+        status = page.value("fetch('/v3/status').then((r) => r.text())", wait=True)
+        document = json.loads(status)
+        assert document["trading"]["enabled"] is True and document["trading"]["open_orders_total"] == 0
+        assert document["trading"]["killed"]
+        assert "sim-local-key" not in status and "PRIVATE KEY" not in status
     finally:
         trader.stop()

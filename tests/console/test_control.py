@@ -134,6 +134,7 @@ async def test_a_trader_that_does_not_answer_is_reported(monkeypatch: pytest.Mon
         "message": f"no trader answered: remove_markets KXFED-26DEC-T4.25 sent to session {session.pk} "
         "got no reply within 0.3 s",
         "request_id": sent["request_id"],
+        "action": "remove_markets",
     }
     await communicator.send_json_to({"type": "add_markets", "markets": ["KXCPI-26DEC-T0.3"], "session": 999})
     assert (await next_of(communicator, "error"))["message"] == "session 999 is not a live trader"
