@@ -80,3 +80,23 @@ def test_a_sigterm_the_moment_the_console_is_announced_still_exits_0_and_closes_
     assert code == 0, stderr
     row = "from apps.trader.models import TradingSession as T; s = T.objects.get(); print(s.status, s.current_state)"
     assert shell_line(env, row) == "stopped shutdown"
+
+
+def orders_by_status(tmp_path: Path) -> dict[str, int]:
+    with sqlite3.connect(tmp_path / "trader.sqlite3") as db:
+        return dict(db.execute("select status, count(*) from trader_order group by status").fetchall())
+
+
+def test_sigterm_cancels_the_strategys_resting_orders_before_the_session_closes(tmp_path: Path) -> None:
+    trader = start_runtrader(project_env(tmp_path), "--no-web", "--strategy", "tests.trading.strategies.RestingBids")
+    try:
+        eventually_blocking(lambda: orders_by_status(tmp_path).get("resting") == 3, what="three bids resting")
+    finally:
+        code, stderr = trader.stop(signal.SIGTERM)
+    assert code == 0, stderr
+    assert "trading_ready → shutdown | received SIGTERM" in stderr
+    # Each row's last state is the exchange's answer to the cancel, written before the session closed.
+    assert orders_by_status(tmp_path) == {"canceled": 3}
+    with sqlite3.connect(tmp_path / "trader.sqlite3") as db:
+        assert db.execute("select status from trader_tradingsession").fetchall() == [("stopped",)]
+    assert "Traceback" not in stderr

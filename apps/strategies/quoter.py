@@ -3,8 +3,13 @@
 Parameters (strings, exact): ``spread`` full width of the quote (default "0.04"), ``size`` contracts per
 quote ("1"), ``max_position`` the side that would take the position past it is not quoted ("5"), ``skew``
 the shift of both quotes per contract held ("0.01": long YES moves both quotes lower, short moves them
-higher), ``requote`` the least difference worth moving a quote for ("0.01"), and optionally ``markets`` (a
-list of tickers; every market of the trader by default).
+higher), ``requote`` the least difference worth moving a quote for ("0.01"), ``unwind_above`` a position
+(either way) past which the quoter takes liquidity to come back to it (off by default), and optionally
+``markets`` (a list of tickers; every market of the trader by default).
+
+Unwinding sends an immediate-or-cancel, reduce-only order at the best price of the rest of the book for
+the part of the position above ``unwind_above``: the skew waits for the market to come to the quotes, an
+unwind pays the spread to shed inventory at once.
 
 The mid is taken from the book without the quoter's own resting quotes: otherwise the quotes would set
 the mid they are placed around, and the skew would walk them across the book. Quotes sit on whole cents
@@ -52,12 +57,13 @@ class Quoter(Strategy):
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         super().__init__(params)
-        check_known(params, ("spread", "size", "max_position", "skew", "requote", "markets"))
+        check_known(params, ("spread", "size", "max_position", "skew", "requote", "unwind_above", "markets"))
         self.spread = price(params, "spread", "0.04")
         self.size = count(params, "size", "1")
         self.max_position = count(params, "max_position", "5")
         self.skew = price(params, "skew", "0.01")
         self.requote = price(params, "requote", "0.01")
+        self.unwind_above = count(params, "unwind_above") if "unwind_above" in params else None
         self.markets = tickers(params)
         if self.spread == 0:
             raise StrategyParameterError("parameter 'spread' must be more than 0")
@@ -66,11 +72,14 @@ class Quoter(Strategy):
         if self.max_position < self.size:
             raise StrategyParameterError("parameter 'max_position' must be at least 'size'")
         self.clock: Callable[[], float] = time.monotonic
-        self._retry_at: dict[tuple[str, BookSide], float] = {}
+        self._retry_at: dict[tuple[str, str], float] = {}
+        """When a market's side (or its unwind) may try again after a refusal, by (ticker, side or "unwind")."""
 
     def describe(self) -> dict[str, str]:
         shown = {key: format_price(getattr(self, key)) for key in ("spread", "skew", "requote")}
         shown |= {key: format_size(getattr(self, key)) for key in ("size", "max_position")}
+        if self.unwind_above is not None:
+            shown["unwind_above"] = format_size(self.unwind_above)
         if self.markets is not None:
             shown["markets"] = ", ".join(self.markets)
         return shown
@@ -122,6 +131,7 @@ class Quoter(Strategy):
         if wanted is None:
             return
         bid, ask, why = wanted
+        await self._unwind(ctx, ticker)
         orders = ctx.open_orders(ticker)
         await self._quote(ctx, ticker, "bid", bid, [o for o in orders if o.side == "bid"], why)
         await self._quote(ctx, ticker, "ask", ask, [o for o in orders if o.side == "ask"], why)
@@ -160,6 +170,33 @@ class Quoter(Strategy):
             )
         if answer.status in ("refused", "rejected"):
             self._retry_at[(ticker, side)] = self.clock() + RETRY_AFTER
+
+    async def _unwind(self, ctx: StrategyContext, ticker: str) -> None:
+        """Take the rest of the book for the part of the position above ``unwind_above``."""
+        position = ctx.position(ticker)
+        if self.unwind_above is None or abs(position) <= self.unwind_above:
+            return
+        if self.clock() < self._retry_at.get((ticker, "unwind"), float("-inf")):
+            return
+        others = self._others_top(ctx, ticker)
+        if others is None:
+            return
+        best_bid, best_ask = others
+        # Long YES sells YES into the best bid; short (long NO) buys YES at the best ask.
+        side: BookSide = "ask" if position > 0 else "bid"
+        at = best_bid if position > 0 else best_ask
+        excess = abs(position) - self.unwind_above
+        self._retry_at[(ticker, "unwind")] = self.clock() + RETRY_AFTER
+        await ctx.place(
+            ticker,
+            side,
+            price=at,
+            count=excess,
+            time_in_force="immediate_or_cancel",
+            reduce_only=True,
+            reason=f"quoter: unwind {format_size(excess)} of {format_size(position)} above "
+            f"{format_size(self.unwind_above)} at {format_price(at)}",
+        )
 
     def _others_top(self, ctx: StrategyContext, ticker: str) -> tuple[int, int] | None:
         """The best YES bid and ask of everyone but this quoter; None unless both sides have some."""

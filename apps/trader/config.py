@@ -249,6 +249,10 @@ def build_trader_config(
         trade=trade or settings.TRADER_TRADE,
         strategy=settings.TRADER_STRATEGY if strategy is None else strategy,
         strategy_params=settings.TRADER_STRATEGY_PARAMS if strategy_params is None else strategy_params,
+        named={
+            "--strategy ": "--strategy " if strategy is not None else "TRADER_STRATEGY ",
+            "--strategy-params:": "--strategy-params:" if strategy_params is not None else "TRADER_STRATEGY_PARAMS:",
+        },
         risk=settings.TRADER_RISK if risk is None else risk,
         cancel_unknown_orders=cancel_unknown_orders or settings.TRADER_CANCEL_UNKNOWN_ORDERS,
         urls=[] if start_exchange else [(api_url, False), (ws_url, True)],
@@ -293,11 +297,13 @@ def _trading_choice(
     risk: str,
     cancel_unknown_orders: bool,
     urls: list[tuple[str, bool]],
+    named: dict[str, str],
 ) -> TradingChoice | None:
     """The trading the options ask for, checked against the environment's rules before anything connects.
 
     A strategy asks for trading in sim and paper; production trades only with --trade (TRADER_TRADE=yes) as
-    well as the production confirmation; local never does.
+    well as the production confirmation; local never does. ``named`` renames the options in the loader's
+    lines to the settings they came from.
     """
     environment: Environment = settings.ENVIRONMENT
     if not (trade or strategy):
@@ -322,7 +328,10 @@ def _trading_choice(
         try:
             params = load_strategy(strategy, strategy_params or None).params
         except StrategyLoadError as exc:
-            problems.append(str(exc))
+            line = str(exc)
+            for option, name in named.items():
+                line = line.replace(option, name, 1) if line.startswith(option) else line
+            problems.append(line)
     return TradingChoice(
         permission=permission,
         strategy_path=strategy,

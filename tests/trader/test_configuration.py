@@ -205,6 +205,18 @@ CASES = [
     case(
         "SIM_FAULTS: stall_for needs a finite number of at least 0; got 'nan'", SIM_FAULTS="stall_every=9,stall_for=nan"
     ),
+    case("TRADER_TRADE must be one of yes, no or empty; got 'maybe'", TRADER_TRADE="maybe"),
+    case(
+        "TRADER_CANCEL_UNKNOWN_ORDERS must be one of yes, no or empty; got 'maybe'",
+        TRADER_CANCEL_UNKNOWN_ORDERS="maybe",
+    ),
+    case("TRADER_STRATEGY apps.nope.X: no module named 'apps.nope'", TRADER_STRATEGY="apps.nope.X"),
+    case(
+        "TRADER_STRATEGY_PARAMS: not a JSON object",
+        TRADER_STRATEGY="apps.strategies.quoter.Quoter",
+        TRADER_STRATEGY_PARAMS="[1]",
+    ),
+    case("--risk / TRADER_RISK: unknown risk limit 'max_psition'", TRADER_TRADE="yes", TRADER_RISK="max_psition=3"),
     case("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'LOUD'", LOG_LEVEL="LOUD"),
     case("DEBUG must be true or false (1/0, yes/no, on/off); got 'maybe'", DEBUG="maybe"),
     case(

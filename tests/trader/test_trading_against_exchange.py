@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from apps.exchange.simulator import ExchangeSimulator
+from apps.kalshi.backoff import Backoff
 from apps.kalshi.environments import Environment, TradingPermission
-from apps.kalshi.orderbook import TopOfBook
+from apps.kalshi.portfolio import OrderRequest
 from apps.kalshi.signing import Credentials
 from apps.kalshi.trading import KalshiTradingClient
 from apps.trader.config import TradingChoice
@@ -21,12 +22,13 @@ from apps.trader.core.coordinator import Coordinator
 from apps.trader.core.eventbus import EventBus
 from apps.trader.core.states import State
 from apps.trader.core.trading.risk import RiskLimits
-from apps.trader.core.trading.strategy import CONTRACT, DOLLAR, Strategy, StrategyContext
+from apps.trader.core.trading.strategy import CONTRACT, DOLLAR, Strategy
 from apps.trader.models import Fill, Order, StateTransition
 from apps.trader.runtime import trading_setup
 from tests.support import TEST_KEY_ID, StartSim, eventually, sim_trader_config
 from tests.trader.builders import MARKETS, coordinator_for
 from tests.trader.conftest import EventLog
+from tests.trading.strategies import Exploding, RestingBids
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,40 +38,6 @@ TRADING_PATH = [
     ("trading_client_connect", "kalshi_data_sync"),
     ("kalshi_data_sync", "trading_ready"),
 ]
-
-
-def under_the_book(ctx: StrategyContext, ticker: str) -> int:
-    """A bid price 0.09 under the best bid: inside the default price band, out of the random walk's reach."""
-    top = ctx.top(ticker)
-    best = top.yes_bid[0] if top is not None and top.yes_bid is not None else DOLLAR // 2
-    return max(DOLLAR // 100, best - 9 * DOLLAR // 100)
-
-
-class RestingBids(Strategy):
-    """One bid per market well under the book, so it rests and does not fill; ``size`` contracts each."""
-
-    name = "resting-bids"
-
-    async def on_start(self, ctx: StrategyContext) -> None:
-        size = int(self.params.get("size", "1")) * CONTRACT
-        for ticker in ctx.markets:
-            if not ctx.open_orders(ticker):
-                price = under_the_book(ctx, ticker)
-                await ctx.place(ticker, "bid", price=price, count=size, reason="resting bid")
-
-
-class Exploding(Strategy):
-    """Rests a bid, then raises on the first book it sees."""
-
-    name = "exploding"
-
-    async def on_start(self, ctx: StrategyContext) -> None:
-        if not ctx.open_orders():
-            price = under_the_book(ctx, MARKETS[0])
-            await ctx.place(MARKETS[0], "bid", price=price, count=CONTRACT, reason="before the bug")
-
-    async def on_book(self, ctx: StrategyContext, ticker: str, top: TopOfBook) -> None:
-        raise RuntimeError("the strategy has a bug")
 
 
 def strategy_path(cls: type[Strategy]) -> str:
@@ -115,6 +83,7 @@ async def start_trader(
         strategy: type[Strategy] | str | None,
         params: dict[str, Any] | None = None,
         limits: RiskLimits | None = None,
+        cancel_unknown_orders: bool = False,
         **options: Any,
     ) -> Trader:
         path = strategy if isinstance(strategy, str) else strategy_path(strategy) if strategy else ""
@@ -124,6 +93,7 @@ async def start_trader(
             strategy_path=path,
             strategy_params=params or {},
             limits=limits or RiskLimits(),
+            cancel_unknown_orders=cancel_unknown_orders,
         )
         setup = trading_setup(
             replace(config, trading=choice), trading_exchange.ws_url, trading_exchange.api_url.rstrip("/")
@@ -181,8 +151,10 @@ async def test_a_risk_limit_refuses_an_order_before_it_leaves(
     trader = start_trader(RestingBids, params={"size": "3"}, limits=RiskLimits(max_order_size=2 * CONTRACT))
     await eventually(lambda: trader.engine.refusals["max_order_size"] == len(MARKETS), what="refusals")
     assert resting_of_trader(trading_exchange) == []
-    refused = trader.lines("REFUSED by max_order_size")
-    assert len(refused) == len(MARKETS)
+    # A console line says so; refusals by one rule are shown at most once a second, so the burst is one line.
+    await eventually(lambda: bool(trader.lines("REFUSED by max_order_size")), what="the console line")
+    assert len(trader.lines("REFUSED by max_order_size")) == 1
+    assert trader.engine.counters["orders_refused"] == len(MARKETS)
     await trader.stop()
     rows = [o async for o in Order.objects.filter(session_id=trader.coordinator.session_id)]
     assert {(o.status, o.error_code, o.exchange_order_id) for o in rows} == {("refused", "max_order_size", "")}
@@ -249,10 +221,16 @@ async def test_the_quoter_trades_and_its_positions_equal_the_exchanges(
 ) -> None:
     trader = start_trader(
         "apps.strategies.quoter.Quoter",
-        params={"spread": "0.02", "size": "1", "max_position": "3"},
+        params={"spread": "0.02", "size": "1", "max_position": "3", "unwind_above": "1"},
         limits=RiskLimits(max_position=5 * CONTRACT, max_open_orders=12),
     )
-    await eventually(lambda: trader.engine.counters["maker_fills"] >= 3, seconds=30, what="maker fills")
+    await eventually(lambda: trader.coordinator.machine.state is State.TRADING_READY, what="trading_ready")
+    # Its quotes fill when the market trades through them (maker); past one contract it unwinds (taker).
+    await eventually(
+        lambda: trader.engine.counters["maker_fills"] >= 2 and trader.engine.counters["taker_fills"] >= 1,
+        seconds=40,
+        what="maker and taker fills",
+    )
     await trader.stop()
 
     theirs = await exchange_positions(trading_exchange, credentials)
@@ -262,3 +240,66 @@ async def test_the_quoter_trades_and_its_positions_equal_the_exchanges(
     fills = [f async for f in Fill.objects.filter(session_id=trader.coordinator.session_id)]
     assert len(fills) == trader.engine.counters["fills"]
     assert resting_of_trader(trading_exchange) == []
+
+
+async def place_elsewhere(sim: ExchangeSimulator, credentials: Credentials, ticker: str) -> str:
+    """A bid on the trader's account placed by another program (same key), before the trader starts."""
+    async with KalshiTradingClient(sim.api_url, credentials, TradingPermission(Environment.SIM)) as client:
+        top = sim.true_book(ticker).top()
+        assert top.yes_bid is not None
+        placed = await client.create_order(OrderRequest.buy_yes(ticker, CONTRACT, top.yes_bid[0] - 9 * DOLLAR // 100))
+        return placed.order_id
+
+
+@pytest.mark.parametrize("cancel", [False, True], ids=["reported", "cancelled"])
+async def test_resting_orders_it_did_not_place_are_reported_and_cancelled_only_when_asked(
+    start_trader: Callable[..., Trader],
+    trading_exchange: ExchangeSimulator,
+    credentials: Credentials,
+    cancel: bool,
+) -> None:
+    stranger = await place_elsewhere(trading_exchange, credentials, MARKETS[1])
+    trader = start_trader(None, cancel_unknown_orders=cancel)
+    await eventually(lambda: trader.coordinator.machine.state is State.TRADING_READY, what="trading_ready")
+    text = "cancelled 1 of 1 unknown resting order(s)" if cancel else "1 resting order(s) this trader did not place"
+    await eventually(lambda: bool(trader.lines(text)), what="the account line")
+    still = [o.order_id for o in resting_of_trader(trading_exchange)]
+    assert still == ([] if cancel else [stranger])
+    await trader.stop()
+    # Shutdown cancels this trader's orders only: another program's order stays unless asked.
+    assert [o.order_id for o in resting_of_trader(trading_exchange)] == ([] if cancel else [stranger])
+
+
+async def test_entering_error_cancels_its_orders_and_trading_resumes_with_a_new_strategy(
+    start_trader: Callable[..., Trader], trading_exchange: ExchangeSimulator
+) -> None:
+    trader = start_trader(RestingBids, error_backoff=Backoff(initial=0.05, cap=0.1))
+    await eventually(lambda: len(resting_of_trader(trading_exchange)) == len(MARKETS), what="bids resting")
+    first = trader.engine.host
+
+    trading_exchange.faults.reject_handshake = True  # the reconnect is refused: the trader goes to error
+    trading_exchange.drop_connections()
+    await eventually(lambda: ("kalshi_connectivity_orderbook_client", "error") in trader.transitions(), what="error")
+    await eventually(lambda: resting_of_trader(trading_exchange) == [], what="its bids cancelled")
+    assert first.state == "stopped"
+
+    trading_exchange.faults.reject_handshake = False
+    await eventually(lambda: trader.transitions().count(("kalshi_data_sync", "trading_ready")) == 2, seconds=20)
+    await eventually(lambda: len(resting_of_trader(trading_exchange)) == len(MARKETS), what="bids again")
+    assert trader.engine.host is not first and trader.engine.host.state == "running"
+    await trader.stop()
+
+
+async def test_a_create_whose_answer_was_lost_is_placed_once(
+    start_trader: Callable[..., Trader], trading_exchange: ExchangeSimulator
+) -> None:
+    trading_exchange.faults.accept_then_5xx = 1  # the first create is carried out, then answered 500
+    trader = start_trader(RestingBids, markets=MARKETS[:1])
+    await eventually(lambda: trader.engine.counters["orders_placed"] == 1, what="the bid")
+    await eventually(lambda: bool(trader.engine.orders.working()), what="the bid working")
+    (order,) = trader.engine.orders.all()
+    await eventually(lambda: trader.engine.orders.get(order.client_order_id).status == "resting", what="resting")
+    (resting,) = resting_of_trader(trading_exchange)
+    assert resting.client_order_id == order.client_order_id
+    assert trading_exchange.stats["faults"]["accept_then_5xx"] == 1
+    await trader.stop()

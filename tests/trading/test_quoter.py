@@ -260,3 +260,25 @@ def test_it_describes_its_parameters_in_dollars_and_contracts() -> None:
         "max_position": "5.00",
         "markets": M,
     }
+
+
+async def test_above_unwind_above_it_takes_the_book_for_the_excess_with_a_reduce_only_ioc() -> None:
+    long = market(40, 50)
+    long.set_position(M, 3 * CONTRACT)
+    await quoter(unwind_above="1", max_position="5").on_start(long)
+    (unwind,) = [o for o in long.made("place") if o.time_in_force == "immediate_or_cancel"]
+    assert (unwind.side, unwind.yes_price, unwind.initial_count) == ("ask", cents(40), 2 * CONTRACT)
+
+    short = market(40, 50)
+    short.set_position(M, -2 * CONTRACT)
+    await quoter(unwind_above="1", max_position="5").on_start(short)
+    (unwind,) = [o for o in short.made("place") if o.time_in_force == "immediate_or_cancel"]
+    assert (unwind.side, unwind.yes_price, unwind.initial_count) == ("bid", cents(50), CONTRACT)
+
+
+async def test_at_or_under_unwind_above_or_without_it_it_takes_nothing() -> None:
+    for params, position in (({"unwind_above": "2"}, 2 * CONTRACT), ({}, 5 * CONTRACT)):
+        ctx = market(40, 50)
+        ctx.set_position(M, position)
+        await quoter(max_position="5", **params).on_start(ctx)
+        assert all(o.time_in_force == "good_till_canceled" for o in ctx.made("place"))

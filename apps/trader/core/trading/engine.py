@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -48,6 +49,8 @@ POSITIONS_INTERVAL = 10.0
 """Seconds between position snapshots (of the markets whose position changed) and balance reads."""
 CANCELS_AT_ONCE = 4
 """Cancels the kill switch keeps in flight at once: fast, and well inside the write bucket."""
+REFUSAL_LINE_INTERVAL = 1.0
+"""Seconds between two console lines of refusals by one rule."""
 STATUS_ORDERS = 50
 STATUS_FILLS = 20
 
@@ -156,6 +159,8 @@ class TradingEngine:
         self._positions_due: set[str] = set()
         self._background: asyncio.Task[None] | None = None
         self._strangers_reported: set[str] = set()
+        self._refusals_shown: dict[str, tuple[float, int]] = {}
+        """Per rule: when its last refusal line was shown, and how many refusals went unshown since."""
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -471,7 +476,7 @@ class TradingEngine:
         if refusal is not None:
             self.refusals[refusal.rule] += 1
             self.counters["orders_refused"] += 1
-            self._console("warning", f"REFUSED amend by {refusal.rule}: {refusal.message}", f"[{strategy}]")
+            self._refusal_line(refusal.rule, f"REFUSED amend by {refusal.rule}: {refusal.message}", f"[{strategy}]")
             return current
         self.counters["orders_amended"] += 1
         return await self.orders.amend(current, price=price, count=count, reason=reason)
@@ -508,7 +513,7 @@ class TradingEngine:
         self._record(order)
         kind = _ORDER_LINES.get(order.status)
         if order.status == "refused":
-            self._console("warning", f"REFUSED by {order.error_code}: {_order_text(order)}", order.reason)
+            self._refusal_line(order.error_code, f"REFUSED by {order.error_code}: {_order_text(order)}", order.reason)
         elif kind is not None:
             level = "warning" if order.status in ("rejected", "unknown") else "info"
             self._console(level, f"ORDER {kind}: {_order_text(order)}", order.reason)
@@ -520,6 +525,20 @@ class TradingEngine:
             self.counters["orders_rejected"] += 1
         if self.host is not None and order.strategy == self.host.name:
             self.host.order_changed(order)
+
+    def _refusal_line(self, rule: str, message: str, context: str) -> None:
+        """A console line per refusal, but at most one a second per rule: a strategy that keeps asking past a
+        limit would otherwise drown the console. The next line says how many went unshown; the counters and
+        the order rows have every one."""
+        now = time.monotonic()
+        shown_at, unshown = self._refusals_shown.get(rule, (-math.inf, 0))
+        if now - shown_at < REFUSAL_LINE_INTERVAL:
+            self._refusals_shown[rule] = (shown_at, unshown + 1)
+            return
+        self._refusals_shown[rule] = (now, 0)
+        if unshown:
+            context = f"{context}; and {unshown} more refused by {rule} since the last line"
+        self._console("warning", message, context)
 
     async def _strategy_failed(self, trace: str) -> None:
         assert self.host is not None
