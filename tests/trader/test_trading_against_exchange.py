@@ -28,7 +28,7 @@ from apps.trader.runtime import trading_setup
 from tests.support import TEST_KEY_ID, StartSim, eventually, sim_trader_config
 from tests.trader.builders import MARKETS, coordinator_for
 from tests.trader.conftest import EventLog
-from tests.trading.strategies import Exploding, RestingBids
+from tests.trading.strategies import Exploding, RestingBids, TakeOnce
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,6 +84,7 @@ async def start_trader(
         params: dict[str, Any] | None = None,
         limits: RiskLimits | None = None,
         cancel_unknown_orders: bool = False,
+        account_check_interval: float | None = None,
         **options: Any,
     ) -> Trader:
         path = strategy if isinstance(strategy, str) else strategy_path(strategy) if strategy else ""
@@ -98,6 +99,9 @@ async def start_trader(
         setup = trading_setup(
             replace(config, trading=choice), trading_exchange.ws_url, trading_exchange.api_url.rstrip("/")
         )
+        assert setup is not None
+        if account_check_interval is not None:
+            setup = replace(setup, options=replace(setup.options, account_check_interval=account_check_interval))
         log = EventLog()
         bus.subscribe(f"log-{len(started)}", log)
         coordinator = coordinator_for(trading_exchange.ws_url, credentials, bus, trading=setup, **options)
@@ -221,11 +225,11 @@ async def test_the_quoter_trades_and_its_positions_equal_the_exchanges(
 ) -> None:
     trader = start_trader(
         "apps.strategies.quoter.Quoter",
-        params={"spread": "0.02", "size": "1", "max_position": "3", "unwind_above": "1"},
-        limits=RiskLimits(max_position=5 * CONTRACT, max_open_orders=12),
+        params={"spread": "0.01", "size": "1", "max_position": "3", "unwind_above": "0"},
+        limits=RiskLimits(max_position=5 * CONTRACT, max_open_orders=12, max_orders_per_second=50),
     )
     await eventually(lambda: trader.coordinator.machine.state is State.TRADING_READY, what="trading_ready")
-    # Its quotes fill when the market trades through them (maker); past one contract it unwinds (taker).
+    # Its quotes fill when the market trades through them (maker); it unwinds any position at once (taker).
     await eventually(
         lambda: trader.engine.counters["maker_fills"] >= 2 and trader.engine.counters["taker_fills"] >= 1,
         seconds=40,
@@ -302,4 +306,31 @@ async def test_a_create_whose_answer_was_lost_is_placed_once(
     (resting,) = resting_of_trader(trading_exchange)
     assert resting.client_order_id == order.client_order_id
     assert trading_exchange.stats["faults"]["accept_then_5xx"] == 1
+    await trader.stop()
+
+
+async def test_a_fill_whose_messages_the_exchange_never_sent_is_booked_by_the_account_check(
+    start_trader: Callable[..., Trader], trading_exchange: ExchangeSimulator, credentials: Credentials
+) -> None:
+    trading_exchange.faults.drop_private = 1_000  # no fill, user_order or market_position message at all
+    trader = start_trader(TakeOnce, account_check_interval=0.2)
+    await eventually(lambda: trader.engine.counters["orders_filled"] == 1, what="the create's answer: executed")
+    await eventually(lambda: trader.engine.counters["fills"] == 1, what="the fill booked from REST")
+    assert trader.engine.ledger.differences(await exchange_positions(trading_exchange, credentials)) == []
+    await eventually(lambda: bool(trader.lines("no message brought")), what="the account line")
+    await trader.stop()
+    fills = [f async for f in Fill.objects.filter(session_id=trader.coordinator.session_id)]
+    assert len(fills) == 1 and fills[0].is_taker
+
+
+async def test_the_session_loss_limit_pulls_the_kill_switch(
+    start_trader: Callable[..., Trader], trading_exchange: ExchangeSimulator
+) -> None:
+    # Buying at the ask is marked at the mid at once: the spread and the fee are the session's loss.
+    trader = start_trader(TakeOnce, limits=RiskLimits(max_session_loss=1))
+    await eventually(lambda: bool(trader.engine.killed), what="the kill switch")
+    assert trader.engine.killed.startswith("session loss limit: max_session_loss: session P&L -")
+    await eventually(lambda: trader.engine.host.state == "stopped", what="the strategy stopped")
+    refusal = trader.engine.accepting("take-once")
+    assert refusal is not None and refusal.rule == "trading_stopped"
     await trader.stop()

@@ -41,3 +41,14 @@ class Exploding(Strategy):
 
     async def on_book(self, ctx: StrategyContext, ticker: str, top: TopOfBook) -> None:
         raise RuntimeError("the strategy has a bug")
+
+
+class TakeOnce(Strategy):
+    """Buys one contract of the first market at its best ask, immediate-or-cancel, once."""
+
+    name = "take-once"
+
+    async def on_start(self, ctx: StrategyContext) -> None:
+        top = ctx.top(FED)
+        if ctx.position(FED) == 0 and top is not None and top.yes_ask is not None:
+            await ctx.place(FED, "bid", price=top.yes_ask[0], count=CONTRACT, time_in_force="immediate_or_cancel")

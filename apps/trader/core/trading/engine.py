@@ -49,6 +49,10 @@ POSITIONS_INTERVAL = 10.0
 """Seconds between position snapshots (of the markets whose position changed) and balance reads."""
 CANCELS_AT_ONCE = 4
 """Cancels the kill switch keeps in flight at once: fast, and well inside the write bucket."""
+ACCOUNT_CHECK_INTERVAL = 30.0
+FILLS_MARGIN_US = 60_000_000
+"""Fills are read again from this long before the last read: Kalshi's min_ts is in whole seconds, and a
+trade's time is when it was made, not when it became visible."""
 REFUSAL_LINE_INTERVAL = 1.0
 """Seconds between two console lines of refusals by one rule."""
 STATUS_ORDERS = 50
@@ -88,6 +92,9 @@ class PrivateFeedPort(Protocol):
 
     async def close(self) -> None: ...
 
+    async def reconcile(self) -> Any:
+        """Read the account from REST now and hand it to the listener, messages held meanwhile."""
+
 
 PrivateFeedFactory = Callable[["AccountListener"], PrivateFeedPort]
 
@@ -101,6 +108,9 @@ class TradingOptions:
     cancel_unknown_orders: bool = False
     """Cancel resting orders of the account that this trader did not place (reported either way)."""
     positions_interval: float = POSITIONS_INTERVAL
+    account_check_interval: float = ACCOUNT_CHECK_INTERVAL
+    """Seconds between reads of the whole account while trading: the private channels carry no seq, so a
+    message the exchange never sent is found only this way (or at the next reconnect)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,6 +169,10 @@ class TradingEngine:
         self._positions_due: set[str] = set()
         self._background: asyncio.Task[None] | None = None
         self._strangers_reported: set[str] = set()
+        self._checking = False
+        """An account check while trading is running (not a sync after a connect)."""
+        self._fills_read_at_us = self._started_us
+        self._position_doubts: set[str] = set()
         self._refusals_shown: dict[str, tuple[float, int]] = {}
         """Per rule: when its last refusal line was shown, and how many refusals went unshown since."""
 
@@ -256,16 +270,36 @@ class TradingEngine:
             self._on_news(TradingNews(TradingNewsKind.FATAL, f"trading feed stopped: {exc}"))
 
     async def _keep_up(self) -> None:
-        """Position snapshots of what changed, the balance and the loss limit, every few seconds."""
+        """Position snapshots of what changed, the balance and the loss limit every few seconds; the whole
+        account now and then."""
+        checked = time.monotonic()
         while True:
-            await asyncio.sleep(self.options.positions_interval)
+            await asyncio.sleep(min(self.options.positions_interval, self.options.account_check_interval))
             self._snapshot_positions()
-            if self._synced_once:
+            if (
+                self._ready
+                and self._feed is not None
+                and time.monotonic() - checked >= self.options.account_check_interval
+            ):
+                checked = time.monotonic()
+                await self._check_account(self._feed)
+            elif self._synced_once:
                 try:
                     self.balance = await self._client.get_balance()
                 except KalshiRestError as exc:
                     logger.info("balance read failed: %s", exc)
             await self._check_loss()
+
+    async def _check_account(self, feed: PrivateFeedPort) -> None:
+        """Read the account while trading, as after a reconnect: fills and order changes the exchange never
+        sent are booked, quietly unless something was missing."""
+        self._checking = True
+        try:
+            await feed.reconcile()
+        except KalshiRestError as exc:
+            logger.info("account check failed: %s", exc)
+        finally:
+            self._checking = False
 
     # ------------------------------------------------------------------------------------------ the account
 
@@ -288,36 +322,49 @@ class TradingEngine:
             self._console(event.level, f"TRADING {event.kind.value.upper()}: {event.reason}")
 
     async def on_account_snapshot(self, snapshot: AccountSnapshot) -> None:
-        """The account read from REST after a (re)connect: positions, resting orders and the balance."""
+        """The account read from REST (after a (re)connect, and now and then while trading): positions,
+        resting orders and the balance."""
         first = not self._synced_once
+        missed = 0
         if first:
             # Fills already in the positions read must not be booked again when their message comes late.
-            self.ledger.load(snapshot.positions, trade_ids=await self._fill_ids_since_start())
+            self.ledger.load(snapshot.positions, trade_ids=await self._fill_ids_since(self._started_us))
         else:
-            await self._catch_up_fills()
+            missed = await self._catch_up_fills()
         changed, strangers = self.orders.on_resting(snapshot.open_orders)
         settled = await self.orders.settle_missing(
             {o.order_id for o in snapshot.open_orders}, reason="not resting on the exchange any more"
         )
         self.balance = snapshot.balance
         await self._handle_strangers(strangers)
-        differences = [] if first else self.ledger.differences(snapshot.positions)
-        if differences:
-            self._console(
-                "warning",
-                "POSITIONS: the exchange's positions differ from the trader's fills",
-                "; ".join(differences[:5]),
-            )
+        if not first:
+            self._compare_positions(snapshot.positions)
         self._synced_once = True
         self.counters["account_syncs"] += 1
+        brought = len(changed) + len(settled)
+        if self._checking and not (brought or missed):
+            return
         self._console(
-            "info",
+            "warning" if self._checking else "info",
             f"ACCOUNT: balance {format_money(snapshot.balance.balance)}, "
             f"{len([p for p in snapshot.positions if p.position])} position(s), "
             f"{len(snapshot.open_orders)} resting order(s)",
-            f"{len(changed) + len(settled)} of this trader's orders brought up to date" if changed or settled else "",
+            f"{brought} of this trader's orders brought up to date" if brought else "",
         )
-        self._on_news(TradingNews(TradingNewsKind.SYNCED, "account loaded"))
+        if not self._checking:
+            self._on_news(TradingNews(TradingNewsKind.SYNCED, "account loaded"))
+
+    def _compare_positions(self, positions: Sequence[MarketPosition]) -> None:
+        """Say so when the exchange's positions differ from the trader's fills on two reads in a row: a fill
+        between the positions read and the fills read differs once, a lost one stays."""
+        differences = self.ledger.differences(positions)
+        lasting = [line for line in differences if line in self._position_doubts]
+        self._position_doubts = set(differences)
+        if lasting:
+            self.counters["position_differences"] += 1
+            self._console(
+                "error", "POSITIONS: the exchange's positions differ from the trader's fills", "; ".join(lasting[:5])
+            )
 
     async def on_private_message(self, message: PrivateMessage) -> None:
         if isinstance(message, FillMessage):
@@ -367,14 +414,16 @@ class TradingEngine:
             self.host.filled(fill)
         asyncio.get_running_loop().create_task(self._check_loss())
 
-    async def _fill_ids_since_start(self) -> list[str]:
-        return [fill.fill_id async for fill in self._client.fills(min_ts=self._started_us // 1_000_000)]
+    async def _fill_ids_since(self, since_us: int) -> list[str]:
+        return [fill.fill_id async for fill in self._client.fills(min_ts=since_us // 1_000_000)]
 
-    async def _catch_up_fills(self) -> None:
-        """Book the fills the private feed missed while it was down (REST since the session started)."""
+    async def _catch_up_fills(self) -> int:
+        """Book the fills of this trader's orders that no message brought (REST since the last such read,
+        with a margin); returns how many."""
         missed = 0
+        since, self._fills_read_at_us = self._fills_read_at_us, self._clock_us()
         try:
-            async for fill in self._client.fills(min_ts=self._started_us // 1_000_000):
+            async for fill in self._client.fills(min_ts=max(self._started_us, since - FILLS_MARGIN_US) // 1_000_000):
                 order = self.orders.by_order_id(fill.order_id)
                 if order is None:
                     continue  # not this trader's order: its positions are the exchange's business
@@ -397,10 +446,12 @@ class TradingEngine:
                 )
                 missed += self.counters["fills"] - before
         except KalshiRestError as exc:
+            self._fills_read_at_us = since  # read them again next time
             self._console("error", f"ACCOUNT: reading missed fills failed: {exc}")
             raise
         if missed:
-            self._console("warning", f"ACCOUNT: booked {missed} fill(s) made while the trading feed was down")
+            self._console("warning", f"ACCOUNT: booked {missed} fill(s) of this trader that no message brought")
+        return missed
 
     async def _handle_strangers(self, strangers: Sequence[Order], *, reported: str = "") -> None:
         """Resting orders of the account that this trader did not place: reported once, cancelled if asked."""
@@ -737,6 +788,7 @@ _COUNTERS = (
     "maker_fills",
     "taker_fills",
     "account_syncs",
+    "position_differences",
     "kill_switch",
     "strategy_failures",
 )
