@@ -551,11 +551,7 @@ class TradingEngine:
 
         async def cancel(order: OrderRecord) -> bool:
             async with gate:
-                try:
-                    return (await self.orders.cancel(order, reason=reason)).status in ("canceled", "executed")
-                except KalshiRestError as exc:
-                    logger.warning("cancel of %s failed: %s", order.client_order_id, exc)
-                    return False
+                return (await self.orders.cancel(order, reason=reason)).status in ("canceled", "executed")
 
         results = await asyncio.gather(*(cancel(o) for o in orders))
         return sum(results)

@@ -160,7 +160,8 @@ class OrderManager:
         )
 
     async def cancel(self, order: OrderRecord, *, reason: str) -> OrderRecord:
-        """Cancel a working order; the answer (or, after a lost answer, the order read back) says how it ended."""
+        """Cancel a working order; the answer (or, after a lost answer, the order read back) says how it ended.
+        A cancel the exchange would not answer leaves the order as it was, with the failure as its reason."""
         current = self._orders.get(order.client_order_id, order)
         if current.status in FINAL_ORDER_STATES:
             return current
@@ -173,7 +174,11 @@ class OrderManager:
         except KalshiRestError as exc:
             if exc.status == 404:
                 return await self._recover(current, f"cancel: the exchange has no such resting order ({exc.code})")
-            raise
+            # Still working as far as anyone knows: the caller (a strategy, the kill switch) sees it so.
+            latest = self._orders[current.client_order_id]
+            return self._change(
+                dataclasses.replace(latest, reason=f"cancel failed: {_error_text(exc)}", at_us=self._now())
+            )
         latest = self._orders[current.client_order_id]
         if result.error is not None:
             return await self._recover(latest, f"cancel refused: {result.error.code} {result.error.message}".strip())
