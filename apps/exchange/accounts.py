@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from apps.exchange.matching import Fill, outcome_cost
+from apps.exchange.matching import Fill
 from apps.kalshi.fixedpoint import DOLLAR
+from apps.kalshi.positions import BookedPosition, outcome_cost
 
 MICRO_DOLLAR = 1_000_000
 """One dollar in money units."""
@@ -27,13 +28,9 @@ def format_money(micro: int) -> str:
 
 
 @dataclass(slots=True)
-class Position:
-    position: int = 0
-    """Signed, 1/100 contract: positive YES, negative NO."""
-    cost: int = 0
-    """What the open position cost (its cost basis), micro-dollars."""
-    realized_pnl: int = 0
-    fees_paid: int = 0
+class Position(BookedPosition):
+    """A market position as Kalshi books it, and what the account traded in the market."""
+
     volume: int = 0
     """Contracts traded, 1/100 contract."""
     traded: int = 0
@@ -70,26 +67,7 @@ class Account:
     def apply_fill(self, fill: Fill) -> Position:
         """Move cash and the position for one of this account's fills."""
         held = self.position(fill.ticker)
-        # A bid adds YES (+), an ask adds NO (-); it first closes what is held the other way.
-        direction = 1 if fill.side == "bid" else -1
-        closing = min(fill.count, max(0, -direction * held.position))
-        opening = fill.count - closing
-        if closing:
-            # Closing k of the opposite outcome pays what that outcome is worth at this trade's price.
-            proceeds = outcome_cost("ask" if fill.side == "bid" else "bid", closing, fill.price)
-            size = abs(held.position)
-            released = held.cost if closing == size else held.cost * closing // size
-            held.cost -= released
-            held.realized_pnl += proceeds - released
-            held.position += direction * closing
-            self.balance += proceeds
-        if opening:
-            cost = outcome_cost(fill.side, opening, fill.price)
-            held.cost += cost
-            held.position += direction * opening
-            self.balance -= cost
-        self.balance -= fill.fee
-        held.fees_paid += fill.fee  # kept apart from realized_pnl, as Kalshi's positions report them
+        self.balance += held.book(fill.side, fill.count, fill.price, fill.fee) - fill.fee
         held.volume += fill.count
         held.traded += outcome_cost(fill.side, fill.count, fill.price)
         held.last_updated_us = fill.ts_us

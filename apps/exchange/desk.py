@@ -26,10 +26,10 @@ from apps.exchange.matching import (
     Placement,
     SelfTradePrevention,
     TimeInForce,
-    outcome_cost,
     trade_fee,
 )
 from apps.kalshi.fixedpoint import DOLLAR
+from apps.kalshi.positions import outcome_cost
 
 DEFAULT_STARTING_BALANCE = 10_000 * 1_000_000
 """$10,000 in micro-dollars."""

@@ -24,6 +24,7 @@ from typing import Literal
 
 from apps.kalshi.fixedpoint import DOLLAR
 from apps.kalshi.messages import Side
+from apps.kalshi.positions import outcome_cost
 
 BookSide = Literal["bid", "ask"]
 TimeInForce = Literal["good_till_canceled", "immediate_or_cancel", "fill_or_kill"]
@@ -43,12 +44,6 @@ def trade_fee(count: int, price: int, rate: int) -> int:
     1/10^14 dollar, so 10^8 of it make a micro-dollar.
     """
     return -(-rate * count * price * (DOLLAR - price) // 100_000_000)
-
-
-def outcome_cost(side: BookSide, count: int, price: int) -> int:
-    """What ``count`` costs the side that opens with it, in micro-dollars: YES at ``price`` for a bid, NO at
-    ``1 - price`` for an ask."""
-    return count * (price if side == "bid" else DOLLAR - price)
 
 
 class OrderRejected(Exception):

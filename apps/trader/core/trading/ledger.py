@@ -5,10 +5,8 @@ P&L and the fees, booked the way the exchange books them (Kalshi's ``GET /portfo
 ``position_fp``, ``market_exposure_dollars``, ``realized_pnl_dollars``, ``fees_paid_dollars``), so at the end
 of a run the two agree to the micro-dollar and ``differences`` says where they do not.
 
-A fill that meets the opposite holding closes it first: a YES bought against NO held releases the pair's
-dollar, which is the same as selling the NO at 1 - price, and the closed part's share of the cost is
-released rounded down (the exchange's rounding of a partial close); only the rest opens. Prices are YES
-prices in 1/10,000 dollar and counts 1/100 contract, so a count times a price is exactly micro-dollars.
+Each fill is booked by ``apps.kalshi.positions.BookedPosition``, Kalshi's booking rules in one place (the
+built-in exchange books its accounts with it too).
 """
 
 from __future__ import annotations
@@ -17,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from apps.kalshi.fixedpoint import DOLLAR, format_money, format_size
-from apps.kalshi.portfolio import BookSide, MarketPosition
+from apps.kalshi.portfolio import MarketPosition
+from apps.kalshi.positions import BookedPosition
 from apps.trader.core.trading.records import FillRecord, PositionRecord
 
 
@@ -38,20 +37,6 @@ class PnL:
         return self.realized + (self.unrealized or 0) - self.fees
 
 
-@dataclass(slots=True)
-class _Held:
-    position: int = 0
-    cost: int = 0
-    realized_pnl: int = 0
-    fees_paid: int = 0
-
-
-def outcome_cost(side: BookSide, count: int, price: int) -> int:
-    """What ``count`` costs the side that opens with it, micro-dollars: YES at ``price`` for a bid, NO at
-    ``1 - price`` for an ask."""
-    return count * (price if side == "bid" else DOLLAR - price)
-
-
 def unrealized_pnl(position: int, cost: int, mark: int | None) -> int | None:
     """What a position is worth at the YES price ``mark`` less what it cost; None without a mark (0 when flat)."""
     if position == 0:
@@ -66,7 +51,7 @@ class Ledger:
     """Per market position, cost, realized P&L and fees, from a REST baseline and the fills since."""
 
     def __init__(self) -> None:
-        self._held: dict[str, _Held] = {}
+        self._held: dict[str, BookedPosition] = {}
         self._trade_ids: set[str] = set()
 
     def load(self, positions: Iterable[MarketPosition], *, trade_ids: Iterable[str] = ()) -> None:
@@ -75,7 +60,7 @@ class Ledger:
         ``trade_ids`` are fills the baseline already includes (from ``GET /portfolio/fills``), so a late
         message of one of them is not booked on top. Fills booked before stay known for the same reason.
         """
-        self._held = {p.ticker: _Held(p.position, p.market_exposure, p.realized_pnl, p.fees_paid) for p in positions}
+        self._held = {p.ticker: _booked(p) for p in positions}
         self._trade_ids.update(trade_ids)
 
     def apply_fill(self, fill: FillRecord) -> bool:
@@ -83,24 +68,7 @@ class Ledger:
         if fill.trade_id in self._trade_ids:
             return False
         self._trade_ids.add(fill.trade_id)
-        held = self._held.setdefault(fill.ticker, _Held())
-        direction = 1 if fill.side == "bid" else -1
-        closing = min(fill.count, max(0, -direction * held.position))
-        opening = fill.count - closing
-        if closing:
-            # Closing k of the opposite outcome is worth what that outcome trades at: 1 - price for NO
-            # closed by a bid, the price for YES closed by an ask.
-            proceeds = outcome_cost("ask" if fill.side == "bid" else "bid", closing, fill.yes_price)
-            size = abs(held.position)
-            released = held.cost if closing == size else held.cost * closing // size
-            held.cost -= released
-            held.realized_pnl += proceeds - released
-            held.position += direction * closing
-        if opening:
-            held.cost += outcome_cost(fill.side, opening, fill.yes_price)
-            held.position += direction * opening
-        # Kept apart from realized P&L, as Kalshi's positions report them.
-        held.fees_paid += fill.fee
+        self._held.setdefault(fill.ticker, BookedPosition()).book(fill.side, fill.count, fill.yes_price, fill.fee)
         return True
 
     def tickers(self) -> list[str]:
@@ -114,7 +82,7 @@ class Ledger:
 
     def record(self, ticker: str, mark: int | None, at_us: int) -> PositionRecord:
         """``ticker``'s position as a record, marked at the YES price ``mark``."""
-        held = self._held.get(ticker) or _Held()
+        held = self._held.get(ticker) or BookedPosition()
         return PositionRecord(
             ticker=ticker,
             position=held.position,
@@ -148,10 +116,10 @@ class Ledger:
 
         A market missing on one side counts as flat there with nothing realized.
         """
-        theirs = {p.ticker: _Held(p.position, p.market_exposure, p.realized_pnl, p.fees_paid) for p in positions}
+        theirs = {p.ticker: _booked(p) for p in positions}
         lines = []
         for ticker in sorted(self._held.keys() | theirs.keys()):
-            mine, other = self._held.get(ticker) or _Held(), theirs.get(ticker) or _Held()
+            mine, other = self._held.get(ticker) or BookedPosition(), theirs.get(ticker) or BookedPosition()
             for label, name, formatted in (
                 ("position", "position", format_size),
                 ("market_exposure", "cost", format_money),
@@ -162,3 +130,8 @@ class Ledger:
                 if ours != exchange:
                     lines.append(f"{ticker} {label}: trader {formatted(ours)}, exchange {formatted(exchange)}")
         return lines
+
+
+def _booked(position: MarketPosition) -> BookedPosition:
+    """The exchange's report of a position, in the ledger's terms (its cost is ``market_exposure``)."""
+    return BookedPosition(position.position, position.market_exposure, position.realized_pnl, position.fees_paid)

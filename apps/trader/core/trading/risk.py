@@ -32,7 +32,7 @@ from apps.kalshi.fixedpoint import (
 )
 from apps.kalshi.orderbook import TopOfBook
 from apps.kalshi.portfolio import BookSide, TimeInForce
-from apps.trader.core.trading.ledger import outcome_cost
+from apps.kalshi.positions import outcome_cost
 from apps.trader.core.trading.records import OrderRecord
 
 Unit = Literal["count", "price", "money", "number"]
