@@ -176,6 +176,7 @@ def build_trader_config(
     strategy_params: str | None = None,
     risk: str | None = None,
     cancel_unknown_orders: bool = False,
+    may_trade: bool = True,
 ) -> TraderConfig:
     """Check every rule and load the key. ``sim_keys`` is the (private, public) pair for the simulator.
 
@@ -242,20 +243,27 @@ def build_trader_config(
             problems.append(
                 f"TRADER_MARKETS (or --markets, or --discover N) is required when ENVIRONMENT={environment}"
             )
-    trading = _trading_choice(
-        settings,
-        problems,
-        confirm_production=confirm_production or settings.TRADER_CONFIRM_PRODUCTION,
-        trade=trade or settings.TRADER_TRADE,
-        strategy=settings.TRADER_STRATEGY if strategy is None else strategy,
-        strategy_params=settings.TRADER_STRATEGY_PARAMS if strategy_params is None else strategy_params,
-        named={
-            "--strategy ": "--strategy " if strategy is not None else "TRADER_STRATEGY ",
-            "--strategy-params:": "--strategy-params:" if strategy_params is not None else "TRADER_STRATEGY_PARAMS:",
-        },
-        risk=settings.TRADER_RISK if risk is None else risk,
-        cancel_unknown_orders=cancel_unknown_orders or settings.TRADER_CANCEL_UNKNOWN_ORDERS,
-        urls=[] if start_exchange else [(api_url, False), (ws_url, True)],
+    # A replay or a soak watches whatever the trading settings say: backtesting is not what they do.
+    trading = (
+        None
+        if not may_trade
+        else _trading_choice(
+            settings,
+            problems,
+            confirm_production=confirm_production or settings.TRADER_CONFIRM_PRODUCTION,
+            trade=trade or settings.TRADER_TRADE,
+            strategy=settings.TRADER_STRATEGY if strategy is None else strategy,
+            strategy_params=settings.TRADER_STRATEGY_PARAMS if strategy_params is None else strategy_params,
+            named={
+                "--strategy ": "--strategy " if strategy is not None else "TRADER_STRATEGY ",
+                "--strategy-params:": "--strategy-params:"
+                if strategy_params is not None
+                else "TRADER_STRATEGY_PARAMS:",
+            },
+            risk=settings.TRADER_RISK if risk is None else risk,
+            cancel_unknown_orders=cancel_unknown_orders or settings.TRADER_CANCEL_UNKNOWN_ORDERS,
+            urls=[] if start_exchange else [(api_url, False), (ws_url, True)],
+        )
     )
     if problems or credentials is None:
         raise ConfigurationProblems(problems)

@@ -142,3 +142,9 @@ def test_no_problem_line_shows_the_key_id(kalshi_key: dict[str, Any]) -> None:
     with outside_sim(Environment.PRODUCTION, kalshi_key, SECRET_KEY="x" * 50):
         found = problems(strategy="not a path", risk="x")
     assert found and KEY_ID not in " ".join(found)
+
+
+@override_settings(TRADER_STRATEGY=QUOTER, TRADER_TRADE=True)
+def test_a_replay_or_a_soak_watches_whatever_the_trading_settings_say() -> None:
+    assert config().trading is not None
+    assert config(may_trade=False).trading is None

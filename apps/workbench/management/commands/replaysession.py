@@ -193,7 +193,9 @@ class Command(BaseCommand):
         if not markets:
             raise CommandError(f"session {session_id} has no recorded market data")
         try:
-            config = load_trader_config(settings, markets=",".join(markets), web=True, port=options["web_port"])
+            config = load_trader_config(
+                settings, markets=",".join(markets), web=True, port=options["web_port"], may_trade=False
+            )
         except ConfigurationError as exc:
             raise CommandError("; ".join(exc.problems)) from None
         exchange = ExchangeSimulator(

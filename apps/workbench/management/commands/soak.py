@@ -181,6 +181,7 @@ class Command(BaseCommand):
                 confirm_production=False,
                 discover=0,
                 crosscheck=None,
+                may_trade=False,
             )
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from None
