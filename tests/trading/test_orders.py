@@ -549,3 +549,17 @@ async def test_a_refused_order_is_recorded_final_with_its_rule(desk: Desk) -> No
     )
     assert desk.records == [record]
     assert desk.client.calls == []
+
+
+async def test_an_older_view_of_a_working_order_does_not_take_its_fills_back(desk: Desk) -> None:
+    record = await desk.resting(count=1000)
+    coid = record.client_order_id
+    desk.manager.on_user_order(user_order("o-1", coid, filled=400, maker_fees=9))
+
+    desk.manager.on_user_order(user_order("o-1", coid, filled=200, maker_fees=4))  # sent earlier, came later
+    desk.manager.on_resting([order("o-1", coid, filled=100)])  # a snapshot read before the fills
+
+    now = desk.manager.get(coid)
+    assert now is not None
+    assert (now.status, now.fill_count, now.remaining_count, now.fees) == ("resting", 400, 600, 9)
+    assert desk.statuses() == ["resting"]
