@@ -34,7 +34,13 @@ from apps.kalshi.privatemessages import FillMessage, MarketPositionMessage, Priv
 from apps.kalshi.resterrors import KalshiRestError
 from apps.trader.core.trading.ledger import Ledger
 from apps.trader.core.trading.orders import OrderClient, OrderManager
-from apps.trader.core.trading.records import FillRecord, OrderRecord, PositionRecord, TradingRecord
+from apps.trader.core.trading.records import (
+    FINAL_ORDER_STATES,
+    FillRecord,
+    OrderRecord,
+    PositionRecord,
+    TradingRecord,
+)
 from apps.trader.core.trading.risk import OrderIntent, Refusal, RiskGate, RiskLimits
 from apps.trader.core.trading.strategy import Strategy
 from apps.trader.core.trading.strategyhost import StrategyHost
@@ -169,6 +175,9 @@ class TradingEngine:
         self._positions_due: set[str] = set()
         self._background: asyncio.Task[None] | None = None
         self._strangers_reported: set[str] = set()
+        self._strangers_cancelled: set[str] = set()
+        self._order_states: dict[str, str] = {}
+        """Each order's status as last recorded, so that an order is counted once when it ends."""
         self._checking = False
         """An account check while trading is running (not a sync after a connect)."""
         self._fills_read_at_us = self._started_us
@@ -454,31 +463,37 @@ class TradingEngine:
         return missed
 
     async def _handle_strangers(self, strangers: Sequence[Order], *, reported: str = "") -> None:
-        """Resting orders of the account that this trader did not place: reported once, cancelled if asked."""
-        fresh = [o for o in strangers if o.order_id not in self._strangers_reported]
-        if reported and reported not in self._strangers_reported:
-            self._strangers_reported.add(reported)
-            self._console("warning", f"ACCOUNT: order {reported} rests on the account and is not this trader's")
+        """Resting orders of the account that this trader did not place: reported once, cancelled at a sync
+        if asked (also one first reported by a message, and again at the next sync when a cancel failed)."""
+        if reported:
+            if reported not in self._strangers_reported:
+                self._strangers_reported.add(reported)
+                self._console("warning", f"ACCOUNT: order {reported} rests on the account and is not this trader's")
             return
-        if not fresh:
-            return
-        self._strangers_reported.update(o.order_id for o in fresh)
-        listed = ", ".join(f"{o.ticker} {o.book_side} {format_price(o.yes_price)}" for o in fresh[:5])
         if not self.options.cancel_unknown_orders:
+            fresh = [o for o in strangers if o.order_id not in self._strangers_reported]
+            if not fresh:
+                return
+            self._strangers_reported.update(o.order_id for o in fresh)
             self._console(
                 "warning",
                 f"ACCOUNT: {len(fresh)} resting order(s) this trader did not place; left alone",
-                f"{listed}; pass --cancel-unknown-orders to cancel them at sync",
+                f"{_listed(fresh)}; pass --cancel-unknown-orders to cancel them at sync",
             )
             return
+        due = [o for o in strangers if o.order_id not in self._strangers_cancelled]
+        if not due:
+            return
+        self._strangers_reported.update(o.order_id for o in due)
         cancelled = 0
-        for order in fresh:
+        for order in due:
             try:
                 await self._client.cancel_order(order.order_id)
                 cancelled += 1
+                self._strangers_cancelled.add(order.order_id)
             except KalshiRestError as exc:
                 logger.warning("cancelling unknown order %s failed: %s", order.order_id, exc)
-        self._console("warning", f"ACCOUNT: cancelled {cancelled} of {len(fresh)} unknown resting order(s)", listed)
+        self._console("warning", f"ACCOUNT: cancelled {cancelled} of {len(due)} unknown resting order(s)", _listed(due))
 
     # ------------------------------------------------------------------------------------------ orders
 
@@ -558,6 +573,13 @@ class TradingEngine:
 
     def _order_changed(self, order: OrderRecord) -> None:
         self._record(order)
+        before = self._order_states.get(order.client_order_id)
+        self._order_states[order.client_order_id] = order.status
+        if order.status == before and order.status in FINAL_ORDER_STATES:
+            # An ended order's late fees or read-back: recorded, but it ended once (one line, one count).
+            if self.host is not None and order.strategy == self.host.name:
+                self.host.order_changed(order)
+            return
         kind = _ORDER_LINES.get(order.status)
         if order.status == "refused":
             self._refusal_line(order.error_code, f"REFUSED by {order.error_code}: {_order_text(order)}", order.reason)
@@ -808,6 +830,10 @@ def _order_text(order: OrderRecord) -> str:
         f"{_side_text(order.side)} {format_size(order.initial_count)} {order.ticker} at "
         f"{format_price(order.yes_price)}{done} [{order.strategy}]"
     )
+
+
+def _listed(orders: Sequence[Order]) -> str:
+    return ", ".join(f"{o.ticker} {o.book_side} {format_price(o.yes_price)}" for o in orders[:5])
 
 
 def _mid(top: TopOfBook | None) -> int | None:

@@ -10,6 +10,7 @@ grows. The risk limits are checked by the caller before ``place`` and ``amend``;
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -65,6 +66,10 @@ class OrderManager:
         self._by_order_id: dict[str, str] = {}
         self._traded: dict[str, int] = {}
         """Contracts filled per order as the fills seen so far add up."""
+        self._fees_paid: dict[str, int] = {}
+        """Fees per order as the fills seen so far add up."""
+        self._placing: dict[str, asyncio.Event] = {}
+        """Orders whose create is in flight, set when its answer (or its fate) is known."""
 
     # ------------------------------------------------------------------------------------------ reading
 
@@ -98,6 +103,14 @@ class OrderManager:
     async def place(self, intent: OrderIntent, *, strategy: str, reason: str) -> OrderRecord:
         """Send a create; returns the order once the exchange answered (or once its fate is known)."""
         record = self._change(self._new(intent, strategy=strategy, status="submitted", reason=reason))
+        answered = self._placing[record.client_order_id] = asyncio.Event()
+        try:
+            return await self._send_create(record, intent)
+        finally:
+            del self._placing[record.client_order_id]
+            answered.set()
+
+    async def _send_create(self, record: OrderRecord, intent: OrderIntent) -> OrderRecord:
         request = OrderRequest(
             ticker=intent.ticker,
             side=intent.side,
@@ -146,8 +159,11 @@ class OrderManager:
         moved = f"amended to {format_size(count)} at {format_price(price)}"
         if result.recovered:
             return await self._recover(latest, f"{moved} (recovered after a lost answer)")
-        fill_count = max(latest.fill_count, result.fill_count if result.fill_count is not None else 0)
-        remaining = result.remaining_count if result.remaining_count is not None else max(0, count - fill_count)
+        # ``count`` is the new total and ``remaining_count`` is after the amend's own match, so their
+        # difference is everything filled (the answer's ``fill_count`` may be only what the amend filled).
+        answered = count - result.remaining_count if result.remaining_count is not None else result.fill_count or 0
+        fill_count = max(latest.fill_count, answered)
+        remaining = max(0, count - fill_count)
         status: OrderState = "resting" if remaining > 0 else "executed"
         return self._update(
             latest,
@@ -165,6 +181,14 @@ class OrderManager:
         current = self._orders.get(order.client_order_id, order)
         if current.status in FINAL_ORDER_STATES:
             return current
+        placing = self._placing.get(current.client_order_id)
+        if placing is not None:
+            # Read back now, an order the exchange has not taken in yet looks never placed, and would be
+            # left resting when it lands: its answer says where it went.
+            await placing.wait()
+            current = self._orders[current.client_order_id]
+            if current.status in FINAL_ORDER_STATES:
+                return current
         if not current.order_id:
             current = await self._recover(current, "cancel asked before the create was answered")
             if current.status in FINAL_ORDER_STATES or not current.order_id:
@@ -211,7 +235,10 @@ class OrderManager:
         if record is None:
             return None
         # Fills add up per order; a user_order message carries the total, and may come first.
-        traded = self._traded[record.client_order_id] = self._traded.get(record.client_order_id, 0) + fill.count
+        key = record.client_order_id
+        traded = self._traded[key] = self._traded.get(key, 0) + fill.count
+        # A user_order may have brought this fill's fee already (in its total): the larger sum holds it once.
+        fees_paid = self._fees_paid[key] = self._fees_paid.get(key, 0) + fill.fee
         fill_count = max(record.fill_count, traded)
         remaining = max(0, record.initial_count - fill_count)
         status: OrderState = "executed" if remaining == 0 else record.status
@@ -223,7 +250,7 @@ class OrderManager:
             order_id=fill.order_id,
             fill_count=fill_count,
             remaining_count=remaining,
-            fees=record.fees + fill.fee,
+            fees=fees_paid,
         )
 
     def on_resting(self, orders: Iterable[Order]) -> tuple[list[OrderRecord], list[Order]]:
@@ -246,8 +273,8 @@ class OrderManager:
         from the exchange (it filled or was cancelled while nobody listened)."""
         settled = []
         for record in self.working():
-            if record.order_id in resting_ids:
-                continue
+            if record.order_id in resting_ids or record.client_order_id in self._placing:
+                continue  # resting, or its create's answer will say
             settled.append(await self._recover(record, reason))
         return settled
 
@@ -341,7 +368,10 @@ class OrderManager:
     ) -> OrderRecord:
         """The order after one change, recorded when anything moved; a change never takes an order back."""
         latest = self._orders.get(record.client_order_id, record)
-        if latest.status in FINAL_ORDER_STATES and status not in FINAL_ORDER_STATES:
+        # A create thought never placed (its lookup ran before the exchange took it in) that the exchange
+        # now shows by id is the exchange's word: it works, and must be counted and cancellable.
+        landed = latest.status == "rejected" and not latest.order_id and bool(order_id)
+        if latest.status in FINAL_ORDER_STATES and status not in FINAL_ORDER_STATES and not landed:
             return latest
         if fill_count is not None and fill_count < latest.fill_count:
             return latest  # an older view of the order than the one held
