@@ -287,17 +287,22 @@ async def test_fills_no_message_brought_are_booked_once_at_a_later_snapshot(trad
     ]
     after_fill = order("o-1", mine.client_order_id, initial=300, filled=100, fees=2)
 
-    # 1.00 contract at 0.4000: 0.40 $; the stranger's fill is the exchange's business
-    await trading.snapshot(open_orders=(after_fill,), positions=(position(100, 400_000, fees=2),))
-    await trading.snapshot(open_orders=(after_fill,), positions=(position(100, 400_000, fees=2),))
+    # 6.00 contracts at 0.4000: 2.40 $; the ledger follows the whole account, as REST's positions do
+    await trading.snapshot(open_orders=(after_fill,), positions=(position(600, 2_400_000, fees=2),))
+    await trading.snapshot(open_orders=(after_fill,), positions=(position(600, 2_400_000, fees=2),))
     await trading.engine.on_private_message(fill_message("o-1", 100, trade_id="t-1", fee=2))  # late
 
-    assert [f.trade_id for f in trading.fills()] == ["t-1"]
-    assert trading.engine.ledger.position(T) == 100
-    assert trading.engine.metrics()["trading_fills"] == 1
+    assert [(f.trade_id, f.client_order_id) for f in trading.fills()] == [
+        ("t-1", mine.client_order_id),
+        ("t-x", ""),
+    ]
+    assert [f.post_position for f in trading.fills()] == [100, 600]
+    assert trading.engine.ledger.position(T) == 600
+    assert trading.engine.metrics()["trading_fills"] == 2
+    assert trading.said("POSITIONS") == []
     now = trading.engine.orders.get(mine.client_order_id)
     assert now is not None and (now.fill_count, now.remaining_count, now.fees) == (100, 200, 2)
-    assert len(trading.said("booked 1 fill(s)")) == 1
+    assert len(trading.said("booked 2 fill(s)")) == 1
     assert trading.engine.metrics()["trading_position_differences"] == 0
 
 

@@ -23,6 +23,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -180,6 +181,7 @@ class TradingEngine:
         """Each order's status as last recorded, so that an order is counted once when it ends."""
         self._checking = False
         """An account check while trading is running (not a sync after a connect)."""
+        self._loss_checks: set[asyncio.Task[None]] = set()
         self._fills_read_at_us = self._started_us
         self._position_doubts: set[str] = set()
         self._refusals_shown: dict[str, tuple[float, int]] = {}
@@ -421,35 +423,38 @@ class TradingEngine:
         )
         if self.host is not None and order is not None and order.strategy == self.host.name:
             self.host.filled(fill)
-        asyncio.get_running_loop().create_task(self._check_loss())
+        # Kept until done: the loop holds only a weak reference to a task.
+        check = asyncio.get_running_loop().create_task(self._check_loss())
+        self._loss_checks.add(check)
+        check.add_done_callback(self._loss_checks.discard)
 
     async def _fill_ids_since(self, since_us: int) -> list[str]:
         return [fill.fill_id async for fill in self._client.fills(min_ts=since_us // 1_000_000)]
 
     async def _catch_up_fills(self) -> int:
-        """Book the fills of this trader's orders that no message brought (REST since the last such read,
-        with a margin); returns how many."""
+        """Book the fills of the account that no message brought (REST since the last such read, with a
+        margin); returns how many. The ledger follows the whole account, as the positions REST reports do,
+        so another program's fills on it count too (without an order of this trader's)."""
         missed = 0
         since, self._fills_read_at_us = self._fills_read_at_us, self._clock_us()
         try:
             async for fill in self._client.fills(min_ts=max(self._started_us, since - FILLS_MARGIN_US) // 1_000_000):
                 order = self.orders.by_order_id(fill.order_id)
-                if order is None:
-                    continue  # not this trader's order: its positions are the exchange's business
                 before = self.counters["fills"]
+                signed = fill.count if fill.book_side == "bid" else -fill.count
                 self._fill(
                     FillRecord(
                         trade_id=fill.fill_id,
                         order_id=fill.order_id,
-                        client_order_id=order.client_order_id,
+                        client_order_id=order.client_order_id if order is not None else "",
                         ticker=fill.ticker,
                         side=fill.book_side,
                         yes_price=fill.yes_price,
                         count=fill.count,
                         fee=fill.fee_cost,
                         is_taker=fill.is_taker,
-                        post_position=self.ledger.position(fill.ticker),
-                        ts_ms=0,
+                        post_position=self.ledger.position(fill.ticker) + signed,
+                        ts_ms=_epoch_ms(fill.created_time),
                         received_us=self._clock_us(),
                     )
                 )
@@ -459,7 +464,7 @@ class TradingEngine:
             self._console("error", f"ACCOUNT: reading missed fills failed: {exc}")
             raise
         if missed:
-            self._console("warning", f"ACCOUNT: booked {missed} fill(s) of this trader that no message brought")
+            self._console("warning", f"ACCOUNT: booked {missed} fill(s) on the account that no message brought")
         return missed
 
     async def _handle_strangers(self, strangers: Sequence[Order], *, reported: str = "") -> None:
@@ -834,6 +839,16 @@ def _order_text(order: OrderRecord) -> str:
 
 def _listed(orders: Sequence[Order]) -> str:
     return ", ".join(f"{o.ticker} {o.book_side} {format_price(o.yes_price)}" for o in orders[:5])
+
+
+def _epoch_ms(iso: str | None) -> int:
+    """An RFC 3339 time of Kalshi's as milliseconds since the epoch; 0 when it is missing or unreadable."""
+    if not iso:
+        return 0
+    try:
+        return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return 0
 
 
 def _mid(top: TopOfBook | None) -> int | None:
