@@ -7,10 +7,10 @@ updates, positions); the engine reports ``subscribed`` and, once the account is 
 cancels this trader's working orders and stops the strategy (the kill switch, ``error``, shutdown).
 
 Every order passes the risk gate before it leaves the process; a refused one is recorded with the rule.
-Positions and P&L are the trader's own, computed from fills by the ledger; after a reconnect, fills missed
-while the private feed was down are read from REST and booked once (by trade id). Every change becomes a
-typed record for the session writer and a console line. No Django, no network library: the trading client
-and the private feed come in through ports.
+Positions and P&L are the trader's own, computed from fills by the ledger; each read of the account (after
+a reconnect, and now and then while trading) goes through ``AccountSync``, which books what no message
+brought. Every change becomes a typed record for the session writer and a console line. No Django, no
+network library: the trading client and the private feed come in through ports.
 """
 
 from __future__ import annotations
@@ -21,20 +21,21 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apps.kalshi.feed import FeedEvent, FeedEventKind
 from apps.kalshi.fixedpoint import format_money, format_price, format_size
 from apps.kalshi.orderbook import OrderBook, TopOfBook
-from apps.kalshi.portfolio import Balance, BookSide, Fill, MarketPosition, Order, TimeInForce
 from apps.kalshi.privatemessages import FillMessage, MarketPositionMessage, PrivateMessage, UserOrderMessage
 from apps.kalshi.resterrors import KalshiRestError
+from apps.trader.core.trading.accountsync import AccountSync, TradingClient
+from apps.trader.core.trading.context import EngineContext
+from apps.trader.core.trading.display import fill_status, order_status, order_text, position_status, side_text
 from apps.trader.core.trading.ledger import Ledger
-from apps.trader.core.trading.orders import OrderClient, OrderManager
+from apps.trader.core.trading.orders import OrderManager
 from apps.trader.core.trading.records import (
     FINAL_ORDER_STATES,
     FillRecord,
@@ -57,12 +58,11 @@ POSITIONS_INTERVAL = 10.0
 CANCELS_AT_ONCE = 4
 """Cancels the kill switch keeps in flight at once: fast, and well inside the write bucket."""
 ACCOUNT_CHECK_INTERVAL = 30.0
-FILLS_MARGIN_US = 60_000_000
-"""Fills are read again from this long before the last read: Kalshi's min_ts is in whole seconds, and a
-trade's time is when it was made, not when it became visible."""
+"""Seconds between reads of the whole account while trading (see TradingOptions.account_check_interval)."""
 REFUSAL_LINE_INTERVAL = 1.0
 """Seconds between two console lines of refusals by one rule."""
 STATUS_ORDERS = 50
+"""Open orders and positions the status document lists at most (the counts say how many in all)."""
 STATUS_FILLS = 20
 
 
@@ -80,18 +80,6 @@ class TradingNewsKind(StrEnum):
 class TradingNews:
     kind: TradingNewsKind
     reason: str = ""
-
-
-class TradingClient(OrderClient, Protocol):
-    """What the engine asks of the exchange's REST side beyond orders."""
-
-    def fills(self, **filters: Any) -> AsyncIterator[Fill]: ...
-
-    def positions(self, **filters: Any) -> AsyncIterator[MarketPosition]: ...
-
-    async def get_balance(self) -> Balance: ...
-
-    async def aclose(self) -> None: ...
 
 
 class PrivateFeedPort(Protocol):
@@ -153,15 +141,24 @@ class TradingEngine:
         self._feed_factory = feed_factory
         self._book = book
         self._markets = markets
-        self._console = console
+        self.console = console
         self._record = record
         self._on_news = on_news
         self._clock_us = clock_us
         self.gate = RiskGate(options.limits)
         self.ledger = Ledger()
-        self.orders = OrderManager(client, on_change=self._order_changed, clock_us=clock_us)
-        self.balance: Balance | None = None
         self.counters: Counter[str] = Counter()
+        self.orders = OrderManager(client, on_change=self._order_changed, clock_us=clock_us)
+        self.account = AccountSync(
+            client=client,
+            ledger=self.ledger,
+            orders=self.orders,
+            book_fill=self._fill,
+            console=console,
+            counters=self.counters,
+            cancel_unknown_orders=options.cancel_unknown_orders,
+            clock_us=clock_us,
+        )
         self.refusals: Counter[str] = Counter()
         self.host: StrategyHost | None = None
         self.killed = ""
@@ -169,21 +166,15 @@ class TradingEngine:
         self._feed: PrivateFeedPort | None = None
         self._feed_task: asyncio.Task[None] | None = None
         self._ready = False
-        self._synced_once = False
-        self._started_us = clock_us()
         self._baseline_pnl: int | None = None
         self._fills: deque[FillRecord] = deque(maxlen=STATUS_FILLS)
         self._positions_due: set[str] = set()
         self._background: asyncio.Task[None] | None = None
-        self._strangers_reported: set[str] = set()
-        self._strangers_cancelled: set[str] = set()
         self._order_states: dict[str, str] = {}
         """Each order's status as last recorded, so that an order is counted once when it ends."""
         self._checking = False
         """An account check while trading is running (not a sync after a connect)."""
         self._loss_checks: set[asyncio.Task[None]] = set()
-        self._fills_read_at_us = self._started_us
-        self._position_doubts: set[str] = set()
         self._refusals_shown: dict[str, tuple[float, int]] = {}
         """Per rule: when its last refusal line was shown, and how many refusals went unshown since."""
 
@@ -222,14 +213,14 @@ class TradingEngine:
             return
         if self.host is None or self.host.state == "stopped":
             strategy = self.options.strategy()
-            context = StrategyContextImpl(self, strategy.display_name())
-            self.host = StrategyHost(strategy, context, on_failed=self._strategy_failed, console=self._console)
+            context = EngineContext(self, strategy.display_name())
+            self.host = StrategyHost(strategy, context, on_failed=self._strategy_failed, console=self.console)
         self.host.start()
 
     def pause(self, reason: str) -> None:
         """Leaving ``trading_ready`` for a reconnect: no new orders, the strategy waits; resting orders stay."""
         if self._ready:
-            self._console("warning", f"TRADING: paused ({reason})", "resting orders stay on the exchange")
+            self.console("warning", f"TRADING: paused ({reason})", "resting orders stay on the exchange")
         self._ready = False
         if self.host is not None and self.host.state == "running":
             self.host.pause()
@@ -250,7 +241,7 @@ class TradingEngine:
         cancelled = await self._cancel_all(working, reason)
         failed = len(working) - cancelled
         level = "warning" if sticky else "info"
-        self._console(
+        self.console(
             level if not failed else "error",
             f"{'KILL SWITCH' if sticky else 'TRADING STOPPED'}: {reason}",
             f"cancelled {cancelled} of {len(working)} working order(s)"
@@ -260,7 +251,7 @@ class TradingEngine:
 
     async def close(self, reason: str) -> None:
         """Shutdown: kill (waiting for the cancels), snapshot every position, close the feed and the client."""
-        if self._synced_once or self.orders.working():
+        if self.account.synced or self.orders.working():
             await self.kill(reason, sticky=False)
         if self._background is not None:
             self._background.cancel()
@@ -268,7 +259,7 @@ class TradingEngine:
                 await self._background
         self._snapshot_positions(everything=True)
         await self.disconnect()
-        if self._synced_once:
+        if self.account.synced:
             await self._compare_with_exchange()
         await self._client.aclose()
 
@@ -294,9 +285,9 @@ class TradingEngine:
             ):
                 checked = time.monotonic()
                 await self._check_account(self._feed)
-            elif self._synced_once:
+            elif self.account.synced:
                 try:
-                    self.balance = await self._client.get_balance()
+                    self.account.balance = await self._client.get_balance()
                 except KalshiRestError as exc:
                     logger.info("balance read failed: %s", exc)
             await self._check_loss()
@@ -320,7 +311,7 @@ class TradingEngine:
         elif event.kind is FeedEventKind.DISCONNECTED:
             self.pause(event.reason)
             self._on_news(TradingNews(TradingNewsKind.DISCONNECTED, event.reason))
-            self._console(
+            self.console(
                 event.level,
                 f"TRADING CONNECTION: {event.reason}",
                 f"reconnecting, attempt {event.attempt} in {event.delay:.1f} s",
@@ -328,54 +319,15 @@ class TradingEngine:
         elif event.kind is FeedEventKind.FATAL:
             self._on_news(TradingNews(TradingNewsKind.FATAL, event.reason))
         elif event.kind is FeedEventKind.CONNECTED:
-            self._console("info", f"TRADING CONNECTION: {event.reason}")
+            self.console("info", f"TRADING CONNECTION: {event.reason}")
         else:
-            self._console(event.level, f"TRADING {event.kind.value.upper()}: {event.reason}")
+            self.console(event.level, f"TRADING {event.kind.value.upper()}: {event.reason}")
 
     async def on_account_snapshot(self, snapshot: AccountSnapshot) -> None:
-        """The account read from REST (after a (re)connect, and now and then while trading): positions,
-        resting orders and the balance."""
-        first = not self._synced_once
-        missed = 0
-        if first:
-            # Fills already in the positions read must not be booked again when their message comes late.
-            self.ledger.load(snapshot.positions, trade_ids=await self._fill_ids_since(self._started_us))
-        else:
-            missed = await self._catch_up_fills()
-        changed, strangers = self.orders.on_resting(snapshot.open_orders)
-        settled = await self.orders.settle_missing(
-            {o.order_id for o in snapshot.open_orders}, reason="not resting on the exchange any more"
-        )
-        self.balance = snapshot.balance
-        await self._handle_strangers(strangers)
-        if not first:
-            self._compare_positions(snapshot.positions)
-        self._synced_once = True
-        self.counters["account_syncs"] += 1
-        brought = len(changed) + len(settled)
-        if self._checking and not (brought or missed):
-            return
-        self._console(
-            "warning" if self._checking else "info",
-            f"ACCOUNT: balance {format_money(snapshot.balance.balance)}, "
-            f"{len([p for p in snapshot.positions if p.position])} position(s), "
-            f"{len(snapshot.open_orders)} resting order(s)",
-            f"{brought} of this trader's orders brought up to date" if brought else "",
-        )
+        """The account read from REST (after a (re)connect, and now and then while trading)."""
+        await self.account.apply(snapshot, checking=self._checking)
         if not self._checking:
             self._on_news(TradingNews(TradingNewsKind.SYNCED, "account loaded"))
-
-    def _compare_positions(self, positions: Sequence[MarketPosition]) -> None:
-        """Say so when the exchange's positions differ from the trader's fills on two reads in a row: a fill
-        between the positions read and the fills read differs once, a lost one stays."""
-        differences = self.ledger.differences(positions)
-        lasting = [line for line in differences if line in self._position_doubts]
-        self._position_doubts = set(differences)
-        if lasting:
-            self.counters["position_differences"] += 1
-            self._console(
-                "error", "POSITIONS: the exchange's positions differ from the trader's fills", "; ".join(lasting[:5])
-            )
 
     async def on_private_message(self, message: PrivateMessage) -> None:
         if isinstance(message, FillMessage):
@@ -383,7 +335,7 @@ class TradingEngine:
         elif isinstance(message, UserOrderMessage):
             record = self.orders.on_user_order(message)
             if record is None and message.status == "resting":
-                await self._handle_strangers([], reported=message.order_id)
+                await self.account.stranger_seen(message.order_id)
         elif isinstance(message, MarketPositionMessage):
             pass  # the trader's positions come from its fills; the exchange's are compared after a reconnect
 
@@ -404,19 +356,19 @@ class TradingEngine:
             received_us=self._clock_us(),
         )
 
-    def _fill(self, fill: FillRecord) -> None:
-        """Book a fill once: ledger, order, record, console, strategy."""
+    def _fill(self, fill: FillRecord) -> bool:
+        """Book a fill once: ledger, order, record, console, strategy; False when it was booked before."""
         if not self.ledger.apply_fill(fill):
-            return
+            return False
         self.counters["fills"] += 1
         self.counters["taker_fills" if fill.is_taker else "maker_fills"] += 1
         self._fills.append(fill)
         self._positions_due.add(fill.ticker)
         self._record(fill)
         order = self.orders.on_fill(fill)
-        self._console(
+        self.console(
             "info",
-            f"FILL: {_side_text(fill.side)} {format_size(fill.count)} {fill.ticker} at {format_price(fill.yes_price)}"
+            f"FILL: {side_text(fill.side)} {format_size(fill.count)} {fill.ticker} at {format_price(fill.yes_price)}"
             f" ({'taker' if fill.is_taker else 'maker'}, fee {format_money(fill.fee)})",
             f"position now {format_size(self.ledger.position(fill.ticker))}"
             + (f"; order {order.client_order_id[:8]} [{order.strategy}]" if order else ""),
@@ -427,78 +379,7 @@ class TradingEngine:
         check = asyncio.get_running_loop().create_task(self._check_loss())
         self._loss_checks.add(check)
         check.add_done_callback(self._loss_checks.discard)
-
-    async def _fill_ids_since(self, since_us: int) -> list[str]:
-        return [fill.fill_id async for fill in self._client.fills(min_ts=since_us // 1_000_000)]
-
-    async def _catch_up_fills(self) -> int:
-        """Book the fills of the account that no message brought (REST since the last such read, with a
-        margin); returns how many. The ledger follows the whole account, as the positions REST reports do,
-        so another program's fills on it count too (without an order of this trader's)."""
-        missed = 0
-        since, self._fills_read_at_us = self._fills_read_at_us, self._clock_us()
-        try:
-            async for fill in self._client.fills(min_ts=max(self._started_us, since - FILLS_MARGIN_US) // 1_000_000):
-                order = self.orders.by_order_id(fill.order_id)
-                before = self.counters["fills"]
-                signed = fill.count if fill.book_side == "bid" else -fill.count
-                self._fill(
-                    FillRecord(
-                        trade_id=fill.fill_id,
-                        order_id=fill.order_id,
-                        client_order_id=order.client_order_id if order is not None else "",
-                        ticker=fill.ticker,
-                        side=fill.book_side,
-                        yes_price=fill.yes_price,
-                        count=fill.count,
-                        fee=fill.fee_cost,
-                        is_taker=fill.is_taker,
-                        post_position=self.ledger.position(fill.ticker) + signed,
-                        ts_ms=_epoch_ms(fill.created_time),
-                        received_us=self._clock_us(),
-                    )
-                )
-                missed += self.counters["fills"] - before
-        except KalshiRestError as exc:
-            self._fills_read_at_us = since  # read them again next time
-            self._console("error", f"ACCOUNT: reading missed fills failed: {exc}")
-            raise
-        if missed:
-            self._console("warning", f"ACCOUNT: booked {missed} fill(s) on the account that no message brought")
-        return missed
-
-    async def _handle_strangers(self, strangers: Sequence[Order], *, reported: str = "") -> None:
-        """Resting orders of the account that this trader did not place: reported once, cancelled at a sync
-        if asked (also one first reported by a message, and again at the next sync when a cancel failed)."""
-        if reported:
-            if reported not in self._strangers_reported:
-                self._strangers_reported.add(reported)
-                self._console("warning", f"ACCOUNT: order {reported} rests on the account and is not this trader's")
-            return
-        if not self.options.cancel_unknown_orders:
-            fresh = [o for o in strangers if o.order_id not in self._strangers_reported]
-            if not fresh:
-                return
-            self._strangers_reported.update(o.order_id for o in fresh)
-            self._console(
-                "warning",
-                f"ACCOUNT: {len(fresh)} resting order(s) this trader did not place; left alone",
-                f"{_listed(fresh)}; pass --cancel-unknown-orders to cancel them at sync",
-            )
-            return
-        due = [o for o in strangers if o.order_id not in self._strangers_cancelled]
-        if not due:
-            return
-        self._strangers_reported.update(o.order_id for o in due)
-        cancelled = 0
-        for order in due:
-            try:
-                await self._client.cancel_order(order.order_id)
-                cancelled += 1
-                self._strangers_cancelled.add(order.order_id)
-            except KalshiRestError as exc:
-                logger.warning("cancelling unknown order %s failed: %s", order.order_id, exc)
-        self._console("warning", f"ACCOUNT: cancelled {cancelled} of {len(due)} unknown resting order(s)", _listed(due))
+        return True
 
     # ------------------------------------------------------------------------------------------ orders
 
@@ -587,10 +468,10 @@ class TradingEngine:
             return
         kind = _ORDER_LINES.get(order.status)
         if order.status == "refused":
-            self._refusal_line(order.error_code, f"REFUSED by {order.error_code}: {_order_text(order)}", order.reason)
+            self._refusal_line(order.error_code, f"REFUSED by {order.error_code}: {order_text(order)}", order.reason)
         elif kind is not None:
             level = "warning" if order.status in ("rejected", "unknown") else "info"
-            self._console(level, f"ORDER {kind}: {_order_text(order)}", order.reason)
+            self.console(level, f"ORDER {kind}: {order_text(order)}", order.reason)
         if order.status == "executed":
             self.counters["orders_filled"] += 1
         elif order.status == "canceled":
@@ -612,14 +493,14 @@ class TradingEngine:
         self._refusals_shown[rule] = (now, 0)
         if unshown:
             context = f"{context}; and {unshown} more refused by {rule} since the last line"
-        self._console("warning", message, context)
+        self.console("warning", message, context)
 
     async def _strategy_failed(self, trace: str) -> None:
         assert self.host is not None
         self.counters["strategy_failures"] += 1
         working = self.orders.working(strategy=self.host.name)
         cancelled = await self._cancel_all(working, f"strategy {self.host.name} failed")
-        self._console(
+        self.console(
             "warning",
             f"STRATEGY {self.host.name}: cancelled {cancelled} of its {len(working)} working order(s)",
             "the strategy stays stopped; the feed, the recording and the trader go on",
@@ -675,13 +556,13 @@ class TradingEngine:
         try:
             theirs = [p async for p in self._client.positions()]
         except KalshiRestError as exc:
-            self._console("warning", f"POSITIONS: could not read the exchange's positions to compare: {exc}")
+            self.console("warning", f"POSITIONS: could not read the exchange's positions to compare: {exc}")
             return
         differences = self.ledger.differences(theirs)
         if differences:
-            self._console("error", "POSITIONS: the trader's and the exchange's differ", "; ".join(differences[:5]))
+            self.console("error", "POSITIONS: the trader's and the exchange's differ", "; ".join(differences[:5]))
         else:
-            self._console("info", f"POSITIONS: equal to the exchange's in {len(theirs)} market(s)")
+            self.console("info", f"POSITIONS: equal to the exchange's in {len(theirs)} market(s)")
 
     def status(self) -> dict[str, Any]:
         """The ``trading`` block of the status document: money as dollar strings, no secrets."""
@@ -697,19 +578,19 @@ class TradingEngine:
             "strategy": self.host.describe()
             if self.host is not None
             else {"name": "", "path": self.options.strategy_path, "params": {}, "state": "not started", "error": ""},
-            "balance": format_money(self.balance.balance) if self.balance is not None else None,
+            "balance": format_money(balance.balance) if (balance := self.account.balance) is not None else None,
             "exposure": format_money(exposure),
             "realized_pnl": format_money(pnl.realized),
             "unrealized_pnl": format_money(pnl.unrealized) if pnl.unrealized is not None else None,
             "fees": format_money(pnl.fees),
             "total_pnl": format_money(pnl.total) if pnl.unrealized is not None else None,
             "session_pnl": format_money(session) if session is not None else None,
-            "positions": [_position_status(r) for r in self.ledger.records(marks, self._clock_us()) if r.position][
+            "positions": [position_status(r) for r in self.ledger.records(marks, self._clock_us()) if r.position][
                 :STATUS_ORDERS
             ],
-            "open_orders": [_order_status(o) for o in working[-STATUS_ORDERS:]],
+            "open_orders": [order_status(o) for o in working[-STATUS_ORDERS:]],
             "open_orders_total": len(working),
-            "recent_fills": [_fill_status(f) for f in reversed(self._fills)],
+            "recent_fills": [fill_status(f) for f in reversed(self._fills)],
             "limits": self.options.limits.describe(),
             "refusals": dict(self.refusals),
             "counters": {name: self.counters[name] for name in _COUNTERS},
@@ -719,85 +600,6 @@ class TradingEngine:
         return {f"trading_{name}": self.counters[name] for name in _COUNTERS} | {
             f"trading_refused_{rule}": count for rule, count in self.refusals.items()
         }
-
-
-class StrategyContextImpl:
-    """A strategy's view of the engine: its own orders, under its own name."""
-
-    def __init__(self, engine: TradingEngine, name: str) -> None:
-        self._engine = engine
-        self._name = name
-
-    @property
-    def markets(self) -> list[str]:
-        return self._engine.markets()
-
-    @property
-    def balance(self) -> int:
-        balance = self._engine.balance
-        return balance.balance if balance is not None else 0
-
-    def top(self, ticker: str) -> TopOfBook | None:
-        return self._engine.top(ticker)
-
-    def book(self, ticker: str) -> OrderBook | None:
-        return self._engine.book(ticker)
-
-    def position(self, ticker: str) -> int:
-        return self._engine.ledger.position(ticker)
-
-    def positions(self) -> dict[str, PositionRecord]:
-        return self._engine.positions()
-
-    def open_orders(self, ticker: str | None = None) -> list[OrderRecord]:
-        return self._engine.orders.working(strategy=self._name, ticker=ticker)
-
-    async def place(
-        self,
-        ticker: str,
-        side: BookSide,
-        *,
-        price: int,
-        count: int,
-        time_in_force: TimeInForce = "good_till_canceled",
-        post_only: bool = False,
-        reduce_only: bool = False,
-        reason: str = "",
-    ) -> OrderRecord:
-        intent = OrderIntent(
-            ticker=ticker,
-            side=side,
-            yes_price=price,
-            count=count,
-            time_in_force=time_in_force,
-            post_only=post_only,
-            reduce_only=reduce_only,
-        )
-        return await self._engine.place(intent, strategy=self._name, reason=reason)
-
-    async def amend(self, order: OrderRecord | str, *, price: int, count: int, reason: str = "") -> OrderRecord:
-        record = self._own(order)
-        return await self._engine.amend(record, price=price, count=count, strategy=self._name, reason=reason)
-
-    async def cancel(self, order: OrderRecord | str, *, reason: str = "") -> OrderRecord:
-        record = self._own(order)
-        result = await self._engine.cancel(record, reason=reason or f"by {self._name}")
-        assert result is not None
-        return result
-
-    async def cancel_all(self, ticker: str | None = None, *, reason: str = "") -> None:
-        for order in self.open_orders(ticker):
-            await self._engine.cancel(order, reason=reason or f"by {self._name}")
-
-    def log(self, message: str, *, level: Literal["info", "warning", "error"] = "info") -> None:
-        self._engine._console(level, f"[{self._name}] {message}")
-
-    def _own(self, order: OrderRecord | str) -> OrderRecord:
-        client_order_id = order if isinstance(order, str) else order.client_order_id
-        record = self._engine.orders.get(client_order_id)
-        if record is None or record.strategy != self._name:
-            raise ValueError(f"order {client_order_id} is not one of {self._name}'s orders")
-        return record
 
 
 _COUNTERS = (
@@ -825,72 +627,5 @@ _ORDER_LINES = {
 }
 
 
-def _side_text(side: BookSide) -> str:
-    return "buy YES" if side == "bid" else "sell YES"
-
-
-def _order_text(order: OrderRecord) -> str:
-    done = f", {format_size(order.fill_count)} filled" if order.fill_count else ""
-    return (
-        f"{_side_text(order.side)} {format_size(order.initial_count)} {order.ticker} at "
-        f"{format_price(order.yes_price)}{done} [{order.strategy}]"
-    )
-
-
-def _listed(orders: Sequence[Order]) -> str:
-    return ", ".join(f"{o.ticker} {o.book_side} {format_price(o.yes_price)}" for o in orders[:5])
-
-
-def _epoch_ms(iso: str | None) -> int:
-    """An RFC 3339 time of Kalshi's as milliseconds since the epoch; 0 when it is missing or unreadable."""
-    if not iso:
-        return 0
-    try:
-        return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
-        return 0
-
-
 def _mid(top: TopOfBook | None) -> int | None:
     return top.mid if top is not None else None
-
-
-def _order_status(order: OrderRecord) -> dict[str, Any]:
-    return {
-        "client_order_id": order.client_order_id,
-        "order_id": order.order_id,
-        "ticker": order.ticker,
-        "side": order.side,
-        "yes_price": format_price(order.yes_price),
-        "initial_count": format_size(order.initial_count),
-        "fill_count": format_size(order.fill_count),
-        "remaining_count": format_size(order.remaining_count),
-        "status": order.status,
-        "time_in_force": order.time_in_force,
-        "strategy": order.strategy,
-    }
-
-
-def _position_status(record: PositionRecord) -> dict[str, Any]:
-    return {
-        "ticker": record.ticker,
-        "position": format_size(record.position),
-        "cost": format_money(record.cost),
-        "realized_pnl": format_money(record.realized_pnl),
-        "fees_paid": format_money(record.fees_paid),
-        "mark_price": format_price(record.mark_price) if record.mark_price is not None else None,
-        "unrealized_pnl": format_money(record.unrealized_pnl) if record.unrealized_pnl is not None else None,
-    }
-
-
-def _fill_status(fill: FillRecord) -> dict[str, Any]:
-    return {
-        "trade_id": fill.trade_id,
-        "ticker": fill.ticker,
-        "side": fill.side,
-        "yes_price": format_price(fill.yes_price),
-        "count": format_size(fill.count),
-        "fee": format_money(fill.fee),
-        "is_taker": fill.is_taker,
-        "ts_ms": fill.ts_ms,
-    }
