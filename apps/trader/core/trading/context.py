@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import Literal, Protocol
 
 from apps.kalshi.orderbook import OrderBook, TopOfBook
 from apps.kalshi.portfolio import BookSide, TimeInForce
+from apps.trader.core.trading.accountsync import AccountSync
+from apps.trader.core.trading.ledger import Ledger
+from apps.trader.core.trading.orders import OrderManager
 from apps.trader.core.trading.records import OrderRecord, PositionRecord
 from apps.trader.core.trading.risk import OrderIntent
 
-if TYPE_CHECKING:
-    from apps.trader.core.trading.engine import TradingEngine
+
+class Desk(Protocol):
+    """What a strategy's context asks of the trading engine."""
+
+    ledger: Ledger
+    orders: OrderManager
+    account: AccountSync
+    console: Callable[..., None]
+
+    def markets(self) -> list[str]: ...
+
+    def top(self, ticker: str) -> TopOfBook | None: ...
+
+    def book(self, ticker: str) -> OrderBook | None: ...
+
+    def positions(self) -> dict[str, PositionRecord]: ...
+
+    async def place(self, intent: OrderIntent, *, strategy: str, reason: str = "") -> OrderRecord: ...
+
+    async def amend(
+        self, order: OrderRecord, *, price: int, count: int, strategy: str, reason: str = ""
+    ) -> OrderRecord: ...
+
+    async def cancel(self, order: OrderRecord | str, *, reason: str) -> OrderRecord | None: ...
 
 
 class EngineContext:
     """A strategy's view of the engine: its own orders, under its own name."""
 
-    def __init__(self, engine: TradingEngine, name: str) -> None:
+    def __init__(self, engine: Desk, name: str) -> None:
         self._engine = engine
         self._name = name
 
