@@ -415,7 +415,7 @@ def test_the_trading_panel_shows_a_trading_status_and_fits_1400_px_with_50_order
         kinds = page.value(
             """(() => {
               const lines = ['FILL: buy YES 1.00 KXFED at 0.4200 (maker)', 'REFUSED by max_position: too big',
-                             'KILL SWITCH: from the console', 'ORDER RESTING: buy YES', 'MARKETS: nothing'];
+                             'KILL SWITCH: from the console', 'ORDER PLACED: buy YES', 'MARKETS: nothing'];
               for (const message of lines) window.TraderConsole.handleMessage(
                 {type: 'console', data: {level: 'info', message, timestamp: new Date().toISOString()}});
               return [...document.querySelectorAll('#console .log-entry')].slice(-5).map((e) => e.dataset.trade || '');

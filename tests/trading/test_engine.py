@@ -13,7 +13,7 @@ import pytest
 import apps.trader.core.trading.engine as engine_module
 from apps.kalshi.fixedpoint import DOLLAR
 from apps.kalshi.orderbook import OrderBook
-from apps.kalshi.portfolio import Balance, CancelResult, MarketPosition, Order
+from apps.kalshi.portfolio import AmendResult, Balance, CancelResult, MarketPosition, Order
 from apps.kalshi.privatemessages import MarketPositionMessage
 from apps.kalshi.trading import AccountSnapshot
 from apps.trader.core.trading.engine import TradingEngine, TradingNews, TradingNewsKind, TradingOptions
@@ -478,3 +478,17 @@ async def test_metrics_are_named_for_trading(trading: Trading) -> None:
         "trading_strategy_failures",
         "trading_refused_max_order_size",
     }
+
+
+async def test_an_orders_lines_say_placed_amended_and_filled_and_a_partial_fill_is_the_fill_line_alone(
+    trading: Trading,
+) -> None:
+    await trading.ready()
+    mine = await trading.place("o-1", count=300)
+    trading.client.answer("amend_order", AmendResult("o-1", mine.client_order_id, remaining_count=300, fill_count=0))
+    await trading.engine.amend(mine, price=4100, count=300, strategy="console")
+    await trading.engine.on_private_message(fill_message("o-1", 100, trade_id="t-1"))
+    await trading.engine.on_private_message(fill_message("o-1", 200, trade_id="t-2"))
+
+    words = [line[1].split(":")[0] for line in trading.lines if line[1].startswith(("ORDER", "FILL"))]
+    assert words == ["ORDER PLACED", "ORDER AMENDED", "FILL", "FILL", "ORDER FILLED"]

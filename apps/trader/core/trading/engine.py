@@ -365,14 +365,16 @@ class TradingEngine:
         self._fills.append(fill)
         self._positions_due.add(fill.ticker)
         self._record(fill)
-        order = self.orders.on_fill(fill)
+        known = self.orders.get(fill.client_order_id) or self.orders.by_order_id(fill.order_id)
+        # The fill's line first: the order's own line (FILLED) follows from it.
         self.console(
             "info",
             f"FILL: {side_text(fill.side)} {format_size(fill.count)} {fill.ticker} at {format_price(fill.yes_price)}"
             f" ({'taker' if fill.is_taker else 'maker'}, fee {format_money(fill.fee)})",
             f"position now {format_size(self.ledger.position(fill.ticker))}"
-            + (f"; order {order.client_order_id[:8]} [{order.strategy}]" if order else ""),
+            + (f"; order {known.client_order_id[:8]} [{known.strategy}]" if known else "; not this trader's order"),
         )
+        order = self.orders.on_fill(fill)
         if self.host is not None and order is not None and order.strategy == self.host.name:
             self.host.filled(fill)
         # Kept until done: the loop holds only a weak reference to a task.
@@ -466,7 +468,7 @@ class TradingEngine:
             if self.host is not None and order.strategy == self.host.name:
                 self.host.order_changed(order)
             return
-        kind = _ORDER_LINES.get(order.status)
+        kind = _order_line(before, order)
         if order.status == "refused":
             self._refusal_line(order.error_code, f"REFUSED by {order.error_code}: {order_text(order)}", order.reason)
         elif kind is not None:
@@ -619,12 +621,23 @@ _COUNTERS = (
 )
 
 _ORDER_LINES = {
-    "resting": "RESTING",
     "executed": "FILLED",
     "canceled": "CANCELLED",
     "rejected": "REJECTED",
     "unknown": "UNKNOWN",
 }
+
+
+def _order_line(before: str | None, order: OrderRecord) -> str | None:
+    """The word of an order's console line for this change; None for a change a FILL line already tells
+    (a partial fill of a resting order) or that changes nothing a person follows (a read-back)."""
+    if order.status != "resting":
+        return _ORDER_LINES.get(order.status)
+    if before in (None, "submitted", "unknown"):
+        return "PLACED"
+    if order.reason.startswith("amended"):
+        return "AMENDED"
+    return None
 
 
 def _mid(top: TopOfBook | None) -> int | None:
