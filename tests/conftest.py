@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,13 +17,23 @@ from django.test import override_settings
 from apps.exchange.config import SimulatorConfig
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.signing import Credentials, generate_key_pair, load_private_key
-from tests.processes import keep_bytecode
+from tests.processes import SHARED_DIR, keep_bytecode, shared_dir
 from tests.support import TEST_KEY_ID, StartSim
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Before pytest-xdist starts its workers: they, and every process a test starts, inherit this.
+    # Before pytest-xdist starts its workers: they, and every process a test starts, inherit these.
     keep_bytecode(os.environ)
+    if not os.environ.get(SHARED_DIR):
+        config.stash[_own_shared_dir] = shared_dir()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _own_shared_dir in config.stash:
+        shutil.rmtree(config.stash[_own_shared_dir], ignore_errors=True)
+
+
+_own_shared_dir = pytest.StashKey[Path]()
 
 
 def services_configured() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -204,25 +205,36 @@ class RunningTrader:
         return code, self.process.stderr.read() if self.process.stderr else ""
 
 
-_migrated_sqlite: Path | None = None
+SHARED_DIR = "TRADER_V3_TEST_SHARED_DIR"
+"""The environment variable naming a folder the whole test run shares (its workers included); see conftest."""
+
+
+def shared_dir() -> Path:
+    """This test run's shared folder; a process started outside pytest gets one of its own."""
+    if not os.environ.get(SHARED_DIR):
+        os.environ[SHARED_DIR] = tempfile.mkdtemp(prefix="trader-v3-run-")
+    return Path(os.environ[SHARED_DIR])
 
 
 def migrate(env: dict[str, str]) -> None:
     """Bring ``env``'s database up to date. A fresh SQLite file is a copy of one migrated once per test
-    process: ``manage.py migrate`` is a Django start plus every migration, seconds on a busy machine."""
-    global _migrated_sqlite
+    run, shared by its workers: ``manage.py migrate`` is a Django start plus every migration, seconds on a
+    busy machine."""
     database_url = env.get("DATABASE_URL", "")
     target = Path(database_url.removeprefix("sqlite:///")) if database_url.startswith("sqlite:///") else None
     if target is None or target.exists():
         migrated = manage(env, "migrate", "--noinput")
         assert migrated.returncode == 0, migrated.stderr
         return
-    if _migrated_sqlite is None:
-        template = Path(tempfile.mkdtemp(prefix="trader-v3-migrated-")) / "template.sqlite3"
-        migrated = manage({**env, "DATABASE_URL": f"sqlite:///{template}"}, "migrate", "--noinput")
-        assert migrated.returncode == 0, migrated.stderr
-        _migrated_sqlite = template
-    shutil.copyfile(_migrated_sqlite, target)
+    template = shared_dir() / "migrated.sqlite3"
+    with open(shared_dir() / "migrated.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker migrates; the others wait for its file
+        if not template.exists():
+            partial = template.with_suffix(".partial")
+            migrated = manage({**env, "DATABASE_URL": f"sqlite:///{partial}"}, "migrate", "--noinput")
+            assert migrated.returncode == 0, migrated.stderr
+            partial.rename(template)
+    shutil.copyfile(template, target)
 
 
 def start_runtrader(env: dict[str, str], *args: str) -> RunningTrader:
