@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import MutableMapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -192,17 +192,32 @@ class RunningTrader:
     """Empty with --no-web."""
     metrics_url: str = ""
     """The trader's own metrics port; empty without --metrics-port."""
+    log: list[str] = field(default_factory=list)
+    """Its stderr lines so far, read as they come: an unread pipe fills up and stops the trader mid-log."""
+    _reader: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        stream = self.process.stderr
+        if stream is not None:
+            self._reader = threading.Thread(target=self.log.extend, args=(stream,), daemon=True)
+            self._reader.start()
 
     @property
     def base_url(self) -> str:
         return self.console_url.removesuffix("/v3-trader")
+
+    def output(self) -> str:
+        """Everything it has written to stderr so far (all of it once it has ended)."""
+        if self._reader is not None and self.process.poll() is not None:
+            self._reader.join(timeout=5)
+        return "".join(self.log)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
         """Send ``sig`` and wait; returns the exit code and everything it wrote to stderr."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         code = self.process.wait(timeout=30)
-        return code, self.process.stderr.read() if self.process.stderr else ""
+        return code, self.output()
 
 
 SHARED_DIR = "TRADER_V3_TEST_SHARED_DIR"
