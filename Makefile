@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The suite mostly waits (processes starting, sockets, timers), so it runs in more workers than there are cores
-# (on 2 cores: 4 workers took 86 s, 6 took 70 s, 8 took 75 s).
-PYTEST_WORKERS ?= 6
+# The suite waits (processes starting, sockets, timers), so it runs in more workers than there are cores; but each
+# worker imports and collects the whole suite (about 2.5 s of CPU), and CPU is what a shared 2-core machine runs
+# short of: 4 workers used about 115 s of CPU where 6 used about 130 s, in no more wall time.
+PYTEST_WORKERS ?= 4
 
 .PHONY: run test lint typecheck pytest migrate exchange bench clean
 
@@ -35,7 +36,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy .
 
 pytest: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Lint first (a second), then the type check beside the tests: mypy's output waits until pytest is done and
 # either failing fails the target.

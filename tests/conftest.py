@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,13 +17,55 @@ from django.test import override_settings
 from apps.exchange.config import SimulatorConfig
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.signing import Credentials, generate_key_pair, load_private_key
-from tests.processes import keep_bytecode
+from tests.processes import SHARED_DIR, keep_bytecode, shared_dir
 from tests.support import TEST_KEY_ID, StartSim
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Before pytest-xdist starts its workers: they, and every process a test starts, inherit this.
+    # Before pytest-xdist starts its workers: they, and every process a test starts, inherit these.
     keep_bytecode(os.environ)
+    if not os.environ.get(SHARED_DIR):
+        config.stash[_own_shared_dir] = shared_dir()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    here = Path(__file__).parent
+
+    def place(item: pytest.Item) -> int:
+        return rank.get(item.path.relative_to(here).as_posix(), len(rank))
+
+    items.sort(key=place)  # stable: every file keeps its own order, and the rest keep theirs
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _own_shared_dir in config.stash:
+        shutil.rmtree(config.stash[_own_shared_dir], ignore_errors=True)
+
+
+_own_shared_dir = pytest.StashKey[Path]()
+
+LONGEST_FIRST = (
+    "console/test_browser.py",
+    "trader/test_sessions.py",
+    "trader/test_soak_command.py",
+    "trader/test_configuration.py",
+    "test_runtrader_process.py",
+    "console/test_web_server.py",
+    "kalshi/test_trading_against_exchange.py",
+    "console/test_market_pages.py",
+    "exchange/test_benchtrader.py",
+    "exchange/test_runexchange.py",
+    "marketdata/test_fidelity.py",
+    "marketdata/test_benchmark.py",
+    "trader/test_environment_databases.py",
+    "console/test_admin_while_running.py",
+    "trader/test_trading_against_exchange.py",
+    "console/test_terminal_output.py",
+)
+"""The files that take longest, longest first. The parallel run hands out whole files in collection order
+(``--dist loadfile --no-loadscope-reorder``), so these start at once instead of one of them starting last
+and running alone at the end."""
 
 
 def services_configured() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -18,7 +19,7 @@ import urllib.request
 from collections.abc import MutableMapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -191,38 +192,64 @@ class RunningTrader:
     """Empty with --no-web."""
     metrics_url: str = ""
     """The trader's own metrics port; empty without --metrics-port."""
+    log: list[str] = field(default_factory=list)
+    """Its stderr lines so far, read as they come: an unread pipe fills up and stops the trader mid-log."""
+    _reader: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        stream = self.process.stderr
+        if stream is not None:
+            self._reader = threading.Thread(target=self.log.extend, args=(stream,), daemon=True)
+            self._reader.start()
 
     @property
     def base_url(self) -> str:
         return self.console_url.removesuffix("/v3-trader")
+
+    def output(self) -> str:
+        """Everything it has written to stderr so far (all of it once it has ended)."""
+        if self._reader is not None and self.process.poll() is not None:
+            self._reader.join(timeout=5)
+        return "".join(self.log)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
         """Send ``sig`` and wait; returns the exit code and everything it wrote to stderr."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         code = self.process.wait(timeout=30)
-        return code, self.process.stderr.read() if self.process.stderr else ""
+        return code, self.output()
 
 
-_migrated_sqlite: Path | None = None
+SHARED_DIR = "TRADER_V3_TEST_SHARED_DIR"
+"""The environment variable naming a folder the whole test run shares (its workers included); see conftest."""
+
+
+def shared_dir() -> Path:
+    """This test run's shared folder; a process started outside pytest gets one of its own."""
+    if not os.environ.get(SHARED_DIR):
+        os.environ[SHARED_DIR] = tempfile.mkdtemp(prefix="trader-v3-run-")
+    return Path(os.environ[SHARED_DIR])
 
 
 def migrate(env: dict[str, str]) -> None:
     """Bring ``env``'s database up to date. A fresh SQLite file is a copy of one migrated once per test
-    process: ``manage.py migrate`` is a Django start plus every migration, seconds on a busy machine."""
-    global _migrated_sqlite
+    run, shared by its workers: ``manage.py migrate`` is a Django start plus every migration, seconds on a
+    busy machine."""
     database_url = env.get("DATABASE_URL", "")
     target = Path(database_url.removeprefix("sqlite:///")) if database_url.startswith("sqlite:///") else None
     if target is None or target.exists():
         migrated = manage(env, "migrate", "--noinput")
         assert migrated.returncode == 0, migrated.stderr
         return
-    if _migrated_sqlite is None:
-        template = Path(tempfile.mkdtemp(prefix="trader-v3-migrated-")) / "template.sqlite3"
-        migrated = manage({**env, "DATABASE_URL": f"sqlite:///{template}"}, "migrate", "--noinput")
-        assert migrated.returncode == 0, migrated.stderr
-        _migrated_sqlite = template
-    shutil.copyfile(_migrated_sqlite, target)
+    template = shared_dir() / "migrated.sqlite3"
+    with open(shared_dir() / "migrated.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker migrates; the others wait for its file
+        if not template.exists():
+            partial = template.with_suffix(".partial")
+            migrated = manage({**env, "DATABASE_URL": f"sqlite:///{partial}"}, "migrate", "--noinput")
+            assert migrated.returncode == 0, migrated.stderr
+            partial.rename(template)
+    shutil.copyfile(template, target)
 
 
 def start_runtrader(env: dict[str, str], *args: str) -> RunningTrader:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,18 +53,17 @@ def probe_every_second(base_url: str, seconds: float, since: float) -> list[Prob
 
 
 class Output:
-    """Reads a process's stderr as it comes: an unread pipe fills up and stops the process writing its log."""
+    """A trader's stderr as it comes (``start_runtrader`` reads it as the trader writes it)."""
 
     def __init__(self, trader: RunningTrader) -> None:
-        self.lines: list[str] = []
-        stream = trader.process.stderr
-        assert stream is not None
-        self._thread = threading.Thread(target=lambda: self.lines.extend(stream), daemon=True)
-        self._thread.start()
+        self._trader = trader
+
+    @property
+    def lines(self) -> list[str]:
+        return self._trader.log
 
     def text(self) -> str:
-        self._thread.join(timeout=5)
-        return "".join(self.lines)
+        return self._trader.output()
 
 
 def unreachable_lines(output: Output) -> int:

@@ -32,7 +32,7 @@ MARKETS = ["KXBTCD-26DEC31-T100000", "KXCPI-26DEC-T0.3", "KXFED-26DEC-T4.25"]  #
 ROWS = "[...document.querySelectorAll('#markets-body tr.market-row')]"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium() -> str:
     if CHROMIUM is None:
         if os.environ.get("REQUIRE_BROWSER") == "1":
@@ -97,9 +97,10 @@ class Page:
         return tickers
 
 
-@pytest.fixture
-def browser(chromium: str) -> Iterator[Any]:
-    """Open URLs in a headless Chromium; yields ``open(url) -> Page``."""
+@pytest.fixture(scope="module")
+def devtools(chromium: str) -> Iterator[tuple[int, Page]]:
+    """One headless Chromium for the file's tests (its start-up costs more than a test's page): its DevTools
+    port and its browser-wide session."""
     port = free_port()
     # Chromium's helpers can still be writing the profile as the browser exits: leftovers are harmless.
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
@@ -121,33 +122,49 @@ def browser(chromium: str) -> Iterator[Any]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        sockets = contextlib.ExitStack()
-
-        def targets() -> list[dict[str, Any]]:
-            code, body = http_get(f"http://127.0.0.1:{port}/json/list")
-            found: list[dict[str, Any]] = json.loads(body) if code == 200 else []
-            return [t for t in found if t.get("type") == "page"]
-
-        def open_page(url: str) -> Page:
-            eventually_blocking(lambda: _answers(targets), seconds=30, what="Chromium's DevTools endpoint")
-            url_of_tab = targets()[0]["webSocketDebuggerUrl"]
-            page = Page(sockets.enter_context(connect(url_of_tab, max_size=None, open_timeout=30)))
-            page.call("Page.enable")
-            page.call("Page.navigate", url=url)
-            return page
-
         try:
-            yield open_page
+
+            def version() -> dict[str, Any]:
+                code, body = http_get(f"http://127.0.0.1:{port}/json/version")
+                assert code == 200, body
+                found: dict[str, Any] = json.loads(body)
+                return found
+
+            eventually_blocking(lambda: _answers(version), seconds=30, what="Chromium's DevTools endpoint")
+            with connect(version()["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as socket:
+                yield port, Page(socket)
         finally:
-            sockets.close()
             process.terminate()
             process.wait(timeout=30)
 
 
-def _answers(targets: Any) -> bool:
+@pytest.fixture
+def browser(devtools: tuple[int, Page]) -> Iterator[Any]:
+    """Open URLs in a tab of its own, in a browser context of its own (no cookie or storage of another test's
+    pages); yields ``open(url) -> Page``."""
+    port, chrome = devtools
+    context = chrome.call("Target.createBrowserContext")["browserContextId"]
+    sockets = contextlib.ExitStack()
+
+    def open_page(url: str) -> Page:
+        target = chrome.call("Target.createTarget", url="about:blank", browserContextId=context)["targetId"]
+        url_of_tab = f"ws://127.0.0.1:{port}/devtools/page/{target}"
+        page = Page(sockets.enter_context(connect(url_of_tab, max_size=None, open_timeout=30)))
+        page.call("Page.enable")
+        page.call("Page.navigate", url=url)
+        return page
+
     try:
-        return bool(targets())
-    except OSError:
+        yield open_page
+    finally:
+        sockets.close()
+        chrome.call("Target.disposeBrowserContext", browserContextId=context)
+
+
+def _answers(ask: Any) -> bool:
+    try:
+        return bool(ask())
+    except (OSError, AssertionError):
         return False
 
 

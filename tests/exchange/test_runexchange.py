@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from apps.kalshi.rest import KalshiRestClient
 from apps.kalshi.signing import WS_PATH, Credentials, load_private_key
 from tests.exchange.helpers import now_ms
+from tests.processes import manage
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -81,20 +82,10 @@ async def test_runexchange_serves_with_the_data_folder_key_and_stops_on_sigterm(
             await process.wait()
 
 
-async def test_runexchange_help_documents_the_trading_options() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "manage.py",
-        "runexchange",
-        "--help",
-        cwd=PROJECT,
-        env={**os.environ, "ENVIRONMENT": "sim"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 30)
-    text = output.decode()
-    assert process.returncode == 0, text
+def test_runexchange_help_documents_the_trading_options() -> None:
+    result = manage({**os.environ, "ENVIRONMENT": "sim"}, "runexchange", "--help", timeout=30)
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text
     for option in (
         "--starting-balance",
         "--api-key",

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
-from tests.processes import run_database_url
+from tests.processes import manage, run_database_url
 
 SMALL = ["--rows", "3000", "--markets", "3", "--capacity", "500", "--batch-size", "100"]
 
@@ -19,15 +16,7 @@ SMALL = ["--rows", "3000", "--markets", "3", "--capacity", "500", "--batch-size"
 def bench(tmp_path: Path, *args: str) -> str:
     """Run the command as a user does: its own process, its own scratch databases."""
     env = {**os.environ, "DATA_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "benchrecording", *SMALL, *args],
-        cwd=settings.BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = manage(env, "benchrecording", *SMALL, *args, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.processes import ROOT, manage, project_env, shell_line
+from tests.processes import ForkedProcess, manage, project_env, shell_line
 from tests.support import eventually_blocking
 
 PRINT_DATABASE = "from django.conf import settings; print(settings.DATABASES['default']['NAME'])"
@@ -46,14 +44,7 @@ def sessions_in(database: Path) -> int:
 def test_runtrader_brings_its_own_file_up_to_date_on_a_fresh_data_folder(tmp_path: Path) -> None:
     env = project_env(tmp_path)
     del env["DATABASE_URL"]
-    process = subprocess.Popen(
-        [sys.executable, "-u", "manage.py", "runtrader", "--no-web"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = ForkedProcess(env, ("runtrader", "--no-web"))
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
