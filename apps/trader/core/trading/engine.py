@@ -277,20 +277,24 @@ class TradingEngine:
         checked = time.monotonic()
         while True:
             await asyncio.sleep(min(self.options.positions_interval, self.options.account_check_interval))
-            self._snapshot_positions()
-            if (
-                self._ready
-                and self._feed is not None
-                and time.monotonic() - checked >= self.options.account_check_interval
-            ):
-                checked = time.monotonic()
-                await self._check_account(self._feed)
-            elif self.account.synced:
-                try:
-                    self.account.balance = await self._client.get_balance()
-                except KalshiRestError as exc:
-                    logger.info("balance read failed: %s", exc)
-            await self._check_loss()
+            try:
+                self._snapshot_positions()
+                if (
+                    self._ready
+                    and self._feed is not None
+                    and time.monotonic() - checked >= self.options.account_check_interval
+                ):
+                    checked = time.monotonic()
+                    await self._check_account(self._feed)
+                elif self.account.synced:
+                    try:
+                        self.account.balance = await self._client.get_balance()
+                    except KalshiRestError as exc:
+                        logger.info("balance read failed: %s", exc)
+                await self._check_loss()
+            except Exception:
+                # A bug here must not end the snapshots and checks for the rest of the session.
+                logger.exception("trading upkeep failed; trying again in the next round")
 
     async def _check_account(self, feed: PrivateFeedPort) -> None:
         """Read the account while trading, as after a reconnect: fills and order changes the exchange never
