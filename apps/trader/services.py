@@ -194,18 +194,8 @@ def market_tops_upsert(session_id: int, tops: Sequence[tuple[str, str]]) -> None
         with connection.cursor() as cursor:
             cursor.execute(sql, [session_id, orjson.dumps(tops).decode()])
         return
-    if connection.vendor == "postgresql":
-        # One statement too: the columns go as two text arrays that unnest turns back into rows.
-        sql = (
-            f'INSERT INTO {table} (session_id, market_ticker, "top") SELECT %s, t.ticker, CAST(t.top AS jsonb) '
-            f"FROM unnest(%s::text[], %s::text[]) AS t(ticker, top) {upsert}"
-        )
-        with connection.cursor() as cursor:
-            # A statement may not upsert one row twice: the last top of a ticker wins, as it did row by row.
-            latest = dict(tops)
-            cursor.execute(sql, [session_id, list(latest), list(latest.values())])
-        return
-    sql = f'INSERT INTO {table} (session_id, market_ticker, "top") VALUES (%s, %s, %s) {upsert}'
+    value = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+    sql = f'INSERT INTO {table} (session_id, market_ticker, "top") VALUES (%s, %s, {value}) {upsert}'
     with connection.cursor() as cursor:
         cursor.executemany(sql, [(session_id, ticker, top) for ticker, top in tops])
 
