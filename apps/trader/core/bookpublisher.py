@@ -8,14 +8,13 @@ rest wait for the next tick, oldest first, so a busy market cannot starve a quie
 from __future__ import annotations
 
 import asyncio
-import heapq
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from apps.kalshi.clock import iso_from_epoch_us
-from apps.kalshi.fixedpoint import DOLLAR
-from apps.kalshi.orderbook import OrderBook, level_text, price_text
+from apps.kalshi.fixedpoint import CONTRACT, DOLLAR
+from apps.kalshi.orderbook import OrderBook, price_text
 from apps.trader.core.eventbus import Event, EventBus
 from apps.trader.core.ports import FeedClient
 
@@ -149,21 +148,47 @@ class BookPublisher:
         """One market's top of book and its first DEPTH levels a side, as consoles and MarketTop rows show it.
 
         The levels are YES prices: ``yes_bids`` best (highest) first, ``yes_asks`` (1 - a NO bid) best (lowest)
-        first. heapq.nlargest is linear in the book, so this costs no sort per tick; consumers forward the
-        levels only to a console that watches the market, and market pages leave them out.
+        first; the top is the first level of each. Thousands of tops a second at 10,000 markets: the prices
+        are sorted as plain ints in C (a book has a few dozen levels at most) and each level is formatted
+        once, the top sharing its dict with the first level; consumers forward the levels only to a console
+        that watches the market, and market pages leave them out.
         """
-        top = book.top()
-        updated_at, ts_ms = self._updated.get(book.market_ticker, (None, None))
+        yes, no = book.yes, book.no
+        bid_prices = sorted(yes, reverse=True)[:DEPTH]
+        no_prices = sorted(no, reverse=True)[:DEPTH]
+        bids = [level_dict(price, yes[price]) for price in bid_prices]
+        asks = [level_dict(DOLLAR - price, no[price]) for price in no_prices]
+        spread = price_text(DOLLAR - no_prices[0] - bid_prices[0]) if bids and asks else None
+        ticker = book.market_ticker
+        updated_at, ts_ms = self._updated.get(ticker, _NEVER)
         return {
-            "market_ticker": book.market_ticker,
+            "market_ticker": ticker,
             "sid": book.sid,
             "seq": book.seq,
-            "yes_bid": level_text(top.yes_bid),
-            "yes_ask": level_text(top.yes_ask),
-            "spread": price_text(top.spread) if top.spread is not None else None,
-            "stale": book.market_ticker in client.stale,
+            "yes_bid": bids[0] if bids else None,
+            "yes_ask": asks[0] if asks else None,
+            "spread": spread,
+            "stale": ticker in client.stale,
             "updated_at": iso_from_epoch_us(updated_at) if updated_at is not None else None,
             "ts_ms": ts_ms,
-            "yes_bids": [level_text(level) for level in heapq.nlargest(DEPTH, book.yes.items())],
-            "yes_asks": [level_text((DOLLAR - p, size)) for p, size in heapq.nlargest(DEPTH, book.no.items())],
+            "yes_bids": bids,
+            "yes_asks": asks,
         }
+
+
+_NEVER: tuple[None, None] = (None, None)
+
+
+def level_dict(price: int, size: int) -> dict[str, str]:
+    """One level as consoles show it, {"price": "0.4200", "size": "12.50"}: ``level_text`` without the tuple."""
+    return {"price": price_text(price), "size": size_text(size)}
+
+
+def size_text(size: int) -> str:
+    """``format_size`` for the sizes of a book (never negative): the fraction's text is looked up rather than
+    formatted with a width (130 ns instead of 330 ns, ten times a top)."""
+    whole, hundredths = divmod(size, CONTRACT)
+    return f"{whole}{_HUNDREDTHS[hundredths]}"
+
+
+_HUNDREDTHS = [f".{n:02d}" for n in range(CONTRACT)]

@@ -41,7 +41,8 @@ class RecordingTap:
         """Record one applied snapshot or delta. Awaiting the recorder is the back-pressure path: it returns
         at once unless the recorder is full."""
         if self._recorder is not None and self.session_id is not None:
-            await self.settle()
+            if self._lost is not None:
+                await self.settle()
             last = self._last_recorded
             if last is not None and last[0] != message.sid and not self._awaiting_snapshot:
                 # A new subscription (after error 10 or 25) with no gap recorded: whatever the old one
