@@ -182,3 +182,34 @@ def test_a_20_s_outage_heals_and_a_sigterm_while_the_database_is_away_saves_the_
     assert_every_row_recorded(session)
     states = list(StateTransition.objects.filter(session=session).order_by("id").values_list("to_state", flat=True))
     assert states[-2:] == ["ready", "shutdown"]
+
+
+def test_a_trader_that_trades_through_an_outage_records_every_order_and_fill(tmp_path: Path) -> None:
+    from apps.trader.models import Fill, Order
+
+    quoting = '{"spread": "0.01", "unwind_above": "0"}'
+    with TcpProxy(int(connection.settings_dict["PORT"] or 5432)) as proxy:
+        env = project_env(tmp_path, DATABASE_URL=run_database_url(proxy.port), SIM_MESSAGE_RATE="200")
+        trader = start_runtrader(
+            env, "--port", "0", "--markets", MARKETS, "--strategy", "apps.strategies.quoter.Quoter",
+            "--strategy-params", quoting, "--risk", "max_orders_per_second=20",
+        )  # fmt: skip
+        output = Output(trader)
+        try:
+            eventually_blocking(
+                lambda: probe(trader.base_url, time.monotonic()).status == 200, seconds=15, what="healthy"
+            )
+            outage(trader, proxy, 10)  # the quoter keeps trading; its rows wait in memory
+        finally:
+            code, stderr = sigterm(trader, output)
+    assert code == 0, stderr
+    assert "POSITIONS: equal to the exchange's" in stderr
+    session = TradingSession.objects.get()
+    assert (session.status, session.current_state) == ("stopped", "shutdown")
+    # The last heartbeat's counters are the engine's own: every fill and order it saw is a row.
+    counters = session.latest_status["trading"]["counters"]
+    fills = Fill.objects.filter(session=session).count()
+    assert fills == counters["fills"] and fills > 0, (fills, counters)
+    orders = Order.objects.filter(session=session)
+    assert orders.exclude(status="refused").count() == counters["orders_placed"] > 0, counters
+    assert not orders.filter(status__in=["resting", "submitted"]).exists()  # all cancelled at SIGTERM
