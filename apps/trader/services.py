@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.kalshi.clock import from_epoch_us
+from apps.marketdata.dbwriter import sqlite_insert_rows
 from apps.marketdata.spill import spill_load
 from apps.trader.core.sessionwriter import TRADING_BATCH
 from apps.trader.core.statemachine import Transition
@@ -185,14 +186,11 @@ def market_tops_upsert(session_id: int, tops: Sequence[tuple[str, str]]) -> None
     table = connection.ops.quote_name(MarketTop._meta.db_table)
     upsert = 'ON CONFLICT (session_id, market_ticker) DO UPDATE SET "top" = excluded."top"'
     if connection.vendor == "sqlite":
-        # One statement for the whole heartbeat: sqlite3's executemany hands the GIL to and from this
-        # thread once per row, each time waiting behind the busy feed reader (see marketdata.dbwriter).
-        sql = (
-            f"INSERT INTO {table} (session_id, market_ticker, \"top\") SELECT %s, json_extract(value, '$[0]'), "
-            f"json_extract(value, '$[1]') FROM json_each(%s) WHERE true {upsert}"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [session_id, orjson.dumps(tops).decode()])
+        rows = [(session_id, ticker, top) for ticker, top in tops]
+        with connection.cursor() as cursor:  # Django's cursor: its execute wrappers see the statement
+            columns = 'session_id, market_ticker, "top"'
+            raw = connection.connection
+            sqlite_insert_rows(raw, table, columns, rows, times=0, upsert=upsert, execute=cursor.execute)
         return
     value = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
     sql = f'INSERT INTO {table} (session_id, market_ticker, "top") VALUES (%s, %s, {value}) {upsert}'

@@ -124,7 +124,7 @@ async def test_it_writes_each_console_line_once_and_only_the_market_tops_that_ch
     inserted = statements.touching("trader_consoleline")
     assert len(inserted) == 1 and "line 2" in inserted[0][1] and "line 1" not in inserted[0][1]
     written = statements.touching("trader_markettop")
-    # One statement; on SQLite its rows travel as one JSON parameter, so the tickers are looked for in the text.
+    # One statement (up to a thousand rows a statement on SQLite).
     assert len(written) == 1 and CPI in str(written[0][1]) and FED not in str(written[0][1])
 
     history = await database_sync_to_async(console_history)()
