@@ -1,8 +1,10 @@
 """Runs many short ``manage.py`` commands, each in a process of its own forked from one that imported the libraries.
 
 A fresh interpreter spends most of a short run importing Django, Twisted and cryptography; a fork of a process
-that imported them once skips that and nothing else: each run still loads the project's settings and code
-itself, from its own environment and arguments, and exits with its own code. The parent configures nothing
+that imported them once skips that and nothing else: each run still loads the project's settings and its Django
+apps itself, from its own environment and arguments, and exits with its own code. The parent also imports the
+project's Django-free layers (the Kalshi protocol, the exchange simulator, the trader's core and its
+configuration rules), which read no settings and no environment when imported. The parent configures nothing
 (it checks that before forking), so what a run prints is what ``python manage.py`` prints.
 
 Protocol, one JSON object a line: ``{"id", "args": [...], "env": {...}, "timeout": seconds}`` on stdin, and
@@ -13,6 +15,7 @@ order). A request with ``"pipes": [stdout, stderr]`` (named pipes its requester 
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -78,18 +81,43 @@ PRELOAD = (
     "sqlite3",
     "multiprocessing",
 )
+PROJECT_PRELOAD = (
+    "apps.kalshi.client",
+    "apps.kalshi.crosscheck",
+    "apps.kalshi.discovery",
+    "apps.kalshi.privatefeed",
+    "apps.kalshi.rest",
+    "apps.kalshi.trading",
+    "apps.exchange.keys",
+    "apps.exchange.simulator",
+    "apps.exchange.stream",
+    "apps.trader.core.coordinator",
+    "apps.trader.core.trading.engine",
+    "apps.trader.core.trading.loading",
+    "apps.trader.config",
+)
+"""The project's layers that import no Django model and read settings only when called (checked below): a
+trader's start-up spends most of its import time on them, building their dataclasses."""
+DJANGO_FREE = ("apps.kalshi", "apps.exchange", "apps.trader.core", "apps.trader.config")
 PARALLEL = 8
 """Runs at once: enough to overlap the ones that wait on a silent port."""
 
 
 def preload() -> None:
-    for name in PRELOAD:
+    for name in (*PRELOAD, *PROJECT_PRELOAD):
         importlib.import_module(name)
+    from django.apps import apps
     from django.conf import settings
 
     assert not settings.configured, "a preloaded module read the settings"
+    assert not apps.ready, "a preloaded module loaded the Django apps"
     assert "twisted.internet.reactor" not in sys.modules, "a preloaded module installed a Twisted reactor"
-    assert not any(name.split(".")[0] in ("apps", "trader_v3") for name in sys.modules), "the project was imported"
+    project = [name for name in sys.modules if name.split(".")[0] in ("apps", "trader_v3")]
+    beyond = [name for name in project if name not in ("apps", "apps.trader") and not name.startswith(DJANGO_FREE)]
+    assert not beyond, f"a preloaded module imported more of the project: {beyond}"
+    # What exists now is shared with every run: leave it out of their garbage collections (and so unwritten, not
+    # copied page by page into each of them).
+    gc.freeze()
 
 
 def child(args: list[str], env: dict[str, str], out: int | str, err: int | str) -> None:

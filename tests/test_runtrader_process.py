@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.processes import http_get, project_env, shell_line, start_runtrader
+from tests.processes import first_run_env, http_get, project_env, shell_line, start_runtrader
 from tests.support import eventually_blocking
 
 
 def test_runtrader_serves_the_console_reaches_ready_and_exits_0_on_sigterm(tmp_path: Path) -> None:
-    trader = start_runtrader(project_env(tmp_path), "--port", "0")
+    trader = start_runtrader(first_run_env(tmp_path), "--port", "0")
+    assert (tmp_path / "sim_private_key.pem").exists(), "a first start makes the simulator's key pair"
     try:
         base = trader.base_url
         # Ready, with a fresh heartbeat. How fast is benchtrader's to measure (its launch->ready column): on a

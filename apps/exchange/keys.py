@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 
-from apps.kalshi.signing import generate_key_pair, load_private_key
+from apps.kalshi.signing import PrivateKey, generate_key_pair, load_private_key
 
 PRIVATE_KEY_FILE = "sim_private_key.pem"
 PUBLIC_KEY_FILE = "sim_public_key.pem"
@@ -22,6 +22,12 @@ PUBLIC_KEY_FILE = "sim_public_key.pem"
 class KeyPairPaths(NamedTuple):
     private_key: Path
     public_key: Path
+
+
+class LoadedKeyPair(NamedTuple):
+    private_key: PrivateKey
+    public_key_pem: bytes
+    paths: KeyPairPaths
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> Path:
@@ -44,6 +50,18 @@ def ensure_key_pair(directory: Path) -> KeyPairPaths:
     Safe when two processes race: the private key is published with a hard link, which fails if another
     process got there first, so both end up with the same pair.
     """
+    return _ensure(directory)[0]
+
+
+def load_key_pair(directory: Path) -> LoadedKeyPair:
+    """``ensure_key_pair``, and the pair it ensured: the private key, loaded (a trader signs with it), and the
+    public PEM (its simulator checks signatures with it). The key is loaded once: loading checks an RSA key,
+    a noticeable part of a trader's start-up."""
+    paths, private_key, public_pem = _ensure(directory)
+    return LoadedKeyPair(private_key, public_pem, paths)
+
+
+def _ensure(directory: Path) -> tuple[KeyPairPaths, PrivateKey, bytes]:
     directory.mkdir(parents=True, exist_ok=True)
     private_path = directory / PRIVATE_KEY_FILE
     public_path = directory / PUBLIC_KEY_FILE
@@ -55,12 +73,11 @@ def ensure_key_pair(directory: Path) -> KeyPairPaths:
                 os.link(tmp, private_path)
         finally:
             tmp.unlink(missing_ok=True)
-    public_pem = (
-        load_private_key(private_path.read_bytes())
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    private_key = load_private_key(private_path.read_bytes())
+    public_pem = private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     if not public_path.exists() or public_path.read_bytes() != public_pem:
         tmp = _write_atomic(public_path, public_pem, 0o644)
         os.replace(tmp, public_path)
-    return KeyPairPaths(private_key=private_path, public_key=public_path)
+    return KeyPairPaths(private_key=private_path, public_key=public_path), private_key, public_pem

@@ -27,7 +27,7 @@ from apps.kalshi.environments import (
     check_trading_url,
     is_loopback_host,
 )
-from apps.kalshi.signing import Credentials, KeyLoadError, load_private_key
+from apps.kalshi.signing import Credentials, KeyLoadError, PrivateKey, load_private_key
 from apps.kalshi.tickers import InvalidTicker, parse_ticker_list
 from apps.trader.core.trading.loading import StrategyLoadError, load_strategy
 from apps.trader.core.trading.risk import RiskLimits
@@ -165,7 +165,7 @@ def build_trader_config(
     port: int | None = None,
     confirm_production: bool = False,
     sim_markets: list[str] | None = None,
-    sim_keys: tuple[Path, Path] | None = None,
+    sim_keys: tuple[PrivateKey, bytes] | None = None,
     discover: int | None = None,
     crosscheck: float | None = None,
     metrics_port: int | None = None,
@@ -178,7 +178,8 @@ def build_trader_config(
     cancel_unknown_orders: bool = False,
     may_trade: bool = True,
 ) -> TraderConfig:
-    """Check every rule and load the key. ``sim_keys`` is the (private, public) pair for the simulator.
+    """Check every rule and load the key. ``sim_keys`` is the simulator's pair: its private key, loaded,
+    and its public key's PEM.
 
     Raises ConfigurationError listing every broken rule (``.problems``), not only the first.
     """
@@ -226,13 +227,12 @@ def build_trader_config(
             problems.append("KALSHI_API_URL is required for --discover or --crosscheck with KALSHI_WS_URL")
         if sim_keys is None:
             raise ConfigurationError("the simulator key pair is missing")
-        private_path, public_path = sim_keys
+        sim_private_key, public_pem = sim_keys
         if settings.KALSHI_PRIVATE_KEY_PATH or settings.KALSHI_PRIVATE_KEY_CONTENT:
             credentials = _credentials(settings, problems)
         else:
             key_id = settings.KALSHI_API_KEY_ID or SIM_KEY_ID
-            credentials = Credentials(key_id=key_id, private_key=load_private_key(private_path.read_bytes()))
-        public_pem = public_path.read_bytes()
+            credentials = Credentials(key_id=key_id, private_key=sim_private_key)
         if not chosen and not discover:
             chosen = (sim_markets or [])[:SIM_DEFAULT_MARKET_COUNT]
     else:

@@ -21,7 +21,7 @@ from channels.layers import get_channel_layer
 
 from apps.exchange.config import DEFAULT_MARKETS, SimulatorConfig
 from apps.exchange.faults import parse_faults
-from apps.exchange.keys import ensure_key_pair
+from apps.exchange.keys import load_key_pair
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.client import KalshiWebSocketClient
 from apps.kalshi.discovery import DiscoveryError, discover_markets
@@ -80,11 +80,12 @@ def load_trader_config(settings: Any, **options: Any) -> TraderConfig:
             parse_faults(settings.SIM_FAULTS)
         except ValueError as exc:
             problems.append(f"SIM_FAULTS: {exc}")
+    keys = load_key_pair(Path(settings.DATA_DIR)) if sim else None
     try:
         config = build_trader_config(
             settings,
             sim_markets=list(DEFAULT_MARKETS),
-            sim_keys=ensure_key_pair(Path(settings.DATA_DIR)) if sim else None,
+            sim_keys=(keys.private_key, keys.public_key_pem) if keys else None,
             **options,
         )
     except ConfigurationError as exc:

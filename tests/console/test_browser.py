@@ -30,6 +30,9 @@ from tests.support import eventually_blocking
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MARKETS = ["KXBTCD-26DEC31-T100000", "KXCPI-26DEC-T0.3", "KXFED-26DEC-T4.25"]  # the `make run` default, sorted
 ROWS = "[...document.querySelectorAll('#markets-body tr.market-row')]"
+CALM = {"SIM_MESSAGE_RATE": "10", "TRADER_ORDERBOOK_INTERVAL": "0.25"}
+"""A calmer market than ``make run``'s (50 messages a second, books sent every 50 ms): every row, ladder and chart
+still moves within a second, and the trader sends, and the browser draws, a fraction of the updates."""
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +118,8 @@ def devtools(chromium: str) -> Iterator[tuple[int, Page]]:
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
+                # The page's flashes and pulses are drawn frame by frame; no test looks at them.
+                "--force-prefers-reduced-motion",
                 f"--user-data-dir={profile}",
                 f"--remote-debugging-port={port}",
                 "about:blank",
@@ -169,7 +174,7 @@ def _answers(ask: Any) -> bool:
 
 
 def test_the_console_shows_the_trader_live_filters_markets_and_follows_books(tmp_path: Path, browser: Any) -> None:
-    trader = start_runtrader(project_env(tmp_path), "--port", "0")
+    trader = start_runtrader(project_env(tmp_path, **CALM), "--port", "0")
     try:
         wait_until_healthy(trader.base_url)
         page = browser(trader.console_url)
@@ -300,7 +305,7 @@ def test_the_console_shows_the_trader_live_filters_markets_and_follows_books(tmp
 def test_the_session_history_links_the_console_each_sessions_page_its_export_and_the_admin(
     tmp_path: Path, browser: Any
 ) -> None:
-    trader = start_runtrader(project_env(tmp_path), "--port", "0")
+    trader = start_runtrader(project_env(tmp_path, **CALM), "--port", "0")
     try:
         wait_until_healthy(trader.base_url)
         page = browser(trader.console_url)
@@ -350,7 +355,7 @@ def test_the_session_history_links_the_console_each_sessions_page_its_export_and
 
 
 def test_the_trading_panel_shows_a_trading_status_and_fits_1400_px_with_50_orders(tmp_path: Path, browser: Any) -> None:
-    trader = start_runtrader(project_env(tmp_path), "--port", "0")
+    trader = start_runtrader(project_env(tmp_path, **CALM), "--port", "0")
     try:
         wait_until_healthy(trader.base_url)
         page = browser(trader.console_url)
@@ -468,7 +473,7 @@ def _has_quoter() -> bool:
 def test_a_quoting_trader_fills_the_panel_a_cancel_takes_an_order_and_the_kill_switch_takes_them_all(
     tmp_path: Path, browser: Any
 ) -> None:
-    trader = start_runtrader(project_env(tmp_path), "--port", "0", "--strategy", QUOTER)
+    trader = start_runtrader(project_env(tmp_path, **CALM), "--port", "0", "--strategy", QUOTER)
     try:
         wait_until_healthy(trader.base_url)
         page = browser(trader.console_url)

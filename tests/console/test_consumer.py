@@ -184,3 +184,12 @@ async def test_events_the_channel_layer_lost_are_counted_for_the_metrics() -> No
     assert [m["seq"] for m in received] == [1, 1, 5, 3, 1, 2]
     assert console_counts().missed_events == before + 4
     await communicator.disconnect()
+
+
+async def test_with_no_trader_a_page_of_markets_is_empty() -> None:
+    communicator = await connect()
+    assert (await communicator.receive_json_from())["type"] == "history_replay"
+    await communicator.send_json_to({"type": "request_markets", "filter": "KX"})
+    page = (await communicator.receive_json_from())["data"]
+    assert (page["total"], page["markets_total"], page["markets"]) == (0, 0, [])
+    await communicator.disconnect()

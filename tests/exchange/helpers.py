@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import time
@@ -16,7 +17,7 @@ from websockets.protocol import Event
 
 from apps.exchange.market import Change
 from apps.exchange.simulator import ExchangeSimulator
-from apps.kalshi.signing import WS_PATH, Credentials, generate_key_pair, load_private_key
+from apps.kalshi.signing import WS_PATH, Credentials, PrivateKey, generate_key_pair, load_private_key
 
 Frame_ = dict[str, Any]
 
@@ -180,11 +181,27 @@ async def api(
     return status, json.loads(answer) if answer else None
 
 
+ACCOUNT_KEYS = 4
+_account_keys: list[tuple[PrivateKey, bytes]] = []
+_account_key_turns = itertools.count()
+
+
+def _account_key() -> tuple[PrivateKey, bytes]:
+    """The next of ACCOUNT_KEYS key pairs (private key, public PEM), in turn: the accounts of one test each get a
+    key of their own, unlike each other's and the suite's. Making and loading an RSA key costs about 0.1 s of
+    CPU, so the pairs are made once per process, not once per account."""
+    turn = next(_account_key_turns) % ACCOUNT_KEYS
+    if turn == len(_account_keys):
+        private_pem, public_pem = generate_key_pair()
+        _account_keys.append((load_private_key(private_pem), public_pem))
+    return _account_keys[turn]
+
+
 def another_account(sim: ExchangeSimulator, key_id: str) -> Credentials:
     """Credentials of a new API key the simulator accepts: an account of its own."""
-    private_pem, public_pem = generate_key_pair()
+    private_key, public_pem = _account_key()
     sim.register_key(key_id, public_pem)
-    return Credentials(key_id, load_private_key(private_pem))
+    return Credentials(key_id, private_key)
 
 
 def clear_book(sim: ExchangeSimulator, ticker: str) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from apps.exchange.keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, ensure_key_pair
+from apps.exchange.keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, ensure_key_pair, load_key_pair
 from apps.kalshi.signing import load_private_key, load_public_key, sign, verify
 
 
@@ -43,3 +43,11 @@ def test_public_key_is_rederived_from_an_existing_private_key(tmp_path: Path) ->
     pair.public_key.write_bytes(b"stale")
     ensure_key_pair(tmp_path)
     assert _matches(tmp_path)
+
+
+def test_loading_the_pair_gives_the_keys_of_its_files(tmp_path: Path) -> None:
+    loaded = load_key_pair(tmp_path)
+    assert loaded.paths == ensure_key_pair(tmp_path)
+    assert loaded.public_key_pem == loaded.paths.public_key.read_bytes()
+    public = load_public_key(loaded.public_key_pem)
+    assert verify(public, sign(loaded.private_key, 1, "GET", "/x"), 1, "GET", "/x")

@@ -46,11 +46,11 @@ from django.db import connection, transaction
 from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
-from apps.exchange.keys import ensure_key_pair
+from apps.exchange.keys import load_key_pair
 from apps.exchange.stream import books_from_json
 from apps.kalshi import messages as wire
 from apps.kalshi.orderbook import OrderBook
-from apps.kalshi.signing import WS_PATH, Credentials, load_private_key
+from apps.kalshi.signing import WS_PATH, Credentials
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedSnapshot
 from apps.marketdata.selectors import BookReplayer, recording_messages
 from apps.trader.config import SIM_KEY_ID
@@ -381,8 +381,8 @@ class Case:
     async def run(self) -> CaseResult:
         self.progress("migrating the scratch database")
         await asyncio.to_thread(call_command, "migrate", verbosity=0, interactive=False)
-        keys = ensure_key_pair(Path(settings.DATA_DIR))
-        self.credentials = Credentials(SIM_KEY_ID, load_private_key(keys.private_key.read_bytes()))
+        keys = load_key_pair(Path(settings.DATA_DIR))
+        self.credentials = Credentials(SIM_KEY_ID, keys.private_key)
         books_path = Path(settings.DATA_DIR) / "true-books.json"
         self.progress("building the stream")
         exchange = await asyncio.create_subprocess_exec(
@@ -398,7 +398,7 @@ class Case:
             "--seed",
             str(self.case["seed"]),
             "--public-key",
-            str(keys.public_key),
+            str(keys.paths.public_key),
             "--key-id",
             SIM_KEY_ID,
             "--books",
