@@ -17,7 +17,7 @@ from apps.console.presence import console_counts
 from apps.kalshi.environments import ConfigurationError, ConfigurationProblems, Environment, is_loopback_host
 from apps.trader.config import TraderConfig
 from apps.trader.preflight import database_up_to_date, service_problems
-from apps.trader.runtime import TraderRuntime, load_trader_config, tune_gc
+from apps.trader.runtime import TraderRuntime, load_trader_config, tune_interpreter
 from apps.trader.selectors import session_sharing_markets
 from apps.trader.services import sessions_close_abandoned, unwritten_load_all
 
@@ -250,7 +250,7 @@ class Command(BaseCommand):
 
     def run(self, config: TraderConfig) -> int:
         """Run until shutdown; returns the exit code."""
-        tune_gc()
+        tune_interpreter()
         runtime = TraderRuntime(
             config,
             consoles=console_counts if config.web else None,
