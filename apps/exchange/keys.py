@@ -55,8 +55,7 @@ def ensure_key_pair(directory: Path) -> KeyPairPaths:
 
 def load_key_pair(directory: Path) -> LoadedKeyPair:
     """``ensure_key_pair``, and the pair it ensured: the private key, loaded (a trader signs with it), and the
-    public PEM (its simulator checks signatures with it). The key is loaded once: loading checks an RSA key,
-    a noticeable part of a trader's start-up."""
+    public PEM (its simulator checks signatures with it)."""
     paths, private_key, public_pem = _ensure(directory)
     return LoadedKeyPair(private_key, public_pem, paths)
 
@@ -73,7 +72,8 @@ def _ensure(directory: Path) -> tuple[KeyPairPaths, PrivateKey, bytes]:
                 os.link(tmp, private_path)
         finally:
             tmp.unlink(missing_ok=True)
-    private_key = load_private_key(private_path.read_bytes())
+    # Made by this module, for the built-in simulator only: no need to pay for the RSA consistency check.
+    private_key = load_private_key(private_path.read_bytes(), check_rsa=False)
     public_pem = private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -3,8 +3,8 @@ from __future__ import annotations
 import base64
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from apps.kalshi.signing import (
     HEADER_KEY,
@@ -81,3 +81,23 @@ def test_credentials_never_show_the_key_id_or_key(key_pair: tuple[bytes, bytes])
     credentials = Credentials(key_id="very-secret-id", private_key=load_private_key(key_pair[0]))
     assert "very-secret-id" not in repr(credentials)
     assert "very-secret-id" not in str(credentials)
+
+
+def test_a_damaged_rsa_key_is_refused_unless_the_check_is_waived_for_the_simulators_own(
+    key_pair: tuple[bytes, bytes],
+) -> None:
+    good = load_private_key(key_pair[0])
+    assert isinstance(good, rsa.RSAPrivateKey)
+    numbers = good.private_numbers()
+    damaged = rsa.RSAPrivateNumbers(  # private exponents off by two: the key no longer signs correctly
+        numbers.p, numbers.q, numbers.d + 2, numbers.dmp1 + 2, numbers.dmq1 + 2, numbers.iqmp, numbers.public_numbers
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    pem = damaged.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+    with pytest.raises(KeyLoadError, match="not a readable unencrypted PEM key"):
+        load_private_key(pem)
+    unchecked = load_private_key(pem, check_rsa=False)
+    signature = sign(unchecked, 42, "GET", WS_PATH)
+    assert not verify(load_public_key(key_pair[1]), signature, 42, "GET", WS_PATH)
