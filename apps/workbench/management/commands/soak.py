@@ -28,6 +28,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from django.utils import timezone
 
 from apps.exchange.config import DEFAULT_MARKETS, SimulatorConfig
 from apps.exchange.faults import Faults
@@ -338,15 +339,20 @@ class Soak:
             status = await self._status(session_id)
         sim.faults = Faults(stall=True)  # no new deltas: the books hold still while they are compared
         self._note("healed; exchange frozen; waiting for the trader's last heartbeat")
-        previous: list[tuple[Any, ...]] = []
+        frozen_at = timezone.now()
+        previous: tuple[Any, ...] | None = None  # the last heartbeat written after the freeze: (time, marks)
         while time.monotonic() < deadline:
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(0.2)
             status = await self._status(session_id)
+            beat = status["heartbeat_at"]
+            if beat is None or beat <= frozen_at or (previous is not None and beat == previous[0]):
+                continue
             marks = [(t["market_ticker"], t["sid"], t["seq"]) for t in status["markets"]]
             queued = status["metrics"].get("recorder_queued", 0)
-            if marks and marks == previous and not queued and _healed(status):
+            # Two heartbeats since the freeze that show the same books, with nothing left to record: settled.
+            if previous is not None and marks and marks == previous[1] and not queued and _healed(status):
                 break
-            previous = marks
+            previous = (beat, marks)
         # The exchange's books are read here, on its own event loop; the recording is read on a thread.
         truths: dict[str, tuple[dict[str, Any], Any, bool]] = {}
         for top in status["markets"]:
@@ -407,7 +413,11 @@ class Soak:
 
         def read() -> dict[str, Any]:
             session = TradingSession.objects.get(pk=session_id)
-            return {**shard_status(session), "markets": market_tops(session=session)}
+            return {
+                **shard_status(session),
+                "heartbeat_at": session.heartbeat_at,
+                "markets": market_tops(session=session),
+            }
 
         return await sync_to_async(read)()
 
