@@ -18,7 +18,8 @@ from django.test import override_settings
 
 from apps.exchange.config import SimulatorConfig
 from apps.exchange.simulator import ExchangeSimulator
-from apps.kalshi.signing import Credentials, generate_key_pair, load_private_key
+from apps.kalshi.signing import Credentials
+from tests import keys
 from tests.processes import SHARED_DIR, keep_bytecode, shared_dir
 from tests.support import TEST_KEY_ID, StartSim
 
@@ -166,12 +167,13 @@ def _quick_password_hashing() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def key_pair() -> tuple[bytes, bytes]:
     """An RSA key pair (private PEM, public PEM) for signing requests to test simulators."""
-    return generate_key_pair()
+    return keys.key_pair("suite")
 
 
 @pytest.fixture(scope="session")
-def credentials(key_pair: tuple[bytes, bytes]) -> Credentials:
-    return Credentials(key_id=TEST_KEY_ID, private_key=load_private_key(key_pair[0]))
+def credentials() -> Credentials:
+    """Credentials that sign with ``key_pair``."""
+    return keys.credentials("suite", TEST_KEY_ID)
 
 
 @pytest.fixture

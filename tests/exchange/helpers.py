@@ -17,7 +17,8 @@ from websockets.protocol import Event
 
 from apps.exchange.market import Change
 from apps.exchange.simulator import ExchangeSimulator
-from apps.kalshi.signing import WS_PATH, Credentials, PrivateKey, generate_key_pair, load_private_key
+from apps.kalshi.signing import WS_PATH, Credentials, PrivateKey
+from tests import keys
 
 Frame_ = dict[str, Any]
 
@@ -182,19 +183,14 @@ async def api(
 
 
 ACCOUNT_KEYS = 4
-_account_keys: list[tuple[PrivateKey, bytes]] = []
 _account_key_turns = itertools.count()
 
 
 def _account_key() -> tuple[PrivateKey, bytes]:
     """The next of ACCOUNT_KEYS key pairs (private key, public PEM), in turn: the accounts of one test each get a
-    key of their own, unlike each other's and the suite's. Making and loading an RSA key costs about 0.1 s of
-    CPU, so the pairs are made once per process, not once per account."""
-    turn = next(_account_key_turns) % ACCOUNT_KEYS
-    if turn == len(_account_keys):
-        private_pem, public_pem = generate_key_pair()
-        _account_keys.append((load_private_key(private_pem), public_pem))
-    return _account_keys[turn]
+    key of their own, unlike each other's and the suite's."""
+    name = f"account-{next(_account_key_turns) % ACCOUNT_KEYS}"
+    return keys.private_key(name), keys.key_pair(name)[1]
 
 
 def another_account(sim: ExchangeSimulator, key_id: str) -> Credentials:

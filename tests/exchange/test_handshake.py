@@ -9,9 +9,8 @@ from apps.kalshi.signing import (
     HEADER_TIMESTAMP,
     WS_PATH,
     Credentials,
-    generate_key_pair,
-    load_private_key,
 )
+from tests import keys
 from tests.exchange.helpers import now_ms, open_ws, recv, send
 from tests.support import TEST_KEY_ID, StartSim
 
@@ -58,7 +57,7 @@ async def test_no_headers_at_all_is_401(start_sim: StartSim, credentials: Creden
 
 async def test_signature_from_another_key_is_401(start_sim: StartSim, credentials: Credentials) -> None:
     sim = await start_sim()
-    other = Credentials(TEST_KEY_ID, load_private_key(generate_key_pair()[0]))
+    other = keys.credentials("stranger", TEST_KEY_ID)
     status, body = await _rejected(sim, credentials, other.headers("GET", WS_PATH, now_ms()))
     assert (status, body.strip()) == (401, "invalid signature")
 

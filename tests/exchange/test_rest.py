@@ -8,7 +8,8 @@ import pytest
 
 from apps.exchange.config import DEFAULT_MARKETS
 from apps.kalshi.fixedpoint import DOLLAR, format_price, format_size
-from apps.kalshi.signing import WS_PATH, Credentials, generate_key_pair, load_private_key
+from apps.kalshi.signing import WS_PATH, Credentials
+from tests import keys
 from tests.exchange.helpers import http_get, http_json, now_ms, open_ws, parse_response, recv_n, subscribe
 from tests.support import StartSim, eventually
 
@@ -173,7 +174,7 @@ async def test_rest_signature_checks(start_sim: StartSim, credentials: Credentia
     assert b"missing" in body
     status, _, _ = await http_get(sim, path, None, headers=credentials.headers("GET", WS_PATH, now_ms()))
     assert status == 401
-    stranger = Credentials("test-key", load_private_key(generate_key_pair()[0]))
+    stranger = keys.credentials("stranger", "test-key")
     status, _, _ = await http_get(sim, path, stranger)
     assert status == 401
     status, _, _ = await http_get(sim, path, None, headers=credentials.headers("GET", path, now_ms() - 120_000))

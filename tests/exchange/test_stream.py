@@ -19,7 +19,8 @@ from apps.kalshi.feed import FeedEvent, MarketMessage
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, parse_message, subscribe_command
 from apps.kalshi.orderbook import OrderBook
 from apps.kalshi.rest import KalshiRestClient
-from apps.kalshi.signing import WS_PATH, Credentials, generate_key_pair, load_private_key
+from apps.kalshi.signing import WS_PATH, Credentials
+from tests import keys
 from tests.exchange.helpers import PingRecordingConnection
 from tests.support import TEST_KEY_ID, eventually
 
@@ -105,7 +106,7 @@ async def test_paced_deltas_carry_the_time_they_were_sent(exchange: StreamExchan
 
 
 async def test_an_unsigned_or_wrongly_signed_handshake_is_refused(exchange: StreamExchange) -> None:
-    other = Credentials(key_id=TEST_KEY_ID, private_key=load_private_key(generate_key_pair()[0]))
+    other = keys.credentials("stranger", TEST_KEY_ID)
     for headers in ({}, other.headers("GET", WS_PATH, time.time_ns() // 1_000_000)):
         with pytest.raises(InvalidStatus) as refused:
             async with connect(exchange.ws_url, additional_headers=headers):

@@ -18,7 +18,7 @@ from apps.kalshi.environments import Environment, TradingPermission
 from apps.kalshi.feed import FeedEvent, FeedEventKind
 from apps.kalshi.privatefeed import PrivateFeed
 from apps.kalshi.privatemessages import FillMessage, PrivateMessage, UserOrderMessage
-from apps.kalshi.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, WS_PATH, Credentials, load_private_key, verify
+from apps.kalshi.signing import HEADER_SIGNATURE, HEADER_TIMESTAMP, WS_PATH, Credentials, verify
 from apps.kalshi.trading import AccountSnapshot, KalshiTradingClient
 from tests.kalshi.fakekalshi import FakeKalshi
 from tests.kalshi.test_private_messages import fill_frame, user_order_frame
@@ -84,8 +84,8 @@ class Recorder:
 
 
 @pytest.fixture
-def fake(key_pair: tuple[bytes, bytes]) -> FakeKalshi:
-    return FakeKalshi(load_private_key(key_pair[0]).public_key())
+def fake(credentials: Credentials) -> FakeKalshi:
+    return FakeKalshi(credentials.private_key.public_key())
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from apps.kalshi.backoff import Backoff
 from apps.kalshi.fixedpoint import parse_price, parse_size
 from apps.kalshi.rest import ExchangeStatus, KalshiRestClient, MarketInfo
 from apps.kalshi.resterrors import KalshiRestError, MalformedResponse
-from apps.kalshi.signing import HEADER_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP, Credentials, load_private_key, verify
-from apps.kalshi.signing import generate_key_pair as new_key_pair
+from apps.kalshi.signing import HEADER_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP, Credentials, verify
+from tests import keys
 from tests.exchange.helpers import http_json
 from tests.support import TEST_KEY_ID, StartSim
 
@@ -58,8 +58,8 @@ async def test_signed_request_is_accepted(sim: ExchangeSimulator, rest: KalshiRe
     assert sim.stats["rest_requests"] == 1
 
 
-async def test_signature_covers_the_full_path_without_the_query(credentials: Credentials, key_pair) -> None:
-    public_key = load_private_key(key_pair[0]).public_key()
+async def test_signature_covers_the_full_path_without_the_query(credentials: Credentials) -> None:
+    public_key = credentials.private_key.public_key()
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -83,8 +83,7 @@ async def test_signature_covers_the_full_path_without_the_query(credentials: Cre
 
 
 async def test_wrong_key_gets_a_401_without_key_material(sim: ExchangeSimulator) -> None:
-    private_pem, _ = new_key_pair()
-    wrong = Credentials(key_id=KEY_ID, private_key=load_private_key(private_pem))
+    wrong = keys.credentials("stranger", KEY_ID)
     async with KalshiRestClient(sim.api_url, wrong, backoff=fast_backoff()) as client:
         with pytest.raises(KalshiRestError) as caught:
             await client.exchange_status()
@@ -97,11 +96,11 @@ async def test_wrong_key_gets_a_401_without_key_material(sim: ExchangeSimulator)
     assert "signature" in error.message
     assert KEY_ID not in text
     assert "PRIVATE KEY" not in text
-    assert private_pem.decode().splitlines()[1][:32] not in text
+    assert keys.key_pair("stranger")[0].decode().splitlines()[1][:32] not in text
 
 
-async def test_unknown_key_id_is_refused_and_never_echoed(sim: ExchangeSimulator, key_pair) -> None:
-    other = Credentials(key_id="someone-else-9c1d", private_key=load_private_key(key_pair[0]))
+async def test_unknown_key_id_is_refused_and_never_echoed(sim: ExchangeSimulator, credentials: Credentials) -> None:
+    other = Credentials(key_id="someone-else-9c1d", private_key=credentials.private_key)
     async with KalshiRestClient(sim.api_url, other, backoff=fast_backoff()) as client:
         with pytest.raises(KalshiRestError) as caught:
             await client.exchange_status()

@@ -16,7 +16,7 @@ from apps.kalshi.backoff import Backoff
 from apps.kalshi.environments import Environment, TradingPermission
 from apps.kalshi.portfolio import DecreaseRequest, OrderRequest
 from apps.kalshi.resterrors import KalshiRestError
-from apps.kalshi.signing import Credentials, load_private_key
+from apps.kalshi.signing import Credentials
 from apps.kalshi.trading import KalshiTradingClient
 from tests.kalshi.fakekalshi import FakeKalshi, kalshi_error
 from tests.support import TEST_KEY_ID
@@ -27,8 +27,8 @@ FED = "KXFED-26DEC-T4.00"
 
 
 @pytest.fixture
-def fake(key_pair: tuple[bytes, bytes]) -> FakeKalshi:
-    return FakeKalshi(load_private_key(key_pair[0]).public_key())
+def fake(credentials: Credentials) -> FakeKalshi:
+    return FakeKalshi(credentials.private_key.public_key())
 
 
 @pytest.fixture

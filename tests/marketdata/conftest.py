@@ -99,16 +99,16 @@ async def _release_thread_connections():
 
 @pytest.fixture(scope="session")
 def sim_key_pair() -> tuple[bytes, bytes]:
-    from apps.kalshi.signing import generate_key_pair
+    from tests import keys
 
-    return generate_key_pair()
+    return keys.key_pair("recording")
 
 
 @pytest.fixture(scope="session")
-def sim_credentials(sim_key_pair: tuple[bytes, bytes]):
-    from apps.kalshi.signing import Credentials, load_private_key
+def sim_credentials():
+    from tests import keys
 
-    return Credentials(key_id="recording-test", private_key=load_private_key(sim_key_pair[0]))
+    return keys.credentials("recording", "recording-test")
 
 
 async def record_script(session_id: int, script: list[tuple[str, Any]]) -> None:
