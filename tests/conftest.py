@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from apps.exchange.config import SimulatorConfig
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.signing import Credentials
 from tests import keys
-from tests.processes import SHARED_DIR, keep_bytecode, shared_dir
+from tests.processes import FORK_SERVER, SHARED_DIR, keep_bytecode, shared_dir, start_shared_fork_server
 from tests.support import TEST_KEY_ID, StartSim
 
 
@@ -29,6 +30,8 @@ def pytest_configure(config: pytest.Config) -> None:
     keep_bytecode(os.environ)
     if not os.environ.get(SHARED_DIR):
         config.stash[_own_shared_dir] = shared_dir()
+    if not os.environ.get(FORK_SERVER):
+        config.stash[_own_fork_server] = start_shared_fork_server()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -42,11 +45,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _own_fork_server in config.stash:
+        server = config.stash[_own_fork_server]
+        assert server.stdin is not None
+        server.stdin.close()  # it ends the runs still going, then itself
+        server.wait(timeout=60)
     if _own_shared_dir in config.stash:
         shutil.rmtree(config.stash[_own_shared_dir], ignore_errors=True)
 
 
 _own_shared_dir = pytest.StashKey[Path]()
+_own_fork_server = pytest.StashKey[subprocess.Popen[bytes]]()
 
 LONGEST_FIRST = (
     "console/test_browser.py",

@@ -7,21 +7,26 @@ project's Django-free layers (the Kalshi protocol, the exchange simulator, the t
 configuration rules), which read no settings and no environment when imported. The parent configures nothing
 (it checks that before forking), so what a run prints is what ``python manage.py`` prints.
 
-Protocol, one JSON object a line: ``{"id", "args": [...], "env": {...}, "timeout": seconds}`` on stdin, and
-``{"id", "returncode", "stdout", "stderr", "timed_out"}`` on stdout when that run has ended (runs end in any
+Protocol, one JSON object a line: ``{"id", "args": [...], "env": {...}, "timeout": seconds}`` from a client, and
+``{"id", "returncode", "stdout", "stderr", "timed_out"}`` back to it when that run has ended (runs end in any
 order). A request with ``"pipes": [stdout, stderr]`` (named pipes its requester reads) is answered
-``{"id", "pid"}`` at once and its end carries no output. It serves until stdin closes, then kills what still runs.
+``{"id", "pid"}`` at once and its end carries no output. The client is stdin and stdout; with ``--listen PATH``,
+every connection to the Unix socket at PATH is one (a whole test run shares one server: its workers would each
+pay for the imports otherwise), and stdin only tells, by closing, that the run is over. A client that goes away
+takes its runs with it; when stdin closes, the server kills what still runs and ends.
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
+import itertools
 import json
 import os
 import runpy
 import selectors
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -152,7 +157,25 @@ def child(args: list[str], env: dict[str, str], out: int | str, err: int | str) 
 
 
 @dataclass
+class Client:
+    """One requester: where its requests come from and its answers go."""
+
+    read_fd: int
+    write_fd: int
+    unread: bytes = b""
+
+    def reply(self, message: dict[str, Any]) -> None:
+        data = (json.dumps(message) + "\n").encode()
+        try:
+            while data:
+                data = data[os.write(self.write_fd, data) :]
+        except OSError:
+            pass  # it went away; its runs are being killed
+
+
+@dataclass
 class Run:
+    client: Client
     request: dict[str, Any]
     pid: int
     stdout: BinaryIO | None
@@ -162,26 +185,48 @@ class Run:
     killed: bool = False
 
 
-def reply(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+def listening(path: str) -> socket.socket:
+    """The Unix socket the run's clients connect to, at ``path``."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(64)
+    return server
 
 
-def serve() -> None:
-    waiting: list[dict[str, Any]] = []
+def serve(server: socket.socket | None) -> None:
+    """Serve the client on stdin and stdout, or (with ``server``) every client that connects to it."""
+    waiting: list[tuple[Client, dict[str, Any]]] = []
     running: dict[int, Run] = {}  # by pidfd, which turns readable when its process exits
-    requests = sys.stdin.fileno()
-    unread = b""
-    open_requests = True
+    clients: dict[int, Client] = {}  # by the fd its requests come from
+    lifeline = sys.stdin.fileno()
+    numbers = itertools.count()  # names the files of runs
     with tempfile.TemporaryDirectory(prefix="forkmanage-") as scratch, selectors.DefaultSelector() as events:
-        events.register(requests, selectors.EVENT_READ)
+        if server is None:
+            clients[lifeline] = Client(lifeline, sys.stdout.fileno())
+        else:
+            events.register(server, selectors.EVENT_READ)
+        events.register(lifeline, selectors.EVENT_READ)
+        open_requests = True
+
+        def drop(client: Client) -> None:
+            """The client went away: so do its waiting and running runs."""
+            events.unregister(client.read_fd)
+            del clients[client.read_fd]
+            waiting[:] = [(c, r) for c, r in waiting if c is not client]
+            for run in running.values():
+                if run.client is client and not run.killed:
+                    os.kill(run.pid, signal.SIGKILL)
+                    run.killed = True
+            if client.read_fd != lifeline:
+                os.close(client.read_fd)
+
         while open_requests or waiting or running:
             # Runs that stream to named pipes start at once (they may run as long as their test); the others
             # take turns, PARALLEL at a time.
-            for request in [r for r in waiting if "pipes" in r] + [r for r in waiting if "pipes" not in r]:
+            for client, request in sorted(waiting, key=lambda entry: "pipes" not in entry[1]):
                 if "pipes" not in request and len(running) >= PARALLEL:
                     break
-                waiting.remove(request)
+                waiting.remove((client, request))
                 sys.stdout.flush()
                 sys.stderr.flush()
                 if "pipes" in request:
@@ -189,17 +234,18 @@ def serve() -> None:
                     pid = os.fork()
                     if pid == 0:
                         child(request["args"], request["env"], *request["pipes"])
-                    reply({"id": request["id"], "pid": pid})
+                    client.reply({"id": request["id"], "pid": pid})
                 else:
-                    out = open(Path(scratch) / f"{request['id']}.out", "w+b")  # noqa: SIM115 (closed when it ends)
-                    err = open(Path(scratch) / f"{request['id']}.err", "w+b")  # noqa: SIM115
+                    number = next(numbers)
+                    out = open(Path(scratch) / f"{number}.out", "w+b")  # noqa: SIM115 (closed when it ends)
+                    err = open(Path(scratch) / f"{number}.err", "w+b")  # noqa: SIM115
                     pid = os.fork()
                     if pid == 0:
                         child(request["args"], request["env"], out.fileno(), err.fileno())
                 pidfd = os.pidfd_open(pid)
                 events.register(pidfd, selectors.EVENT_READ)
                 deadline = time.monotonic() + float(request.get("timeout", 60))
-                running[pidfd] = Run(request, pid, out, err, deadline)
+                running[pidfd] = Run(client, request, pid, out, err, deadline)
             nearest = min((run.deadline for run in running.values()), default=None)
             ready = events.select(timeout=None if nearest is None else max(0.0, nearest - time.monotonic()))
             for run in running.values():
@@ -207,32 +253,49 @@ def serve() -> None:
                     os.kill(run.pid, signal.SIGKILL)
                     run.killed = True
             for key, _ in ready:
-                if key.fileobj == requests:
-                    chunk = os.read(requests, 1 << 16)
-                    if not chunk:
-                        # The test process has ended: whatever it left running goes with it.
-                        events.unregister(requests)
+                if server is not None and key.fileobj is server:
+                    connection, _ = server.accept()
+                    fd = connection.detach()
+                    clients[fd] = Client(fd, fd)
+                    events.register(fd, selectors.EVENT_READ)
+                    continue
+                if server is not None and key.fd == lifeline:
+                    if not os.read(lifeline, 1 << 16):  # the run is over
                         open_requests = False
-                        waiting.clear()
-                        for run in running.values():
-                            os.kill(run.pid, signal.SIGKILL)
-                    *lines, unread = (unread + chunk).split(b"\n")
-                    waiting.extend(json.loads(line) for line in lines)
+                        events.unregister(lifeline)
+                        events.unregister(server)
+                        server.close()
+                        for client in list(clients.values()):
+                            drop(client)
+                    continue
+                if key.fd in clients:
+                    client = clients[key.fd]
+                    chunk = os.read(client.read_fd, 1 << 16)
+                    if not chunk:
+                        if client.read_fd == lifeline:
+                            open_requests = False
+                        drop(client)
+                        continue
+                    *lines, client.unread = (client.unread + chunk).split(b"\n")
+                    waiting.extend((client, json.loads(line)) for line in lines)
                     continue
                 run = running.pop(key.fd)
                 events.unregister(key.fd)
                 os.close(key.fd)
                 _, status = os.waitpid(run.pid, 0)
-                result = {"id": run.request["id"], "returncode": os.waitstatus_to_exitcode(status)}
+                result: dict[str, Any] = {"id": run.request["id"], "returncode": os.waitstatus_to_exitcode(status)}
                 for name, stream in (("stdout", run.stdout), ("stderr", run.stderr)):
                     if stream is not None:
                         stream.seek(0)
                         result[name] = stream.read().decode(errors="replace")
                         stream.close()
                 result["timed_out"] = run.killed
-                reply(result)
+                if clients.get(run.client.read_fd) is run.client:
+                    run.client.reply(result)
 
 
 if __name__ == "__main__":
+    # Bound before the imports: clients may connect at once, and are read once the imports are done.
+    shared = listening(sys.argv[2]) if sys.argv[1:2] == ["--listen"] else None
     preload()
-    serve()
+    serve(shared)

@@ -68,10 +68,27 @@ def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.
     return result
 
 
+FORK_SERVER = "TRADER_V3_TEST_FORK_SERVER"
+"""The Unix socket of the test run's ``tests.forkmanage``, which all its workers share."""
+
+
+def start_shared_fork_server() -> subprocess.Popen[bytes]:
+    """Start the run's ``tests.forkmanage`` for the processes that inherit this environment (pytest-xdist's
+    workers); it serves until its stdin closes."""
+    path = shared_dir() / "forkmanage.sock"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.forkmanage", "--listen", str(path)], cwd=ROOT, stdin=subprocess.PIPE
+    )
+    os.environ[FORK_SERVER] = str(path)
+    return process
+
+
 class _ForkServer:
-    """This test process's ``tests.forkmanage``, started on first use; it ends when this process does."""
+    """This test process's way to ``tests.forkmanage``: the run's shared one, or else one of its own, started on
+    first use and ending when this process does."""
 
     def __init__(self) -> None:
+        self.requests: IO[str] | None = None
         self.process: subprocess.Popen[str] | None = None
         self.lock = threading.Lock()
         self.ids = itertools.count()
@@ -83,35 +100,48 @@ class _ForkServer:
     ) -> tuple[Future[int], Future[dict[str, Any]]]:
         """Send one request; its answers: the pid (streaming runs only) and how it ended."""
         with self.lock:
-            if self.process is None or self.process.poll() is not None:
-                self.process = subprocess.Popen(
-                    [sys.executable, "-m", "tests.forkmanage"],
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
-            assert self.process.stdin is not None
+            if self.requests is None:
+                self.requests, answers = self._open(env)
+                threading.Thread(target=self._read, args=(self.requests, answers), daemon=True).start()
             run_id = next(self.ids)
-            answers: tuple[Future[int], Future[dict[str, Any]]] = (Future(), Future())
-            self.started[run_id], self.ended[run_id] = answers
+            futures: tuple[Future[int], Future[dict[str, Any]]] = (Future(), Future())
+            self.started[run_id], self.ended[run_id] = futures
             request = {"id": run_id, "args": list(args), "env": env, "timeout": timeout, **extra}
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-            return answers
+            self.requests.write(json.dumps(request) + "\n")
+            self.requests.flush()
+            return futures
 
-    def _read(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
+    def _open(self, env: dict[str, str]) -> tuple[IO[str], IO[str]]:
+        """Where requests go and where answers come from."""
+        shared = os.environ.get(FORK_SERVER)
+        if shared:
+            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # The server binds its socket as it starts, the first request usually comes seconds later.
+            eventually_blocking(lambda: connection.connect_ex(shared) == 0, seconds=30, what="tests.forkmanage")
+            return connection.makefile("w"), connection.makefile("r")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.forkmanage"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        return self.process.stdin, self.process.stdout
+
+    def _read(self, requests: IO[str], answers: IO[str]) -> None:
+        for line in answers:
             answer = json.loads(line)
             if "pid" in answer:
                 self.started[answer["id"]].set_result(answer["pid"])
             else:
                 self.ended.pop(answer["id"]).set_result(answer)
                 self.started.pop(answer["id"], None)
-        pending: list[Future[Any]] = [*self.started.values(), *self.ended.values()]
+        with self.lock:
+            if self.requests is requests:
+                self.requests = None  # the next request starts, or connects to, a server again
+            pending: list[Future[Any]] = [*self.started.values(), *self.ended.values()]
         for future in pending:
             if not future.done():
                 future.set_exception(AssertionError("tests.forkmanage ended"))
