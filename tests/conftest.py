@@ -121,7 +121,7 @@ def _flush_puts_back_content_types_and_permissions(django_db_setup: None, django
     from django.contrib.contenttypes.models import ContentType
 
     connection = connections["default"]
-    if connection.settings_dict["NAME"] != connection.creation._get_test_db_name():
+    if connection.settings_dict["NAME"] != connection.creation._get_test_db_name():  # type: ignore[attr-defined]
         yield  # no test of this run uses the database: pytest-django made none
         return
     with django_db_blocker.unblock():
