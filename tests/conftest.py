@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import subprocess
@@ -32,6 +33,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_own_shared_dir] = shared_dir()
     if not os.environ.get(FORK_SERVER):
         config.stash[_own_fork_server] = start_shared_fork_server()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # What exists now (the libraries, the project, the collected tests) lives until the run ends: leave it out of
+    # the garbage collector's full collections, which otherwise walk all of it again and again.
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
