@@ -140,8 +140,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
     # Each thread keeps its connection: opening one costs a PRAGMA round and thirty SQL functions registered, and
-    # closing the last one checkpoints the WAL into the file; the console's socket and the recorder would pay
-    # both for every query they make.
+    # closing the last one checkpoints the WAL into the file; the console's socket and the trader's session store
+    # (heartbeats, transitions) would pay both for every call they make.
     DATABASES["default"]["CONN_MAX_AGE"] = None
     # The test database is a file with the same options, not Django's shared-cache in-memory default, whose
     # table locks fail at once instead of waiting and so behave unlike the file every trader writes.
