@@ -82,7 +82,12 @@ class _Command:
 
 
 class KalshiWebSocketClient:
-    """One authenticated connection carrying one ``orderbook_delta`` subscription for ``markets``."""
+    """One authenticated connection carrying one ``orderbook_delta`` subscription for ``markets``.
+
+    After a lost connection it reconnects with ``backoff``; the delays grow only across a streak of
+    connections that failed: one that held ``stable_after`` seconds, or kept every book live for
+    ``live_after`` seconds, ends the streak.
+    """
 
     def __init__(
         self,
@@ -95,6 +100,7 @@ class KalshiWebSocketClient:
         idle_timeout: float = 30.0,
         open_timeout: float = 10.0,
         stable_after: float = 30.0,
+        live_after: float = 5.0,
         resync_timeout: float = 5.0,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
@@ -114,6 +120,9 @@ class KalshiWebSocketClient:
         self._idle_timeout = idle_timeout
         self._open_timeout = open_timeout
         self._stable_after = stable_after
+        self._live_after = live_after
+        self._live_since: float | None = None
+        """Monotonic time every book of the current connection first went live (None: not yet)."""
         self._resync_timeout = resync_timeout
         self._resync_started: float | None = None
         self._wall_clock_ms = wall_clock_ms
@@ -214,9 +223,15 @@ class KalshiWebSocketClient:
             await self._send(ws, "subscribe", subscribe_command(self._command_id(), self.markets))
 
     def _on_connection_lost(self) -> None:
-        if self.connected_since is not None and time.monotonic() - self.connected_since >= self._stable_after:
-            self._backoff.reset()  # a connection that held is not part of a failure streak
+        # A connection that held, or that had every book live for a while, is not part of a failure streak:
+        # the next loss starts from the first delay again rather than creeping towards the cap.
+        now = time.monotonic()
+        held = self.connected_since is not None and now - self.connected_since >= self._stable_after
+        served = self._live_since is not None and now - self._live_since >= self._live_after
+        if held or served:
+            self._backoff.reset()
         self.connected_since = None
+        self._live_since = None
         self.status = ConnectionStatus.CONNECTING if not self._closing.is_set() else ConnectionStatus.DISCONNECTED
         self.stale = set(self.markets)
         self._synced = False
@@ -392,6 +407,8 @@ class KalshiWebSocketClient:
             self._resync_started = None
             if not self._synced:
                 self._synced = True
+                if self._live_since is None:
+                    self._live_since = time.monotonic()
                 await self._listener.on_feed_event(
                     FeedEvent(
                         FeedEventKind.SYNCED,

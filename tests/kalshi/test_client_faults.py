@@ -118,6 +118,25 @@ async def test_dropped_connections_reconnect_and_resubscribe(make_client, exchan
     assert all(0 < e.delay <= 0.2 * 1.2 for e in disconnects)
 
 
+@pytest.mark.parametrize(("live_after", "streak"), [(0.05, False), (60.0, True)])
+async def test_a_connection_that_had_its_books_live_ends_the_back_off_streak(
+    make_client, exchange, live_after: float, streak: bool
+) -> None:
+    listener = Listener()
+    client = make_client(listener, live_after=live_after)
+    exchange.faults.drop_every = 0.4
+
+    def heal() -> None:
+        exchange.faults.drop_every = None
+
+    await run_healed(client, exchange, heal, lambda: client.metrics.reconnects >= 3)
+    attempts = [e.attempt for e in listener.events if e.kind is FeedEventKind.DISCONNECTED]
+    synced = [e for e in listener.events if e.kind is FeedEventKind.SYNCED]
+    assert len(attempts) >= 3 and len(synced) >= 3  # every connection got its books live before it was dropped
+    # Books live for live_after: each drop is a first attempt again; otherwise the streak keeps counting.
+    assert attempts[:3] == ([1, 2, 3] if streak else [1, 1, 1])
+
+
 @pytest.mark.parametrize("code", [ERROR_CHANNEL, ERROR_BUFFER_OVERFLOW])
 async def test_terminal_errors_end_the_subscription_and_the_client_resubscribes(make_client, exchange, code) -> None:
     listener = Listener()
