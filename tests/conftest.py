@@ -109,11 +109,21 @@ def _real_services(request: pytest.FixtureRequest) -> None:
 def _close_worker_thread_connections(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
     """The async ORM opens connections on asgiref's worker thread; close them before the test database goes.
 
-    Otherwise PostgreSQL refuses to drop the test database while that thread still holds a session.
+    Otherwise PostgreSQL refuses to drop the test database while that thread still holds a session. So it does
+    while a server process of a finished test's trader is still ending (its client is gone, the backend exits a
+    moment later): those sessions are ended here, so the drop never races them.
     """
     yield
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all)())
+        connection = connections["default"]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            connection.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
