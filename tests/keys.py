@@ -4,24 +4,25 @@ suite asks for keys hundreds of times; a test about making or loading keys makes
 
 from __future__ import annotations
 
-import fcntl
 import functools
+from pathlib import Path
 
 from apps.kalshi.signing import Credentials, PrivateKey, generate_key_pair, load_private_key
-from tests.processes import shared_dir
+from tests.processes import made_once
 
 
 @functools.cache
 def key_pair(name: str) -> tuple[bytes, bytes]:
     """The run's key pair called ``name``: (private PEM, public PEM). Pairs of different names are unrelated."""
-    private_path, public_path = shared_dir() / f"{name}.private.pem", shared_dir() / f"{name}.public.pem"
-    with open(shared_dir() / "keys.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker to ask makes the pair; the others read its files
-        if not private_path.exists():
-            private_pem, public_pem = generate_key_pair()
-            public_path.write_bytes(public_pem)
-            private_path.write_bytes(private_pem)
-        return private_path.read_bytes(), public_path.read_bytes()
+    folder = made_once(f"key-{name}", _write_key_pair)
+    return (folder / "private.pem").read_bytes(), (folder / "public.pem").read_bytes()
+
+
+def _write_key_pair(folder: Path) -> None:
+    private_pem, public_pem = generate_key_pair()
+    folder.mkdir()
+    (folder / "private.pem").write_bytes(private_pem)
+    (folder / "public.pem").write_bytes(public_pem)
 
 
 @functools.cache

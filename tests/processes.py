@@ -16,7 +16,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -272,6 +272,19 @@ def shared_dir() -> Path:
     return Path(os.environ[SHARED_DIR])
 
 
+def made_once(name: str, make: Callable[[Path], object]) -> Path:
+    """``name`` in the run's shared folder, made by the first process of the run to ask for it: ``make(path)``
+    writes it (a file or a folder) at a temporary path that then takes its name, while the others wait."""
+    path = shared_dir() / name
+    with open(shared_dir() / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            partial = shared_dir() / f"{name}.partial"
+            make(partial)
+            partial.rename(path)
+    return path
+
+
 def migrate(env: dict[str, str]) -> None:
     """Bring ``env``'s database up to date. A fresh SQLite file is a copy of one migrated once per test
     run, shared by its workers: ``manage.py migrate`` is a Django start plus every migration, seconds on a
@@ -282,28 +295,19 @@ def migrate(env: dict[str, str]) -> None:
         migrated = manage(env, "migrate", "--noinput")
         assert migrated.returncode == 0, migrated.stderr
         return
-    template = shared_dir() / "migrated.sqlite3"
-    with open(shared_dir() / "migrated.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker migrates; the others wait for its file
-        if not template.exists():
-            partial = template.with_suffix(".partial")
-            migrated = manage({**env, "DATABASE_URL": f"sqlite:///{partial}"}, "migrate", "--noinput")
-            assert migrated.returncode == 0, migrated.stderr
-            partial.rename(template)
-    shutil.copyfile(template, target)
+
+    def migrate_into(path: Path) -> None:
+        result = manage({**env, "DATABASE_URL": f"sqlite:///{path}"}, "migrate", "--noinput")
+        assert result.returncode == 0, result.stderr
+
+    shutil.copyfile(made_once("migrated.sqlite3", migrate_into), target)
 
 
 def copy_sim_key_pair(directory: Path) -> None:
     """Put this test run's simulator key pair into ``directory`` (made by the first worker to need it)."""
     if (directory / PRIVATE_KEY_FILE).exists():
         return
-    pair = shared_dir() / "sim-key-pair"
-    with open(shared_dir() / "sim-key-pair.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not pair.exists():
-            partial = pair.with_suffix(".partial")
-            ensure_key_pair(partial)
-            partial.rename(pair)
+    pair = made_once("sim-key-pair", ensure_key_pair)
     for name in (PRIVATE_KEY_FILE, PUBLIC_KEY_FILE):
         shutil.copy2(pair / name, directory / name)  # with its mode: the private key stays 0600
 
