@@ -18,6 +18,7 @@ from apps.console import limits, presence
 from apps.console.access import may_watch
 from apps.console.views import CONSOLE_PAGE_SIZE
 from apps.kalshi.environments import Environment
+from apps.kalshi.tokenbucket import TokenBucket
 from apps.trader import control
 from apps.trader.control import (
     MARKET_ACTIONS,
@@ -66,10 +67,10 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if not may_watch(self.scope.get("user")):
             await self.close()  # before accept: the handshake is refused with 403
             return
-        self.history_requests = limits.TokenBucket(limits.HISTORY_BURST, limits.HISTORY_PER_SECOND)
-        self.page_requests = limits.TokenBucket(limits.PAGE_BURST, limits.PAGE_PER_SECOND)
-        self.messages = limits.TokenBucket(limits.MESSAGE_BURST, limits.MESSAGE_PER_SECOND)
-        self.refusals = limits.TokenBucket(limits.REFUSAL_BURST, limits.REFUSAL_PER_SECOND)
+        self.history_requests = TokenBucket(limits.HISTORY_BURST, limits.HISTORY_PER_SECOND)
+        self.page_requests = TokenBucket(limits.PAGE_BURST, limits.PAGE_PER_SECOND)
+        self.messages = TokenBucket(limits.MESSAGE_BURST, limits.MESSAGE_PER_SECOND)
+        self.refusals = TokenBucket(limits.REFUSAL_BURST, limits.REFUSAL_PER_SECOND)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         self.counted = True

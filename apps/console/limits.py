@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 MAX_CLIENT_MESSAGE = 4096
 """Characters in one message from a browser; the console's own messages are far smaller."""
 HISTORY_BURST, HISTORY_PER_SECOND = 3, 0.2
@@ -19,26 +16,3 @@ CLOSE_ABUSE = 4008
 """Close code for a client cut off for refused messages (4xxx: the range an application may send; cf. 1008)."""
 CLOSE_TOO_SLOW = 4009
 """Close code for a client that does not read what it is sent (set by apps.console.webserver)."""
-
-
-class TokenBucket:
-    """``capacity`` tokens, refilled at ``per_second``; ``take()`` spends one if there is one."""
-
-    def __init__(self, capacity: float, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.capacity = capacity
-        self.per_second = per_second
-        self._clock = clock
-        self._tokens = capacity
-        self._at = clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.per_second)
-        self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-    def seconds_until_next(self) -> float:
-        return max(0.0, (1 - self._tokens) / self.per_second)

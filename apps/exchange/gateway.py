@@ -28,7 +28,6 @@ from apps.exchange.counts import FaultCounts, TrafficCounts
 from apps.exchange.desk import Desk
 from apps.exchange.httpserver import HttpRequest, HttpResponse
 from apps.exchange.market import HOUSE_OWNERS, SimMarket
-from apps.exchange.ratelimit import TokenBucket
 from apps.kalshi.signing import (
     HEADER_KEY,
     HEADER_SIGNATURE,
@@ -37,6 +36,7 @@ from apps.kalshi.signing import (
     PublicKey,
     verify,
 )
+from apps.kalshi.tokenbucket import TokenBucket
 
 TradingStatus = Callable[[], tuple[bool, bool]]
 """() -> (exchange_active, trading_active), as GET /exchange/status reports them."""
@@ -126,7 +126,7 @@ class Gateway:
                 rate, burst = self._config.read_rate, READ_BURST_SECONDS
             else:
                 rate, burst = self._config.write_rate, WRITE_BURST_SECONDS
-            bucket = self._buckets[(owner, kind)] = TokenBucket(rate, rate * burst)
+            bucket = self._buckets[(owner, kind)] = TokenBucket(rate * burst, rate)
         return bucket
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
