@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from apps.exchange.matching import Fill
+from apps.exchange.matching import BookFill
 from apps.kalshi.fixedpoint import DOLLAR
 from apps.kalshi.positions import BookedPosition, outcome_cost
 
@@ -39,7 +39,9 @@ class Position(BookedPosition):
 
 
 @dataclass(slots=True)
-class Settlement:
+class AccountSettlement:
+    """A market's settlement as it reached one account."""
+
     ticker: str
     result: Literal["yes", "no"]
     yes_count: int
@@ -59,12 +61,12 @@ class Account:
     balance: int
     """Cash, micro-dollars."""
     positions: dict[str, Position] = field(default_factory=dict)
-    settlements: list[Settlement] = field(default_factory=list)
+    settlements: list[AccountSettlement] = field(default_factory=list)
 
     def position(self, ticker: str) -> Position:
         return self.positions.setdefault(ticker, Position())
 
-    def apply_fill(self, fill: Fill) -> Position:
+    def apply_fill(self, fill: BookFill) -> Position:
         """Move cash and the position for one of this account's fills."""
         held = self.position(fill.ticker)
         self.balance += held.book(fill.side, fill.count, fill.price, fill.fee) - fill.fee
@@ -73,7 +75,7 @@ class Account:
         held.last_updated_us = fill.ts_us
         return held
 
-    def settle(self, ticker: str, result: Literal["yes", "no"], *, now_us: int = 0) -> Settlement | None:
+    def settle(self, ticker: str, result: Literal["yes", "no"], *, now_us: int = 0) -> AccountSettlement | None:
         """Pay $1 per winning contract of ``ticker`` and close the position; None if nothing was held."""
         held = self.positions.get(ticker)
         if held is None or held.position == 0:
@@ -87,6 +89,6 @@ class Account:
         held.position = 0
         held.last_updated_us = now_us
         self.balance += revenue
-        settlement = Settlement(ticker, result, yes_count, no_count, revenue, now_us, cost, held.fees_paid)
+        settlement = AccountSettlement(ticker, result, yes_count, no_count, revenue, now_us, cost, held.fees_paid)
         self.settlements.append(settlement)
         return settlement

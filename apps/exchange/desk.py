@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from apps.exchange.accounts import Account, Position, Settlement
+from apps.exchange.accounts import Account, AccountSettlement, Position
 from apps.exchange.market import HOUSE_OWNERS, SimMarket
 from apps.exchange.matching import (
+    BookFill,
+    BookOrder,
     BookSide,
-    Fill,
-    Order,
+    MatchResult,
     OrderRejected,
-    Placement,
     SelfTradePrevention,
     TimeInForce,
     trade_fee,
@@ -62,12 +62,12 @@ class NewOrder:
 
 @dataclass(frozen=True, slots=True)
 class OrderUpdate:
-    order: Order
+    order: BookOrder
 
 
 @dataclass(frozen=True, slots=True)
 class FillUpdate:
-    fill: Fill
+    fill: BookFill
     client_order_id: str
     post_position: int
 
@@ -98,14 +98,14 @@ class Desk:
         self._trading_active = trading_active
         self._now_us = now_us
         self._accounts: dict[str, Account] = {}
-        self._orders: dict[str, Order] = {}
+        self._orders: dict[str, BookOrder] = {}
         """Every user order ever placed, by id, in placement order."""
-        self._open: dict[str, dict[str, Order]] = {}
+        self._open: dict[str, dict[str, BookOrder]] = {}
         """Per owner, orders that may still rest (pruned as they are found done): what reserves cash."""
-        self._expiring: dict[str, Order] = {}
+        self._expiring: dict[str, BookOrder] = {}
         """Orders placed with an expiration time that may still rest."""
         self._client_ids: dict[tuple[str, str], str] = {}
-        self._fills: dict[str, list[Fill]] = {}
+        self._fills: dict[str, list[BookFill]] = {}
         self.on_event: Callable[[DeskEvent], None] = lambda event: None
         self.on_book: Callable[[str], None] = lambda ticker: None
         """Called after the desk moved a market's book (its level changes are waiting to be published)."""
@@ -164,7 +164,7 @@ class Desk:
 
     # ------------------------------------------------------------------------------------------ orders
 
-    def create(self, owner: str, new: NewOrder) -> Placement:
+    def create(self, owner: str, new: NewOrder) -> MatchResult:
         """Check and place one order; raises OrderRejected (nothing placed) when it is refused."""
         now = self._now_us()
         self.expire(now)
@@ -188,7 +188,7 @@ class Desk:
         if self._opening_cost(new.side, new.count, closing, new.price, rate) > self.available(owner):
             raise OrderRejected("available_balance_too_low", "available balance too low for this order")
         held = account.positions.get(new.ticker)
-        order = Order(
+        order = BookOrder(
             order_id=str(uuid.uuid4()),
             owner=owner,
             ticker=new.ticker,
@@ -215,7 +215,7 @@ class Desk:
         self.on_book(market.ticker)
         return placement
 
-    def cancel(self, owner: str, order_id: str, *, reason: str = "") -> tuple[Order, int]:
+    def cancel(self, owner: str, order_id: str, *, reason: str = "") -> tuple[BookOrder, int]:
         """Cancel one resting order: (the order, the size it still had)."""
         self.expire()
         order = self._resting(owner, order_id)
@@ -225,7 +225,7 @@ class Desk:
         self.on_book(order.ticker)
         return order, reduced_by
 
-    def cancel_all(self, owner: str) -> list[Order]:
+    def cancel_all(self, owner: str) -> list[BookOrder]:
         """Cancel every resting order of ``owner`` (in every market); returns them."""
         self.expire()
         resting = [o for o in self._open.get(owner, {}).values() if o.status == "resting"]
@@ -235,7 +235,7 @@ class Desk:
 
     def decrease(
         self, owner: str, order_id: str, *, reduce_by: int | None = None, reduce_to: int | None = None
-    ) -> Order:
+    ) -> BookOrder:
         """Lower a resting order's remaining size by ``reduce_by`` or to ``reduce_to`` (exactly one)."""
         self.expire()
         order = self._resting(owner, order_id)
@@ -262,7 +262,7 @@ class Desk:
         client_order_id: str | None = None,
         updated_client_order_id: str | None = None,
         expiration_time: int | None = KEEP,
-    ) -> Placement:
+    ) -> MatchResult:
         """Change a resting order's price and total count (filled plus the new remaining); it may cross."""
         now = self._now_us()
         self.expire(now)
@@ -323,14 +323,14 @@ class Desk:
             self.on_book(order.ticker)
         return len(due)
 
-    def house_fills(self, fills: Iterable[Fill]) -> None:
+    def house_fills(self, fills: Iterable[BookFill]) -> None:
         """Book the fills the simulated flow made against users' resting orders (maker fills)."""
         fills = [f for f in fills if f.owner not in HOUSE_OWNERS]
         self._book(fills, [])
 
-    def _book(self, fills: list[Fill], orders: list[Order]) -> None:
+    def _book(self, fills: list[BookFill], orders: list[BookOrder]) -> None:
         """Move users' cash and positions for ``fills``, then report them and every user order touched."""
-        touched: dict[str, Order] = {}
+        touched: dict[str, BookOrder] = {}
         for fill in fills:
             if fill.owner in HOUSE_OWNERS:
                 continue
@@ -349,7 +349,7 @@ class Desk:
 
     # ------------------------------------------------------------------------------------------ settlement
 
-    def settle(self, ticker: str, result: Literal["yes", "no"]) -> list[Settlement]:
+    def settle(self, ticker: str, result: Literal["yes", "no"]) -> list[AccountSettlement]:
         """Settle a market: its resting orders are cancelled, it is finalized, and every position in it is
         paid $1 per winning contract. KeyError for an unknown market."""
         market = self._markets[ticker]
@@ -372,26 +372,26 @@ class Desk:
 
     # ------------------------------------------------------------------------------------------ queries
 
-    def orders(self, owner: str) -> list[Order]:
+    def orders(self, owner: str) -> list[BookOrder]:
         """The owner's orders, newest first."""
         self.expire()
         return [o for o in reversed(self._orders.values()) if o.owner == owner]
 
-    def order(self, owner: str, order_id: str) -> Order:
+    def order(self, owner: str, order_id: str) -> BookOrder:
         self.expire()
         order = self._orders.get(order_id)
         if order is None or order.owner != owner:
             raise OrderRejected("not_found", "order not found", status=404)
         return order
 
-    def order_by_client_id(self, owner: str, client_order_id: str) -> Order:
+    def order_by_client_id(self, owner: str, client_order_id: str) -> BookOrder:
         """The owner's order placed with ``client_order_id`` (404 OrderRejected when there is none)."""
         order_id = self._client_ids.get((owner, client_order_id))
         if order_id is None:
             raise OrderRejected("not_found", "order not found", status=404)
         return self.order(owner, order_id)
 
-    def fills(self, owner: str) -> list[Fill]:
+    def fills(self, owner: str) -> list[BookFill]:
         """The owner's fills, newest first."""
         return list(reversed(self._fills.get(owner, [])))
 
@@ -400,7 +400,7 @@ class Desk:
 
     # ------------------------------------------------------------------------------------------ checks
 
-    def _resting(self, owner: str, order_id: str) -> Order:
+    def _resting(self, owner: str, order_id: str) -> BookOrder:
         order = self._orders.get(order_id)
         if order is None or order.owner != owner or order.status != "resting":
             raise OrderRejected("not_found", "no resting order with this id", status=404)

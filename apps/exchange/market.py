@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
-from apps.exchange.matching import BookSide, Fill, MatchingBook, Order
+from apps.exchange.matching import BookFill, BookOrder, BookSide, MatchingBook
 from apps.kalshi.fixedpoint import CONTRACT, DOLLAR, format_price
 from apps.kalshi.messages import Side
 from apps.kalshi.orderbook import OrderBook
@@ -240,10 +240,10 @@ class SimMarket:
             return self.matching.depth("bid", HOUSE)
         return {DOLLAR - price: size for price, size in self.matching.depth("ask", HOUSE).items()}
 
-    def _house_order(self, owner: str, side: BookSide, price: int, count: int, **options: object) -> Order:
-        return Order(f"{self.ticker}-H{next(self._house_ids)}", owner, self.ticker, side, price, count, **options)  # type: ignore[arg-type]
+    def _house_order(self, owner: str, side: BookSide, price: int, count: int, **options: object) -> BookOrder:
+        return BookOrder(f"{self.ticker}-H{next(self._house_ids)}", owner, self.ticker, side, price, count, **options)  # type: ignore[arg-type]
 
-    def house_change(self, change: Change) -> list[Fill]:
+    def house_change(self, change: Change) -> list[BookFill]:
         """Have the house do what ``change`` says, in the matching book; returns the fills it made.
 
         A positive change rests a house order at that level, as it is (a replayed stream's change may not
@@ -274,7 +274,7 @@ class SimMarket:
             wanted -= cut
         return []
 
-    def record_trades(self, fills: list[Fill]) -> None:
+    def record_trades(self, fills: list[BookFill]) -> None:
         """Count traded volume and the last price (each trade has a taker fill and a maker fill)."""
         for fill in fills:
             if fill.is_taker:

@@ -58,7 +58,7 @@ class OrderRejected(Exception):
 
 
 @dataclass(slots=True)
-class Order:
+class BookOrder:
     """One order and what has happened to it; fields follow Kalshi's Order object."""
 
     order_id: str
@@ -98,7 +98,7 @@ class Order:
 
 
 @dataclass(frozen=True, slots=True)
-class Fill:
+class BookFill:
     """One side of a trade: the order it filled, how much, at what YES price, and the fee."""
 
     trade_id: str
@@ -115,7 +115,7 @@ class Fill:
 
 
 @dataclass(frozen=True, slots=True)
-class LevelChange:
+class PublicLevelChange:
     """A change of the public book as ``orderbook_delta`` carries it: YES bids on ``yes``, asks as NO bids
     at 1 - price on ``no``."""
 
@@ -125,12 +125,12 @@ class LevelChange:
 
 
 @dataclass(slots=True)
-class Placement:
+class MatchResult:
     """What submitting (or amending into a cross) did: the fills, in trade order, and the order after."""
 
-    order: Order
-    fills: list[Fill] = field(default_factory=list)
-    cancelled: list[Order] = field(default_factory=list)
+    order: BookOrder
+    fills: list[BookFill] = field(default_factory=list)
+    cancelled: list[BookOrder] = field(default_factory=list)
     """Resting orders of the same owner that ``maker`` self-trade prevention cancelled."""
 
 
@@ -141,22 +141,22 @@ class MatchingBook:
         self.ticker = ticker
         self.taker_fee_rate = taker_fee_rate
         self.maker_fee_rate = maker_fee_rate
-        self._levels: dict[BookSide, dict[int, deque[Order]]] = {"bid": {}, "ask": {}}
+        self._levels: dict[BookSide, dict[int, deque[BookOrder]]] = {"bid": {}, "ask": {}}
         self._prices: dict[BookSide, list[int]] = {"bid": [], "ask": []}
         """Each side's prices with resting orders, ascending."""
-        self._orders: dict[str, Order] = {}
+        self._orders: dict[str, BookOrder] = {}
         """Resting orders by id."""
         self._queue = itertools.count(1)
         self._trades = itertools.count(1)
-        self.changes: list[LevelChange] = []
+        self.changes: list[PublicLevelChange] = []
         """Public level changes since the caller last took them (``take_changes``)."""
 
     # ------------------------------------------------------------------------------------------ reading
 
-    def resting(self, order_id: str) -> Order | None:
+    def resting(self, order_id: str) -> BookOrder | None:
         return self._orders.get(order_id)
 
-    def resting_orders(self, owner: str | None = None) -> Iterator[Order]:
+    def resting_orders(self, owner: str | None = None) -> Iterator[BookOrder]:
         return (o for o in self._orders.values() if owner is None or o.owner == owner)
 
     def best(self, side: BookSide) -> int | None:
@@ -174,17 +174,17 @@ class MatchingBook:
                 depth[price] = size
         return depth
 
-    def orders_at(self, side: BookSide, price: int) -> list[Order]:
+    def orders_at(self, side: BookSide, price: int) -> list[BookOrder]:
         """The queue at one price, oldest first (a copy)."""
         return list(self._levels[side].get(price, ()))
 
-    def take_changes(self) -> list[LevelChange]:
+    def take_changes(self) -> list[PublicLevelChange]:
         changes, self.changes = self.changes, []
         return changes
 
     # ------------------------------------------------------------------------------------------ orders
 
-    def submit(self, order: Order, *, position: int = 0, now_us: int = 0) -> Placement:
+    def submit(self, order: BookOrder, *, position: int = 0, now_us: int = 0) -> MatchResult:
         """Match ``order`` against the book and rest, cancel or refuse what is left by its time in force.
 
         ``position``: its owner's signed position in this market (positive YES), for ``reduce_only``.
@@ -199,7 +199,7 @@ class MatchingBook:
         order.remaining_count = order.initial_count
         order.created_us = order.created_us or now_us
         order.last_update_us = now_us
-        placement = Placement(order)
+        placement = MatchResult(order)
         if order.reduce_only:
             # Only what closes the position may trade: a bid closes NO (position < 0), an ask closes YES.
             closable = -position if order.side == "bid" else position
@@ -222,7 +222,7 @@ class MatchingBook:
             self._rest(order)
         return placement
 
-    def rest(self, order: Order, *, now_us: int = 0) -> None:
+    def rest(self, order: BookOrder, *, now_us: int = 0) -> None:
         """Put ``order`` on the book as it is, without matching: liquidity replayed from a recorded stream,
         which is consistent by itself (a moment's cross while a snapshot is rebuilt must not trade)."""
         order.remaining_count = order.initial_count
@@ -230,7 +230,7 @@ class MatchingBook:
         order.queue_seq = next(self._queue)
         self._rest(order)
 
-    def cancel(self, order_id: str, *, reason: str = "", now_us: int = 0) -> Order:
+    def cancel(self, order_id: str, *, reason: str = "", now_us: int = 0) -> BookOrder:
         """Take a resting order off the book; raises KeyError if it is not resting."""
         order = self._orders[order_id]
         self._unrest(order)
@@ -238,7 +238,7 @@ class MatchingBook:
         self._finish(order, "canceled", reason, now_us)
         return order
 
-    def decrease(self, order_id: str, remaining: int, *, now_us: int = 0) -> Order:
+    def decrease(self, order_id: str, remaining: int, *, now_us: int = 0) -> BookOrder:
         """Lower a resting order's remaining count, keeping its place in the queue; 0 cancels it."""
         order = self._orders[order_id]
         if not 0 <= remaining <= order.remaining_count:
@@ -251,7 +251,7 @@ class MatchingBook:
         order.last_update_reason = "Decrease"
         return order
 
-    def amend(self, order_id: str, *, price: int, total_count: int, position: int = 0, now_us: int = 0) -> Placement:
+    def amend(self, order_id: str, *, price: int, total_count: int, position: int = 0, now_us: int = 0) -> MatchResult:
         """Change a resting order's price and total count (filled plus the new remaining). Reducing the size
         keeps its queue place; a new price or a larger size goes to the back, and may cross and fill."""
         order = self._orders[order_id]
@@ -261,7 +261,7 @@ class MatchingBook:
         if price == order.price and remaining <= order.remaining_count:
             self.decrease(order_id, remaining, now_us=now_us)
             order.last_update_reason = "Amend"
-            return Placement(order)
+            return MatchResult(order)
         if order.post_only and self._crosses(order.side, price):
             raise OrderRejected("invalid_order", "post only cross", "post only cross")
         self._unrest(order)
@@ -270,7 +270,7 @@ class MatchingBook:
         order.remaining_count = remaining
         order.last_update_us = now_us
         order.last_update_reason = "Amend"
-        placement = Placement(order)
+        placement = MatchResult(order)
         self._match(order, placement, now_us)
         if order.status == "canceled":
             pass  # self-trade prevention stopped it
@@ -287,7 +287,7 @@ class MatchingBook:
         opposite = self.best("ask" if side == "bid" else "bid")
         return opposite is not None and (opposite <= price if side == "bid" else opposite >= price)
 
-    def _crossing_levels(self, order: Order) -> Iterator[deque[Order]]:
+    def _crossing_levels(self, order: BookOrder) -> Iterator[deque[BookOrder]]:
         """The opposite side's queues the order crosses, best price first (a live view: levels emptied
         while iterating are skipped)."""
         opposite: BookSide = "ask" if order.side == "bid" else "bid"
@@ -301,7 +301,7 @@ class MatchingBook:
             if queue:
                 yield queue
 
-    def _fillable(self, order: Order) -> int:
+    def _fillable(self, order: BookOrder) -> int:
         """How much other owners' resting orders could fill of ``order`` (for fill-or-kill)."""
         total = 0
         for queue in self._crossing_levels(order):
@@ -310,7 +310,7 @@ class MatchingBook:
                 break
         return total
 
-    def _match(self, order: Order, placement: Placement, now_us: int) -> None:
+    def _match(self, order: BookOrder, placement: MatchResult, now_us: int) -> None:
         for queue in self._crossing_levels(order):
             while queue and order.remaining_count:
                 resting = queue[0]
@@ -327,7 +327,7 @@ class MatchingBook:
             if not order.remaining_count:
                 return
 
-    def _trade(self, taker: Order, maker: Order, placement: Placement, now_us: int) -> None:
+    def _trade(self, taker: BookOrder, maker: BookOrder, placement: MatchResult, now_us: int) -> None:
         count = min(taker.remaining_count, maker.remaining_count)
         price = maker.price  # trades happen at the resting order's price
         trade_id = f"{self.ticker}-T{next(self._trades)}"
@@ -348,15 +348,19 @@ class MatchingBook:
             self._unrest(maker, level_changed=True)
             self._finish(maker, "executed", "Trade", now_us)
         placement.fills.append(
-            Fill(trade_id, taker.order_id, taker.owner, self.ticker, taker.side, price, count, True, taker_fee, now_us)
+            BookFill(
+                trade_id, taker.order_id, taker.owner, self.ticker, taker.side, price, count, True, taker_fee, now_us
+            )
         )
         placement.fills.append(
-            Fill(trade_id, maker.order_id, maker.owner, self.ticker, maker.side, price, count, False, maker_fee, now_us)
+            BookFill(
+                trade_id, maker.order_id, maker.owner, self.ticker, maker.side, price, count, False, maker_fee, now_us
+            )
         )
 
     # ------------------------------------------------------------------------------------------ the book
 
-    def _rest(self, order: Order) -> None:
+    def _rest(self, order: BookOrder) -> None:
         levels, prices = self._levels[order.side], self._prices[order.side]
         queue = levels.get(order.price)
         if queue is None:
@@ -366,7 +370,7 @@ class MatchingBook:
         self._orders[order.order_id] = order
         self._change_level(order.side, order.price, order.remaining_count)
 
-    def _unrest(self, order: Order, *, level_changed: bool = False) -> None:
+    def _unrest(self, order: BookOrder, *, level_changed: bool = False) -> None:
         """Take a resting order out of its queue (``level_changed``: its size already left the level)."""
         levels, prices = self._levels[order.side], self._prices[order.side]
         queue = levels[order.price]
@@ -381,12 +385,12 @@ class MatchingBook:
     def _change_level(self, side: BookSide, price: int, delta: int) -> None:
         if delta:
             if side == "bid":
-                self.changes.append(LevelChange("yes", price, delta))
+                self.changes.append(PublicLevelChange("yes", price, delta))
             else:
-                self.changes.append(LevelChange("no", DOLLAR - price, delta))
+                self.changes.append(PublicLevelChange("no", DOLLAR - price, delta))
 
     @staticmethod
-    def _finish(order: Order, status: OrderStatus, reason: str, now_us: int) -> None:
+    def _finish(order: BookOrder, status: OrderStatus, reason: str, now_us: int) -> None:
         order.status = status
         if status == "canceled":
             order.remaining_count = 0

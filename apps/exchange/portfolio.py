@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from apps.exchange.accounts import Position, Settlement, format_money
+from apps.exchange.accounts import AccountSettlement, Position, format_money
 from apps.exchange.desk import KEEP, Desk, DeskEvent, FillUpdate, NewOrder, OrderUpdate
 from apps.exchange.market import event_ticker_for
-from apps.exchange.matching import BookSide, Fill, Order, OrderRejected, Placement
+from apps.exchange.matching import BookFill, BookOrder, BookSide, MatchResult, OrderRejected
 from apps.exchange.rest import decode_cursor, encode_cursor, error_body
 from apps.kalshi.fixedpoint import DOLLAR, FixedPointError, format_price, format_size, parse_price, parse_size
 
@@ -68,7 +68,7 @@ def _per_contract(total: int, count: int, unit: int) -> str:
     return str((Decimal(total) * 100 / count / unit).quantize(Decimal("0.000001"), ROUND_HALF_UP))
 
 
-def order_body(order: Order) -> dict[str, Any]:
+def order_body(order: BookOrder) -> dict[str, Any]:
     """Kalshi's Order object."""
     side, action = _legacy(order.side)
     return {
@@ -102,7 +102,7 @@ def order_body(order: Order) -> dict[str, Any]:
     }
 
 
-def fill_body(fill: Fill) -> dict[str, Any]:
+def fill_body(fill: BookFill) -> dict[str, Any]:
     """Kalshi's Fill object (REST): no client_order_id since 2026-03-30."""
     side, action = _legacy(fill.side)
     return {
@@ -141,7 +141,7 @@ def position_body(ticker: str, held: Position) -> dict[str, Any]:
     }
 
 
-def settlement_body(settlement: Settlement) -> dict[str, Any]:
+def settlement_body(settlement: AccountSettlement) -> dict[str, Any]:
     yes_cost = settlement.cost if settlement.yes_count else 0
     no_cost = settlement.cost if settlement.no_count else 0
     return {
@@ -160,7 +160,7 @@ def settlement_body(settlement: Settlement) -> dict[str, Any]:
     }
 
 
-def placement_body(placement: Placement) -> dict[str, Any]:
+def placement_body(placement: MatchResult) -> dict[str, Any]:
     """The small answer of create and amend: what filled on placement and what is left."""
     order = placement.order
     body: dict[str, Any] = {"order_id": order.order_id}
@@ -387,7 +387,7 @@ def _cancel_all(desk: Desk, owner: str, path: str, query: Mapping[str, Sequence[
     return 204, None
 
 
-def _cancel_body(order: Order, reduced_by: int) -> dict[str, Any]:
+def _cancel_body(order: BookOrder, reduced_by: int) -> dict[str, Any]:
     body: dict[str, Any] = {"order_id": order.order_id}
     if order.client_order_id:
         body["client_order_id"] = order.client_order_id

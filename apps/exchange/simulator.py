@@ -29,7 +29,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from apps.exchange import rest
-from apps.exchange.accounts import Settlement
+from apps.exchange.accounts import AccountSettlement
 from apps.exchange.commands import Commands
 from apps.exchange.config import (
     DEFAULT_CLOSE_TIMES,
@@ -276,7 +276,7 @@ class ExchangeSimulator:
         """Accept requests signed by another API key (``key_id`` in KALSHI-ACCESS-KEY): an account of its own."""
         self._gateway.keys[key_id] = load_public_key(public_key_pem)
 
-    def settle_market(self, ticker: str, result: str) -> list[Settlement]:
+    def settle_market(self, ticker: str, result: str) -> list[AccountSettlement]:
         """Settle ``ticker`` (yes or no): resting orders are cancelled, the market is finalized and every
         position is paid $1 per winning contract. KeyError for an unknown market."""
         if result not in ("yes", "no"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from apps.kalshi.feed import FeedEvent
-from apps.kalshi.portfolio import Balance, BookSide, MarketPosition, Order
+from apps.kalshi.portfolio import Balance, BookSide, KalshiOrder, MarketPosition
 from apps.kalshi.privatemessages import FillMessage, MarketPositionMessage, PrivateMessage, UserOrderMessage
 from apps.kalshi.trading import AccountSnapshot
 
@@ -29,7 +29,7 @@ class OpenOrder:
     fill_count: int
 
     @classmethod
-    def from_order(cls, order: Order | UserOrderMessage) -> OpenOrder:
+    def from_order(cls, order: KalshiOrder | UserOrderMessage) -> OpenOrder:
         return cls(
             order_id=order.order_id,
             client_order_id=order.client_order_id,

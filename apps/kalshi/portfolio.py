@@ -305,7 +305,7 @@ class BatchPlacement:
 
 
 @dataclass(frozen=True, slots=True)
-class Order:
+class KalshiOrder:
     """An order as GET /portfolio/orders describes it. Money in micro-dollars."""
 
     order_id: str
@@ -334,7 +334,7 @@ class Order:
     exchange_index: int | None = None
 
     @classmethod
-    def from_json(cls, raw: object) -> Order:
+    def from_json(cls, raw: object) -> KalshiOrder:
         f = Fields(raw, "order")
         return cls(
             order_id=f.text("order_id"),
@@ -428,7 +428,7 @@ class EventPosition:
 
 
 @dataclass(frozen=True, slots=True)
-class Fill:
+class KalshiFill:
     """One of the account's fills (GET /portfolio/fills); REST fills carry no client_order_id."""
 
     fill_id: str
@@ -446,7 +446,7 @@ class Fill:
     subaccount_number: int | None = None
 
     @classmethod
-    def from_json(cls, raw: object) -> Fill:
+    def from_json(cls, raw: object) -> KalshiFill:
         f = Fields(raw, "fill")
         return cls(
             fill_id=f.text("fill_id"),

@@ -33,9 +33,9 @@ from apps.kalshi.portfolio import (
     DecreaseResult,
     EventPosition,
     Fields,
-    Fill,
+    KalshiFill,
+    KalshiOrder,
     MarketPosition,
-    Order,
     OrderRequest,
     OrderStatus,
     Page,
@@ -60,7 +60,7 @@ T = TypeVar("T")
 class AccountSnapshot:
     """The account as REST says it is now: what a (re)connect or an on-demand reconcile starts from."""
 
-    open_orders: tuple[Order, ...]
+    open_orders: tuple[KalshiOrder, ...]
     positions: tuple[MarketPosition, ...]
     balance: Balance
 
@@ -270,7 +270,7 @@ class KalshiTradingClient:
         exchange_index: int | None = None,
         limit: int = 100,
         cursor: str = "",
-    ) -> Page[Order]:
+    ) -> Page[KalshiOrder]:
         """One page of GET /portfolio/orders."""
         params = {
             "ticker": ticker,
@@ -281,21 +281,21 @@ class KalshiTradingClient:
             "subaccount": subaccount,
             "exchange_index": exchange_index,
         }
-        return await self._page("/portfolio/orders", "orders", Order.from_json, params, limit, cursor)
+        return await self._page("/portfolio/orders", "orders", KalshiOrder.from_json, params, limit, cursor)
 
-    async def orders(self, **filters: Any) -> AsyncIterator[Order]:
+    async def orders(self, **filters: Any) -> AsyncIterator[KalshiOrder]:
         """Every order matching the filters of ``get_orders``, page after page."""
         async for order in self._all_pages(self.get_orders, filters):
             yield order
 
-    async def get_order(self, order_id: str) -> Order:
+    async def get_order(self, order_id: str) -> KalshiOrder:
         path = f"/portfolio/orders/{quote(CancelRequest(order_id).order_id, safe='')}"
         body = await self._send("GET", path, retry=Retry.IDEMPOTENT)
-        return self._parse(body, path, lambda raw: Order.from_json(raw.get("order")))
+        return self._parse(body, path, lambda raw: KalshiOrder.from_json(raw.get("order")))
 
     async def find_order_by_client_id(
         self, client_order_id: str, *, ticker: str | None = None, subaccount: int | None = None
-    ) -> Order | None:
+    ) -> KalshiOrder | None:
         """The order placed with ``client_order_id`` (GET /portfolio/orders has no such filter: the pages are
         searched, narrowed by ticker), or None."""
         async for order in self.orders(ticker=ticker, subaccount=subaccount, limit=MAX_PAGE):
@@ -360,7 +360,7 @@ class KalshiTradingClient:
         exchange_index: int | None = None,
         limit: int = 100,
         cursor: str = "",
-    ) -> Page[Fill]:
+    ) -> Page[KalshiFill]:
         """One page of GET /portfolio/fills; ``ticker`` may list up to 100 markets."""
         tickers = ticker if ticker is None or isinstance(ticker, str) else ",".join(ticker)
         params = {
@@ -371,9 +371,9 @@ class KalshiTradingClient:
             "subaccount": subaccount,
             "exchange_index": exchange_index,
         }
-        return await self._page("/portfolio/fills", "fills", Fill.from_json, params, limit, cursor)
+        return await self._page("/portfolio/fills", "fills", KalshiFill.from_json, params, limit, cursor)
 
-    async def fills(self, **filters: Any) -> AsyncIterator[Fill]:
+    async def fills(self, **filters: Any) -> AsyncIterator[KalshiFill]:
         async for fill in self._all_pages(self.get_fills, filters):
             yield fill
 
@@ -416,7 +416,7 @@ class KalshiTradingClient:
 
     # ----------------------------------------------------------------------------------------- plumbing
 
-    async def _order_after_lost_answer(self, error: KalshiRestError, order_id: str) -> Order | None:
+    async def _order_after_lost_answer(self, error: KalshiRestError, order_id: str) -> KalshiOrder | None:
         """After a change to an order was refused on a retry whose earlier attempt lost its answer, the order
         as it is now (the refusal may be about what that attempt did); None when there is nothing to check."""
         if not error.after_lost_answer or not 400 <= error.status < 500 or error.status == 429:

@@ -10,10 +10,10 @@ from apps.exchange.accounts import MICRO_DOLLAR, Account
 from apps.exchange.matching import (
     MAKER_FEE_RATE_CHARGED,
     TAKER_FEE_RATE,
-    LevelChange,
+    BookOrder,
     MatchingBook,
-    Order,
     OrderRejected,
+    PublicLevelChange,
     trade_fee,
 )
 from apps.kalshi.fixedpoint import parse_price, parse_size
@@ -22,8 +22,8 @@ TICKER = "KXFED-26DEC-T4.25"
 _ids = itertools.count(1)
 
 
-def order(owner: str, side: str, price: str, count: str, **options: object) -> Order:
-    return Order(
+def order(owner: str, side: str, price: str, count: str, **options: object) -> BookOrder:
+    return BookOrder(
         order_id=f"o{next(_ids)}",
         owner=owner,
         ticker=TICKER,
@@ -64,9 +64,9 @@ def test_a_bid_takes_the_best_price_first_then_the_oldest_order_and_trades_at_th
     assert book.depth("ask") == {5_600: 200}
     # The public book loses what traded: asks are NO bids at 1 - price.
     assert book.take_changes() == [
-        LevelChange("no", 4_500, -300),
-        LevelChange("no", 4_500, -400),
-        LevelChange("no", 4_400, -300),
+        PublicLevelChange("no", 4_500, -300),
+        PublicLevelChange("no", 4_500, -400),
+        PublicLevelChange("no", 4_400, -300),
     ]
 
 
@@ -76,10 +76,10 @@ def test_good_till_canceled_rests_the_remainder_and_shows_it_on_the_public_book(
     assert placed.order.status == "resting"
     assert (placed.order.fill_count, placed.order.remaining_count) == (200, 300)
     assert book.best("bid") == 5_500 and book.best("ask") is None
-    assert book.take_changes() == [LevelChange("no", 4_500, -200), LevelChange("yes", 5_500, 300)]
+    assert book.take_changes() == [PublicLevelChange("no", 4_500, -200), PublicLevelChange("yes", 5_500, 300)]
     cancelled = book.cancel(placed.order.order_id)
     assert cancelled.status == "canceled" and book.best("bid") is None
-    assert book.take_changes() == [LevelChange("yes", 5_500, -300)]
+    assert book.take_changes() == [PublicLevelChange("yes", 5_500, -300)]
 
 
 def test_immediate_or_cancel_cancels_the_rest_and_fill_or_kill_fills_all_or_nothing() -> None:

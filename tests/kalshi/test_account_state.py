@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from apps.kalshi.account import AccountState, Holding, OpenOrder
-from apps.kalshi.portfolio import Balance, MarketPosition, Order
+from apps.kalshi.portfolio import Balance, KalshiOrder, MarketPosition
 from apps.kalshi.privatemessages import (
     FillMessage,
     MarketPositionMessage,
@@ -29,8 +29,8 @@ POSITION: MarketPositionMessage = parsed(market_position_frame(), MarketPosition
 FILL: FillMessage = parsed(fill_frame(), FillMessage)
 
 
-def resting_order(order_id: str) -> Order:
-    return Order(
+def resting_order(order_id: str) -> KalshiOrder:
+    return KalshiOrder(
         order_id=order_id,
         user_id="u",
         client_order_id=f"c-{order_id}",
@@ -51,7 +51,7 @@ def resting_order(order_id: str) -> Order:
     )
 
 
-def snapshot(*orders: Order) -> AccountSnapshot:
+def snapshot(*orders: KalshiOrder) -> AccountSnapshot:
     position = MarketPosition(TICKER, 300, 1_050_000, 0, 0, 1_050_000)
     return AccountSnapshot(tuple(orders), (position,), Balance(balance=5_000_000, portfolio_value=1_050_000))
 

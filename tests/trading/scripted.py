@@ -19,9 +19,9 @@ from apps.kalshi.portfolio import (
     Balance,
     BookSide,
     CancelResult,
-    Fill,
+    KalshiFill,
+    KalshiOrder,
     MarketPosition,
-    Order,
     OrderRequest,
     OrderStatus,
     Placement,
@@ -49,7 +49,7 @@ class ScriptedClient:
     def __init__(self) -> None:
         self.script: dict[str, deque[Answer]] = defaultdict(deque)
         self.calls: list[tuple[str, Any]] = []
-        self.fill_list: list[Fill] = []
+        self.fill_list: list[KalshiFill] = []
         """What ``fills()`` lists (every call, whatever the filters)."""
         self.fill_reads: list[dict[str, Any]] = []
         self.position_list: list[MarketPosition] = []
@@ -84,15 +84,15 @@ class ScriptedClient:
         result: CancelResult = await self._next("cancel_order", order_id)
         return result
 
-    async def get_order(self, order_id: str) -> Order:
-        result: Order = await self._next("get_order", order_id)
+    async def get_order(self, order_id: str) -> KalshiOrder:
+        result: KalshiOrder = await self._next("get_order", order_id)
         return result
 
-    async def find_order_by_client_id(self, client_order_id: str, *, ticker: str | None = None) -> Order | None:
-        result: Order | None = await self._next("find_order_by_client_id", client_order_id)
+    async def find_order_by_client_id(self, client_order_id: str, *, ticker: str | None = None) -> KalshiOrder | None:
+        result: KalshiOrder | None = await self._next("find_order_by_client_id", client_order_id)
         return result
 
-    async def fills(self, **filters: Any) -> AsyncIterator[Fill]:
+    async def fills(self, **filters: Any) -> AsyncIterator[KalshiFill]:
         self.fill_reads.append(filters)
         for fill in list(self.fill_list):
             yield fill
@@ -139,11 +139,11 @@ def order(
     remaining: int | None = None,
     fees: int = 0,
     ticker: str = T,
-) -> Order:
+) -> KalshiOrder:
     """An order as GET /portfolio/orders gives it; ``remaining`` defaults to what is not filled (0 when final)."""
     if remaining is None:
         remaining = initial - filled if status == "resting" else 0
-    return Order(
+    return KalshiOrder(
         order_id=order_id,
         user_id="user-1",
         client_order_id=client_order_id,
@@ -260,9 +260,9 @@ def fill_message(
 
 def rest_fill(
     order_id: str, count: int, *, trade_id: str, fee: int = 0, price: int = 4000, side: BookSide = "bid"
-) -> Fill:
+) -> KalshiFill:
     """A fill as GET /portfolio/fills lists it (no client_order_id; ``fill_id`` is the message's trade_id)."""
-    return Fill(
+    return KalshiFill(
         fill_id=trade_id,
         order_id=order_id,
         ticker=T,

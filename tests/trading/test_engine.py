@@ -13,7 +13,7 @@ import pytest
 import apps.trader.core.trading.engine as engine_module
 from apps.kalshi.fixedpoint import DOLLAR
 from apps.kalshi.orderbook import OrderBook
-from apps.kalshi.portfolio import AmendResult, Balance, CancelResult, MarketPosition, Order
+from apps.kalshi.portfolio import AmendResult, Balance, CancelResult, KalshiOrder, MarketPosition
 from apps.kalshi.privatemessages import MarketPositionMessage
 from apps.kalshi.trading import AccountSnapshot
 from apps.trader.core.trading.engine import TradingEngine, TradingNews, TradingNewsKind, TradingOptions
@@ -90,7 +90,9 @@ class Trading:
     def said(self, text: str) -> list[tuple[str, str, str]]:
         return [line for line in self.lines if text in line[1]]
 
-    async def snapshot(self, open_orders: tuple[Order, ...] = (), positions: tuple[MarketPosition, ...] = ()) -> None:
+    async def snapshot(
+        self, open_orders: tuple[KalshiOrder, ...] = (), positions: tuple[MarketPosition, ...] = ()
+    ) -> None:
         await self.engine.on_account_snapshot(AccountSnapshot(open_orders, positions, BALANCE))
 
     async def ready(self) -> None:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from apps.kalshi.fixedpoint import format_money, format_price
-from apps.kalshi.portfolio import Balance, Fill, MarketPosition, Order
+from apps.kalshi.portfolio import Balance, KalshiFill, KalshiOrder, MarketPosition
 from apps.kalshi.resterrors import KalshiRestError
 from apps.trader.core.trading.ledger import Ledger
 from apps.trader.core.trading.orders import OrderClient, OrderManager
@@ -35,7 +35,7 @@ trade's time is when it was made, not when it became visible."""
 class TradingClient(OrderClient, Protocol):
     """What trading asks of the exchange's REST side beyond orders."""
 
-    def fills(self, **filters: Any) -> AsyncIterator[Fill]: ...
+    def fills(self, **filters: Any) -> AsyncIterator[KalshiFill]: ...
 
     def positions(self, **filters: Any) -> AsyncIterator[MarketPosition]: ...
 
@@ -163,7 +163,7 @@ class AccountSync:
             self._console("warning", f"ACCOUNT: booked {missed} fill(s) on the account that no message brought")
         return missed
 
-    async def _strangers(self, strangers: Sequence[Order]) -> None:
+    async def _strangers(self, strangers: Sequence[KalshiOrder]) -> None:
         """Resting orders of the account that this trader did not place: reported once, cancelled at a sync
         if asked (also one first reported by a message, and again at the next sync when a cancel failed)."""
         if not self._cancel_unknown_orders:
@@ -192,7 +192,7 @@ class AccountSync:
         self._console("warning", f"ACCOUNT: cancelled {cancelled} of {len(due)} unknown resting order(s)", _listed(due))
 
 
-def _listed(orders: Sequence[Order]) -> str:
+def _listed(orders: Sequence[KalshiOrder]) -> str:
     return ", ".join(f"{o.ticker} {o.book_side} {format_price(o.yes_price)}" for o in orders[:5])
 
 

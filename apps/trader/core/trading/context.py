@@ -14,7 +14,7 @@ from apps.trader.core.trading.records import OrderRecord, PositionRecord
 from apps.trader.core.trading.risk import OrderIntent
 
 
-class Desk(Protocol):
+class TradingDesk(Protocol):
     """What a strategy's context asks of the trading engine."""
 
     ledger: Ledger
@@ -42,7 +42,7 @@ class Desk(Protocol):
 class EngineContext:
     """A strategy's view of the engine: its own orders, under its own name."""
 
-    def __init__(self, engine: Desk, name: str) -> None:
+    def __init__(self, engine: TradingDesk, name: str) -> None:
         self._engine = engine
         self._name = name
 

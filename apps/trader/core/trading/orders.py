@@ -20,7 +20,7 @@ from apps.kalshi.portfolio import (
     AmendRequest,
     AmendResult,
     CancelResult,
-    Order,
+    KalshiOrder,
     OrderRequest,
     Placement,
     new_client_order_id,
@@ -43,9 +43,11 @@ class OrderClient(Protocol):
 
     async def cancel_order(self, order_id: str) -> CancelResult: ...
 
-    async def get_order(self, order_id: str) -> Order: ...
+    async def get_order(self, order_id: str) -> KalshiOrder: ...
 
-    async def find_order_by_client_id(self, client_order_id: str, *, ticker: str | None = None) -> Order | None: ...
+    async def find_order_by_client_id(
+        self, client_order_id: str, *, ticker: str | None = None
+    ) -> KalshiOrder | None: ...
 
 
 class OrderManager:
@@ -253,11 +255,11 @@ class OrderManager:
             fees=fees_paid,
         )
 
-    def on_resting(self, orders: Iterable[Order]) -> tuple[list[OrderRecord], list[Order]]:
+    def on_resting(self, orders: Iterable[KalshiOrder]) -> tuple[list[OrderRecord], list[KalshiOrder]]:
         """A REST snapshot of the account's resting orders: (this trader's orders it changed, the orders
         that are not this trader's)."""
         changed: list[OrderRecord] = []
-        strangers: list[Order] = []
+        strangers: list[KalshiOrder] = []
         for order in orders:
             record = self._orders.get(order.client_order_id) or self.by_order_id(order.order_id)
             if record is None:
@@ -328,7 +330,7 @@ class OrderManager:
         (the next snapshot settles it)."""
         try:
             if record.order_id:
-                order: Order | None = await self._client.get_order(record.order_id)
+                order: KalshiOrder | None = await self._client.get_order(record.order_id)
             else:
                 order = await self._client.find_order_by_client_id(record.client_order_id, ticker=record.ticker)
         except KalshiRestError as exc:
@@ -339,7 +341,7 @@ class OrderManager:
             return self._update(latest, status="rejected", reason=f"{why}; the exchange has no such order")
         return self._from_order(latest, order, why)
 
-    def _from_order(self, record: OrderRecord, order: Order, why: str) -> OrderRecord:
+    def _from_order(self, record: OrderRecord, order: KalshiOrder, why: str) -> OrderRecord:
         return self._update(
             record,
             status=order.status,
