@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,14 @@ class Command(BaseCommand):
             default=10.0,
             help="how long the exchange sends at --rate while consoles are measured (default 10)",
         )
+        parser.add_argument(
+            "--rounds",
+            type=int,
+            default=1,
+            help="run every case this many times, the cases in turn (each once, then again): each row is then the "
+            "run with the median ratio to the limit, with the spread of that ratio over the rounds; on a shared "
+            "machine one run can be off by a third (default 1)",
+        )
         parser.add_argument("--seed", type=int, default=2026, help="makes every stream repeatable (default 2026)")
         parser.add_argument(
             "--keep", action="store_true", help="keep the scratch folders (trader logs, SQLite files) and databases"
@@ -186,6 +194,8 @@ class Command(BaseCommand):
             raise CommandError(f"--markets must be comma-separated numbers; got {options['markets']!r}") from None
         if not counts or min(counts) < 1 or options["messages"] < 1:
             raise CommandError("--markets and --messages must be at least 1")
+        if options["rounds"] < 1:
+            raise CommandError(f"--rounds must be at least 1; got {options['rounds']}")
         if options["consoles"] < 0 or options["rate"] <= 0 or options["console_seconds"] <= 0:
             raise CommandError("--consoles must be at least 0, --rate and --console-seconds positive")
         databases: list[tuple[str, dict[str, Any] | None]] = []
@@ -201,9 +211,10 @@ class Command(BaseCommand):
         root = Path(tempfile.mkdtemp(prefix="benchtrader-"))
         results: list[CaseResult] = []
         try:
-            for label, config in databases:
-                for count in counts:
-                    results.append(self._run_case(label, config, count, root, options))
+            for round_ in range(options["rounds"]):
+                for label, config in databases:
+                    for count in counts:
+                        results.append(self._run_case(label, config, count, root / f"round-{round_ + 1}", options))
         finally:
             if options["keep"]:
                 self.stdout.write(f"Scratch folders kept in {root}")
@@ -216,7 +227,7 @@ class Command(BaseCommand):
     ) -> CaseResult:
         """One (database, market count) case in a child process of its own."""
         data_dir = root / f"{label.lower()}-{markets}"
-        data_dir.mkdir()
+        data_dir.mkdir(parents=True)
         if config is None:
             database_url = f"sqlite:///{data_dir / 'trader.sqlite3'}"
         else:
@@ -255,19 +266,24 @@ class Command(BaseCommand):
             return result
         return CaseResult(**json.loads(lines[-1]))
 
-    def _report(self, results: list[CaseResult], options: dict[str, Any]) -> None:
+    def _report(self, runs: list[CaseResult], options: dict[str, Any]) -> None:
         write = self.stdout.write
         consoles = options["consoles"]
+        rounds = options["rounds"]
+        results, spreads = median_runs(runs)
         libraries = sorted({r.json_library for r in results if r.json_library})
         write(
             f"\nbenchtrader: {options['messages']:,} deltas per case after one snapshot per market; "
             f"the limit parses with {', '.join(libraries) or '?'}"
+            + (f"; {rounds} rounds, each row the median run" if rounds > 1 else "")
         )
         for database in dict.fromkeys(r.database for r in results):
             write(f"\n{database}")
             header = (
-                f"{'markets':>8} {'limit msgs/s':>13} {'trader msgs/s':>14} {'of limit':>9} {'launch->ready':>14} "
-                f"{'peak RSS':>9} {'rows recorded/sent':>22} {'books (recording)':>18} {'tops (heartbeat)':>17}"
+                f"{'markets':>8} {'limit msgs/s':>13} {'trader msgs/s':>14} {'of limit':>9} "
+                + (f"{'spread':>13} " if rounds > 1 else "")
+                + f"{'launch->ready':>14} {'peak RSS':>9} {'rows recorded/sent':>22} {'books (recording)':>18} "
+                f"{'tops (heartbeat)':>17}"
             )
             if consoles:
                 header += f" {'console p50/p99':>18}"
@@ -278,9 +294,12 @@ class Command(BaseCommand):
                 rows = f"{r.rows_recorded:,}/{r.messages_sent:,}"
                 books = "exact" if r.books_recorded_exact == r.markets else f"{r.books_recorded_exact}/{r.markets}"
                 tops = "exact" if r.tops_exact == r.markets else f"{r.tops_exact}/{r.markets}"
+                low, high = spreads[(r.database, r.markets)]
+                spread = f"{low * 100:.1f}-{high * 100:.1f}%"
                 line = (
                     f"{r.markets:>8,} {r.limit_rate:>13,.0f} {r.trader_rate:>14,.0f} {r.ratio * 100:>8.1f}% "
-                    f"{ready:>14} {rss:>9} {rows:>22} {books:>18} {tops:>17}"
+                    + (f"{spread:>13} " if rounds > 1 else "")
+                    + f"{ready:>14} {rss:>9} {rows:>22} {books:>18} {tops:>17}"
                 )
                 if consoles:
                     latency = (
@@ -306,6 +325,33 @@ class Command(BaseCommand):
                     "* the trader sent only per-market 'orderbook' events (no ts_ms): measured from the trader's "
                     "receive time (updated_at), so the exchange-to-trader leg is not included."
                 )
+
+
+def median_runs(runs: list[CaseResult]) -> tuple[list[CaseResult], dict[tuple[str, int], tuple[float, float]]]:
+    """One result per (database, market count), in the order first run: the run with the median ratio to the
+    limit, holding the worst of every round's rows, books and tops (a case is exact only if every round was)
+    and every round's problems; and the lowest and highest ratio over the rounds."""
+    cases: dict[tuple[str, int], list[CaseResult]] = {}
+    for run in runs:
+        cases.setdefault((run.database, run.markets), []).append(run)
+    medians: list[CaseResult] = []
+    spreads: dict[tuple[str, int], tuple[float, float]] = {}
+    for key, rounds in cases.items():
+        by_ratio = sorted(rounds, key=lambda run: run.ratio)
+        median = by_ratio[(len(by_ratio) - 1) // 2]
+        worst = min(rounds, key=lambda run: (run.rows_recorded - run.messages_sent, run.books_recorded_exact))
+        medians.append(
+            replace(
+                median,
+                rows_recorded=worst.rows_recorded,
+                messages_sent=worst.messages_sent,
+                books_recorded_exact=min(run.books_recorded_exact for run in rounds),
+                tops_exact=min(run.tops_exact for run in rounds),
+                problems=[problem for run in rounds for problem in run.problems],
+            )
+        )
+        spreads[key] = (by_ratio[0].ratio, by_ratio[-1].ratio)
+    return medians, spreads
 
 
 def _admin_params(config: dict[str, Any]) -> dict[str, Any]:
