@@ -64,8 +64,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _own_shared_dir = pytest.StashKey[Path]()
 _own_fork_server = pytest.StashKey[subprocess.Popen[bytes]]()
 
-# Files that take longest, as measured (`pytest --durations=0`, summed by file) on SQLite and on PostgreSQL + Redis:
-# run first, so that the short files fill the workers' ends instead of one long file holding the run open.
 LONGEST_FIRST = (
     "test_database_outage.py",  # PostgreSQL only: about two minutes of outages
     "console/test_browser.py",
@@ -93,9 +91,10 @@ LONGEST_FIRST = (
     "exchange/test_runexchange.py",
     "trader/test_trading_admin.py",
 )
-"""The files that take longest, longest first. The parallel run hands out whole files in collection order
-(``--dist loadfile --no-loadscope-reorder``), so these start at once instead of one of them starting last
-and running alone at the end."""
+"""The files that take longest, longest first, as ``pytest --durations=0`` measures them summed by file on SQLite
+and on PostgreSQL + Redis. The parallel run hands out whole files in collection order (``--dist loadfile
+--no-loadscope-reorder``), so these start at once and the short files fill the workers' ends, instead of one
+long file starting last and running alone at the end."""
 
 
 def services_configured() -> bool:

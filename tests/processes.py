@@ -58,6 +58,7 @@ def seed_bytecode_cache() -> None:
     done = BYTECODE_CACHE / f"seeded-{hashlib.sha256(repr(roots).encode()).hexdigest()[:16]}"
     if done.exists():
         return
+    BYTECODE_CACHE.mkdir(parents=True, exist_ok=True)
     suffix = f".{sys.implementation.cache_tag}.pyc"
     for root in roots:
         for folder, _, names in os.walk(root):

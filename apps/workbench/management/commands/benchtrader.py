@@ -328,7 +328,7 @@ class Command(BaseCommand):
 
 
 def median_runs(runs: list[CaseResult]) -> tuple[list[CaseResult], dict[tuple[str, int], tuple[float, float]]]:
-    """One result per (database, market count), in the order first run: the run with the median ratio to the
+    """One result per (database, market count), in the order they first ran: the run with the median ratio to the
     limit, holding the worst of every round's rows, books and tops (a case is exact only if every round was)
     and every round's problems; and the lowest and highest ratio over the rounds."""
     cases: dict[tuple[str, int], list[CaseResult]] = {}
