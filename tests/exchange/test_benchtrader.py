@@ -11,8 +11,7 @@ from tests.processes import manage, project_env
 def test_a_small_run_prints_every_field_with_exact_books_and_every_row(tmp_path: Path) -> None:
     env = project_env(tmp_path)
     args = ("--markets", "3", "--messages", "300", "--consoles", "2", "--rate", "200", "--console-seconds", "1")
-    args += ("--rounds", "2")
-    result = manage(env, "benchtrader", *args, timeout=200)
+    result = manage(env, "benchtrader", *args, "--rounds", "2", timeout=200)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "\nSQLite\n" in out and "PostgreSQL" not in out
