@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.exceptions
-
 
 def redis_channel_layer(url: str, *, prefix: str, capacity: int, expiry: int) -> dict[str, Any]:
+    import redis.exceptions  # here: importing redis costs every process about 50 ms, and most use no Redis
+
     return {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
