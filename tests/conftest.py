@@ -22,13 +22,22 @@ from apps.exchange.config import SimulatorConfig
 from apps.exchange.simulator import ExchangeSimulator
 from apps.kalshi.signing import Credentials
 from tests import keys
-from tests.processes import FORK_SERVER, SHARED_DIR, keep_bytecode, shared_dir, start_shared_fork_server
+from tests.processes import (
+    FORK_SERVER,
+    SHARED_DIR,
+    compile_project,
+    keep_bytecode,
+    shared_dir,
+    start_shared_fork_server,
+)
 from tests.support import TEST_KEY_ID, StartSim
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Before pytest-xdist starts its workers: they, and every process a test starts, inherit these.
     keep_bytecode(os.environ)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        compile_project()
     if not os.environ.get(SHARED_DIR):
         config.stash[_own_shared_dir] = shared_dir()
     if not os.environ.get(FORK_SERVER):
