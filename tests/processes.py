@@ -90,12 +90,10 @@ def compile_project() -> None:
 
 
 def _link_or_copy(source: str, target: Path) -> None:
-    if target.exists():
-        return
     try:
         os.link(source, target)
     except FileExistsError:
-        pass  # another run seeding at the same time
+        pass  # seeded by an interrupted run, or by another run at the same time
     except OSError:  # another file system
         shutil.copyfile(source, target)
 
