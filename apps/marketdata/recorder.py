@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,13 +99,18 @@ class DatabaseRecorder:
         capacity: int = 100_000,
         batch_size: int = 10_000,
         flush_interval: float = 0.25,
+        quiet_interval: float = 0.02,
         writer: BatchWriter | None = None,
         using: str = "default",
         own_thread: bool | None = None,
         backoff: Backoff | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        """``own_thread``: write on a dedicated thread with its own connection (default on PostgreSQL), or on
+        """A batch is written when it holds ``batch_size`` rows, when no row has come for ``quiet_interval``
+        seconds (the end of a burst is committed at once, not an interval later), or ``flush_interval`` after
+        the writer began to wait for it, whichever comes first.
+
+        ``own_thread``: write on a dedicated thread with its own connection (default on PostgreSQL), or on
         Django's shared sync thread (default elsewhere: SQLite takes one writer at a time, so the batches
         queue up with the trader's other writes instead of contending with them for the lock)."""
         if capacity < 1 or batch_size < 1:
@@ -113,6 +118,7 @@ class DatabaseRecorder:
         self.capacity = capacity
         self.batch_size = min(batch_size, capacity)
         self.flush_interval = flush_interval
+        self.quiet_interval = min(quiet_interval, flush_interval)
         self._writer: BatchWriter = writer if writer is not None else DjangoBatchWriter(using)
         # A short cap: the first write after the database is back comes within 2 s of its return.
         self._backoff = backoff or Backoff(initial=0.2, cap=2.0)
@@ -139,6 +145,13 @@ class DatabaseRecorder:
     async def record(self, session_id: int, message: MarketMessage, received_us: int) -> None:
         """Append one applied message received at ``received_us`` (Unix microseconds); waits only while the
         buffer is full (back-pressure)."""
+        room = self.take(session_id, message, received_us)
+        if room is not None:
+            await room
+
+    def take(self, session_id: int, message: MarketMessage, received_us: int) -> Awaitable[None] | None:
+        """``record`` without a coroutine of its own (the hot path): None, or while the buffer is full an
+        awaitable that returns once there is room, which the caller awaits before handing over the next."""
         position = self._positions.get(session_id, 0) + 1
         self._positions[session_id] = position
         # tuple.__new__ builds the row without the NamedTuple constructor's argument handling (3x cheaper).
@@ -170,8 +183,7 @@ class DatabaseRecorder:
                 levels_json(message.no),
                 received_us,
             )
-        if self._put(row):
-            await self._wait_for_room()
+        return self._wait_for_room() if self._put(row) else None
 
     async def record_gap(
         self,
@@ -351,10 +363,7 @@ class DatabaseRecorder:
                 await self._rows_waiting.wait()
                 continue
             if len(self._buffer) < self.batch_size and not self._flushing:
-                # Let a batch fill up a little: one transaction per many rows, not per row.
-                self._rows_waiting.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._rows_waiting.wait(), timeout=self.flush_interval)
+                await self._fill_batch(loop)
             take = min(self.batch_size, len(self._buffer))
             popleft = self._buffer.popleft
             self._inflight = [popleft() for _ in range(take)]
@@ -364,6 +373,22 @@ class DatabaseRecorder:
                 self._room.set()
             if not self.queued:
                 self._drained.set()
+
+    async def _fill_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let a batch fill up while rows keep coming (one transaction per many rows, not per row); return
+        when it is full or a flush is asked for, when the rows stop for ``quiet_interval``, or at the latest
+        ``flush_interval`` from now."""
+        deadline = loop.time() + self.flush_interval
+        seen = len(self._buffer)
+        while True:
+            self._rows_waiting.clear()
+            timeout = min(self.quiet_interval, deadline - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rows_waiting.wait(), timeout=timeout)
+            waiting = len(self._buffer)
+            if self._rows_waiting.is_set() or waiting == seen or loop.time() >= deadline:
+                return
+            seen = waiting
 
     async def _write_inflight(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write the in-flight batch, retrying with back-off until it is committed."""

@@ -42,7 +42,7 @@ class StoreWatchingTheRecorder(DjangoSessionStore):
 async def test_shutdown_writes_every_buffered_row_before_the_session_is_closed(sim_key_pair, sim_credentials) -> None:
     sim = await start_simulator(sim_key_pair)
     # Nothing is written on its own for a minute: only the shutdown flush can write these rows.
-    recorder = DatabaseRecorder(batch_size=100_000, flush_interval=60.0)
+    recorder = DatabaseRecorder(batch_size=100_000, flush_interval=60.0, quiet_interval=60.0)
     store = StoreWatchingTheRecorder(recorder)
     coordinator = recording_coordinator(sim, sim_credentials, recorder, markets=MARKETS, store=store)
     run = asyncio.create_task(coordinator.run())

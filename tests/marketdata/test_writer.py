@@ -128,6 +128,25 @@ async def test_it_makes_the_feed_wait_when_the_buffer_is_full() -> None:
     assert recorder.metrics()["queued"] == 0
 
 
+async def test_take_hands_rows_over_without_waiting_until_the_buffer_is_full() -> None:
+    session = await a_new_session()
+    writer = GatedWriter()
+    recorder = DatabaseRecorder(capacity=10, batch_size=5, flush_interval=0.01, writer=writer)
+    messages = deltas(10)
+    assert [recorder.take(session.pk, m, at_us(m.seq)) for m in messages[:9]] == [None] * 9
+    room = recorder.take(session.pk, messages[9], at_us(messages[9].seq))
+    assert room is not None, "the tenth row fills the buffer: the caller must wait for room"
+    waiting = asyncio.ensure_future(room)
+    await asyncio.sleep(0.05)  # a window in which the database does not answer
+    assert not waiting.done()
+
+    writer.gate.set()
+    await asyncio.wait_for(waiting, timeout=10)
+    await recorder.close()
+    items = await recorded(session.pk)
+    assert [item.message.seq for item in items] == [m.seq for m in messages]  # type: ignore[union-attr]
+
+
 async def test_a_reader_cancelled_while_it_waits_loses_nothing() -> None:
     session = await a_new_session()
     writer = GatedWriter()
@@ -170,11 +189,30 @@ async def test_it_retries_an_outage_with_back_off_and_loses_no_rows() -> None:
 
 async def test_flush_writes_everything_without_waiting_for_a_full_batch() -> None:
     session = await a_new_session()
-    recorder = DatabaseRecorder(batch_size=1000, flush_interval=60.0)
+    recorder = DatabaseRecorder(batch_size=1000, flush_interval=60.0, quiet_interval=60.0)
     for message in deltas(7):
         await recorder.record(session.pk, message, at_us(0))
     await asyncio.wait_for(recorder.flush(), timeout=5)
     assert len(await recorded(session.pk)) == 7
+    await recorder.close()
+
+
+async def test_the_end_of_a_burst_is_written_once_the_rows_stop_not_an_interval_later() -> None:
+    session = await a_new_session()
+    writer = GatedWriter()
+    writer.gate.set()
+    recorder = DatabaseRecorder(batch_size=1000, flush_interval=60.0, quiet_interval=0.05, writer=writer)
+    burst = deltas(40)
+    for message in burst[:20]:
+        await recorder.record(session.pk, message, at_us(0))
+    # A row every 10 ms keeps the batch open (the quiet interval is 50 ms) ...
+    for message in burst[20:]:
+        await asyncio.sleep(0.01)
+        await recorder.record(session.pk, message, at_us(0))
+    # ... and once they stop it is written within a fraction of a second, not after the 60 s flush interval.
+    await eventually(lambda: recorder.stats.written == 40, seconds=5, what="the burst written")
+    assert len(writer.batches) < 10, f"a batch per few rows: {writer.batches}"
+    assert len(await recorded(session.pk)) == 40
     await recorder.close()
 
 

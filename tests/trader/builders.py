@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -282,6 +282,9 @@ class ListRecorder:
     async def record(self, session_id: int, message: MarketMessage, received_us: int) -> None:
         await self.writing.wait()
         self.rows.append(("message", message.market_ticker, message.sid, message.seq))
+
+    def take(self, session_id: int, message: MarketMessage, received_us: int) -> Awaitable[None]:
+        return self.record(session_id, message, received_us)
 
     async def record_gap(
         self,

@@ -469,7 +469,9 @@ class Coordinator:
         self.publisher.book_changed(
             message.market_ticker, received_us, message.ts_ms if isinstance(message, OrderbookDelta) else None
         )
-        await self.tap.on_market_message(message, received_us)
+        recording = self.tap.take(message, received_us)
+        if recording is not None:
+            await recording
         if self.trading is not None:
             self.trading.book_changed(message.market_ticker)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -113,6 +113,10 @@ class Recorder(Protocol):
     async def record(self, session_id: int, message: MarketMessage, received_us: int) -> None:
         """Append an applied message; ``received_us``: when it arrived, in microseconds since the Unix epoch
         (an integer: exact, and far cheaper per message than a datetime)."""
+
+    def take(self, session_id: int, message: MarketMessage, received_us: int) -> Awaitable[None] | None:
+        """``record`` on the hot path, without a coroutine per message: None once the message is taken, or an
+        awaitable (the buffer is full) that the caller awaits before it hands over the next message."""
 
     async def record_gap(
         self,

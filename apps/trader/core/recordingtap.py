@@ -8,7 +8,7 @@ gap heals when that set empties). Rows reach the recorder in the order the feed 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from apps.kalshi.clock import from_epoch_us
@@ -36,6 +36,20 @@ class RecordingTap:
     @property
     def awaiting_snapshot(self) -> frozenset[str]:
         return frozenset(self._awaiting_snapshot)
+
+    def take(self, message: MarketMessage, received_us: int) -> Awaitable[None] | None:
+        """``on_market_message`` on the hot path: the next message of the same subscription, with no loss or
+        heal around it, goes straight to the recorder without a coroutine of its own. Returns None, or an
+        awaitable the caller awaits before the next message (the recorder is full, or something unusual
+        goes the whole way)."""
+        recorder, session_id = self._recorder, self.session_id
+        if recorder is None or session_id is None:
+            return None
+        last = self._last_recorded
+        if self._lost is not None or self._awaiting_snapshot or (last is not None and last[0] != message.sid):
+            return self.on_market_message(message, received_us)
+        self._last_recorded = (message.sid, message.seq)
+        return recorder.take(session_id, message, received_us)
 
     async def on_market_message(self, message: MarketMessage, received_us: int) -> None:
         """Record one applied snapshot or delta. Awaiting the recorder is the back-pressure path: it returns
