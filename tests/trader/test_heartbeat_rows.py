@@ -5,7 +5,7 @@ The web side (``/v3/status``, the console's ``history_replay``) still shows ever
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 from django.db import connection
 from django.test import override_settings
 
+from apps.trader import services
 from apps.trader.core.statemachine import Transition
 from apps.trader.core.states import State
 from apps.trader.models import ConsoleLine, MarketTop
@@ -105,7 +106,17 @@ async def beat(
     )
 
 
-async def test_it_writes_each_console_line_once_and_only_the_market_tops_that_changed(statements: Statements) -> None:
+async def test_it_writes_each_console_line_once_and_only_the_market_tops_that_changed(
+    statements: Statements, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upserted: list[list[str]] = []
+    upsert = services.market_tops_upsert
+
+    def upsert_watched(session_id: int, tops: Sequence[tuple[str, str]]) -> None:
+        upserted.append([ticker for ticker, _ in tops])
+        upsert(session_id, tops)
+
+    monkeypatch.setattr(services, "market_tops_upsert", upsert_watched)
     store = DjangoSessionStore(own_thread=False)  # on the thread the spy watches, whatever the database
     session_id = await store.session_start(environment="sim", markets=[FED, CPI], exchange_url="ws://127.0.0.1:1/x")
     console = [line(0), line(1)]
@@ -123,9 +134,9 @@ async def test_it_writes_each_console_line_once_and_only_the_market_tops_that_ch
     await beat(store, session_id, console, top(FED, 1), top(CPI, 2))
     inserted = statements.touching("trader_consoleline")
     assert len(inserted) == 1 and "line 2" in inserted[0][1] and "line 1" not in inserted[0][1]
-    written = statements.touching("trader_markettop")
-    # One statement (up to a thousand rows a statement on SQLite).
-    assert len(written) == 1 and CPI in str(written[0][1]) and FED not in str(written[0][1])
+    # Only the top that changed, in one statement (up to a thousand rows a statement on SQLite).
+    assert upserted[-1] == [CPI]
+    assert len(statements.touching("trader_markettop")) == 1
 
     history = await database_sync_to_async(console_history)()
     assert [entry["message"] for entry in history["console"]] == ["line 0", "line 1", "line 2"]
