@@ -181,14 +181,20 @@ _NEVER: tuple[None, None] = (None, None)
 
 def level_dict(price: int, size: int) -> dict[str, str]:
     """One level as consoles show it, {"price": "0.4200", "size": "12.50"}: ``level_text`` without the tuple."""
-    return {"price": price_text(price), "size": size_text(size)}
+    return {"price": price_text(price), "size": _SIZE_TEXTS.get(size) or size_text(size)}
 
 
 def size_text(size: int) -> str:
-    """``format_size`` for the sizes of a book (never negative): the fraction's text is looked up rather than
-    formatted with a width (130 ns instead of 330 ns, ten times a top)."""
+    """``format_size`` for the sizes of a book (never negative), remembered: the same sizes rest in a book
+    tick after tick, and a lookup costs a tenth of formatting one (ten times a top)."""
     whole, hundredths = divmod(size, CONTRACT)
-    return f"{whole}{_HUNDREDTHS[hundredths]}"
+    text = f"{whole}{_HUNDREDTHS[hundredths]}"
+    if len(_SIZE_TEXTS) >= _SIZES_KEPT:
+        _SIZE_TEXTS.clear()
+    _SIZE_TEXTS[size] = text
+    return text
 
 
 _HUNDREDTHS = [f".{n:02d}" for n in range(CONTRACT)]
+_SIZE_TEXTS: dict[int, str] = {}
+_SIZES_KEPT = 65_536
