@@ -8,11 +8,17 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 
 from apps.kalshi.backoff import Backoff
 from apps.kalshi.clock import epoch_us
 from apps.kalshi.messages import OrderbookDelta, OrderbookSnapshot, Side
-from apps.marketdata.dbwriter import SQLITE_ROWS_PER_STATEMENT, DjangoBatchWriter, recount_market_totals
+from apps.marketdata.dbwriter import (
+    SQLITE_ROWS_PER_STATEMENT,
+    DjangoBatchWriter,
+    postgres_copy_upsert,
+    recount_market_totals,
+)
 from apps.marketdata.models import RecordedDelta, RecordedGap, RecordedMarket
 from apps.marketdata.recorder import DatabaseRecorder, RecorderMetrics
 from apps.marketdata.rows import DeltaRow
@@ -393,3 +399,11 @@ def test_a_batch_larger_than_one_statement_is_written_whole_with_its_totals() ->
     totals = _market_totals(session.pk)
     assert len(totals) == count
     assert totals[-1] == (tickers[-1], 0, 1, count, count, 1, count + 1, at(count - 1), at(count - 1))
+
+
+def test_copy_upsert_refuses_to_run_outside_a_transaction() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL runs only: DATABASE_URL is not PostgreSQL")
+    # In autocommit the staging table would be emptied before the INSERT ... SELECT read it.
+    with pytest.raises(RuntimeError, match="needs a transaction"):
+        postgres_copy_upsert(connection, "numbers_incoming", "n int8", [(1,)], "SELECT n FROM numbers_incoming")

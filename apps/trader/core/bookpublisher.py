@@ -197,4 +197,4 @@ def size_text(size: int) -> str:
 
 _HUNDREDTHS = [f".{n:02d}" for n in range(CONTRACT)]
 _SIZE_TEXTS: dict[int, str] = {}
-_SIZES_KEPT = 65_536
+_SIZES_KEPT = 8_192
