@@ -8,6 +8,7 @@ rest wait for the next tick, oldest first, so a busy market cannot starve a quie
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -41,6 +42,9 @@ class ChangedMarkets:
             self._marked.add(ticker)
             self._order.append(ticker)
 
+    def __contains__(self, ticker: str) -> bool:
+        return ticker in self._marked
+
     def discard(self, ticker: str) -> None:
         self._marked.discard(ticker)
 
@@ -70,16 +74,24 @@ class BookPublisher:
         *,
         interval: float = 0.05,
         per_tick: int = 1000,
+        heartbeat_tops: int = 2000,
     ) -> None:
+        """``heartbeat_tops``: what the heartbeat takes at most (``take_unreported``'s limit); as many tops a tick
+        computed are kept for it."""
         self._bus = bus
         self._client = client
         self.interval = interval
         self.per_tick = per_tick
+        self.heartbeat_tops = heartbeat_tops
         self.session_id: int | None = None
         self._pending = ChangedMarkets()
         """Markets changed since they were last published, oldest change first."""
         self._unreported = ChangedMarkets()
         """Markets changed since the last heartbeat took their tops, oldest change first."""
+        self._computed: dict[str, dict[str, Any]] = {}
+        """Tops a tick computed for markets the heartbeat had not taken since they changed: the heartbeat takes
+        them as they are, rather than formatting the same books again (at 10,000 busy markets both would
+        format thousands a second). At most ``heartbeat_tops``; a market that changes again is marked anew."""
         self._updated: dict[str, tuple[int, int | None]] = {}
         """Per market: when its book last changed, and the exchange's ts_ms of that change (None: a snapshot)."""
 
@@ -103,6 +115,7 @@ class BookPublisher:
             self._pending.discard(ticker)
             self._unreported.discard(ticker)
             self._updated.pop(ticker, None)
+            self._computed.pop(ticker, None)
 
     @property
     def pending(self) -> int:
@@ -122,22 +135,33 @@ class BookPublisher:
             return 0
         books: list[dict[str, Any]] = []
         take = self._pending.take
+        unreported, computed = self._unreported, self._computed
         while len(books) < self.per_tick and (ticker := take()) is not None:
             book = client.books.get(ticker)
             if book is not None:
-                books.append(self.top(book, client))
+                top = self.top(book, client)
+                books.append(top)
+                if ticker in unreported and len(computed) < self.heartbeat_tops:
+                    unreported.discard(ticker)
+                    computed[ticker] = top
         if books:
             self._bus.emit(Event("orderbooks", {"session_id": self.session_id, "books": books}))
         return len(books)
 
     def take_unreported(self, limit: int) -> list[dict[str, Any]]:
-        """The tops of at most ``limit`` markets that changed since they were last taken, oldest change first
-        (for the heartbeat's MarketTop rows); the rest wait for the next heartbeat."""
+        """The tops of at most ``limit`` markets that changed since they were last taken (for the heartbeat's
+        MarketTop rows): first those a tick computed since, then the others, oldest change first; the rest wait
+        for the next heartbeat. Each market at most once."""
         client = self._client()
-        if client is None or not self._unreported:
+        if client is None:
             return []
+        computed, unreported = self._computed, self._unreported
         tops: list[dict[str, Any]] = []
-        take = self._unreported.take
+        for ready in list(itertools.islice(computed, limit)):
+            top = computed.pop(ready)
+            if ready not in unreported:  # else it changed since that tick: its current top comes below
+                tops.append(top)
+        take = unreported.take
         while len(tops) < limit and (ticker := take()) is not None:
             book = client.books.get(ticker)
             if book is not None:

@@ -103,7 +103,11 @@ class Coordinator:
         self.console = ConsoleLog(bus, history=options.console_history, wall_clock=wall_clock, log=logger)
         self._writer = SessionWriter(store, slow_after=options.database_slow_after, on_change=self._database_changed)
         self.publisher = BookPublisher(
-            bus, current_client, interval=options.orderbook_interval, per_tick=options.orderbooks_per_tick
+            bus,
+            current_client,
+            interval=options.orderbook_interval,
+            per_tick=options.orderbooks_per_tick,
+            heartbeat_tops=options.heartbeat_tops,
         )
         self.tap = RecordingTap(recorder, lambda: self.options.markets, wall_clock)
         self.market_control = MarketControl(
