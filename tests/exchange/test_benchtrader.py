@@ -22,6 +22,7 @@ def test_a_small_run_prints_every_field_with_exact_books_and_every_row(tmp_path:
         "limit msgs/s",
         "trader msgs/s",
         "of limit",
+        "CPU/msg",
         "launch->ready",
         "peak RSS",
         "rows recorded/sent",
@@ -34,6 +35,7 @@ def test_a_small_run_prints_every_field_with_exact_books_and_every_row(tmp_path:
     # 3 snapshots, 300 flood deltas and 200 paced ones: every one recorded, every book exact.
     assert re.search(r" 503/503 +exact +exact ", row), row
     assert re.search(r"\d+/\d+ ms", row), row
+    assert re.search(r" \d+\.\d us ", row), row
     assert " ! " not in out
 
 

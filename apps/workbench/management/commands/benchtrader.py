@@ -7,9 +7,9 @@ reader takes it, then measures on that same exchange:
 (a) the limit: the best of three runs of a bare ``websockets`` receive + JSON-parse loop, with the JSON
     library the feed client parses with;
 (b) ``manage.py runtrader --discover M`` with its web app, in its own process, data folder and database:
-    messages per second from the first frame sent to the last row committed, launch to ``ready``, peak
-    RSS, rows recorded against messages sent, and whether every book (rebuilt from the recording, and the
-    tops the heartbeat writes) equals the stream's true final book.
+    messages per second from the first frame sent to the last row committed, the trader's CPU time per
+    message, launch to ``ready``, peak RSS, rows recorded against messages sent, and whether every book
+    (rebuilt from the recording, and the tops the heartbeat writes) equals the stream's true final book.
 
 With ``--consoles K``, K WebSocket clients on the trader's ``/v3/ws`` then watch the exchange send deltas
 at ``--rate`` per second, each stamped with ``ts_ms`` when sent, and the delay until each console gets
@@ -85,6 +85,16 @@ def vm_hwm(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, every thread) process ``pid`` has used, None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class CaseResult:
     database: str
@@ -93,6 +103,9 @@ class CaseResult:
     limit_rate: float = 0.0
     trader_rate: float = 0.0
     ready_seconds: float | None = None
+    cpu_us_per_message: float | None = None
+    """The trader's CPU time (every thread) per message while it recorded the stream: steadier than msgs/s
+    on a shared machine, for comparing two builds."""
     peak_rss: int | None = None
     rows_recorded: int = 0
     gaps: int = 0
@@ -282,7 +295,8 @@ class Command(BaseCommand):
             header = (
                 f"{'markets':>8} {'limit msgs/s':>13} {'trader msgs/s':>14} {'of limit':>9} "
                 + (f"{'spread':>13} " if rounds > 1 else "")
-                + f"{'launch->ready':>14} {'peak RSS':>9} {'rows recorded/sent':>22} {'books (recording)':>18} "
+                + f"{'CPU/msg':>8} {'launch->ready':>14} {'peak RSS':>9} {'rows recorded/sent':>22} "
+                f"{'books (recording)':>18} "
                 f"{'tops (heartbeat)':>17}"
             )
             if consoles:
@@ -291,6 +305,7 @@ class Command(BaseCommand):
             for r in (r for r in results if r.database == database):
                 ready = f"{r.ready_seconds:.2f} s" if r.ready_seconds is not None else "-"
                 rss = f"{r.peak_rss / 2**20:.0f} MB" if r.peak_rss else "-"
+                cpu = f"{r.cpu_us_per_message:.1f} us" if r.cpu_us_per_message is not None else "-"
                 rows = f"{r.rows_recorded:,}/{r.messages_sent:,}"
                 books = "exact" if r.books_recorded_exact == r.markets else f"{r.books_recorded_exact}/{r.markets}"
                 tops = "exact" if r.tops_exact == r.markets else f"{r.tops_exact}/{r.markets}"
@@ -299,7 +314,7 @@ class Command(BaseCommand):
                 line = (
                     f"{r.markets:>8,} {r.limit_rate:>13,.0f} {r.trader_rate:>14,.0f} {r.ratio * 100:>8.1f}% "
                     + (f"{spread:>13} " if rounds > 1 else "")
-                    + f"{ready:>14} {rss:>9} {rows:>22} {books:>18} {tops:>17}"
+                    + f"{cpu:>8} {ready:>14} {rss:>9} {rows:>22} {books:>18} {tops:>17}"
                 )
                 if consoles:
                     latency = (
@@ -313,7 +328,8 @@ class Command(BaseCommand):
                     write(f"{'':>8} ! {problem}")
         write(
             "\nmsgs/s: messages sent (snapshots + deltas) over the time from the first frame sent to the last row "
-            "committed; launch->ready: process start to the ready transition; peak RSS: the trader's VmHWM."
+            "committed; CPU/msg: the trader's CPU time (every thread) per message while it recorded them; "
+            "launch->ready: process start to the ready transition; peak RSS: the trader's VmHWM."
         )
         if consoles:
             write(
@@ -591,17 +607,25 @@ class Case:
 
         progress_at = progress_position = 0.0
         stalled_since = time.monotonic()
+        # The trader's CPU time from the first rows seen committed to the last: the cost of the messages between.
+        first_seen: tuple[int, float] | None = None
+        measure_cpu = self.result.cpu_us_per_message is None
         while True:
             if trader.poll() is not None:
                 raise CommandError(f"runtrader exited with {trader.returncode} during the run")
             now = time.time()
             last = await asyncio.to_thread(last_delta)
+            cpu = cpu_seconds(trader.pid) if measure_cpu else None
             if self.result.ready_seconds is None:
                 ready = await asyncio.to_thread(ready_at)
                 if ready is not None:
                     self.result.ready_seconds = ready.timestamp() - launched
+            if last is not None and first_seen is None and cpu is not None:
+                first_seen = (last[0], cpu)
             if last is not None and last[1] >= seq:
                 self.committed_at = now
+                if first_seen is not None and cpu is not None and last[0] > first_seen[0]:
+                    self.result.cpu_us_per_message = (cpu - first_seen[1]) / (last[0] - first_seen[0]) * 1e6
                 return
             position = last[0] if last else 0
             if position != progress_position:
