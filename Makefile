@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # 6 workers 36.9 s with 16 % more CPU than 5.
 PYTEST_WORKERS ?= 5
 
-.PHONY: run test lint typecheck pytest migrate exchange bench clean
+.PHONY: run test lint typecheck pytest compile migrate exchange bench clean
 
 # The first run installs for about half a minute: say so, and let pip show each package as it goes.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -20,7 +20,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@echo "== installed =="
 	touch $(STAMP)
 
-migrate: $(STAMP)
+# Where PYTHONDONTWRITEBYTECODE is set Python never saves the project's compiled modules, and every start
+# compiles them again (a quarter of a second of a trader's launch); compiled here once, as pip does for libraries.
+compile: $(STAMP)
+	@$(BIN)/python -m compileall -q apps trader_v3
+
+migrate: compile
 	$(BIN)/python manage.py migrate --noinput
 
 run: migrate

@@ -99,7 +99,7 @@ class DatabaseRecorder:
         capacity: int = 100_000,
         batch_size: int = 10_000,
         flush_interval: float = 0.25,
-        quiet_interval: float = 0.02,
+        quiet_interval: float = 0.05,
         writer: BatchWriter | None = None,
         using: str = "default",
         own_thread: bool | None = None,
