@@ -105,8 +105,8 @@ class CaseResult:
     trader_rate: float = 0.0
     ready_seconds: float | None = None
     cpu_us_per_message: float | None = None
-    """The trader's CPU time (every thread) per message while it recorded the stream: steadier than msgs/s
-    on a shared machine, for comparing two builds."""
+    """The trader's CPU time (every thread) per message while it recorded the stream: the work it did, not the
+    time it waited for a core (a busy host still moves it by about a tenth)."""
     peak_rss: int | None = None
     rows_recorded: int = 0
     gaps: int = 0
