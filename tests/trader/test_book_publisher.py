@@ -15,15 +15,13 @@ from tests.trader.conftest import EventLog
 T0 = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
 
 
-async def a_publisher(
-    bus: EventBus, markets: list[str], per_tick: int = 1000, heartbeat_tops: int = 2000
-) -> tuple[BookPublisher, StandInClient]:
+async def a_publisher(bus: EventBus, markets: list[str], per_tick: int = 1000) -> tuple[BookPublisher, StandInClient]:
     holder: list[StandInClient] = []
 
     def current() -> StandInClient | None:
         return holder[0] if holder else None
 
-    publisher = BookPublisher(bus, current, per_tick=per_tick, heartbeat_tops=heartbeat_tops)
+    publisher = BookPublisher(bus, current, per_tick=per_tick)
     publisher.session_id = 12
 
     class Listener:
@@ -97,62 +95,50 @@ async def test_a_tick_is_bounded_and_the_rest_wait_oldest_first(bus: EventBus) -
     assert events[0]["books"][0]["seq"] == 9  # the book as it is when published
 
 
-async def test_the_heartbeat_takes_each_changed_top_once_and_removed_markets_are_forgotten(bus: EventBus) -> None:
+async def test_the_heartbeat_takes_each_published_top_once_and_removed_markets_are_forgotten(bus: EventBus) -> None:
     publisher, client = await a_publisher(bus, ["A", "B"])
     await client.feed(snapshot("A", 1, 1, yes=[("0.4200", "1.00")], no=[]))
     await client.feed(snapshot("B", 1, 2, yes=[("0.4200", "1.00")], no=[]))
-    assert sorted(top["market_ticker"] for top in publisher.take_unreported(100)) == ["A", "B"]
-    assert publisher.take_unreported(100) == []
+    assert publisher.take_published(100) == []  # nothing published yet
+    assert publisher.publish() == 2
+    assert sorted(top["market_ticker"] for top in publisher.take_published(100)) == ["A", "B"]
+    assert publisher.take_published(100) == []
     client.stale.add("A")
     publisher.markets_changed(["A"])  # stale now: shown again though its book did not move
-    assert [(top["market_ticker"], top["stale"]) for top in publisher.take_unreported(100)] == [("A", True)]
+    assert publisher.publish() == 1
+    assert [(top["market_ticker"], top["stale"]) for top in publisher.take_published(100)] == [("A", True)]
 
     await client.feed(delta("B", 1, 3, "0.4200", "1.00"))
+    assert publisher.publish() == 1
     publisher.forget(["B"])
-    assert publisher.take_unreported(100) == []
-    assert publisher.pending == 1  # A, still waiting for its tick
+    assert publisher.take_published(100) == []
 
 
-async def test_the_heartbeat_takes_at_most_its_budget_of_tops_oldest_change_first(bus: EventBus) -> None:
-    publisher, client = await a_publisher(bus, ["A", "B", "C"])
-    for seq, ticker in enumerate(["C", "A", "B"], start=1):
-        await client.feed(snapshot(ticker, 1, seq, yes=[("0.4200", "1.00")], no=[]))
-    await client.feed(delta("C", 1, 4, "0.4200", "1.00"))  # C changed again: it keeps its place in line
-    assert [top["market_ticker"] for top in publisher.take_unreported(2)] == ["C", "A"]
-    assert [(top["market_ticker"], top["seq"]) for top in publisher.take_unreported(2)] == [("B", 3)]
-    assert publisher.take_unreported(2) == []
-
-
-async def test_the_heartbeat_takes_the_tops_a_tick_computed_and_a_book_that_moved_since_as_it_is_now(
-    bus: EventBus,
-) -> None:
+async def test_the_heartbeat_takes_the_tops_consoles_were_shown_not_formatted_again(bus: EventBus) -> None:
     log = EventLog()
     bus.subscribe("log", log)
     publisher, client = await a_publisher(bus, ["A", "B", "C"])
     for seq, ticker in enumerate(["A", "B", "C"], start=1):
         await client.feed(snapshot(ticker, 1, seq, yes=[("0.4200", "1.00")], no=[]))
     assert publisher.publish() == 3
-    await client.feed(delta("B", 1, 4, "0.4200", "1.00"))  # B moves after the tick
-
     (event,) = await published(log, 1)
-    tops = publisher.take_unreported(100)
-    assert [(top["market_ticker"], top["seq"]) for top in tops] == [("A", 1), ("C", 3), ("B", 4)]
-    by_ticker = {book["market_ticker"]: book for book in event["books"]}
-    assert tops[0] is by_ticker["A"] and tops[1] is by_ticker["C"], "the tick's own tops, not formatted again"
-    assert publisher.take_unreported(100) == []
+    tops = publisher.take_published(100)
+    assert [top["market_ticker"] for top in tops] == ["A", "B", "C"]
+    assert all(top is book for top, book in zip(tops, event["books"], strict=True))
 
 
-async def test_the_tops_kept_for_the_heartbeat_are_bounded_by_its_budget(bus: EventBus) -> None:
-    publisher, client = await a_publisher(bus, [f"M{n}" for n in range(5)], heartbeat_tops=2)
-    for n in range(5):
-        await client.feed(snapshot(f"M{n}", 1, n + 1, yes=[("0.4200", "1.00")], no=[]))
-    assert publisher.publish() == 5
-    # Two kept from the tick; the other three are formatted when the heartbeat gets to them, oldest first.
-    assert [top["market_ticker"] for top in publisher.take_unreported(2)] == ["M0", "M1"]
-    assert [top["market_ticker"] for top in publisher.take_unreported(2)] == ["M2", "M3"]
-    assert [top["market_ticker"] for top in publisher.take_unreported(2)] == ["M4"]
-    publisher.forget(["M4"])
-    assert publisher.take_unreported(2) == []
+async def test_the_heartbeat_takes_at_most_its_budget_oldest_first_each_market_with_its_latest_top(
+    bus: EventBus,
+) -> None:
+    publisher, client = await a_publisher(bus, ["A", "B", "C"])
+    for seq, ticker in enumerate(["C", "A", "B"], start=1):
+        await client.feed(snapshot(ticker, 1, seq, yes=[("0.4200", "1.00")], no=[]))
+    assert publisher.publish() == 3
+    await client.feed(delta("C", 1, 4, "0.4200", "1.00"))  # C moved again: its newer top keeps C's place
+    assert publisher.publish() == 1
+    assert [(top["market_ticker"], top["seq"]) for top in publisher.take_published(2)] == [("C", 4), ("A", 2)]
+    assert [(top["market_ticker"], top["seq"]) for top in publisher.take_published(2)] == [("B", 3)]
+    assert publisher.take_published(2) == []
 
 
 def test_changed_markets_come_out_oldest_first_once_each_and_never_after_a_discard() -> None:

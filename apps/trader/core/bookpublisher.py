@@ -1,8 +1,9 @@
 """Book publishing: the tops of the books that changed, batched per tick for consoles and per heartbeat for rows.
 
-The feed marks a market as changed (a set lookup and two dict writes per message); the work of formatting a
+The feed marks a market as changed (a dict write and a set lookup per message); the work of formatting a
 top is done once per tick, only for changed markets, and at most ``per_tick`` of them: when more changed, the
-rest wait for the next tick, oldest first, so a busy market cannot starve a quiet one.
+rest wait for the next tick, oldest first, so a busy market cannot starve a quiet one. The heartbeat's rows
+take the tops the ticks formatted.
 """
 
 from __future__ import annotations
@@ -74,24 +75,19 @@ class BookPublisher:
         *,
         interval: float = 0.05,
         per_tick: int = 1000,
-        heartbeat_tops: int = 2000,
     ) -> None:
-        """``heartbeat_tops``: what the heartbeat takes at most (``take_unreported``'s limit); as many tops a tick
-        computed are kept for it."""
         self._bus = bus
         self._client = client
         self.interval = interval
         self.per_tick = per_tick
-        self.heartbeat_tops = heartbeat_tops
         self.session_id: int | None = None
         self._pending = ChangedMarkets()
         """Markets changed since they were last published, oldest change first."""
-        self._unreported = ChangedMarkets()
-        """Markets changed since the last heartbeat took their tops, oldest change first."""
-        self._computed: dict[str, dict[str, Any]] = {}
-        """Tops a tick computed for markets the heartbeat had not taken since they changed: the heartbeat takes
-        them as they are, rather than formatting the same books again (at 10,000 busy markets both would
-        format thousands a second). At most ``heartbeat_tops``; a market that changes again is marked anew."""
+        self._published: dict[str, dict[str, Any]] = {}
+        """Tops published since the heartbeat last took them, oldest first, one per market (its latest): the
+        heartbeat's MarketTop rows are the tops consoles were shown, formatted once (at 10,000 busy markets,
+        formatting them again for the heartbeat cost a twentieth of the trader's time). Never more than one a
+        market."""
         self._updated: dict[str, tuple[int, int | None]] = {}
         """Per market: when its book last changed, and the exchange's ts_ms of that change (None: a snapshot)."""
 
@@ -101,21 +97,18 @@ class BookPublisher:
         """The feed applied a snapshot (``ts_ms`` None) or a delta to ``ticker``'s book. On the hot path."""
         self._updated[ticker] = (received_us, ts_ms)
         self._pending.mark(ticker)
-        self._unreported.mark(ticker)
 
     def markets_changed(self, tickers: Iterable[str]) -> None:
         """Something other than the book changed for these markets (they went stale): show them again."""
         for ticker in tickers:
             self._pending.mark(ticker)
-            self._unreported.mark(ticker)
 
     def forget(self, tickers: Iterable[str]) -> None:
         """Markets no longer watched: nothing more is published for them."""
         for ticker in tickers:
             self._pending.discard(ticker)
-            self._unreported.discard(ticker)
             self._updated.pop(ticker, None)
-            self._computed.pop(ticker, None)
+            self._published.pop(ticker, None)
 
     @property
     def pending(self) -> int:
@@ -135,38 +128,21 @@ class BookPublisher:
             return 0
         books: list[dict[str, Any]] = []
         take = self._pending.take
-        unreported, computed = self._unreported, self._computed
+        published = self._published
         while len(books) < self.per_tick and (ticker := take()) is not None:
             book = client.books.get(ticker)
             if book is not None:
-                top = self.top(book, client)
+                top = published[ticker] = self.top(book, client)
                 books.append(top)
-                if ticker in unreported and len(computed) < self.heartbeat_tops:
-                    unreported.discard(ticker)
-                    computed[ticker] = top
         if books:
             self._bus.emit(Event("orderbooks", {"session_id": self.session_id, "books": books}))
         return len(books)
 
-    def take_unreported(self, limit: int) -> list[dict[str, Any]]:
-        """The tops of at most ``limit`` markets that changed since they were last taken (for the heartbeat's
-        MarketTop rows): first those a tick computed since, then the others, oldest change first; the rest wait
-        for the next heartbeat. Each market at most once."""
-        client = self._client()
-        if client is None:
-            return []
-        computed, unreported = self._computed, self._unreported
-        tops: list[dict[str, Any]] = []
-        for ready in list(itertools.islice(computed, limit)):
-            top = computed.pop(ready)
-            if ready not in unreported:  # else it changed since that tick: its current top comes below
-                tops.append(top)
-        take = unreported.take
-        while len(tops) < limit and (ticker := take()) is not None:
-            book = client.books.get(ticker)
-            if book is not None:
-                tops.append(self.top(book, client))
-        return tops
+    def take_published(self, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` of the tops published since the heartbeat last took them (for its MarketTop rows),
+        oldest first, each market once with its latest; the rest wait for the next heartbeat."""
+        published = self._published
+        return [published.pop(ticker) for ticker in list(itertools.islice(published, limit))]
 
     def top(self, book: OrderBook, client: FeedClient) -> dict[str, Any]:
         """One market's top of book and its first DEPTH levels a side, as consoles and MarketTop rows show it.

@@ -103,11 +103,7 @@ class Coordinator:
         self.console = ConsoleLog(bus, history=options.console_history, wall_clock=wall_clock, log=logger)
         self._writer = SessionWriter(store, slow_after=options.database_slow_after, on_change=self._database_changed)
         self.publisher = BookPublisher(
-            bus,
-            current_client,
-            interval=options.orderbook_interval,
-            per_tick=options.orderbooks_per_tick,
-            heartbeat_tops=options.heartbeat_tops,
+            bus, current_client, interval=options.orderbook_interval, per_tick=options.orderbooks_per_tick
         )
         self.tap = RecordingTap(recorder, lambda: self.options.markets, wall_clock)
         self.market_control = MarketControl(
@@ -225,6 +221,9 @@ class Coordinator:
         # Budgets end well before the deadline: the process still has to stop threads and exit.
         if self._recorder is not None and not await _within(self._flush_recording(), deadline - time.monotonic() - 8.0):
             notes.append(self._spill_recording())
+        # The books' last changes, not yet ticked out, reach consoles and the last heartbeat's rows.
+        while self.publisher.publish():
+            pass
         self.reporter.report()
         await _within(self._bus.drain(), deadline - time.monotonic() - 7.0)
         self._writer.end(failed=self._failed, error="; ".join(notes))

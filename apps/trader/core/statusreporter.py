@@ -115,7 +115,7 @@ class StatusReporter:
             status=status,
             counters=self.session_counters(),
             console=self._console.recent(),
-            tops=self._publisher.take_unreported(self.options.heartbeat_tops),
+            tops=self._publisher.take_published(self.options.heartbeat_tops),
             markets=markets,
         )
 
