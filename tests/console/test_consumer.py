@@ -138,6 +138,9 @@ async def test_a_foreign_origin_is_refused() -> None:
     communicator = ConsoleSocket(application, "/v3/ws", headers=[(b"origin", b"http://evil.example")])
     connected, _ = await communicator.connect()
     assert not connected
+    # As the server does once the close is sent: the refused consumer ends rather than being left to the
+    # loop's teardown, where cancelling its pending Redis receive can hang.
+    await communicator.disconnect()
 
 
 async def test_live_events_carry_a_running_seq_so_a_console_can_count_what_it_missed() -> None:
