@@ -43,9 +43,6 @@ class ChangedMarkets:
             self._marked.add(ticker)
             self._order.append(ticker)
 
-    def __contains__(self, ticker: str) -> bool:
-        return ticker in self._marked
-
     def discard(self, ticker: str) -> None:
         self._marked.discard(ticker)
 
@@ -86,8 +83,7 @@ class BookPublisher:
         self._published: dict[str, dict[str, Any]] = {}
         """Tops published since the heartbeat last took them, oldest first, one per market (its latest): the
         heartbeat's MarketTop rows are the tops consoles were shown, formatted once (at 10,000 busy markets,
-        formatting them again for the heartbeat cost a twentieth of the trader's time). Never more than one a
-        market."""
+        formatting them again for the heartbeat cost a twentieth of the trader's time)."""
         self._updated: dict[str, tuple[int, int | None]] = {}
         """Per market: when its book last changed, and the exchange's ts_ms of that change (None: a snapshot)."""
 
