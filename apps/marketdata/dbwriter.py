@@ -162,53 +162,100 @@ class _MarketTotals(NamedTuple):
 
 _market_key = itemgetter(0, 2)
 """A recorded snapshot's or delta's (session_id, market_ticker)."""
+_session = itemgetter(0)
+_ticker = itemgetter(2)
+
+
+@dataclass(slots=True)
+class _SessionCounts:
+    """One session's rows the totals do not count yet: counts per market, and each market's first and last
+    row. Keyed by ticker alone: a string keeps its hash, a (session, ticker) tuple computes it again at
+    every lookup (counting took twice as long)."""
+
+    deltas: Counter[str] = field(default_factory=Counter)
+    snapshots: Counter[str] = field(default_factory=Counter)
+    first: dict[str, DeltaRow | SnapshotRow] = field(default_factory=dict)
+    last: dict[str, DeltaRow | SnapshotRow] = field(default_factory=dict)
+
+    def add(self, deltas: list[DeltaRow], snapshots: list[SnapshotRow]) -> None:
+        """Count rows of this session, in place: in C, but for a Python step per market new to these counts."""
+        rows: list[DeltaRow | SnapshotRow] = [*deltas, *snapshots]
+        if snapshots and deltas:
+            rows.sort(key=itemgetter(1))  # back into recording order
+        tickers = list(map(_ticker, rows))
+        self.deltas.update(map(_ticker, deltas))
+        self.snapshots.update(map(_ticker, snapshots))
+        self.last.update(zip(tickers, rows, strict=True))
+        first = self.first
+        batch_first = dict(zip(reversed(tickers), reversed(rows), strict=True))
+        for ticker in batch_first.keys() - first.keys():  # an earlier first row wins
+            first[ticker] = batch_first[ticker]
+
+    def copy(self) -> _SessionCounts:
+        return _SessionCounts(Counter(self.deltas), Counter(self.snapshots), dict(self.first), dict(self.last))
+
+    def totals(self, session_id: int) -> list[_MarketTotals]:
+        first, deltas, snapshots = self.first, self.deltas, self.snapshots
+        return [
+            _MarketTotals(
+                session_id,
+                ticker,
+                snapshots[ticker],
+                deltas[ticker],
+                first[ticker].position,
+                row.position,
+                row.sid,
+                row.seq,
+                first[ticker].received_us,
+                row.received_us,
+            )
+            for ticker, row in self.last.items()
+        ]
 
 
 @dataclass(slots=True)
 class _Uncounted:
-    """What the per-market totals do not count yet: counts per market, and each market's first and last
-    row. Memory stays at two rows per market however many rows it covers; the merging runs in C."""
+    """What the per-market totals do not count yet, per session (nearly always one). Memory stays at two rows
+    per market however many rows it covers, and counting a batch costs in proportion to the batch, not to
+    the markets counted so far."""
 
-    deltas: Counter[tuple[int, str]] = field(default_factory=Counter)
-    snapshots: Counter[tuple[int, str]] = field(default_factory=Counter)
-    first: dict[tuple[int, str], DeltaRow | SnapshotRow] = field(default_factory=dict)
-    last: dict[tuple[int, str], DeltaRow | SnapshotRow] = field(default_factory=dict)
+    sessions: dict[int, _SessionCounts] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.last)
+        return any(counts.last for counts in self.sessions.values())
+
+    def add(self, deltas: list[DeltaRow], snapshots: list[SnapshotRow]) -> None:
+        """Count the rows of a committed batch, in place."""
+        sessions = set(map(_session, deltas))
+        sessions.update(map(_session, snapshots))
+        for session_id in sessions:
+            if len(sessions) > 1:
+                session_deltas = [row for row in deltas if row.session_id == session_id]
+                session_snapshots = [row for row in snapshots if row.session_id == session_id]
+            else:
+                session_deltas, session_snapshots = deltas, snapshots
+            counts = self.sessions.get(session_id)
+            if counts is None:
+                counts = self.sessions[session_id] = _SessionCounts()
+            counts.add(session_deltas, session_snapshots)
 
     def plus(self, deltas: list[DeltaRow], snapshots: list[SnapshotRow]) -> _Uncounted:
-        """These counts followed by the rows of a batch (a new object: the batch may yet fail)."""
-        if not deltas and not snapshots:
-            return self
-        rows: list[DeltaRow | SnapshotRow] = [*deltas, *snapshots]
-        if snapshots:
-            rows.sort(key=itemgetter(0, 1))  # back into recording order: (session, position)
-        keys = list(map(_market_key, rows))
-        added = _Uncounted(Counter(self.deltas), Counter(self.snapshots), {}, dict(self.last))
-        added.deltas.update(map(_market_key, deltas))
-        added.snapshots.update(map(_market_key, snapshots))
-        added.last.update(zip(keys, rows, strict=True))
-        added.first = dict(zip(reversed(keys), reversed(rows), strict=True))
-        added.first.update(self.first)  # an earlier first row wins
+        """These counts followed by the rows of a batch, as a new object (the batch may yet fail)."""
+        added = _Uncounted({session_id: counts.copy() for session_id, counts in self.sessions.items()})
+        added.add(deltas, snapshots)
         return added
 
+    def markets_with(self, deltas: list[DeltaRow], snapshots: list[SnapshotRow], at_most: int) -> int:
+        """How many markets these counts and a batch's rows cover together; when these counts alone cover more
+        than ``at_most``, that number (the rows are not looked at)."""
+        counted = sum(len(counts.last) for counts in self.sessions.values())
+        if counted > at_most:
+            return counted
+        markets = {(session_id, ticker) for session_id, counts in self.sessions.items() for ticker in counts.last}
+        return len(markets | set(map(_market_key, deltas)) | set(map(_market_key, snapshots)))
+
     def totals(self) -> list[_MarketTotals]:
-        return [
-            _MarketTotals(
-                market[0],
-                market[1],
-                self.snapshots[market],
-                self.deltas[market],
-                self.first[market].position,
-                row.position,
-                row.sid,
-                row.seq,
-                self.first[market].received_us,
-                row.received_us,
-            )
-            for market, row in self.last.items()
-        ]
+        return [total for session_id, counts in self.sessions.items() for total in counts.totals(session_id)]
 
 
 _MARKET_COLUMNS = (
@@ -264,12 +311,12 @@ class DjangoBatchWriter:
 
     def __call__(self, rows: Sequence[RecordedRow], *, more_waiting: bool = False) -> None:
         batch = _SplitBatch.of(rows)
-        uncounted = self._uncounted.plus(batch.deltas, batch.snapshots)
         now = time.monotonic()
         totals_due = self._totals_seconds / self.totals_share
         if more_waiting:
             totals_due = max(totals_due, self.totals_interval)
-        cheap = not more_waiting and len(uncounted.last) <= CHEAP_TOTALS
+        uncounted = self._uncounted
+        cheap = not more_waiting and uncounted.markets_with(batch.deltas, batch.snapshots, CHEAP_TOTALS) <= CHEAP_TOTALS
         write_totals = cheap or now - self._totals_written_at >= totals_due
         connection = connections[self.using]
         try:
@@ -281,7 +328,7 @@ class DjangoBatchWriter:
                 self._gaps_and_heals(batch)
                 if write_totals:
                     started = time.monotonic()
-                    self._write_totals(uncounted)
+                    self._write_totals(uncounted.plus(batch.deltas, batch.snapshots))
                     totals_seconds = time.monotonic() - started
         except BaseException:
             # A broken connection must not be reused by the retry: the next attempt opens a fresh one.
@@ -296,7 +343,7 @@ class DjangoBatchWriter:
             self._totals_written_at = now
             self._totals_seconds = totals_seconds
         else:
-            self._uncounted = uncounted
+            uncounted.add(batch.deltas, batch.snapshots)
 
     def _copy(self, batch: _SplitBatch) -> None:
         if not batch.deltas and not batch.snapshots:

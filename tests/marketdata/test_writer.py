@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import timedelta
 
+import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
@@ -367,6 +369,30 @@ def test_market_totals_wait_while_rows_queue_up_and_are_current_once_the_writer_
     writer(_rows(session.pk, deltas(1, ticker="KXB"), 8), more_waiting=True)
     writer.close()  # what is still deferred is written on close
     assert _market_totals(session.pk)[1] == ("KXB", 0, 3, 4, 8, 1, 2, at(0), at(0))
+
+
+def test_a_batch_that_fails_is_not_counted_in_the_totals_and_its_retry_is_counted_once() -> None:
+    session = new_session()
+    writer = DjangoBatchWriter(totals_interval=3600)
+    writer(_rows(session.pk, deltas(3), 1), more_waiting=True)  # committed; totals deferred
+    retried = _rows(session.pk, deltas(2, ticker="KXB"), 4)
+    clashing = _rows(session.pk, deltas(1), 1)  # position 1 is taken: the whole batch rolls back
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):  # the raw drivers' errors
+        writer([*retried, *clashing], more_waiting=True)
+    assert RecordedDelta.objects.filter(session_id=session.pk).count() == 3
+    writer(retried)  # caught up: the totals are written with this batch
+    assert _market_totals(session.pk) == [
+        ("KXA", 0, 3, 1, 3, 1, 4, at(0), at(2)),
+        ("KXB", 0, 2, 4, 5, 1, 3, at(0), at(1)),
+    ]
+
+
+def test_one_batch_with_rows_of_two_sessions_counts_each_session_apart() -> None:
+    ended, started = new_session(), new_session()
+    writer = DjangoBatchWriter()
+    writer([*_rows(ended.pk, deltas(2), 1), *_rows(started.pk, deltas(3), 1)])
+    assert _market_totals(ended.pk) == [("KXA", 0, 2, 1, 2, 1, 3, at(0), at(1))]
+    assert _market_totals(started.pk) == [("KXA", 0, 3, 1, 3, 1, 4, at(0), at(2))]
 
 
 def test_market_totals_can_be_rebuilt_from_the_recorded_rows() -> None:
