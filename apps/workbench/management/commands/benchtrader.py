@@ -4,8 +4,8 @@ A benchmark, not a test: it prints figures. For each database and market count i
 exchange (``apps.exchange.stream``, its own process) that serves a pre-built valid stream as fast as the
 reader takes it, then measures on that same exchange:
 
-(a) the limit: the best of three runs of a bare ``websockets`` receive + JSON-parse loop, with the JSON
-    library the feed client parses with;
+(a) the limit: the best of three runs of a bare ``websockets`` receive + JSON-parse loop, taking frames as
+    the feed client does (bytes) and parsing them with its JSON library;
 (b) ``manage.py runtrader --discover M`` with its web app, in its own process, data folder and database:
     messages per second from the first frame sent to the last row committed, the trader's CPU time per
     message, launch to ``ready``, peak RSS, rows recorded against messages sent, and whether every book
@@ -537,7 +537,7 @@ class Case:
         ) as ws:
             await ws.send(json.dumps(wire.subscribe_command(1, self.tickers)))
             for _ in range(expected):
-                loads(await ws.recv())
+                loads(await ws.recv(decode=False))  # as the client takes frames: bytes, not decoded to str
             finished = time.time()
         sent = await self._event("flood_sent", after=mark)
         return float(self.flood_messages / (finished - sent["first_sent"]))
