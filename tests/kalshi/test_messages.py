@@ -165,3 +165,54 @@ def test_encoding_reproduces_the_spec_shapes() -> None:
     encoded = _round_trip(delta)
     expected_msg = {k: v for k, v in delta["msg"].items() if k != "ts"}  # ts is deprecated; ts_ms is sent
     assert encoded == {**delta, "msg": expected_msg}
+
+
+_DELTA_MSG = {"market_ticker": "KXA", "market_id": "m-1", "price_dollars": "0.4200", "delta_fp": "-3.50", "side": "no"}
+
+
+@pytest.mark.parametrize(
+    ("frame_changes", "msg_changes"),
+    [
+        ({}, {}),
+        ({}, {"ts_ms": 1_796_000_000_000, "client_order_id": "c-1"}),
+        ({}, {"market_id": None}),
+        ({}, {"market_id": ...}),
+        ({}, {"ts_ms": None}),
+        ({}, {"ts_ms": -5}),
+        ({}, {"ts_ms": True}),
+        ({}, {"ts_ms": 1.5}),
+        ({}, {"price_dollars": "0.42", "delta_fp": "7"}),
+        ({}, {"price_dollars": "0.42001"}),
+        ({}, {"delta_fp": 3}),
+        ({}, {"side": "YES"}),
+        ({}, {"market_ticker": 7}),
+        ({}, {"price_dollars": ..., "price": 42}),
+        ({}, {"price": 1, "delta": 1}),
+        ({}, {"unknown_field": [1, 2]}),
+        ({"sid": 0}, {}),
+        ({"seq": "2"}, {}),
+        ({"seq": True}, {}),
+        ({"id": 9}, {}),
+        ({"msg": ...}, {}),
+        ({"type": "orderbook_snapshot"}, {}),
+    ],
+)
+def test_the_typed_delta_path_reads_every_frame_as_the_field_by_field_parse_does(
+    frame_changes: dict[str, Any], msg_changes: dict[str, Any]
+) -> None:
+    """parse_message decodes delta frames straight into typed fields and anything unusual field by field;
+    either way a frame reads as parse_frame reads it, or is refused as it refuses it."""
+    msg = {k: v for k, v in {**_DELTA_MSG, **msg_changes}.items() if v is not ...}
+    frame = {"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": msg, **frame_changes}
+    frame = {k: v for k, v in frame.items() if v is not ...}
+    try:
+        expected: Any = parse_frame(json.loads(json.dumps(frame)))
+    except MalformedMessage as exc:
+        expected = exc
+    text = json.dumps(frame)
+    for data in (text, text.encode()):
+        if isinstance(expected, MalformedMessage):
+            with pytest.raises(MalformedMessage):
+                parse_message(data)
+        else:
+            assert parse_message(data) == expected

@@ -66,11 +66,17 @@ STALL_SECONDS = 60.0
 
 
 def client_json() -> tuple[Callable[[str | bytes], Any], str]:
-    """The JSON decoder the feed client parses frames with: the library ``apps.kalshi.messages`` imports."""
-    for name in ("orjson", "json"):
+    """The JSON library the feed client parses frames with (the one ``apps.kalshi.messages`` imports), as its
+    plain decode into Python objects: the limit's parse is a library's own, not the client's typed one."""
+    plain_decoders: dict[str, Callable[[Any], Callable[[str | bytes], Any]]] = {
+        "msgspec": lambda module: module.json.decode,
+        "orjson": lambda module: module.loads,
+        "json": lambda module: module.loads,
+    }
+    for name, plain_decoder in plain_decoders.items():
         module = getattr(wire, name, None)
         if module is not None:
-            return module.loads, name
+            return plain_decoder(module), name
     raise CommandError("cannot tell which JSON library apps.kalshi.messages parses with")
 
 
