@@ -406,7 +406,9 @@ class KalshiWebSocketClient:
         if snapshot.market_ticker in self.stale and snapshot.id is not None:
             self.metrics.resyncs += 1
         self.stale.discard(snapshot.market_ticker)
-        await self._listener.on_market_message(snapshot, book)
+        pending = self._listener.on_market_message(snapshot, book)
+        if pending is not None:
+            await pending
         if not self.stale:
             self._resync_started = None
             if not self._synced:

@@ -61,7 +61,11 @@ class FeedEvent:
 class FeedListener(Protocol):
     async def on_feed_event(self, event: FeedEvent) -> None: ...
 
-    async def on_market_message(self, message: MarketMessage, book: OrderBook) -> None: ...
+    def on_market_message(self, message: MarketMessage, book: OrderBook) -> Awaitable[None] | None:
+        """Every applied snapshot and delta. Returns None, or what the client must await before it reads the
+        next frame (the recording's back-pressure): an ``async def`` serves, and a plain one spares the hot
+        path a coroutine per message."""
+        ...
 
 
 class HandshakeRejected(Exception):

@@ -189,7 +189,9 @@ class StandInClient:
         else:
             book.apply_delta(message)
             self.metrics.deltas_received += 1
-        await self.listener.on_market_message(message, book)
+        pending = self.listener.on_market_message(message, book)
+        if pending is not None:
+            await pending
 
     async def event(self, kind: FeedEventKind, **fields: Any) -> None:
         event = FeedEvent(kind, **fields)

@@ -466,17 +466,18 @@ class Coordinator:
         elif event.kind is not FeedEventKind.SYNCED:
             self.console(event.level, f"{event.kind.value.upper()}: {event.reason}")
 
-    async def on_market_message(self, message: MarketMessage, book: OrderBook) -> None:
-        """FeedListener: every applied snapshot and delta. Kept cheap: it is on the hot path."""
+    def on_market_message(self, message: MarketMessage, book: OrderBook) -> Awaitable[None] | None:
+        """FeedListener: every applied snapshot and delta. On the hot path, so no coroutine of its own: returns
+        what the recording needs awaited (its buffer full, or a loss or heal being recorded), or None. Trading
+        hears of the change at once: the book is applied, and the recording keeps its order either way."""
         received_us = self._clock_us()
         self.publisher.book_changed(
             message.market_ticker, received_us, message.ts_ms if isinstance(message, OrderbookDelta) else None
         )
         recording = self.tap.take(message, received_us)
-        if recording is not None:
-            await recording
         if self.trading is not None:
             self.trading.book_changed(message.market_ticker)
+        return recording
 
     def _live_book(self, ticker: str) -> OrderBook | None:
         """``ticker``'s book while it is live (not waiting for a fresh snapshot), for trading."""
