@@ -24,7 +24,7 @@ import bisect
 import contextlib
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -123,7 +123,8 @@ class DatabaseRecorder:
         # A short cap: the first write after the database is back comes within 2 s of its return.
         self._backoff = backoff or Backoff(initial=0.2, cap=2.0)
         self._wall_clock = wall_clock
-        self._buffer: deque[RecordedRow] = deque()
+        self._buffer: list[RecordedRow] = []
+        """Rows not yet taken by the writer, oldest first (a list: a batch leaves it in one slice)."""
         self._inflight: list[RecordedRow] = []
         self._positions: dict[int, int] = {}
         self._rows_waiting = asyncio.Event()
@@ -235,7 +236,7 @@ class DatabaseRecorder:
             "oldest_unwritten_age": self.oldest_unwritten_age(),
             "backpressure_waits": s.backpressure_waits,
             "backpressure_seconds": round(s.backpressure_seconds, 3),
-            "peak_queued": s.peak_queued,
+            "peak_queued": max(s.peak_queued, self.queued),
             "last_error": s.last_error,
         }
 
@@ -280,6 +281,7 @@ class DatabaseRecorder:
         Returns how many rows and the file (None when there were none).
         """
         rows = [*self._inflight, *self._buffer]
+        self._note_peak()
         self._closed = True
         self._inflight = []
         self._buffer.clear()
@@ -332,11 +334,13 @@ class DatabaseRecorder:
             if self._task is None:
                 self._ensure_started()
             self._rows_waiting.set()
-        queued = waiting + len(self._inflight)
-        stats = self.stats
-        if queued > stats.peak_queued:
-            stats.peak_queued = queued
-        return queued >= self.capacity
+        # The peak is noted where the queue shrinks (it only grows in between), not here on the hot path.
+        return waiting + len(self._inflight) >= self.capacity
+
+    def _note_peak(self) -> None:
+        """Note the queue's size as its peak if it is larger: called before the queue shrinks."""
+        if self.queued > self.stats.peak_queued:
+            self.stats.peak_queued = self.queued
 
     async def _wait_for_room(self) -> None:
         self._room.clear()
@@ -364,10 +368,11 @@ class DatabaseRecorder:
                 continue
             if len(self._buffer) < self.batch_size and not self._flushing:
                 await self._fill_batch(loop)
-            take = min(self.batch_size, len(self._buffer))
-            popleft = self._buffer.popleft
-            self._inflight = [popleft() for _ in range(take)]
+            buffer = self._buffer
+            self._inflight = buffer[: self.batch_size]
+            del buffer[: self.batch_size]
             await self._write_inflight(loop)
+            self._note_peak()
             self._inflight = []
             if self.queued < self.capacity:
                 self._room.set()
