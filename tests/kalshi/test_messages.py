@@ -204,7 +204,47 @@ def test_the_typed_delta_path_reads_every_frame_as_the_field_by_field_parse_does
     either way a frame reads as parse_frame reads it, or is refused as it refuses it."""
     msg = {k: v for k, v in {**_DELTA_MSG, **msg_changes}.items() if v is not ...}
     frame = {"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": msg, **frame_changes}
-    frame = {k: v for k, v in frame.items() if v is not ...}
+    _assert_parsed_as_field_by_field({k: v for k, v in frame.items() if v is not ...})
+
+
+_SNAPSHOT_MSG = {
+    "market_ticker": "KXA",
+    "market_id": "m-1",
+    "yes_dollars_fp": [["0.4200", "12.50"], ["0.4100", "3.00"]],
+}
+
+
+@pytest.mark.parametrize(
+    ("frame_changes", "msg_changes"),
+    [
+        ({}, {}),
+        ({}, {"no_dollars_fp": [["0.5500", "1.00"]]}),
+        ({}, {"yes_dollars_fp": []}),
+        ({}, {"yes_dollars_fp": ...}),
+        ({}, {"market_id": None}),
+        ({"id": 4}, {}),
+        ({"id": -1}, {}),
+        ({}, {"yes_dollars_fp": ..., "yes": [[42, 10]]}),
+        ({}, {"no": [[55, 1]]}),
+        ({}, {"yes": [[42, 10]]}),
+        ({}, {"yes_dollars_fp": [["0.42", "1"]]}),
+        ({}, {"yes_dollars_fp": [["0.4200"]]}),
+        ({}, {"yes_dollars_fp": [[0.42, "1.00"]]}),
+        ({}, {"yes_dollars_fp": [["0.42001", "1.00"]]}),
+        ({}, {"yes_dollars_fp": "0.42"}),
+        ({"sid": 0}, {}),
+        ({"seq": ...}, {}),
+    ],
+)
+def test_the_typed_snapshot_path_reads_every_frame_as_the_field_by_field_parse_does(
+    frame_changes: dict[str, Any], msg_changes: dict[str, Any]
+) -> None:
+    msg = {k: v for k, v in {**_SNAPSHOT_MSG, **msg_changes}.items() if v is not ...}
+    frame = {"type": "orderbook_snapshot", "sid": 1, "seq": 2, "msg": msg, **frame_changes}
+    _assert_parsed_as_field_by_field({k: v for k, v in frame.items() if v is not ...})
+
+
+def _assert_parsed_as_field_by_field(frame: dict[str, Any]) -> None:
     try:
         expected: Any = parse_frame(json.loads(json.dumps(frame)))
     except MalformedMessage as exc:
