@@ -404,7 +404,9 @@ class _SnapshotFrame(msgspec.Struct, tag_field="type", tag="orderbook_snapshot")
 
 
 _decode_book_frame = msgspec.json.Decoder(_DeltaFrame | _SnapshotFrame).decode
-_decode_frame = msgspec.json.Decoder().decode
+JSON_LIBRARY = "msgspec"
+decode_json = msgspec.json.Decoder().decode
+"""The plain decoder (JSON into Python objects) for every frame that is not a current-schema book message."""
 
 
 def _fast_book_message(data: str | bytes) -> OrderbookDelta | OrderbookSnapshot | None:
@@ -481,7 +483,7 @@ def parse_message(data: str | bytes) -> ServerMessage:
     if message is not None:
         return message
     try:
-        frame = _decode_frame(data)
+        frame = decode_json(data)
     except msgspec.DecodeError as exc:
         raise MalformedMessage(f"not JSON: {exc}") from None
     if type(frame) is not dict:

@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -63,21 +62,6 @@ DEFAULT_MESSAGES = 150_000
 LIMIT_RUNS = 3
 STALL_SECONDS = 60.0
 """A case whose recording makes no progress for this long is given up (and reported as such)."""
-
-
-def client_json() -> tuple[Callable[[str | bytes], Any], str]:
-    """The JSON library the feed client parses frames with (the one ``apps.kalshi.messages`` imports), as its
-    plain decode into Python objects: the limit's parse is a library's own, not the client's typed one."""
-    plain_decoders: dict[str, Callable[[Any], Callable[[str | bytes], Any]]] = {
-        "msgspec": lambda module: module.json.decode,
-        "orjson": lambda module: module.loads,
-        "json": lambda module: module.loads,
-    }
-    for name, plain_decoder in plain_decoders.items():
-        module = getattr(wire, name, None)
-        if module is not None:
-            return plain_decoder(module), name
-    raise CommandError("cannot tell which JSON library apps.kalshi.messages parses with")
 
 
 def vm_hwm(pid: int) -> int | None:
@@ -534,7 +518,8 @@ class Case:
             self.result.limit_rate = max(self.result.limit_rate, await self._limit_run())
 
     async def _limit_run(self) -> float:
-        loads, self.result.json_library = client_json()
+        # The client's own plain decoder: the limit parses as a library does, not as the client's typed path.
+        loads, self.result.json_library = wire.decode_json, wire.JSON_LIBRARY
         mark = len(self.events)
         headers = self.credentials.headers("GET", WS_PATH, time.time_ns() // 1_000_000)
         expected = self.flood_messages + 1  # the subscribed reply, then the stream
