@@ -34,6 +34,7 @@ from apps.kalshi.feed import (
     MarketMessage,
     reconnect_until_closed,
 )
+from apps.kalshi.feedconnection import FeedConnection
 from apps.kalshi.messages import (
     CHANNEL_ORDERBOOK,
     ERROR_AUTH_REQUIRED,
@@ -56,20 +57,6 @@ from apps.kalshi.signing import WS_PATH, Credentials
 from apps.kalshi.wsattempt import connection_attempt
 
 logger = logging.getLogger(__name__)
-
-
-class _WatchedConnection(ClientConnection):
-    """A client connection that notes when any bytes last arrived, pings included.
-
-    Kalshi pings every 10 s even when a market is quiet, so "no bytes at all for a while" is the signal
-    of a dead socket, while "no data messages" is only a quiet market.
-    """
-
-    last_received: float = 0.0
-
-    def data_received(self, data: bytes) -> None:
-        self.last_received = time.monotonic()
-        super().data_received(data)
 
 
 @dataclass
@@ -126,7 +113,7 @@ class KalshiWebSocketClient:
         self._resync_timeout = resync_timeout
         self._resync_started: float | None = None
         self._wall_clock_ms = wall_clock_ms
-        self._ws: _WatchedConnection | None = None
+        self._ws: FeedConnection | None = None
         self._closing = asyncio.Event()
         self._next_id = 0
         self._commands: dict[int, _Command] = {}
@@ -195,15 +182,18 @@ class KalshiWebSocketClient:
         async with connect(
             self.url,
             additional_headers=headers,
-            create_connection=_WatchedConnection,
+            create_connection=FeedConnection,
             open_timeout=self._open_timeout,
             # Kalshi pings every 10 s and websockets answers with pongs; silence is detected by _watch.
             ping_interval=None,
+            # No permessage-deflate: inflating every small book frame costs the reader more than the bytes
+            # it saves, and only uncompressed frames take the connection's lean path.
+            compression=None,
             max_size=2**24,
             max_queue=1024,
             close_timeout=2.0,
         ) as ws:
-            assert isinstance(ws, _WatchedConnection)
+            assert isinstance(ws, FeedConnection)
             ws.last_received = time.monotonic()
             self._ws = ws
             await self._on_connected(ws)
@@ -243,10 +233,11 @@ class KalshiWebSocketClient:
                 command.reply.cancel()
         self._commands.clear()
 
-    async def _read(self, ws: _WatchedConnection) -> str:
+    async def _read(self, ws: FeedConnection) -> str:
         """Read frames until the connection ends; returns why it ended, or raises ConnectionClosed.
 
-        Nothing but ``recv`` is awaited per frame: the timed checks (a silent socket, the resync deadline)
+        No more than the wait for the next frame is awaited per frame, and nothing while frames are
+        already queued: the timed checks (a silent socket, the resync deadline)
         run from a watchdog task about once a second instead of a timeout wrapped around every receive.
         """
         self._silence = None
@@ -260,8 +251,9 @@ class KalshiWebSocketClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
 
-    async def _read_frames(self, ws: _WatchedConnection) -> str:
-        recv = ws.recv
+    async def _read_frames(self, ws: FeedConnection) -> str:
+        frames = ws.frames
+        take = frames.popleft
         metrics = self.metrics
         wall_clock = time.time
         while True:
@@ -269,15 +261,19 @@ class KalshiWebSocketClient:
                 reason = await self._timed_checks(ws)
                 if reason is not None:
                     return reason
-            self._waiting_for_frame = True
-            try:
-                # As bytes: no decoding to str (the parser reads UTF-8), and len() counts bytes.
-                frame = await recv(decode=False)
-            except ConnectionClosed:
-                if self._silence is not None:
-                    return self._silence
-                raise
-            self._waiting_for_frame = False
+            # Frames already received are taken without an await; bytes, not str (the parser reads UTF-8,
+            # and len() counts bytes).
+            if frames:
+                frame = take()
+            else:
+                self._waiting_for_frame = True
+                try:
+                    frame = await ws.next_frame()
+                except ConnectionClosed:
+                    if self._silence is not None:
+                        return self._silence
+                    raise
+                self._waiting_for_frame = False
             if self._watchdog_busy is not None:
                 # The watchdog is acting on the connection (a resubscribe): frames wait until it is done.
                 await self._watchdog_busy.wait()
@@ -302,7 +298,7 @@ class KalshiWebSocketClient:
                     continue
             await self._dispatch(ws, message)
 
-    async def _timed_checks(self, ws: _WatchedConnection) -> str | None:
+    async def _timed_checks(self, ws: FeedConnection) -> str | None:
         """The socket's silence and the resync deadline; returns why to drop the connection, if it must."""
         self._checks_due = False
         if time.monotonic() - ws.last_received >= self._idle_timeout:
@@ -310,7 +306,7 @@ class KalshiWebSocketClient:
         await self._check_resync_deadline(ws)
         return None
 
-    async def _watch(self, ws: _WatchedConnection) -> None:
+    async def _watch(self, ws: FeedConnection) -> None:
         """Run the timed checks while the reader waits for a frame; while it is busy with one, leave them
         to the reader, which runs them before its next receive (so they never interleave with a message)."""
         while True:
@@ -326,7 +322,7 @@ class KalshiWebSocketClient:
                 self._watchdog_busy = None
                 busy.set()
             if reason is not None:
-                # The reader is blocked in recv: ending the connection wakes it with this reason.
+                # The reader is waiting for a frame: ending the connection wakes it with this reason.
                 self._silence = reason
                 ws.transport.abort()
                 return
