@@ -236,9 +236,9 @@ class KalshiWebSocketClient:
     async def _read(self, ws: FeedConnection) -> str:
         """Read frames until the connection ends; returns why it ended, or raises ConnectionClosed.
 
-        No more than the wait for the next frame is awaited per frame, and nothing while frames are
-        already queued: the timed checks (a silent socket, the resync deadline)
-        run from a watchdog task about once a second instead of a timeout wrapped around every receive.
+        Frames already queued by the connection are taken without an await, and only the wait for the next
+        one is awaited otherwise: the timed checks (a silent socket, the resync deadline) run from a watchdog
+        task about once a second instead of a timeout wrapped around every receive.
         """
         self._silence = None
         self._checks_due = False
