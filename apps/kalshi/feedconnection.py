@@ -81,12 +81,15 @@ class FeedConnection(ClientConnection):
 
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
-        if self._mode is _Mode.LEAN:
-            self._take(self._pending + data if self._pending else data, 0)
-        elif self._mode is _Mode.HANDSHAKE:
-            self._handshake(self._pending + data if self._pending else data)
-        else:
+        if self._mode is _Mode.GENERAL:
             super().data_received(data)
+            return
+        if self._pending:
+            data = self._pending + data
+        if self._mode is _Mode.LEAN:
+            self._take(data, 0)
+        else:
+            self._handshake(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
