@@ -99,12 +99,19 @@ def _snapshots(
 def _deltas(
     session_id: int, market_ticker: str | None, chunk_size: int, after: int = 0, limit: int | None = None
 ) -> Iterator[Recorded]:
-    rows = _after(RecordedDelta.objects.filter(session_id=session_id), market_ticker, after)
     fields = ("position", "received_at", "market_ticker", "sid", "seq", "side", "price", "delta", "ts_ms")
-    rows = rows.values_list(*fields)
-    for position, received_at, ticker, sid, seq, side, price, delta, ts_ms in (
-        rows[:limit] if limit is not None else rows.iterator(chunk_size=chunk_size)
-    ):
+    if market_ticker is None:
+        rows = _after(RecordedDelta.objects.filter(session_id=session_id), None, after).values_list(*fields)
+        found = rows[:limit] if limit is not None else rows.iterator(chunk_size=chunk_size)
+    else:
+        blocks = RecordedDelta.objects.market_blocks(session_id, market_ticker, after=after)
+        found = itertools.chain.from_iterable(
+            block.values_list(*fields)[:limit] if limit is not None else block.values_list(*fields).iterator(chunk_size)
+            for block in blocks
+        )
+        if limit is not None:
+            found = itertools.islice(found, limit)
+    for position, received_at, ticker, sid, seq, side, price, delta, ts_ms in found:
         message = OrderbookDelta(
             sid=sid, seq=seq, market_ticker=ticker, market_id="", price=price, delta=delta, side=side, ts_ms=ts_ms
         )
@@ -221,6 +228,17 @@ def market_sids(*, session_id: int, market_ticker: str) -> list[int]:
     return list(dict.fromkeys(rows))
 
 
+def _last_delta(session_id: int, market_ticker: str, *, sid: int | None = None, seq: int | None = None) -> int | None:
+    """The position of the market's last delta (on ``sid`` at or before ``seq``, when given), or None."""
+    for block in RecordedDelta.objects.market_blocks(session_id, market_ticker, newest_first=True):
+        if sid is not None:
+            block = block.filter(sid=sid, seq__lte=seq)
+        position: int | None = block.values_list("position", flat=True).first()
+        if position is not None:
+            return position
+    return None
+
+
 def book_at(*, session_id: int, market_ticker: str, seq: int | None = None, sid: int | None = None) -> BookAt:
     """The market's book rebuilt from the recording: at ``seq`` of subscription ``sid``, or at the end.
 
@@ -228,12 +246,8 @@ def book_at(*, session_id: int, market_ticker: str, seq: int | None = None, sid:
     when the recording has nothing to rebuild from.
     """
     snapshots = RecordedSnapshot.objects.filter(session_id=session_id, market_ticker=market_ticker)
-    deltas = RecordedDelta.objects.filter(session_id=session_id, market_ticker=market_ticker)
     if seq is None:
-        last = max(
-            snapshots.aggregate(p=Max("position"))["p"] or 0,
-            deltas.aggregate(p=Max("position"))["p"] or 0,
-        )
+        last = max(snapshots.aggregate(p=Max("position"))["p"] or 0, _last_delta(session_id, market_ticker) or 0)
         if not last:
             raise RecordingError(f"nothing was recorded for {market_ticker} in session {session_id}")
         target = last
@@ -251,9 +265,7 @@ def book_at(*, session_id: int, market_ticker: str, seq: int | None = None, sid:
         last_snapshot = (
             snapshots.filter(sid=sid, seq__lte=seq).order_by("-position").values_list("position", flat=True).first()
         )
-        last_delta = (
-            deltas.filter(sid=sid, seq__lte=seq).order_by("-position").values_list("position", flat=True).first()
-        )
+        last_delta = _last_delta(session_id, market_ticker, sid=sid, seq=seq)
         target = max(last_snapshot or 0, last_delta or 0)
         if not target:
             raise RecordingError(f"{market_ticker} has no recorded message on sid {sid} at or before seq {seq}")
@@ -273,11 +285,9 @@ def book_at(*, session_id: int, market_ticker: str, seq: int | None = None, sid:
         )
     )
     fields = ("sid", "seq", "side", "price", "delta", "ts_ms")
-    for d_sid, d_seq, side, price, delta, ts_ms in (
-        deltas.filter(position__gt=base.position, position__lte=target)
-        .order_by("position")
-        .values_list(*fields)
-        .iterator(chunk_size=5000)
+    blocks = RecordedDelta.objects.market_blocks(session_id, market_ticker, after=base.position, through=target)
+    for d_sid, d_seq, side, price, delta, ts_ms in itertools.chain.from_iterable(
+        block.values_list(*fields).iterator(chunk_size=5000) for block in blocks
     ):
         book.apply_delta(
             OrderbookDelta(
@@ -348,9 +358,10 @@ def price_history(
     whether the points reach the market's first recorded message / its last one. Each point is
     ``[epoch ms, bid, ask]`` with Kalshi's price strings (None for an empty side), one per change of the top.
     """
-    delta_rows = RecordedDelta.objects.filter(session_id=session_id, market_ticker=market_ticker)
     snapshot_rows = RecordedSnapshot.objects.filter(session_id=session_id, market_ticker=market_ticker)
-    window = list(delta_rows.order_by("-position").values_list("position", flat=True)[deltas - 1 : deltas])
+    newest = RecordedDelta.objects.market_blocks(session_id, market_ticker, newest_first=True)
+    positions_newest_first = (p for block in newest for p in block.values_list("position", flat=True)[:deltas])
+    window = list(itertools.islice(positions_newest_first, deltas - 1, deltas))
     positions = snapshot_rows.order_by("position").values_list("position", flat=True)
     to_end = True
     if not window:
@@ -370,11 +381,11 @@ def price_history(
     if base is None:
         return history
     history["from_start"] = not snapshot_rows.filter(position__lt=base).exists() and not (
-        delta_rows.filter(position__lt=base).exists()
+        RecordedDelta.objects.of_market(session_id, market_ticker).filter(position__lt=base).first() is not None
     )
     replayed = list(_deltas(session_id, market_ticker, deltas, base, deltas))
     last = replayed[-1].position if replayed and not to_end else None
-    if last is not None and not delta_rows.filter(position__gt=last).exists():
+    if last is not None and RecordedDelta.objects.of_market(session_id, market_ticker, after=last).first() is None:
         history["to_end"], last = True, None  # the forward read happened to reach the end after all
     resyncs = list(_snapshots(session_id, market_ticker, deltas, base - 1, deltas))
     book = OrderBook(market_ticker)
